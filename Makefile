@@ -1,0 +1,60 @@
+# llmir — the two commands a newcomer types are `make run` and `make test`.
+# Every target first checks (and as root on Debian installs) what it needs.
+
+GO        ?= go
+BIN       := bin/llmir
+PKGS      := ./...
+GOFLAGS_T ?=
+STATIC    := bin/llmir-linux-amd64
+
+export CGO_ENABLED := 1
+
+.PHONY: all build run test bench fuzz-smoke lint static deps-go deps-test clean
+
+all: build
+
+deps-go:
+	@scripts/ensure-deps.sh go gcc
+	@$(GO) mod download
+
+# What the tests need: gcc for generated kernels, OpenBLAS for baselines,
+# mlir-opt for the round-trip tests.
+deps-test: deps-go
+	@scripts/ensure-deps.sh openblas mlir
+
+build: deps-go
+	$(GO) build -o $(BIN) ./cmd/llmir
+
+# The main job on a built-in default.
+run: build
+	$(BIN) import --preset llama-tiny -o bin/llama-tiny.mlir
+	$(BIN) tasks bin/llama-tiny.mlir
+
+test: deps-test
+	$(GO) vet $(PKGS)
+	$(GO) test $(GOFLAGS_T) -count=1 -timeout 20m $(PKGS)
+
+bench: deps-test
+	$(GO) test -run '^$$' -bench . -benchtime 1x $(PKGS)
+
+# A short run of every fuzz target (FUZZTIME each).
+FUZZTIME ?= 10s
+fuzz-smoke: deps-go
+	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+lint: deps-go
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+# A static executable for machines without Go (the GPU machine).
+static: deps-go
+	$(GO) build -ldflags '-linkmode external -extldflags "-static"' \
+	  -tags 'osusergo netgo sqlite_omit_load_extension' -o $(STATIC) ./cmd/llmir
+
+clean:
+	rm -rf bin
