@@ -68,6 +68,9 @@ llmir.yaml (in . then $XDG_CONFIG_HOME/llmir) > defaults.`,
 
 	root.AddCommand(
 		newVersionCmd(),
+		newImportCmd(),
+		newOptCmd(),
+		newTasksCmd(),
 	)
 	return root
 }

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"llmir/ir"
+	"llmir/ir/hf"
+)
+
+// readModule parses an LLMIR file ("-" is standard input) and verifies it.
+func readModule(cmd *cobra.Command, path string) (*ir.Module, error) {
+	var data []byte
+	var err error
+	name := path
+	if path == "-" {
+		name = "<stdin>"
+		data, err = io.ReadAll(cmd.InOrStdin())
+	} else {
+		data, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	m, err := ir.Parse(name, data)
+	if err != nil {
+		return nil, err
+	}
+	if err := ir.Verify(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// writeOutput writes text to path, or to the command's output for "" or "-".
+// A file is written whole or not at all.
+func writeOutput(cmd *cobra.Command, path, text string) error {
+	if path == "" || path == "-" {
+		_, err := io.WriteString(cmd.OutOrStdout(), text)
+		return err
+	}
+	if dir := filepath.Dir(path); dir != "." {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".llmir-*")
+	if err != nil {
+		return err
+	}
+	if _, err := tmp.WriteString(text); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+func newImportCmd() *cobra.Command {
+	var (
+		hfConfig, preset, out string
+		opts                  hf.Options
+	)
+	cmd := &cobra.Command{
+		Use:   "import (--hf-config FILE | --preset NAME)",
+		Short: "Build an LLMIR module (prefill and decode) from a model config",
+		Long: `Build an LLMIR module with two functions, prefill (symbolic batch × seq) and
+decode (symbolic batch, one token per sequence, paged KV cache), from a Hugging
+Face config.json of the Llama family (Llama 2/3/3.1, Mistral, Qwen2) or from a
+built-in preset: ` + strings.Join(hf.Presets(), ", ") + `.`,
+		Example: `  llmir import --preset llama-3-8b -o llama3.mlir
+  llmir import --hf-config path/to/config.json --block-size 32
+  llmir import --preset llama-3-8b | mlir-opt --allow-unregistered-dialect`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if (hfConfig == "") == (preset == "") {
+				return fmt.Errorf("give exactly one of --hf-config FILE or --preset NAME")
+			}
+			var (
+				cfg  *hf.Config
+				name string
+				err  error
+			)
+			if preset != "" {
+				name = preset
+				cfg, err = hf.PresetConfig(preset)
+			} else {
+				var data []byte
+				if data, err = os.ReadFile(hfConfig); err == nil {
+					name = filepath.Base(filepath.Dir(hfConfig))
+					if name == "." || name == "/" {
+						name = "model"
+					}
+					cfg, err = hf.ParseConfig(hfConfig, data)
+				}
+			}
+			if err != nil {
+				return err
+			}
+			m, err := hf.Import(cfg, name, opts)
+			if err != nil {
+				return err
+			}
+			return writeOutput(cmd, out, ir.String(m))
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&hfConfig, "hf-config", "", "Hugging Face config.json to import")
+	f.StringVar(&preset, "preset", "", "built-in model: "+strings.Join(hf.Presets(), ", "))
+	f.StringVarP(&out, "output", "o", "", "output file (default: standard output)")
+	f.Int64Var(&opts.BlockSize, "block-size", 16, "KV cache block size in tokens")
+	f.Int64Var(&opts.TensorParallel, "tensor-parallel", 1, "shard attention heads and the MLP over this many ranks")
+	f.Int64Var(&opts.PrefillSeq, "prefill-seq", 512, "typical prompt length, recorded for llmir tasks")
+	f.Int64Var(&opts.DecodeBatch, "decode-batch", 1, "typical decode batch, recorded for llmir tasks")
+	f.Int64Var(&opts.DecodeContext, "decode-context", 0, "typical decode context length (default: min(max_position_embeddings, 4096))")
+	return cmd
+}
+
+func newOptCmd() *cobra.Command {
+	var (
+		passes, dumpAfter []string
+		verifyEach, times bool
+		out               string
+	)
+	var names []string
+	for _, p := range ir.Passes() {
+		req := ""
+		if p.Required {
+			req = " (required)"
+		}
+		names = append(names, fmt.Sprintf("  %-14s %s%s", p.Name, p.Summary, req))
+	}
+	cmd := &cobra.Command{
+		Use:   "opt FILE",
+		Short: "Run passes over an LLMIR module",
+		Long: "Run passes over an LLMIR module (FILE, or - for standard input) and print it.\n\nPasses, in pipeline order:\n" +
+			strings.Join(names, "\n") + "\n\nRequired passes always run; --passes selects the others.",
+		Example: `  llmir opt model.mlir --passes infer-shapes,canonicalize -o out.mlir
+  llmir opt model.mlir --verify-each --dump-after canonicalize --time-passes`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := readModule(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			opts := ir.PassOptions{VerifyEach: verifyEach, DumpAfter: dumpAfter, Dump: cmd.ErrOrStderr()}
+			if times {
+				opts.Timing = cmd.ErrOrStderr()
+			}
+			if err := ir.RunPasses(m, passes, opts); err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			return writeOutput(cmd, out, ir.String(m))
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&passes, "passes", nil, "comma-separated passes to run (default: all)")
+	f.BoolVar(&verifyEach, "verify-each", false, "verify the module after every pass")
+	f.StringSliceVar(&dumpAfter, "dump-after", nil, "print the module to stderr after these passes")
+	f.BoolVar(&times, "time-passes", false, "print each pass's time to stderr")
+	f.StringVarP(&out, "output", "o", "", "output file (default: standard output)")
+	return cmd
+}
+
+func newTasksCmd() *cobra.Command {
+	var (
+		asJSON bool
+		dims   []string
+	)
+	cmd := &cobra.Command{
+		Use:   "tasks FILE",
+		Short: "List the distinct kernel workloads of a module",
+		Long: `List the distinct workloads (kernel group + bucketed shapes + dtypes) of an
+LLMIR module and how often each occurs. Symbolic dims take the values of --dims,
+else the function's llmir.dims attribute; dynamic extents are bucketed to powers
+of two (then multiples of 8192).`,
+		Example: `  llmir tasks llama3.mlir
+  llmir tasks llama3.mlir --dims batch=8,seq=2048 --json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			env := map[string]int64{}
+			for _, d := range dims {
+				k, v, ok := strings.Cut(d, "=")
+				n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				if !ok || err != nil || n < 1 || strings.TrimSpace(k) == "" {
+					return fmt.Errorf("--dims: %q is not NAME=N with N ≥ 1", d)
+				}
+				env[strings.TrimSpace(k)] = n
+			}
+			m, err := readModule(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			if err := ir.InferShapes(m); err != nil {
+				return err
+			}
+			tasks, err := ir.Tasks(m, env)
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			if asJSON {
+				type row struct {
+					Key      string      `json:"key"`
+					Name     string      `json:"name"`
+					Count    int         `json:"count"`
+					Funcs    []string    `json:"funcs"`
+					Workload ir.Workload `json:"workload"`
+				}
+				rows := make([]row, len(tasks))
+				for i, t := range tasks {
+					rows[i] = row{t.Workload.Key(), t.Workload.Name(), t.Count, t.Funcs, t.Workload}
+				}
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(rows)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "COUNT\tFUNCS\tWORKLOAD\tKEY")
+			for _, t := range tasks {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", t.Count, strings.Join(t.Funcs, ","), t.Workload.Name(), t.Workload.Key()[:12])
+			}
+			fmt.Fprintf(tw, "\n%d distinct workloads\n", len(tasks))
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringSliceVar(&dims, "dims", nil, "values of symbolic dims, e.g. batch=8,seq=2048")
+	return cmd
+}

@@ -1,0 +1,198 @@
+package ir
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// Bucket rounds a dynamic extent up to its shape bucket: powers of two up
+// to 8192, then multiples of 8192. A kernel compiled for bucket B must be
+// correct for every actual extent ≤ B; dispatch picks the smallest bucket
+// ≥ the actual extent.
+func Bucket(n int64) int64 {
+	if n <= 1 {
+		return 1
+	}
+	if n <= 8192 {
+		b := int64(1)
+		for b < n {
+			b <<= 1
+		}
+		return b
+	}
+	return (n + 8191) / 8192 * 8192
+}
+
+// Workload is one kernel to tune: an op group with concrete (bucketed)
+// shapes, element types, and the attributes that change generated code.
+// Its canonical JSON never depends on map order, pointers or platform;
+// its Key is the SHA-256 of that JSON.
+type Workload struct {
+	Group  []string          `json:"group"`  // op names, in execution order (one until fusion)
+	Inputs []TensorSig       `json:"inputs"` // operands
+	Output []TensorSig       `json:"outputs"`
+	Attrs  map[string]string `json:"attrs,omitempty"` // codegen-relevant attributes, printed as MLIR text
+	// Dynamic names the symbolic dims that were bucketed, with their bucket.
+	Dynamic map[string]int64 `json:"dynamic,omitempty"`
+}
+
+// TensorSig is a concrete operand or result: a shape and an element type,
+// or a paged KV cache (Shape empty, KV set).
+type TensorSig struct {
+	Shape []int64 `json:"shape,omitempty"`
+	DType string  `json:"dtype"`
+	KV    string  `json:"kv,omitempty"`
+}
+
+func (s TensorSig) String() string {
+	if s.KV != "" {
+		return s.KV
+	}
+	parts := make([]string, len(s.Shape))
+	for i, d := range s.Shape {
+		parts[i] = fmt.Sprint(d)
+	}
+	return strings.Join(append(parts, s.DType), "x")
+}
+
+// CanonicalJSON is the workload's identity: encoding/json sorts map keys,
+// and every slice is in a defined order.
+func (w Workload) CanonicalJSON() []byte {
+	b, err := json.Marshal(w)
+	if err != nil {
+		panic(err) // only strings, ints and slices of them: cannot fail
+	}
+	return b
+}
+
+// Key is the SHA-256 hex of the canonical JSON.
+func (w Workload) Key() string {
+	h := sha256.Sum256(w.CanonicalJSON())
+	return hex.EncodeToString(h[:])
+}
+
+// Name is a short human-readable description.
+func (w Workload) Name() string {
+	var in []string
+	for _, s := range w.Inputs {
+		in = append(in, s.String())
+	}
+	return strings.Join(w.Group, "+") + "(" + strings.Join(in, ", ") + ")"
+}
+
+// Task is a distinct workload and where it occurs.
+type Task struct {
+	Workload Workload
+	Count    int      // occurrences in the module
+	Funcs    []string // functions it occurs in
+}
+
+// Tasks lists the distinct workloads of m, in first-occurrence order.
+// dims gives the actual extent of each symbolic dim; missing ones come from
+// each function's llmir.dims attribute. Until fusion exists, one op is one
+// workload.
+func Tasks(m *Module, dims map[string]int64) ([]Task, error) {
+	var tasks []Task
+	index := map[string]int{}
+	for _, f := range m.Funcs {
+		env := map[string]int64{}
+		if a, ok := f.Attrs.Get(DimsAttr); ok {
+			if d, ok := a.(DictAttr); ok {
+				for _, e := range d {
+					if v, ok := e.Value.(IntAttr); ok {
+						env[e.Name] = v.V
+					}
+				}
+			}
+		}
+		for k, v := range dims {
+			env[k] = v
+		}
+		for _, op := range f.Body {
+			def, ok := LookupOp(op.Name)
+			if !ok || def.Traits&NotAKernel != 0 {
+				continue
+			}
+			w, err := workloadOf(op, def, env)
+			if err != nil {
+				return nil, fmt.Errorf("@%s: %w", f.Name, err)
+			}
+			key := w.Key()
+			i, seen := index[key]
+			if !seen {
+				i = len(tasks)
+				index[key] = i
+				tasks = append(tasks, Task{Workload: w})
+			}
+			t := &tasks[i]
+			t.Count++
+			if len(t.Funcs) == 0 || t.Funcs[len(t.Funcs)-1] != f.Name {
+				t.Funcs = append(t.Funcs, f.Name)
+			}
+		}
+	}
+	return tasks, nil
+}
+
+func workloadOf(op *Op, def *OpDef, env map[string]int64) (Workload, error) {
+	w := Workload{Group: []string{op.Name}}
+	sig := func(v *Value) (TensorSig, error) {
+		switch t := v.Type.(type) {
+		case PagedKVType:
+			// The layer count only offsets into the pool: it does not change
+			// the kernel, so it stays out of the key.
+			kv := fmt.Sprintf("paged_kv<block_size=%d,kv_heads=%d,head_dim=%d>", t.BlockSize, t.KVHeads, t.HeadDim)
+			return TensorSig{DType: string(t.Elem), KV: kv}, nil
+		case TensorType:
+			s := TensorSig{DType: string(t.Elem), Shape: make([]int64, t.Rank())}
+			for i, d := range t.Shape {
+				if !d.IsDynamic() {
+					s.Shape[i] = d.Size
+					continue
+				}
+				n, ok := env[d.Sym]
+				if d.Sym == "" || !ok {
+					name := d.Sym
+					if name == "" {
+						name = "?"
+					}
+					return s, errorf(op.Loc, "%s: dynamic dim %s has no value: give it with --dims %s=N", op.Name, name, name)
+				}
+				b := Bucket(n)
+				s.Shape[i] = b
+				if w.Dynamic == nil {
+					w.Dynamic = map[string]int64{}
+				}
+				w.Dynamic[d.Sym] = b
+			}
+			return s, nil
+		}
+		return TensorSig{}, errorf(op.Loc, "%s: unexpected operand type %s", op.Name, v.Type)
+	}
+	for _, v := range op.Operands {
+		s, err := sig(v)
+		if err != nil {
+			return w, err
+		}
+		w.Inputs = append(w.Inputs, s)
+	}
+	for _, v := range op.Results {
+		s, err := sig(v)
+		if err != nil {
+			return w, err
+		}
+		w.Output = append(w.Output, s)
+	}
+	for _, ad := range def.Attrs {
+		if a, ok := op.Attrs.Get(ad.Name); ok && ad.Codegen {
+			if w.Attrs == nil {
+				w.Attrs = map[string]string{}
+			}
+			w.Attrs[ad.Name] = a.String()
+		}
+	}
+	return w, nil
+}
