@@ -74,6 +74,9 @@ func (p *parser) skipSpace() {
 	}
 }
 
+// mark skips blanks and returns the offset of the next token, for errors.
+func (p *parser) mark() int { p.skipSpace(); return p.pos }
+
 func (p *parser) eof() bool { p.skipSpace(); return p.pos >= len(p.src) }
 
 // peek reports whether the next token starts with s.
@@ -389,7 +392,7 @@ func (p *parser) parsePagedKV(start int) PagedKVType {
 		if len(seen) > 0 {
 			p.expect(",")
 		}
-		kpos := p.pos
+		kpos := p.mark()
 		key := p.bareID()
 		p.expect("=")
 		if seen[key] {
@@ -398,14 +401,14 @@ func (p *parser) parsePagedKV(start int) PagedKVType {
 		seen[key] = true
 		switch key {
 		case "elem":
-			epos := p.pos
+			epos := p.mark()
 			e, ok := ParseElemType(p.bareID())
 			if !ok {
 				p.failAt(epos, "!llmir.paged_kv: unknown element type")
 			}
 			t.Elem = e
 		case "block_size", "kv_heads", "head_dim", "layers":
-			vpos := p.pos
+			vpos := p.mark()
 			v := p.intLit()
 			if v <= 0 {
 				p.failAt(vpos, "!llmir.paged_kv: %s must be positive", key)
@@ -462,7 +465,7 @@ func (p *parser) parseAttrDict(depth int) Attrs {
 		if len(as) > 0 {
 			p.expect(",")
 		}
-		npos := p.pos
+		npos := p.mark()
 		var name string
 		if p.peek(`"`) {
 			name = p.stringLit()
@@ -531,7 +534,7 @@ func (p *parser) parseNumberAttr(start int) Attr {
 	isHexLit := strings.HasPrefix(strings.TrimLeft(text, "+-"), "0x")
 	var t ElemType
 	if p.accept(":") {
-		tpos := p.pos
+		tpos := p.mark()
 		e, ok := ParseElemType(p.bareID())
 		if !ok {
 			p.failAt(tpos, "expected an integer or float type after ':'")
@@ -754,7 +757,7 @@ func (p *parser) parseCustomFunc(loc Loc) *Func {
 		if len(f.Args) > 0 {
 			p.expect(",")
 		}
-		npos := p.pos
+		npos := p.mark()
 		name := p.suffixID('%')
 		p.expect(":")
 		v := f.AddArg(p.parseType())
@@ -793,7 +796,7 @@ func (p *parser) parseBlockLabel(f *Func, sc scope) {
 			if i > 0 {
 				p.expect(",")
 			}
-			npos := p.pos
+			npos := p.mark()
 			name := p.suffixID('%')
 			p.expect(":")
 			t := p.parseType()
@@ -951,7 +954,7 @@ func (p *parser) parseOp(sc scope) *Op {
 				if i > 0 {
 					p.expect(",")
 				}
-				tpos := p.pos
+				tpos := p.mark()
 				if t := p.parseType(); !Equal(t, op.Operands[i].Type) {
 					p.failAt(tpos, "return operand %d has type %s, not %s", i, op.Operands[i].Type, t)
 				}
@@ -1009,7 +1012,7 @@ func (p *parser) parseOperands(sc scope) []*Value {
 }
 
 func (p *parser) parseGenericOp(sc scope, loc Loc) *Op {
-	npos := p.pos
+	npos := p.mark()
 	op := &Op{Name: p.stringLit(), Loc: loc}
 	if op.Name == ReturnName {
 		op.Name = ReturnName
@@ -1040,7 +1043,7 @@ func (p *parser) parseGenericOp(sc scope, loc Loc) *Op {
 		}
 	}
 	p.expect(":")
-	tpos := p.pos
+	tpos := p.mark()
 	ft := p.parseFuncType()
 	if len(ft.Inputs) != len(op.Operands) {
 		p.failAt(tpos, "%s has %d operands but its type lists %d", op.Name, len(op.Operands), len(ft.Inputs))

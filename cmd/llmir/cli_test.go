@@ -1,0 +1,145 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// runCLI runs llmir with args in dir and returns stdout, stderr and the error.
+func runCLI(t *testing.T, dir string, args ...string) (string, string, error) {
+	t.Helper()
+	if dir != "" {
+		t.Chdir(dir)
+	}
+	cmd := newRootCmd()
+	var out, errb bytes.Buffer
+	cmd.SetArgs(args)
+	cmd.SetOut(&out)
+	cmd.SetErr(&errb)
+	cmd.SetIn(strings.NewReader(""))
+	err := cmd.Execute()
+	return out.String(), errb.String(), err
+}
+
+func isolate(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
+	t.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
+	return dir
+}
+
+func TestImportOptTasks(t *testing.T) {
+	dir := isolate(t)
+	if _, _, err := runCLI(t, dir, "import", "--preset", "llama-tiny", "-o", "tiny.mlir"); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, err := runCLI(t, "", "opt", "tiny.mlir", "--passes", "canonicalize", "--verify-each", "--time-passes", "--dump-after", "canonicalize")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile("tiny.mlir")
+	if out != string(want) {
+		t.Errorf("opt changed an already canonical module")
+	}
+	if !strings.Contains(stderr, "canonicalize") || !strings.Contains(stderr, "IR dump after canonicalize") {
+		t.Errorf("--time-passes/--dump-after printed %q", stderr)
+	}
+	out, _, err = runCLI(t, "", "tasks", "tiny.mlir", "--json", "--dims", "seq=100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []struct {
+		Key, Name string
+		Count     int
+		Workload  struct {
+			Group  []string
+			Inputs []struct{ Shape []int64 }
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("tasks --json: %v\n%s", err, out)
+	}
+	found := false
+	for _, r := range rows {
+		if len(r.Key) != 64 {
+			t.Errorf("key %q is not a SHA-256 hex", r.Key)
+		}
+		if r.Workload.Group[0] == "llmir.linear" && r.Count == 4 && len(r.Workload.Inputs[0].Shape) == 3 {
+			found = true
+			if s := r.Workload.Inputs[0].Shape; s[1] != 128 {
+				t.Errorf("seq=100 should bucket to 128, got shape %v", s)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no prefill linear occurring 4 times (q and o of 2 layers) in %s", out)
+	}
+}
+
+func TestErrorsNamePositions(t *testing.T) {
+	dir := isolate(t)
+	bad := filepath.Join(dir, "bad.mlir")
+	os.WriteFile(bad, []byte("func.func @f() {\n  %0 = \"llmir.nope\"() : () -> tensor<1xf32>\n  return\n}\n"), 0o644)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"opt", bad}, "bad.mlir:2:8: unknown op"},
+		{[]string{"tasks", bad}, "bad.mlir:2:8"},
+		{[]string{"opt", filepath.Join(dir, "missing.mlir")}, "no such file"},
+		{[]string{"import"}, "exactly one of --hf-config FILE or --preset NAME"},
+		{[]string{"import", "--preset", "nope"}, `unknown preset "nope"`},
+		{[]string{"opt", bad, "--passes", "bogus"}, "bad.mlir:2:8"},
+		{[]string{"tasks", "x", "--dims", "seq"}, `--dims: "seq" is not NAME=N`},
+		{[]string{"opt"}, "accepts 1 arg"},
+	} {
+		_, _, err := runCLI(t, "", c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("llmir %v: error %v, want %q", c.args, err, c.want)
+		}
+	}
+}
+
+// TestConfigPrecedence: flag > LLMIR_* environment > llmir.yaml > default.
+func TestConfigPrecedence(t *testing.T) {
+	dir := isolate(t)
+	blockSize := func(args ...string) string {
+		t.Helper()
+		out, _, err := runCLI(t, dir, append([]string{"import", "--preset", "llama-tiny"}, args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := strings.Index(out, "block_size = ")
+		return strings.Fields(out[i+len("block_size = "):])[0]
+	}
+	if got := blockSize(); got != "16," {
+		t.Errorf("default block size %s", got)
+	}
+	os.WriteFile(filepath.Join(dir, "llmir.yaml"), []byte("block-size: 32\n"), 0o644)
+	if got := blockSize(); got != "32," {
+		t.Errorf("llmir.yaml block size: %s", got)
+	}
+	t.Setenv("LLMIR_BLOCK_SIZE", "64")
+	if got := blockSize(); got != "64," {
+		t.Errorf("LLMIR_BLOCK_SIZE: %s", got)
+	}
+	if got := blockSize("--block-size", "128"); got != "128," {
+		t.Errorf("flag: %s", got)
+	}
+	os.WriteFile(filepath.Join(dir, "llmir.yaml"), []byte("block-size: [\n"), 0o644)
+	if _, _, err := runCLI(t, dir, "import", "--preset", "llama-tiny"); err == nil || !strings.Contains(err.Error(), "llmir.yaml") {
+		t.Errorf("a broken llmir.yaml must be an error naming it, got %v", err)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, _, err := runCLI(t, isolate(t), "version")
+	if err != nil || !strings.HasPrefix(out, "llmir ") {
+		t.Errorf("version: %q %v", out, err)
+	}
+}
