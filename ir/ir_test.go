@@ -2,12 +2,12 @@ package ir_test
 
 import (
 	"bytes"
-	"fmt"
-	"strconv"
 	"flag"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -55,7 +55,6 @@ func firstDiff(a, b string) string {
 	}
 	return ""
 }
-
 
 // corpus is every module the tests know: the golden inputs and the presets.
 func corpus(t *testing.T) map[string]*ir.Module {

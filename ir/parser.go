@@ -128,7 +128,9 @@ func (p *parser) describe() string {
 
 func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
 func isDigit(c byte) bool  { return c >= '0' && c <= '9' }
-func isIDChar(c byte) bool { return isLetter(c) || isDigit(c) || c == '_' || c == '$' || c == '.' || c == '-' }
+func isIDChar(c byte) bool {
+	return isLetter(c) || isDigit(c) || c == '_' || c == '$' || c == '.' || c == '-'
+}
 
 // bareID reads [A-Za-z_][A-Za-z0-9_$.]*; "" if none comes next.
 func (p *parser) bareID() string {

@@ -80,8 +80,8 @@ type Dim struct {
 }
 
 // S is a static dim; D a named dynamic one.
-func S(n int64) Dim     { return Dim{Size: n} }
-func D(sym string) Dim  { return Dim{Size: Dynamic, Sym: sym} }
+func S(n int64) Dim           { return Dim{Size: n} }
+func D(sym string) Dim        { return Dim{Size: Dynamic, Sym: sym} }
 func (d Dim) IsDynamic() bool { return d.Size == Dynamic }
 
 func (d Dim) String() string {
