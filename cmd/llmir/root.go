@@ -68,6 +68,7 @@ llmir.yaml (in . then $XDG_CONFIG_HOME/llmir) > defaults.`,
 
 	root.AddCommand(
 		newVersionCmd(),
+		newKVCmd(),
 		newImportCmd(),
 		newOptCmd(),
 		newTasksCmd(),
