@@ -1,0 +1,129 @@
+package cpu
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+
+	"llmir/target"
+)
+
+// BaselineEntry is the entry symbol of every baseline candidate.
+const BaselineEntry = "llmir_baseline"
+
+// OpenBLASUnsetEnv are the variables benchmarks unset for the OpenBLAS
+// baseline only: set on this machine, they pin OpenBLAS to a kernel and L2
+// size slower than its best (never unset them in tests).
+var OpenBLASUnsetEnv = []string{"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"}
+
+// Linear is the shape of a linear layer out[M,N] = a[M,K] · w[N,K]ᵀ with
+// row-major weights [N,K], as in Llama's checkpoints.
+type Linear struct{ M, N, K int }
+
+func (l Linear) String() string { return fmt.Sprintf("M=%d,N=%d,K=%d", l.M, l.N, l.K) }
+
+// LinearProblem is the f32 linear layer as a target.Problem: buffers a, w,
+// out in ABI order and one dynamic dim, M (dims[0]). The reference
+// accumulates in float64 and splits rows across goroutines, since the
+// prefill shapes are tens of GFLOP.
+func LinearProblem(l Linear, seed uint64) *target.Problem {
+	m, n, k := int64(l.M), int64(l.N), int64(l.K)
+	return &target.Problem{
+		Name: "linear/" + l.String() + "/f32",
+		Buffers: []target.BufferSpec{
+			{Name: "a", DType: target.F32, Elems: m * k},
+			{Name: "w", DType: target.F32, Elems: n * k},
+			{Name: "out", DType: target.F32, Elems: m * n, Output: true},
+		},
+		Dims:  []int64{m},
+		Seed:  seed,
+		FLOPs: 2 * float64(m*n*k),
+		Bytes: 4 * float64(m*k+n*k+m*n),
+		Reference: func(in [][]float64) [][]float64 {
+			a, w := in[0], in[1]
+			out := make([]float64, m*n)
+			var wg sync.WaitGroup
+			workers := int64(runtime.GOMAXPROCS(0))
+			for g := range workers {
+				wg.Go(func() {
+					// Columns are split (not rows) so that M=1 uses every worker.
+					for j := g; j < n; j += workers {
+						wr := w[j*k : (j+1)*k]
+						for i := range m {
+							out[i*n+j] = dot(a[i*k:(i+1)*k], wr)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			return [][]float64{out}
+		},
+	}
+}
+
+// dot is a float64 dot product with four accumulators: the reference of a
+// prefill shape is tens of GFLOP, and one dependent chain would take
+// minutes.
+func dot(a, b []float64) float64 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float64
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += a[i] * b[i]
+		s1 += a[i+1] * b[i+1]
+		s2 += a[i+2] * b[i+2]
+		s3 += a[i+3] * b[i+3]
+	}
+	for ; i < len(a); i++ {
+		s0 += a[i] * b[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// OpenBLASCandidate calls cblas_sgemm (cblas_sgemv when M = 1, where it is
+// OpenBLAS's faster path) from Debian's libopenblas.
+func OpenBLASCandidate(id string, l Linear, threads int) target.Candidate {
+	src := fmt.Sprintf(`#include <stdint.h>
+#include <cblas.h>
+
+int %s(void *const *bufs, const int64_t *dims) {
+	const float *a = bufs[0], *w = bufs[1];
+	float *out = bufs[2];
+	const int m = (int)dims[0], n = %d, k = %d;
+	if (m == 1)
+		cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, 1.0f, w, k, a, 1, 0.0f, out, 1);
+	else
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, w, k, 0.0f, out, n);
+	return 0;
+}
+`, BaselineEntry, l.N, l.K)
+	return target.Candidate{
+		ID: id, Source: src, Entry: BaselineEntry, Threads: threads,
+		CFlags:  []string{"-I/usr/include/x86_64-linux-gnu", "-I/usr/include/openblas"},
+		LDFlags: []string{"-lopenblas"},
+	}
+}
+
+// NaiveCandidate is the textbook loop (f32 accumulation, OpenMP over rows
+// of w so that decode shapes split too): what a compiler gives without a
+// schedule.
+func NaiveCandidate(id string, l Linear, threads int) target.Candidate {
+	src := fmt.Sprintf(`#include <stdint.h>
+
+int %s(void *const *bufs, const int64_t *dims) {
+	const float *restrict a = bufs[0], *restrict w = bufs[1];
+	float *restrict out = bufs[2];
+	const int64_t m = dims[0], n = %d, k = %d;
+	#pragma omp parallel for
+	for (int64_t j = 0; j < n; j++)
+		for (int64_t i = 0; i < m; i++) {
+			float s = 0.0f;
+			for (int64_t kk = 0; kk < k; kk++)
+				s += a[i * k + kk] * w[j * k + kk];
+			out[i * n + j] = s;
+		}
+	return 0;
+}
+`, BaselineEntry, l.N, l.K)
+	return target.Candidate{ID: id, Source: src, Entry: BaselineEntry, Threads: threads}
+}
