@@ -72,6 +72,7 @@ llmir.yaml (in . then $XDG_CONFIG_HOME/llmir) > defaults.`,
 		newImportCmd(),
 		newOptCmd(),
 		newTasksCmd(),
+		newDBCmd(),
 	)
 	return root
 }
