@@ -9,7 +9,7 @@ STATIC    := bin/llmir-linux-amd64
 
 export CGO_ENABLED := 1
 
-.PHONY: all build run test bench fuzz-smoke lint static deps-go deps-test clean
+.PHONY: all build run test bench fuzz-smoke lint static precompiled-db deps-go deps-test clean
 
 all: build
 
@@ -30,9 +30,13 @@ run: build
 	$(BIN) import --preset llama-tiny -o bin/llama-tiny.mlir
 	$(BIN) tasks bin/llama-tiny.mlir
 
+# The packages whose contracts include concurrency also run under -race.
+RACE_PKGS := ./kvcache/... ./tuningdb/...
+
 test: deps-test
 	$(GO) vet $(PKGS)
 	$(GO) test $(GOFLAGS_T) -count=1 -timeout 20m $(PKGS)
+	$(GO) test -race -count=1 -timeout 10m $(RACE_PKGS)
 
 bench: deps-test
 	$(GO) test -run '^$$' -bench . -benchtime 1x $(PKGS)
@@ -55,6 +59,12 @@ lint: deps-go
 static: deps-go
 	$(GO) build -ldflags '-linkmode external -extldflags "-static"' \
 	  -tags 'osusergo netgo sqlite_omit_load_extension' -o $(STATIC) ./cmd/llmir
+
+# Regenerates the precompiled tuning database built into llmir from a tuned
+# one (LLMIR_DB=path, else ~/.cache/llmir/tuning.db); BEST=N keeps the N
+# fastest records per workload and device (default 3). Rebuild to embed it.
+precompiled-db: deps-go
+	scripts/precompiled-db.sh $(LLMIR_DB)
 
 clean:
 	rm -rf bin
