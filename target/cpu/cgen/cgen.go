@@ -1,0 +1,980 @@
+package cgen
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"llmir/schedule"
+)
+
+// ErrUnsupported is returned for nests this backend cannot print (GPU-bound
+// loops, names that are not C identifiers).
+var ErrUnsupported = errors.New("cgen: unsupported")
+
+// Options controls code generation.
+type Options struct {
+	Entry      string // name of the exported function
+	VectorBits int    // SIMD width from the device fingerprint: 512, 256, 128, or 0 for scalar code
+	StackLimit int64  // largest buffer (bytes) put on the stack; larger ones use aligned_alloc. Default 32 KiB.
+	MaxUnroll  int64  // largest constant extent an unrolled loop is expanded in full. Default 64.
+}
+
+// Emit prints the nest as one C translation unit following the CPU kernel
+// ABI: int Entry(void *const *bufs, const int64_t *dims).
+func Emit(n *schedule.Nest, opt Options) (string, error) {
+	if opt.StackLimit == 0 {
+		opt.StackLimit = 32 << 10
+	}
+	if opt.MaxUnroll == 0 {
+		opt.MaxUnroll = 64
+	}
+	switch opt.VectorBits {
+	case 0, 128, 256, 512:
+	default:
+		return "", fmt.Errorf("%w: vector width %d bits (want 0, 128, 256 or 512)", ErrUnsupported, opt.VectorBits)
+	}
+	if !ident.MatchString(opt.Entry) {
+		return "", fmt.Errorf("%w: entry name %q is not a C identifier", ErrUnsupported, opt.Entry)
+	}
+	g := &gen{n: n, opt: opt, lanes: int64(opt.VectorBits / 32), reg: map[string]*regInfo{}}
+	if err := g.checkNames(); err != nil {
+		return "", err
+	}
+	g.planHeap()
+	for _, b := range n.Buffers {
+		if b.Param < 0 && b.Scope == schedule.Register {
+			_, heap := g.heapAt[b.Name]
+			g.reg[b.Name] = &regInfo{names: map[string]bool{}, array: heap}
+		}
+	}
+	// Register buffers become locals only if every access has constant
+	// indices after unrolling; that is only known after printing, so print
+	// until the decisions and the set of locals stop changing.
+	var body string
+	for pass := 0; pass < 6; pass++ {
+		for _, r := range g.reg {
+			r.fail, r.vecSeen, r.misaligned = false, false, false
+			r.prev, r.names = r.names, map[string]bool{}
+		}
+		var err error
+		body, err = g.function()
+		if err != nil {
+			return "", err
+		}
+		stable := true
+		for _, r := range g.reg {
+			if r.fail && !r.array {
+				r.array, stable = true, false
+			}
+			if r.vecSeen && !r.vector && !r.array {
+				r.vector, stable = true, false
+			}
+			if r.misaligned && !r.array {
+				r.array, stable = true, false
+			}
+			if !maps(r.prev, r.names) {
+				stable = false
+			}
+		}
+		if stable && pass > 0 {
+			break
+		}
+	}
+	return g.header() + body, nil
+}
+
+func maps(a, b map[string]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}
+
+var ident = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+var cKeywords = map[string]bool{"auto": true, "break": true, "case": true, "char": true, "const": true, "continue": true,
+	"default": true, "do": true, "double": true, "else": true, "enum": true, "extern": true, "float": true, "for": true,
+	"goto": true, "if": true, "inline": true, "int": true, "long": true, "register": true, "restrict": true, "return": true,
+	"short": true, "signed": true, "sizeof": true, "static": true, "struct": true, "switch": true, "typedef": true,
+	"union": true, "unsigned": true, "void": true, "volatile": true, "while": true, "bufs": true, "dims": true, "rc": true}
+
+func (g *gen) checkNames() error {
+	check := func(kind, s string) error {
+		if !ident.MatchString(s) || cKeywords[s] || strings.HasPrefix(s, "llmir_") || strings.HasPrefix(s, "d_") {
+			return fmt.Errorf("%w: %s name %q cannot be a C identifier", ErrUnsupported, kind, s)
+		}
+		return nil
+	}
+	for _, b := range g.n.Buffers {
+		if err := check("buffer", b.Name); err != nil {
+			return err
+		}
+	}
+	for _, d := range g.n.Dims {
+		if !ident.MatchString(d.Name) {
+			return fmt.Errorf("%w: dim name %q cannot be a C identifier", ErrUnsupported, d.Name)
+		}
+	}
+	var err error
+	g.walkLoops(g.n.Body, nil, func(l *schedule.Loop, _ []*schedule.Loop) {
+		if err == nil {
+			err = check("loop", l.Name)
+		}
+		if err == nil && l.Kind == schedule.Bound {
+			err = fmt.Errorf("%w: loop %s is bound to GPU axis %s", ErrUnsupported, l.Name, l.Thread)
+		}
+	})
+	return err
+}
+
+type regInfo struct {
+	array      bool // fall back to a stack array
+	vector     bool // some access is a vector: locals are one vector per chunk
+	names      map[string]bool
+	prev       map[string]bool
+	fail       bool
+	vecSeen    bool
+	misaligned bool
+}
+
+type gen struct {
+	n     *schedule.Nest
+	opt   Options
+	lanes int64
+	reg   map[string]*regInfo
+	// heapAt maps a heap buffer to the parallel loop whose region allocates
+	// it per thread, or "" for the function entry.
+	heapAt map[string]string
+	w      strings.Builder
+	ind    int
+	env    map[string]schedule.Expr
+	rg     schedule.Ranges
+}
+
+func (g *gen) walkLoops(ss []schedule.Stmt, anc []*schedule.Loop, f func(*schedule.Loop, []*schedule.Loop)) {
+	for _, s := range ss {
+		if l, ok := s.(*schedule.Loop); ok {
+			f(l, anc)
+			g.walkLoops(l.Body, append(append([]*schedule.Loop{}, anc...), l), f)
+		}
+	}
+}
+
+func cType(d schedule.DType) string {
+	if d == schedule.F32 {
+		return "float"
+	}
+	return "uint16_t"
+}
+
+// bytes returns the allocation size of a non-parameter buffer when it is a
+// constant.
+func (g *gen) bytes(b *schedule.Buffer) (int64, bool) {
+	s := b.DType.Size()
+	for _, e := range b.PhysShape() {
+		c, ok := schedule.Simplify(e).(schedule.Int)
+		if !ok {
+			return 0, false
+		}
+		s *= c.V
+	}
+	return s, true
+}
+
+func (g *gen) planHeap() {
+	g.heapAt = map[string]string{}
+	anc := map[string][]*schedule.Loop{}
+	g.walkLoops(g.n.Body, nil, func(l *schedule.Loop, a []*schedule.Loop) {
+		anc[l.Name] = append(append([]*schedule.Loop{}, a...), l)
+	})
+	for _, b := range g.n.Buffers {
+		if b.Param >= 0 {
+			continue
+		}
+		sz, ok := g.bytes(b)
+		if ok && sz <= g.opt.StackLimit {
+			continue
+		}
+		at := ""
+		for _, l := range anc[b.AllocAt] {
+			if l.Kind == schedule.Parallel {
+				at = l.Name
+				break
+			}
+		}
+		g.heapAt[b.Name] = at
+	}
+}
+
+func (g *gen) line(format string, a ...any) {
+	g.w.WriteString(strings.Repeat("  ", g.ind))
+	fmt.Fprintf(&g.w, format, a...)
+	g.w.WriteByte('\n')
+}
+
+func (g *gen) header() string {
+	var b strings.Builder
+	b.WriteString("// Generated by llmir target/cpu/cgen. Do not edit.\n")
+	b.WriteString("#include <stdint.h>\n#include <stdlib.h>\n#include <string.h>\n#include <math.h>\n\n")
+	if g.lanes > 0 {
+		fmt.Fprintf(&b, "typedef float llmir_vf __attribute__((vector_size(%d)));\n", g.opt.VectorBits/8)
+		b.WriteString("static inline llmir_vf llmir_vload(const float *p) { llmir_vf v; __builtin_memcpy(&v, p, sizeof v); return v; }\n")
+		b.WriteString("static inline void llmir_vstore(float *p, llmir_vf v) { __builtin_memcpy(p, &v, sizeof v); }\n")
+		// An explicit initializer, not {0} + x: gcc may not fold 0.0f + x
+		// (it differs for x = -0.0), which costs an add per broadcast.
+		xs := strings.TrimSuffix(strings.Repeat("x, ", int(g.lanes)), ", ")
+		fmt.Fprintf(&b, "static inline llmir_vf llmir_splat(float x) { return (llmir_vf){%s}; }\n", xs)
+	}
+	b.WriteString("static inline int64_t llmir_min(int64_t a, int64_t b) { return a < b ? a : b; }\n")
+	b.WriteString("static inline int64_t llmir_max(int64_t a, int64_t b) { return a > b ? a : b; }\n")
+	b.WriteString("static inline float llmir_silu(float x) { return x / (1.0f + expf(-x)); }\n")
+	b.WriteString("static inline float llmir_bf16_to_f32(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f; }\n")
+	b.WriteString("static inline uint16_t llmir_f32_to_bf16(float f) { uint32_t u; memcpy(&u, &f, 4); if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); u += 0x7fffu + ((u >> 16) & 1u); return (uint16_t)(u >> 16); }\n")
+	b.WriteString("static inline float llmir_f16_to_f32(uint16_t h) { _Float16 x; memcpy(&x, &h, 2); return (float)x; }\n")
+	b.WriteString("static inline uint16_t llmir_f32_to_f16(float f) { _Float16 h = (_Float16)f; uint16_t u; memcpy(&u, &h, 2); return u; }\n\n")
+	return b.String()
+}
+
+func (g *gen) function() (string, error) {
+	g.w.Reset()
+	g.ind = 0
+	g.env = map[string]schedule.Expr{}
+	g.rg = schedule.Ranges{Vars: map[string]schedule.Interval{}, Dims: map[int]int64{}}
+	for j, d := range g.n.Dims {
+		g.rg.Dims[j] = d.Extent
+	}
+	g.line("int %s(void *const *bufs, const int64_t *dims) {", g.opt.Entry)
+	g.ind++
+	g.line("(void)dims;")
+	g.line("int rc = 0;")
+	for j, d := range g.n.Dims {
+		g.line("const int64_t d_%s = dims[%d];", d.Name, j)
+		g.line("if (d_%s < 0 || d_%s > %d) return 2;", d.Name, d.Name, d.Extent)
+	}
+	for _, p := range g.n.Params() {
+		qual := ""
+		if g.readOnly(p.Name) {
+			qual = "const "
+		}
+		g.line("%s%s *restrict %s = (%s%s *)__builtin_assume_aligned(bufs[%d], 64);", qual, cType(p.DType), p.Name, qual, cType(p.DType), p.Param)
+	}
+	var entryHeap []string
+	for _, b := range g.n.Buffers {
+		if at, ok := g.heapAt[b.Name]; ok && at == "" {
+			entryHeap = append(entryHeap, b.Name)
+		}
+	}
+	for _, name := range entryHeap {
+		g.heapDecl(name)
+	}
+	for _, name := range entryHeap {
+		g.line("if (!%s) { rc = 1; goto llmir_out; }", name)
+	}
+	if err := g.allocs(""); err != nil {
+		return "", err
+	}
+	if err := g.stmts(g.n.Body); err != nil {
+		return "", err
+	}
+	if len(entryHeap) > 0 || strings.Contains(g.w.String(), "goto llmir_out") {
+		g.line("goto llmir_out;")
+		g.ind--
+		g.line("llmir_out:")
+		g.ind++
+	}
+	for _, name := range entryHeap {
+		g.line("free(%s);", name)
+	}
+	g.line("return rc;")
+	g.ind--
+	g.line("}")
+	return g.w.String(), nil
+}
+
+func (g *gen) readOnly(name string) bool {
+	ro := true
+	var visit func(ss []schedule.Stmt)
+	visit = func(ss []schedule.Stmt) {
+		for _, s := range ss {
+			switch s := s.(type) {
+			case *schedule.Loop:
+				visit(s.Body)
+			case *schedule.Block:
+				if s.Buf == name {
+					ro = false
+				}
+			}
+		}
+	}
+	visit(g.n.Body)
+	return ro
+}
+
+func (g *gen) heapDecl(name string) {
+	b := g.n.Buffer(name)
+	size := schedule.Expr(schedule.C(b.DType.Size()))
+	for _, e := range b.PhysShape() {
+		size = schedule.Mul(size, e)
+	}
+	sz := g.cInt(g.rg.Simplify(size))
+	g.line("%s *restrict %s = (%s *)aligned_alloc(64, ((size_t)(%s) + 63) / 64 * 64 + 64);", cType(b.DType), name, cType(b.DType), sz)
+}
+
+// allocs declares the stack buffers and register locals allocated at loop
+// at ("" = entry).
+func (g *gen) allocs(at string) error {
+	for _, b := range g.n.Buffers {
+		if b.Param >= 0 || b.AllocAt != at {
+			continue
+		}
+		if _, heap := g.heapAt[b.Name]; heap {
+			continue
+		}
+		if r, ok := g.reg[b.Name]; ok && !r.array {
+			var names []string
+			for nm := range r.prev {
+				names = append(names, nm)
+			}
+			sort.Strings(names)
+			typ := "float"
+			if r.vector {
+				typ = "llmir_vf"
+			}
+			for i := 0; i < len(names); i += 8 {
+				g.line("%s %s;", typ, strings.Join(names[i:min(i+8, len(names))], ", "))
+			}
+			continue
+		}
+		sz, _ := g.bytes(b)
+		g.line("%s %s[%d] __attribute__((aligned(64)));", cType(b.DType), b.Name, sz/b.DType.Size())
+	}
+	return nil
+}
+
+func (g *gen) stmts(ss []schedule.Stmt) error {
+	for _, s := range ss {
+		var err error
+		switch s := s.(type) {
+		case *schedule.Loop:
+			err = g.loop(s)
+		case *schedule.Block:
+			err = g.scalarBlock(s)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (g *gen) simplify(e schedule.Expr) schedule.Expr {
+	return g.rg.Simplify(schedule.Subst(e, g.env))
+}
+
+func (g *gen) enterVar(name string, ext schedule.Expr) {
+	if iv, ok := g.rg.Bound(ext); ok {
+		g.rg.Vars[name] = schedule.Interval{Lo: 0, Hi: max(iv.Hi-1, 0)}
+	}
+}
+
+func (g *gen) loop(l *schedule.Loop) error {
+	ext := g.simplify(l.Extent)
+	defer delete(g.rg.Vars, l.Name)
+	c, isConst := ext.(schedule.Int)
+	switch {
+	case isConst && c.V <= 0:
+		return nil
+	case (l.Kind == schedule.Unrolled && isConst && c.V <= g.opt.MaxUnroll) || (isConst && c.V == 1 && l.Kind != schedule.Parallel):
+		// A one-iteration loop is always expanded: its variable becomes the
+		// constant 0, which keeps register tiles addressable as locals.
+		for v := int64(0); v < c.V; v++ {
+			g.env[l.Name] = schedule.C(v)
+			g.line("{ // %s = %d", l.Name, v)
+			g.ind++
+			if err := g.body(l); err != nil {
+				return err
+			}
+			g.ind--
+			g.line("}")
+		}
+		delete(g.env, l.Name)
+		return nil
+	case l.Kind == schedule.Unrolled && !isConst:
+		// A tail-bounded extent such as min(6, M - i0*6): unroll to the
+		// constant bound and guard each copy, so register tiles keep
+		// constant indices (and stay in registers) on the tail too.
+		iv, ok := g.rg.Bound(ext)
+		if !ok || iv.Hi > g.opt.MaxUnroll {
+			break
+		}
+		g.line("{")
+		g.ind++
+		g.line("const int64_t %s_n = %s;", l.Name, g.cInt(ext))
+		for v := int64(0); v < iv.Hi; v++ {
+			g.env[l.Name] = schedule.C(v)
+			g.line("if (%d < %s_n) { // %s = %d", v, l.Name, l.Name, v)
+			g.ind++
+			if err := g.body(l); err != nil {
+				return err
+			}
+			g.ind--
+			g.line("}")
+		}
+		delete(g.env, l.Name)
+		g.ind--
+		g.line("}")
+		return nil
+	case l.Kind == schedule.Vectorized:
+		return g.vectorLoop(l, ext)
+	case l.Kind == schedule.Parallel:
+		return g.parallelLoop(l, ext)
+	}
+	if l.Kind == schedule.Unrolled {
+		g.line("#pragma GCC unroll 8")
+	}
+	g.enterVar(l.Name, ext)
+	g.line("for (int64_t %s = 0; %s < %s; %s++) {", l.Name, l.Name, g.cInt(ext), l.Name)
+	g.ind++
+	if err := g.body(l); err != nil {
+		return err
+	}
+	g.ind--
+	g.line("}")
+	return nil
+}
+
+func (g *gen) body(l *schedule.Loop) error {
+	if err := g.allocs(l.Name); err != nil {
+		return err
+	}
+	return g.stmts(l.Body)
+}
+
+func (g *gen) parallelLoop(l *schedule.Loop, ext schedule.Expr) error {
+	var heap []string
+	for _, b := range g.n.Buffers {
+		if at, ok := g.heapAt[b.Name]; ok && at == l.Name {
+			heap = append(heap, b.Name)
+		}
+	}
+	g.enterVar(l.Name, ext)
+	if len(heap) == 0 {
+		g.line("#pragma omp parallel for schedule(static)")
+		g.line("for (int64_t %s = 0; %s < %s; %s++) {", l.Name, l.Name, g.cInt(ext), l.Name)
+		g.ind++
+		if err := g.body(l); err != nil {
+			return err
+		}
+		g.ind--
+		g.line("}")
+		return nil
+	}
+	// Per-thread scratch: allocated once per thread, not per iteration.
+	g.line("{")
+	g.ind++
+	g.line("int llmir_fail = 0;")
+	g.line("#pragma omp parallel")
+	g.line("{")
+	g.ind++
+	for _, name := range heap {
+		g.heapDecl(name)
+	}
+	ok := make([]string, len(heap))
+	for i, name := range heap {
+		ok[i] = name + " != NULL"
+	}
+	g.line("const int llmir_ok = %s;", strings.Join(ok, " && "))
+	g.line("#pragma omp for schedule(static)")
+	g.line("for (int64_t %s = 0; %s < %s; %s++) {", l.Name, l.Name, g.cInt(ext), l.Name)
+	g.ind++
+	g.line("if (!llmir_ok) {")
+	g.line("#pragma omp atomic write")
+	g.line("  llmir_fail = 1;")
+	g.line("  continue;")
+	g.line("}")
+	if err := g.body(l); err != nil {
+		return err
+	}
+	g.ind--
+	g.line("}")
+	for _, name := range heap {
+		g.line("free(%s);", name)
+	}
+	g.ind--
+	g.line("}")
+	g.line("if (llmir_fail) { rc = 1; goto llmir_out; }")
+	g.ind--
+	g.line("}")
+	return nil
+}
+
+// --- expressions -----------------------------------------------------------
+
+func (g *gen) cInt(e schedule.Expr) string {
+	switch x := e.(type) {
+	case schedule.Int:
+		if x.V > math.MaxInt32 || x.V < math.MinInt32 {
+			return strconv.FormatInt(x.V, 10) + "LL"
+		}
+		return strconv.FormatInt(x.V, 10)
+	case schedule.Var:
+		return x.Name
+	case schedule.Dyn:
+		return "d_" + x.Name
+	case schedule.Bin:
+		a, b := g.cInt(x.A), g.cInt(x.B)
+		switch x.Op {
+		case schedule.OpMin:
+			return "llmir_min(" + a + ", " + b + ")"
+		case schedule.OpMax:
+			return "llmir_max(" + a + ", " + b + ")"
+		case schedule.OpFloorDiv:
+			return "(" + a + " / " + b + ")"
+		}
+		return "(" + a + " " + x.Op.String() + " " + b + ")"
+	}
+	return fmt.Sprintf("/* %s */ 0", e)
+}
+
+func cFloatLit(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "__builtin_nanf(\"\")"
+	case math.IsInf(v, 1):
+		return "__builtin_inff()"
+	case math.IsInf(v, -1):
+		return "(-__builtin_inff())"
+	}
+	s := strconv.FormatFloat(float64(float32(v)), 'g', 9, 32)
+	if !strings.ContainsAny(s, ".e") {
+		s += ".0"
+	}
+	return s + "f"
+}
+
+// ref is a resolved buffer access.
+type ref struct {
+	buf  *schedule.Buffer
+	phys []schedule.Expr // simplified physical index
+}
+
+func (g *gen) resolve(name string, idx []schedule.Expr) ref {
+	b := g.n.Buffer(name)
+	phys := b.PhysIndex(idx)
+	out := make([]schedule.Expr, len(phys))
+	for d, e := range phys {
+		out[d] = g.rg.Simplify(e)
+	}
+	return ref{buf: b, phys: out}
+}
+
+func (g *gen) offset(r ref) schedule.Expr {
+	shape := r.buf.PhysShape()
+	var off schedule.Expr = schedule.C(0)
+	for d, e := range r.phys {
+		off = schedule.Add(schedule.Mul(off, shape[d]), e)
+	}
+	return g.rg.Simplify(off)
+}
+
+// local returns the register local for a constant access, or "" when the
+// buffer must be an array.
+func (g *gen) local(r ref, vector bool) (name string, lane int64, ok bool) {
+	ri, isReg := g.reg[r.buf.Name]
+	if !isReg || ri.array {
+		return "", 0, false
+	}
+	parts := []string{r.buf.Name}
+	for d, e := range r.phys {
+		c, isConst := e.(schedule.Int)
+		if !isConst {
+			ri.fail = true
+			return "", 0, false
+		}
+		if d == len(r.phys)-1 && (ri.vector || vector) {
+			if vector && c.V%g.lanes != 0 {
+				ri.misaligned = true
+				return "", 0, false
+			}
+			parts = append(parts, "v"+strconv.FormatInt(c.V/g.lanes, 10))
+			lane = c.V % g.lanes
+			continue
+		}
+		parts = append(parts, strconv.FormatInt(c.V, 10))
+	}
+	if vector {
+		ri.vecSeen = true
+	}
+	name = strings.Join(parts, "_")
+	ri.names[name] = true
+	return name, lane, true
+}
+
+// scalarRef prints an lvalue/rvalue for one element (without dtype
+// conversion).
+func (g *gen) scalarRef(r ref) string {
+	if name, lane, ok := g.local(r, false); ok {
+		if g.reg[r.buf.Name].vector {
+			return fmt.Sprintf("%s[%d]", name, lane)
+		}
+		return name
+	}
+	return fmt.Sprintf("%s[%s]", r.buf.Name, g.cInt(g.offset(r)))
+}
+
+func (g *gen) scalarLoad(r ref) string {
+	s := g.scalarRef(r)
+	switch r.buf.DType {
+	case schedule.BF16:
+		return "llmir_bf16_to_f32(" + s + ")"
+	case schedule.F16:
+		return "llmir_f16_to_f32(" + s + ")"
+	}
+	return s
+}
+
+func (g *gen) convertStore(b *schedule.Buffer, v string) string {
+	switch b.DType {
+	case schedule.BF16:
+		return "llmir_f32_to_bf16(" + v + ")"
+	case schedule.F16:
+		return "llmir_f32_to_f16(" + v + ")"
+	}
+	return v
+}
+
+func (g *gen) cFloat(e schedule.Expr) string {
+	switch x := e.(type) {
+	case schedule.Float:
+		return cFloatLit(x.V)
+	case schedule.Int, schedule.Var, schedule.Dyn:
+		return "(float)(" + g.cInt(e) + ")"
+	case schedule.Load:
+		return g.scalarLoad(g.resolve(x.Buf, x.Index))
+	case schedule.Call:
+		f := schedule.Funcs[x.Fn]
+		args := make([]any, len(x.Args))
+		for i, a := range x.Args {
+			args[i] = g.cFloat(a)
+		}
+		return fmt.Sprintf(f.C, args...)
+	case schedule.Bin:
+		if !isFloatExpr(x) {
+			return "(float)(" + g.cInt(x) + ")"
+		}
+		a, b := g.cFloat(x.A), g.cFloat(x.B)
+		switch x.Op {
+		case schedule.OpMin:
+			return "fminf(" + a + ", " + b + ")"
+		case schedule.OpMax:
+			return "fmaxf(" + a + ", " + b + ")"
+		case schedule.OpAdd, schedule.OpSub, schedule.OpMul, schedule.OpDiv:
+			return "(" + a + " " + x.Op.String() + " " + b + ")"
+		}
+	}
+	return fmt.Sprintf("/* %s */ 0.0f", e)
+}
+
+func isFloatExpr(e schedule.Expr) bool {
+	switch e := e.(type) {
+	case schedule.Float, schedule.Load, schedule.Call:
+		return true
+	case schedule.Bin:
+		return e.Op == schedule.OpDiv || isFloatExpr(e.A) || isFloatExpr(e.B)
+	}
+	return false
+}
+
+// --- blocks ---------------------------------------------------------------
+
+// inst is a block with its axes replaced by their bindings and unrolled
+// loop variables by constants.
+type inst struct {
+	b     *schedule.Block
+	index []schedule.Expr
+	value schedule.Expr
+	init  schedule.Expr
+	cond  string // init condition: "" never, "1" always, else C text
+}
+
+func (g *gen) instantiate(b *schedule.Block) inst {
+	m := map[string]schedule.Expr{}
+	for i, a := range b.Axes {
+		m[a.Name] = schedule.Subst(b.Binds[i], g.env)
+	}
+	sub := func(e schedule.Expr) schedule.Expr {
+		return g.simplifyFloat(schedule.Subst(schedule.Subst(e, m), g.env))
+	}
+	in := inst{b: b, value: sub(b.Value)}
+	for _, e := range b.Index {
+		in.index = append(in.index, g.rg.Simplify(schedule.Subst(schedule.Subst(e, m), g.env)))
+	}
+	if b.Reduce && b.Init != nil {
+		in.init = sub(b.Init)
+		var conds []string
+		always := true
+		for _, v := range schedule.ReductionOnlyVars(b) {
+			e := g.simplify(schedule.V(v))
+			if c, ok := e.(schedule.Int); ok {
+				if c.V != 0 {
+					return in // never first
+				}
+				continue
+			}
+			always = false
+			conds = append(conds, g.cInt(e)+" == 0")
+		}
+		if always {
+			in.cond = "1"
+		} else {
+			in.cond = strings.Join(conds, " && ")
+		}
+	}
+	return in
+}
+
+func (g *gen) simplifyFloat(e schedule.Expr) schedule.Expr {
+	return g.rg.Simplify(e)
+}
+
+func (g *gen) scalarBlock(b *schedule.Block) error {
+	in := g.instantiate(b)
+	dst := g.resolve(b.Buf, in.index)
+	lv := g.scalarRef(dst)
+	val := g.cFloat(in.value)
+	cur := g.scalarLoad(dst)
+	switch {
+	case !b.Reduce:
+		g.line("%s = %s;", lv, g.convertStore(dst.buf, val))
+	case in.cond == "1":
+		g.line("%s = %s;", lv, g.convertStore(dst.buf, "("+g.cFloat(in.init)+" + "+val+")"))
+	case in.cond == "":
+		g.line("%s = %s;", lv, g.convertStore(dst.buf, "("+cur+" + "+val+")"))
+	default:
+		g.line("%s = %s;", lv, g.convertStore(dst.buf, "(("+in.cond+") ? "+g.cFloat(in.init)+" : "+cur+") + "+val))
+	}
+	return nil
+}
+
+// --- vector loops -----------------------------------------------------------
+
+// vecOK reports whether every block of the loop can be printed with vector
+// operations over variable v: f32 data, every access either independent of
+// v (broadcast) or stride 1 in v in the last physical dimension, and only
+// + - * / in the value.
+func (g *gen) vecOK(l *schedule.Loop) bool {
+	if g.lanes == 0 {
+		return false
+	}
+	v := l.Name
+	for _, s := range l.Body {
+		b, ok := s.(*schedule.Block)
+		if !ok {
+			return false
+		}
+		in := g.instantiate(b)
+		dst := g.resolve(b.Buf, in.index)
+		if k := g.stride(dst, v); k != 1 || dst.buf.DType != schedule.F32 {
+			return false
+		}
+		good := g.vecValueOK(in.value, v)
+		if in.init != nil && schedule.UsesVar(in.init, v) {
+			good = false
+		}
+		if !good {
+			return false
+		}
+	}
+	return true
+}
+
+func (g *gen) vecValueOK(e schedule.Expr, v string) bool {
+	switch x := e.(type) {
+	case schedule.Float:
+		return true
+	case schedule.Load:
+		r := g.resolve(x.Buf, x.Index)
+		k := g.stride(r, v)
+		return k == 0 || (k == 1 && r.buf.DType == schedule.F32)
+	case schedule.Bin:
+		if !isFloatExpr(x) {
+			return !schedule.UsesVar(x, v)
+		}
+		switch x.Op {
+		case schedule.OpAdd, schedule.OpSub, schedule.OpMul, schedule.OpDiv:
+			return g.vecValueOK(x.A, v) && g.vecValueOK(x.B, v)
+		}
+		return false
+	case schedule.Int, schedule.Var, schedule.Dyn:
+		return !schedule.UsesVar(x, v)
+	}
+	return false
+}
+
+// stride returns 0 if r does not depend on v, 1 if v walks the last
+// physical dimension with stride 1 and nothing else, and -1 otherwise.
+func (g *gen) stride(r ref, v string) int {
+	for d, e := range r.phys {
+		c, ok := g.rg.Coeff(e, v)
+		if !ok {
+			return -1
+		}
+		if d < len(r.phys)-1 && c != 0 {
+			return -1
+		}
+		if d == len(r.phys)-1 {
+			switch c {
+			case 0:
+				return 0
+			case 1:
+				return 1
+			default:
+				return -1
+			}
+		}
+	}
+	return 0
+}
+
+func (g *gen) vectorLoop(l *schedule.Loop, ext schedule.Expr) error {
+	g.enterVar(l.Name, ext)
+	if !g.vecOK(l) {
+		g.line("#pragma GCC ivdep")
+		g.line("for (int64_t %s = 0; %s < %s; %s++) {", l.Name, l.Name, g.cInt(ext), l.Name)
+		g.ind++
+		if err := g.body(l); err != nil {
+			return err
+		}
+		g.ind--
+		g.line("}")
+		return nil
+	}
+	W := g.lanes
+	v := l.Name
+	if c, ok := ext.(schedule.Int); ok {
+		full := c.V / W
+		if full <= 8 {
+			for q := int64(0); q < full; q++ {
+				if err := g.vectorBody(l, schedule.C(q*W)); err != nil {
+					return err
+				}
+			}
+		} else {
+			g.line("for (int64_t %s = 0; %s < %d; %s += %d) {", v, v, full*W, v, W)
+			g.ind++
+			if err := g.vectorBody(l, schedule.V(v)); err != nil {
+				return err
+			}
+			g.ind--
+			g.line("}")
+		}
+		if c.V%W != 0 {
+			g.line("for (int64_t %s = %d; %s < %d; %s++) {", v, full*W, v, c.V, v)
+			g.ind++
+			if err := g.body(l); err != nil {
+				return err
+			}
+			g.ind--
+			g.line("}")
+		}
+		return nil
+	}
+	g.line("{")
+	g.ind++
+	g.line("const int64_t %s_n = %s;", v, g.cInt(ext))
+	g.line("int64_t %s = 0;", v)
+	g.line("for (; %s + %d <= %s_n; %s += %d) {", v, W, v, v, W)
+	g.ind++
+	if err := g.vectorBody(l, schedule.V(v)); err != nil {
+		return err
+	}
+	g.ind--
+	g.line("}")
+	g.line("for (; %s < %s_n; %s++) {", v, v, v)
+	g.ind++
+	if err := g.body(l); err != nil {
+		return err
+	}
+	g.ind--
+	g.line("}")
+	g.ind--
+	g.line("}")
+	return nil
+}
+
+// vectorBody prints the loop's blocks once with lanes base..base+W-1.
+func (g *gen) vectorBody(l *schedule.Loop, base schedule.Expr) error {
+	v := l.Name
+	for _, s := range l.Body {
+		b := s.(*schedule.Block)
+		in := g.instantiate(b)
+		dst := g.resolve(b.Buf, in.index)
+		at := func(r ref) ref {
+			out := ref{buf: r.buf, phys: make([]schedule.Expr, len(r.phys))}
+			for d, e := range r.phys {
+				out.phys[d] = g.rg.Simplify(schedule.Subst(e, map[string]schedule.Expr{v: base}))
+			}
+			return out
+		}
+		lval, rval := g.vecRef(at(dst))
+		var vexpr func(e schedule.Expr) string
+		vexpr = func(e schedule.Expr) string {
+			switch x := e.(type) {
+			case schedule.Float:
+				return "llmir_splat(" + cFloatLit(x.V) + ")"
+			case schedule.Load:
+				r := g.resolve(x.Buf, x.Index)
+				if g.stride(r, v) == 0 {
+					return "llmir_splat(" + g.scalarLoad(r) + ")"
+				}
+				_, rv := g.vecRef(at(r))
+				return rv
+			case schedule.Bin:
+				if !isFloatExpr(x) {
+					return "llmir_splat((float)(" + g.cInt(x) + "))"
+				}
+				return "(" + vexpr(x.A) + " " + x.Op.String() + " " + vexpr(x.B) + ")"
+			}
+			return "llmir_splat((float)(" + g.cInt(e) + "))"
+		}
+		val := vexpr(in.value)
+		var res string
+		switch {
+		case !b.Reduce:
+			res = val
+		case in.cond == "1":
+			res = "(" + vexpr(in.init) + " + " + val + ")"
+		case in.cond == "":
+			res = "(" + rval + " + " + val + ")"
+		default:
+			g.line("if (%s) {", in.cond)
+			g.line("  %s;", lval(vexpr(in.init)+" + "+val))
+			g.line("} else {")
+			g.line("  %s;", lval(rval+" + "+val))
+			g.line("}")
+			continue
+		}
+		g.line("%s;", lval(res))
+	}
+	return nil
+}
+
+// vecRef returns a store printer and a load expression for the vector
+// starting at r.
+func (g *gen) vecRef(r ref) (func(string) string, string) {
+	if name, _, ok := g.local(r, true); ok {
+		return func(v string) string { return name + " = " + v }, name
+	}
+	p := fmt.Sprintf("&%s[%s]", r.buf.Name, g.cInt(g.offset(r)))
+	return func(v string) string { return "llmir_vstore(" + p + ", " + v + ")" }, "llmir_vload(" + p + ")"
+}

@@ -1,0 +1,56 @@
+// Package cgen prints a schedule.Nest as one C translation unit following
+// the CPU kernel ABI, for target/cpu to build with gcc and measure:
+//
+//	int <entry>(void *const *bufs, const int64_t *dims);
+//
+// bufs[i] is parameter i of the nest (inputs, then outputs; dense row-major,
+// 64-byte aligned base pointers, declared restrict and
+// __builtin_assume_aligned), dims[j] the runtime extent of dynamic dim j,
+// checked against its bucket (return 2 when outside). The function returns
+// 0, 1 when a scratch allocation fails.
+//
+// Entry point: Emit(nest, Options{Entry, VectorBits, StackLimit, MaxUnroll}).
+// VectorBits comes from the device fingerprint (512 with avx512f, 256 with
+// avx2+fma, else 128; 0 prints scalar code).
+//
+// # How loop kinds are printed
+//
+//   - Parallel: `#pragma omp parallel for schedule(static)`. OpenMP rather
+//     than hand-rolled threads because gcc then owns the thread pool, the
+//     work split and the barrier, the kernel stays one function, and a
+//     kernel without parallel loops costs nothing; the runner sets
+//     OMP_NUM_THREADS. Scratch buffers too large for the stack that are
+//     allocated inside a parallel loop are allocated once per thread in an
+//     enclosing `#pragma omp parallel` region, not once per iteration.
+//   - Unrolled: expanded in full when the extent is a constant ≤ MaxUnroll;
+//     a tail extent such as min(6, M - i_0*6) is expanded to its bound with
+//     a guard per copy, so indices stay constant. One-iteration loops are
+//     always expanded.
+//   - Vectorized: the body is printed with GCC vector extensions
+//     (typedef float llmir_vf __attribute__((vector_size(VectorBits/8))))
+//     when every access is either independent of the loop (a broadcast,
+//     llmir_splat) or walks the last physical dimension with stride 1 (an
+//     unaligned vector load/store through __builtin_memcpy), the data is
+//     f32, and the value uses only + - * /. Constant extents of up to 8
+//     vectors are expanded chunk by chunk; other extents get a vector main
+//     loop and a scalar remainder. Anything else falls back to a scalar loop
+//     with `#pragma GCC ivdep`, so every legal nest still compiles.
+//
+// # Register tiles become locals
+//
+// A register-scope buffer whose accesses all have constant indices after
+// unrolling is printed as separate variables, one llmir_vf per vector chunk
+// of the last dimension (out_rf_0_3_v1) or one float per element; otherwise
+// it falls back to a stack array. The decision is only known after printing
+// every access, so Emit prints until the decisions settle (at most a few
+// passes). Local buffers are 64-byte-aligned stack arrays up to StackLimit
+// bytes (32 KiB by default) and aligned_alloc'd above it.
+//
+// # What gcc makes of the GEMM microkernel
+//
+// For schedtest.GEMM with a 6×32 register tile at VectorBits 512, gcc 12
+// -O3 -march=native compiles the k loop to 6 vbroadcastss of a and 12
+// vfmadd231ps %zmm, %zmm, %zmm into 12 accumulator registers, with the two
+// 16-float panel vectors loaded once per k step — the loop a hand-written
+// microkernel has (TestMicrokernelAssembly checks it with objdump).
+package cgen
