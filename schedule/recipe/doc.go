@@ -1,0 +1,14 @@
+// Package recipe holds schedule templates: functions that apply a fixed
+// sequence of primitives whose tile sizes are operands, so that a kernel's
+// design space (package kernels) samples the sizes and the recorded trace
+// replays, and mutates, like any other.
+//
+//   - GEMM: the prefill shape — packed w panels at a cache block, an MR×NR
+//     register tile of vector accumulators, k inner to the tile, parallel
+//     over column blocks (what a hand-written microkernel does).
+//   - GEMV: the decode shape — the reduction vectorized over k with an
+//     MR×JU tile of vector accumulators and a horizontal sum, w streamed
+//     once, parallel over row chunks of w.
+//
+// The recipes take schedule.Ref knobs; a literal is schedule.Lit(v).
+package recipe

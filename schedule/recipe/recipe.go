@@ -1,0 +1,222 @@
+package recipe
+
+import (
+	"fmt"
+
+	"llmir/schedule"
+)
+
+// GEMMTiles are the knobs of the packed GEMM recipe.
+//
+// MR, NB and KC may be sampled values (schedule.Ref with a name), so that a
+// trace mutated in those decisions replays to a neighbour. NR is a literal:
+// it is also the packed panel's layout tile, which is not an operand.
+type GEMMTiles struct {
+	MR       schedule.Ref // register block rows
+	NR       int64        // register block columns (a multiple of the vector width)
+	NB       schedule.Ref // register blocks per cache block: NC = NB·NR columns of packed w
+	KC       schedule.Ref // cache block depth
+	Parallel bool         // run the NC blocks on threads
+}
+
+// GEMM schedules the reduction block (out[i, j] += a[i, k] * w[j, k]) into
+// the shape of a hand-written microkernel:
+//
+//	for j0 (N/NC, parallel)             // cache block of w columns
+//	  for k0 (K/KC)                     // cache block of depth
+//	    pack w[j0*NC.., k0*KC..] as [NC/NR][KC][NR]
+//	    for i0 (M/MR)
+//	      for j1 (NC/NR)
+//	        acc[MR][NR] = 0             // register tile (vector locals)
+//	        for k1 (KC)
+//	          for i1 (MR, unrolled)
+//	            for j2 (NR, vectorized)
+//	              acc[i1][j2] += a[i, k] * wpack[j1][k1][j2]
+//	        out[i, j] = (k0 == 0 ? 0 : out[i, j]) + acc
+//
+// It returns the names of the loops it made, keyed by role.
+func GEMM(s *schedule.Schedule, block string, t GEMMTiles) (map[string]string, error) {
+	ls, err := s.Loops(block)
+	if err != nil {
+		return nil, err
+	}
+	if len(ls) != 3 {
+		return nil, fmt.Errorf("gemm: block %s has %d loops, want 3 (i, j, k)", block, len(ls))
+	}
+	if t.NR <= 0 {
+		return nil, fmt.Errorf("gemm: NR %d must be positive", t.NR)
+	}
+	step := func(err error, what string) error {
+		if err != nil {
+			return fmt.Errorf("gemm %s: %w", what, err)
+		}
+		return nil
+	}
+	is, err := s.SplitBy(ls[0], schedule.Lit(-1), t.MR)
+	if err := step(err, "split i"); err != nil {
+		return nil, err
+	}
+	js, err := s.SplitBy(ls[1], schedule.Lit(-1), t.NB, schedule.Lit(t.NR))
+	if err := step(err, "split j"); err != nil {
+		return nil, err
+	}
+	ks, err := s.SplitBy(ls[2], schedule.Lit(-1), t.KC)
+	if err := step(err, "split k"); err != nil {
+		return nil, err
+	}
+	if err := step(s.Reorder(js[0], ks[0], is[0], js[1], ks[1], is[1], js[2]), "reorder"); err != nil {
+		return nil, err
+	}
+	rf, err := s.RFactor(block, ks[0], 0)
+	if err := step(err, "rfactor"); err != nil {
+		return nil, err
+	}
+	pack, err := s.CacheRead(rf, "w", schedule.Local, &schedule.Layout{Tile: []int64{t.NR, 0}, Order: []int{0, 2, 1}})
+	if err := step(err, "cache_read"); err != nil {
+		return nil, err
+	}
+	if err := step(s.ComputeAt(pack, ks[0]), "compute_at"); err != nil {
+		return nil, err
+	}
+	if err := step(s.ReverseComputeAt(block, js[1]), "reverse_compute_at"); err != nil {
+		return nil, err
+	}
+	if err := step(s.SetScope(block+"_rf", schedule.Register), "set_scope"); err != nil {
+		return nil, err
+	}
+	init, err := s.DecomposeReduction(rf, ks[1])
+	if err := step(err, "decompose_reduction"); err != nil {
+		return nil, err
+	}
+	for _, b := range []string{init, rf, block} {
+		bl, err := s.Loops(b)
+		if err != nil {
+			return nil, err
+		}
+		n := len(bl)
+		if err := step(s.Unroll(bl[n-2]), "unroll "+b); err != nil {
+			return nil, err
+		}
+		if err := step(s.Vectorize(bl[n-1]), "vectorize "+b); err != nil {
+			return nil, err
+		}
+	}
+	if t.Parallel {
+		if err := step(s.Parallel(js[0]), "parallel"); err != nil {
+			return nil, err
+		}
+	}
+	return map[string]string{"j0": js[0], "k0": ks[0], "i0": is[0], "j1": js[1], "k1": ks[1], "i1": is[1], "j2": js[2], "rf": rf, "pack": pack, "init": init}, nil
+}
+
+// GEMVTiles are the knobs of the decode (skinny GEMM / GEMV) recipe.
+//
+// NJ, MR and JU may be sampled values; KV is a literal (the vector lanes,
+// which must divide K for rfactor).
+type GEMVTiles struct {
+	NJ       schedule.Ref // register tiles per parallel chunk: a chunk holds NJ·JU rows of w
+	KV       int64        // k lanes accumulated in vectors (16 = one zmm of f32); must divide K
+	MR       schedule.Ref // rows of a per register tile; 0 = all of M
+	JU       schedule.Ref // rows of w per register tile; 0 = 1
+	Parallel bool
+}
+
+// GEMV schedules out[i, j] += a[i, k] * w[j, k] for small M, where w
+// (N×K, row-major) is streamed and vectorizing over j would be strided.
+// The reduction is vectorized over k instead: rfactor keeps KV partial sums
+// per output as vector accumulators, an MR × JU tile of them, so each k step
+// loads MR vectors of a and JU of w for MR·JU FMAs; a horizontal sum
+// finishes each output.
+//
+//	for j0 (N/JB, parallel)
+//	  for i0 (M/MR)
+//	    for j1 (JB/JU)
+//	      acc[MR][JU][KV] = 0              // MR·JU vector registers
+//	      for k0 (K/KV)
+//	        for i1 (MR, unrolled)
+//	          for j2 (JU, unrolled)
+//	            for k1 (KV, vectorized)
+//	              acc[i1][j2][k1] += a[i, k] * w[j, k]
+//	      out[i, j] = sum(k1, acc[i1][j2][k1])
+func GEMV(s *schedule.Schedule, block string, t GEMVTiles) (map[string]string, error) {
+	ls, err := s.Loops(block)
+	if err != nil {
+		return nil, err
+	}
+	if len(ls) != 3 {
+		return nil, fmt.Errorf("gemv: block %s has %d loops, want 3 (i, j, k)", block, len(ls))
+	}
+	step := func(err error, what string) error {
+		if err != nil {
+			return fmt.Errorf("gemv %s: %w", what, err)
+		}
+		return nil
+	}
+	ju := t.JU
+	if ju.Name == "" && ju.Value <= 0 {
+		ju = schedule.Lit(1)
+	}
+	mr := t.MR
+	if mr.Name == "" && mr.Value <= 0 {
+		mr = schedule.Lit(s.Def.Stages[0].Axes[0].Dim.Extent)
+	}
+	is, err := s.SplitBy(ls[0], schedule.Lit(-1), mr)
+	if err := step(err, "split i"); err != nil {
+		return nil, err
+	}
+	js, err := s.SplitBy(ls[1], schedule.Lit(-1), t.NJ, ju)
+	if err := step(err, "split j"); err != nil {
+		return nil, err
+	}
+	ks, err := s.Split(ls[2], -1, t.KV)
+	if err := step(err, "split k"); err != nil {
+		return nil, err
+	}
+	if err := step(s.Reorder(js[0], is[0], js[1], ks[0], is[1], js[2], ks[1]), "reorder"); err != nil {
+		return nil, err
+	}
+	rf, err := s.RFactor(block, ks[1], 2)
+	if err := step(err, "rfactor"); err != nil {
+		return nil, err
+	}
+	if err := step(s.ReverseComputeAt(block, js[1]), "reverse_compute_at"); err != nil {
+		return nil, err
+	}
+	if err := step(s.SetScope(rf, schedule.Register), "set_scope"); err != nil {
+		return nil, err
+	}
+	init, err := s.DecomposeReduction(rf, ks[0])
+	if err := step(err, "decompose_reduction"); err != nil {
+		return nil, err
+	}
+	for _, b := range []string{init, rf} {
+		bl, err := s.Loops(b)
+		if err != nil {
+			return nil, err
+		}
+		n := len(bl)
+		for _, l := range bl[n-3 : n-1] {
+			if err := step(s.Unroll(l), "unroll "+l); err != nil {
+				return nil, err
+			}
+		}
+		if err := step(s.Vectorize(bl[n-1]), "vectorize "+b); err != nil {
+			return nil, err
+		}
+	}
+	wl, err := s.Loops(block)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range wl[len(wl)-3:] {
+		if err := step(s.Unroll(l), "unroll "+l); err != nil {
+			return nil, err
+		}
+	}
+	if t.Parallel {
+		if err := step(s.Parallel(js[0]), "parallel"); err != nil {
+			return nil, err
+		}
+	}
+	return map[string]string{"j0": js[0], "i0": is[0], "j1": js[1], "k0": ks[0], "i1": is[1], "j2": js[2], "k1": ks[1], "rf": rf, "init": init}, nil
+}
