@@ -1,0 +1,166 @@
+package kernels
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+
+	"llmir/schedule"
+	"llmir/schedule/recipe"
+)
+
+// Linear is the linear layer out[M, N] = a[M, K] · w[N, K]ᵀ with weights
+// row-major [N, K] as checkpoints store them. M (tokens) is dynamic: the
+// kernel is compiled for the bucket MBucket and measured at M ≤ MBucket.
+type Linear struct {
+	M, N, K int64
+	MBucket int64 // 0: M itself
+}
+
+func (l Linear) bucket() int64 {
+	if l.MBucket > 0 {
+		return l.MBucket
+	}
+	return l.M
+}
+
+// Name is "linear/M=…,N=…,K=…/f32".
+func (l Linear) Name() string { return fmt.Sprintf("linear/M=%d,N=%d,K=%d/f32", l.M, l.N, l.K) }
+
+// Def is out[i, j] = sum(k, a[i, k] * w[j, k]) with i over the dynamic M.
+func (l Linear) Def() (*schedule.Def, error) {
+	if l.M < 1 || l.N < 1 || l.K < 1 || l.M > l.bucket() {
+		return nil, fmt.Errorf("linear: bad shape M=%d (bucket %d), N=%d, K=%d", l.M, l.bucket(), l.N, l.K)
+	}
+	M, N, K := schedule.Dynamic("M", l.bucket()), schedule.Static(l.N), schedule.Static(l.K)
+	i, j, k := schedule.NewAxis("i", M), schedule.NewAxis("j", N), schedule.NewAxis("k", K)
+	a := schedule.Input("a", schedule.F32, M, K)
+	w := schedule.Input("w", schedule.F32, N, K)
+	out := schedule.Compute("out", schedule.F32, []schedule.Axis{i, j}, schedule.Sum(k, schedule.Mul(a.At(i, k), w.At(j, k))))
+	return schedule.NewDef("linear", []*schedule.Tensor{a, w}, out)
+}
+
+// Dims is [M].
+func (l Linear) Dims() []int64 { return []int64{l.M} }
+
+// FLOPs is 2·M·N·K.
+func (l Linear) FLOPs() float64 { return 2 * float64(l.M*l.N*l.K) }
+
+// Bytes is one read of a and w and one write of out.
+func (l Linear) Bytes() float64 { return 4 * float64(l.M*l.K+l.N*l.K+l.M*l.N) }
+
+// Reference accumulates each output in float64. Prefill shapes are tens of
+// GFLOP, so columns are spread over goroutines (columns, not rows, so that
+// M = 1 uses them all).
+func (l Linear) Reference(in [][]float64) [][]float64 {
+	a, w := in[0], in[1]
+	m, n, k := l.M, l.N, l.K
+	out := make([]float64, m*n)
+	workers := int64(runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for g := range workers {
+		wg.Go(func() {
+			for j := g; j < n; j += workers {
+				wr := w[j*k : (j+1)*k]
+				for i := range m {
+					ar := a[i*k : (i+1)*k]
+					var s float64
+					for p := range k {
+						s += ar[p] * wr[p]
+					}
+					out[i*n+j] = s
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return [][]float64{out}
+}
+
+// skinny reports whether the decode template applies: few rows of a, so
+// that w is streamed once and the reduction is vectorized over k.
+func (l Linear) skinny() bool { return l.bucket() <= 16 }
+
+// gemvLanes is the widest k vector (in lanes) that divides K: the decode
+// template's rfactor needs K to be a multiple of it.
+func (l Linear) gemvLanes(hw Hardware) int64 {
+	for v := hw.lanes(); v > 1; v /= 2 {
+		if l.K%v == 0 {
+			return v
+		}
+	}
+	return 1
+}
+
+// gemmNR is the register tile's width: two vectors, the widest tile whose
+// accumulators leave registers for the panel loads and the broadcast.
+func gemmNR(hw Hardware) int64 { return 2 * hw.lanes() }
+
+// Space samples the template's knobs. Prefill (M > 16): the packed GEMM
+// template with MR rows (≤ 14 so that 2·MR accumulators fit 32 vector
+// registers), NB register blocks per packed panel and KC depth. Decode
+// (M ≤ 16): the GEMV template with MR rows of a, JU rows of w per tile and
+// NJ tiles per parallel chunk.
+func (l Linear) Space(s *schedule.Schedule, hw Hardware) error {
+	par := hw.Threads > 1
+	if l.skinny() {
+		mr, err := s.SampleCategorical(upTo(l.bucket(), 1, 2, 4, 8, 16), nil)
+		if err != nil {
+			return err
+		}
+		ju, err := s.SampleCategorical([]int64{1, 2, 4, 8}, nil)
+		if err != nil {
+			return err
+		}
+		nj, err := s.SampleCategorical([]int64{2, 4, 8, 16, 32, 64}, nil)
+		if err != nil {
+			return err
+		}
+		_, err = recipe.GEMV(s, "out", recipe.GEMVTiles{NJ: nj, KV: l.gemvLanes(hw), MR: mr, JU: ju, Parallel: par})
+		return err
+	}
+	mr, err := s.SampleCategorical(upTo(l.bucket(), 4, 6, 8, 10, 12, 14), nil)
+	if err != nil {
+		return err
+	}
+	nb, err := s.SampleCategorical([]int64{2, 4, 8, 16, 32, 64}, nil)
+	if err != nil {
+		return err
+	}
+	kc, err := s.SampleCategorical([]int64{64, 128, 192, 256, 384, 512}, nil)
+	if err != nil {
+		return err
+	}
+	_, err = recipe.GEMM(s, "out", recipe.GEMMTiles{MR: mr, NR: gemmNR(hw), NB: nb, KC: kc, Parallel: par})
+	return err
+}
+
+// Default is the template with knobs chosen by rule: for prefill an 8×NR
+// tile, panels of up to 1024 columns (halved until every thread gets two)
+// and depth 128, which keeps a panel (128 KiB of f32) in L2; for decode 4
+// rows of a by 4 rows of w per tile and 64 rows of w per chunk.
+func (l Linear) Default(s *schedule.Schedule, hw Hardware) error {
+	par := hw.Threads > 1
+	if l.skinny() {
+		_, err := recipe.GEMV(s, "out", recipe.GEMVTiles{NJ: schedule.Lit(16), KV: l.gemvLanes(hw), MR: schedule.Lit(min(l.bucket(), 4)), JU: schedule.Lit(4), Parallel: par})
+		return err
+	}
+	nr := gemmNR(hw)
+	nc := int64(1024)
+	for nc > nr && l.N/nc < 2*int64(max(hw.Threads, 1)) {
+		nc /= 2
+	}
+	_, err := recipe.GEMM(s, "out", recipe.GEMMTiles{MR: schedule.Lit(min(8, l.bucket())), NR: nr, NB: schedule.Lit(max(nc/nr, 1)), KC: schedule.Lit(128), Parallel: par})
+	return err
+}
+
+// upTo keeps the candidates ≤ limit (at least the first).
+func upTo(limit int64, cands ...int64) []int64 {
+	out := []int64{cands[0]}
+	for _, c := range cands[1:] {
+		if c <= limit {
+			out = append(out, c)
+		}
+	}
+	return out
+}
