@@ -311,3 +311,24 @@ func TestWorkloadKeyStable(t *testing.T) {
 		t.Errorf("key %s, want %s", got, want)
 	}
 }
+
+func TestWorkloadFamily(t *testing.T) {
+	lin := func(m, n int64) ir.Workload {
+		return ir.Workload{
+			Group:   []string{"llmir.linear"},
+			Inputs:  []ir.TensorSig{{Shape: []int64{m, 64}, Sym: []string{"tokens", ""}, DType: "f32"}, {Shape: []int64{n, 64}, DType: "f32"}},
+			Output:  []ir.TensorSig{{Shape: []int64{m, n}, Sym: []string{"tokens", ""}, DType: "f32"}},
+			Dynamic: map[string]int64{"tokens": m},
+		}
+	}
+	a, b, c := lin(16, 32), lin(512, 32), lin(16, 48)
+	if a.Key() == b.Key() || a.Family() != b.Family() {
+		t.Errorf("buckets 16 and 512 of one linear must differ in key and share a family")
+	}
+	if a.Family() == c.Family() {
+		t.Errorf("different N must be different families")
+	}
+	if a.Bucket() != 16 || b.Bucket() != 512 || (ir.Workload{}).Bucket() != 0 {
+		t.Errorf("buckets %d %d", a.Bucket(), b.Bucket())
+	}
+}

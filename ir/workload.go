@@ -42,9 +42,10 @@ type Workload struct {
 // TensorSig is a concrete operand or result: a shape and an element type,
 // or a paged KV cache (Shape empty, KV set).
 type TensorSig struct {
-	Shape []int64 `json:"shape,omitempty"`
-	DType string  `json:"dtype"`
-	KV    string  `json:"kv,omitempty"`
+	Shape []int64  `json:"shape,omitempty"`
+	Sym   []string `json:"sym,omitempty"` // per dim: the symbolic name of a bucketed dynamic dim, "" if static
+	DType string   `json:"dtype"`
+	KV    string   `json:"kv,omitempty"`
 }
 
 func (s TensorSig) String() string {
@@ -72,6 +73,43 @@ func (w Workload) CanonicalJSON() []byte {
 func (w Workload) Key() string {
 	h := sha256.Sum256(w.CanonicalJSON())
 	return hex.EncodeToString(h[:])
+}
+
+// Family is the SHA-256 hex of the workload with its dynamic extents left
+// out: workloads that differ only in shape bucket share a family, which is
+// how a lookup falls back to the nearest bucket.
+func (w Workload) Family() string {
+	f := w
+	f.Dynamic = nil
+	strip := func(sigs []TensorSig) []TensorSig {
+		out := make([]TensorSig, len(sigs))
+		for i, s := range sigs {
+			s.Shape = append([]int64(nil), s.Shape...)
+			for d, sym := range s.Sym {
+				if sym != "" {
+					s.Shape[d] = 0
+				}
+			}
+			out[i] = s
+		}
+		return out
+	}
+	f.Inputs, f.Output = strip(w.Inputs), strip(w.Output)
+	h := sha256.Sum256(f.CanonicalJSON())
+	return hex.EncodeToString(h[:])
+}
+
+// Bucket is the product of the dynamic dims' buckets (the token rows a
+// kernel was compiled for), or 0 when the workload is static.
+func (w Workload) Bucket() int64 {
+	if len(w.Dynamic) == 0 {
+		return 0
+	}
+	b := int64(1)
+	for _, v := range w.Dynamic {
+		b *= v
+	}
+	return b
 }
 
 // Name is a short human-readable description.
@@ -148,6 +186,13 @@ func workloadOf(op *Op, def *OpDef, env map[string]int64) (Workload, error) {
 			return TensorSig{DType: string(t.Elem), KV: kv}, nil
 		case TensorType:
 			s := TensorSig{DType: string(t.Elem), Shape: make([]int64, t.Rank())}
+			named := false
+			for _, d := range t.Shape {
+				named = named || d.IsDynamic()
+			}
+			if named {
+				s.Sym = make([]string, t.Rank())
+			}
 			for i, d := range t.Shape {
 				if !d.IsDynamic() {
 					s.Shape[i] = d.Size
@@ -163,6 +208,7 @@ func workloadOf(op *Op, def *OpDef, env map[string]int64) (Workload, error) {
 				}
 				b := Bucket(n)
 				s.Shape[i] = b
+				s.Sym[i] = d.Sym
 				if w.Dynamic == nil {
 					w.Dynamic = map[string]int64{}
 				}

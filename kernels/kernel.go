@@ -1,6 +1,9 @@
 package kernels
 
-import "llmir/schedule"
+import (
+	"llmir/ir"
+	"llmir/schedule"
+)
 
 // Hardware is what a design space knows of the device it schedules for.
 type Hardware struct {
@@ -19,6 +22,9 @@ type Kernel interface {
 	// Name identifies the kernel and its shape, e.g.
 	// "linear/M=512,N=4096,K=4096/f32".
 	Name() string
+	// Workload is the kernel's identity in the tuning database: the op
+	// group, bucketed shapes and dtypes (ir.Workload's key contract).
+	Workload() ir.Workload
 	// Def is the compute definition: inputs then outputs in ABI order, with
 	// dynamic dims at their bucket extents.
 	Def() (*schedule.Def, error)

@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"sync"
 
+	"llmir/ir"
 	"llmir/schedule"
 	"llmir/schedule/recipe"
 )
@@ -38,6 +39,21 @@ func (l Linear) Def() (*schedule.Def, error) {
 	w := schedule.Input("w", schedule.F32, N, K)
 	out := schedule.Compute("out", schedule.F32, []schedule.Axis{i, j}, schedule.Sum(k, schedule.Mul(a.At(i, k), w.At(j, k))))
 	return schedule.NewDef("linear", []*schedule.Tensor{a, w}, out)
+}
+
+// Workload is llmir.linear on [M, K] × [N, K] with M bucketed.
+func (l Linear) Workload() ir.Workload {
+	b := ir.Bucket(l.bucket())
+	tok := []string{"tokens", ""}
+	return ir.Workload{
+		Group: []string{"llmir.linear"},
+		Inputs: []ir.TensorSig{
+			{Shape: []int64{b, l.K}, Sym: tok, DType: "f32"},
+			{Shape: []int64{l.N, l.K}, DType: "f32"},
+		},
+		Output:  []ir.TensorSig{{Shape: []int64{b, l.N}, Sym: tok, DType: "f32"}},
+		Dynamic: map[string]int64{"tokens": b},
+	}
 }
 
 // Dims is [M].
