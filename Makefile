@@ -18,9 +18,9 @@ deps-go:
 	@$(GO) mod download
 
 # What the tests need: gcc for generated kernels, OpenBLAS for baselines,
-# mlir-opt for the round-trip tests.
+# mlir-opt for the round-trip tests, Chromium for the dashboard's browser test.
 deps-test: deps-go
-	@scripts/ensure-deps.sh openblas mlir
+	@scripts/ensure-deps.sh openblas mlir chromium
 
 build: deps-go
 	$(GO) build -o $(BIN) ./cmd/llmir

@@ -14,6 +14,8 @@ have_openblas() {
     ls /usr/include/x86_64-linux-gnu/openblas*/cblas.h >/dev/null 2>&1
 }
 have_mlir() { [ -n "$(scripts/find-mlir-opt.sh 2>/dev/null)" ]; }
+# The dashboard's browser test drives Debian's Chromium (no downloaded browser).
+have_chromium() { command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; }
 
 for what in "$@"; do
   case "$what" in
@@ -21,6 +23,7 @@ for what in "$@"; do
     gcc) have_gcc || need_pkgs+=(gcc libc6-dev) ;;
     openblas) have_openblas || need_pkgs+=(libopenblas-dev) ;;
     mlir) have_mlir || need_pkgs+=(mlir-16-tools) ;;
+    chromium) have_chromium || need_pkgs+=(chromium) ;;
     *) echo "ensure-deps: unknown requirement $what" >&2; exit 2 ;;
   esac
 done

@@ -6,6 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"os"
+	"runtime/debug"
+	"sync"
 	"time"
 )
 
@@ -204,42 +208,214 @@ func (db *DB) Run(ctx context.Context, id int64) (TuningRun, error) {
 	return r, nil
 }
 
-// BenchResult is one number of a benchmark suite, kept for dashboards and
-// regression detection.
-type BenchResult struct {
-	Suite        string          `json:"suite"`
-	Name         string          `json:"name"` // e.g. "Linear/M=1,N=4096,K=4096/f32"
-	DeviceHash   string          `json:"device,omitempty"`
-	Metric       string          `json:"metric"` // e.g. "GB/s", "median_s"
-	Value        float64         `json:"value"`
-	Unit         string          `json:"unit,omitempty"`
-	Extra        json.RawMessage `json:"extra,omitempty"`
-	CreatedAt    time.Time       `json:"created_at"`
-	LLMIRVersion string          `json:"llmir_version"`
+// RecentRuns returns up to limit tuning runs, newest first (limit ≤ 0: all).
+// Dashboards draw their tuning-progress curves from them.
+func (db *DB) RecentRuns(ctx context.Context, limit int) ([]TuningRun, error) {
+	if limit <= 0 {
+		limit = -1 // SQLite: no limit
+	}
+	var out []TuningRun
+	err := eachRow(ctx, db.sql, `SELECT t.id, coalesce(d.hash, ''), t.started_at, t.ended_at, t.budget_trials, t.budget_seconds,
+		t.command, t.results, t.llmir_version FROM tuning_runs t LEFT JOIN devices d ON d.id = t.device_id
+		ORDER BY t.started_at DESC, t.id DESC LIMIT ?`, []any{limit}, func(rows *sql.Rows) error {
+		var (
+			r       TuningRun
+			started int64
+			ended   sql.NullInt64
+			results string
+		)
+		if err := rows.Scan(&r.ID, &r.DeviceHash, &started, &ended, &r.BudgetTrials, &r.BudgetSeconds, &r.Command, &results, &r.LLMIRVersion); err != nil {
+			return err
+		}
+		r.StartedAt = time.Unix(0, started).UTC()
+		if ended.Valid {
+			r.EndedAt = time.Unix(0, ended.Int64).UTC()
+		}
+		r.Results = json.RawMessage(results)
+		out = append(out, r)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("recent tuning runs: %w", classify(err))
+	}
+	return out, nil
 }
 
-// AddBenchResults stores benchmark results in one transaction.
+// RunTrial is one measurement of a tuning run with the workload it measured.
+type RunTrial struct {
+	Record
+	Group  string // the workload's op group, e.g. "linear"
+	Bucket int64  // the workload's shape bucket
+}
+
+// RunRecords returns every record of a tuning run in the order they were
+// measured (oldest first, failures included): the run's trials.
+func (db *DB) RunRecords(ctx context.Context, runID int64) ([]RunTrial, error) {
+	var out []RunTrial
+	err := eachRow(ctx, db.sql, `SELECT `+recordColumns+`, w.op_group, w.bucket FROM records r
+		JOIN workloads w ON w.id = r.workload_id JOIN devices d ON d.id = r.device_id
+		WHERE r.run_id = ? ORDER BY r.created_at, r.id`, []any{runID}, func(rows *sql.Rows) error {
+		var t RunTrial
+		var err error
+		t.Record, err = scanRecord(rows, &t.Group, &t.Bucket)
+		if err != nil {
+			return err
+		}
+		out = append(out, t)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("records of tuning run %d: %w", runID, classify(err))
+	}
+	return out, nil
+}
+
+// Better says which direction of a benchmark's value is an improvement.
+type Better string
+
+const (
+	// BetterAuto (empty) leaves it to the reader to infer from the unit.
+	BetterAuto   Better = ""
+	BetterLower  Better = "lower"  // times
+	BetterHigher Better = "higher" // rates, speedups, fractions
+)
+
+// BenchResult is one number of a benchmark suite, kept for dashboards and
+// regression detection. One benchmark's series is identified by (Suite,
+// Name, Metric) on one device (BenchmarkID).
+type BenchResult struct {
+	// ID is the row's id in this database (0 before it is stored).
+	ID         int64  `json:"id,omitempty"`
+	Suite      string `json:"suite"`
+	Name       string `json:"name"` // e.g. "Linear/M=1,N=4096,K=4096/f32"
+	DeviceHash string `json:"device,omitempty"`
+	Metric     string `json:"metric"` // e.g. "GB/s", "median_s"
+	// Value is the headline number; when it is 0 and Samples are given,
+	// AddBenchResults sets it to their median.
+	Value float64 `json:"value"`
+	Unit  string  `json:"unit,omitempty"`
+	// Samples are all measurements behind Value (seconds for a time,
+	// GB/s for a bandwidth, …); Median and IQR summarise them and are
+	// computed by AddBenchResults when both are 0.
+	Samples []float64 `json:"samples,omitempty"`
+	Median  float64   `json:"median,omitempty"`
+	IQR     float64   `json:"iqr,omitempty"`
+	Better  Better    `json:"better,omitempty"`
+	// Baseline names what BaselineRatio compares with (e.g. "openblas");
+	// BaselineRatio is oriented so that > 1 means better than the baseline
+	// (baseline time / llmir time). 0: does not apply.
+	Baseline      string  `json:"baseline,omitempty"`
+	BaselineRatio float64 `json:"baseline_ratio,omitempty"`
+	// RooflineFraction is the fraction of the device's roofline bound
+	// reached (0: does not apply).
+	RooflineFraction float64         `json:"roofline_fraction,omitempty"`
+	Extra            json.RawMessage `json:"extra,omitempty"`
+	CreatedAt        time.Time       `json:"created_at"`
+	LLMIRVersion     string          `json:"llmir_version"`
+	// GitCommit is the commit the measured binary was built from; when
+	// empty, AddBenchResults stamps the running binary's VCS revision
+	// (with a "-dirty" suffix for a modified tree), if it has one.
+	GitCommit string `json:"git_commit,omitempty"`
+}
+
+// BenchmarkID names the benchmark's series across devices: suite/name:metric.
+func (r *BenchResult) BenchmarkID() string { return r.Suite + "/" + r.Name + ":" + r.Metric }
+
+// BuildCommit is the commit results are stamped with: $LLMIR_GIT_COMMIT
+// when set (builds made with -buildvcs=false record none, so `make
+// nightly` passes it), else the VCS revision this binary was built from,
+// "-dirty" appended when the tree had changes ("" when neither exists, as
+// under go test).
+func BuildCommit() string {
+	if c := os.Getenv("LLMIR_GIT_COMMIT"); c != "" {
+		return c
+	}
+	return buildCommit()
+}
+
+var buildCommit = sync.OnceValue(func() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	rev, dirty := "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev != "" && dirty {
+		rev += "-dirty"
+	}
+	return rev
+})
+
+// normalize validates a result and fills its defaults.
+func (r *BenchResult) normalize(now time.Time, version string) error {
+	switch {
+	case r.Suite == "" || r.Name == "" || r.Metric == "":
+		return errors.New("suite, name and metric are required")
+	case math.IsNaN(r.Value) || math.IsInf(r.Value, 0):
+		return fmt.Errorf("value is %v", r.Value)
+	case r.Better != BetterAuto && r.Better != BetterLower && r.Better != BetterHigher:
+		return fmt.Errorf("better %q: want lower, higher or empty", r.Better)
+	case !finiteNonNeg(r.BaselineRatio) || !finiteNonNeg(r.RooflineFraction):
+		return fmt.Errorf("baseline ratio %v, roofline fraction %v: want finite and ≥ 0", r.BaselineRatio, r.RooflineFraction)
+	case math.IsNaN(r.Median) || math.IsInf(r.Median, 0) || !finiteNonNeg(r.IQR):
+		return fmt.Errorf("median %v, iqr %v: want finite, IQR ≥ 0", r.Median, r.IQR)
+	}
+	if len(r.Samples) > 0 && r.Median == 0 && r.IQR == 0 {
+		s, err := Summarize(r.Samples)
+		if err != nil {
+			return err
+		}
+		r.Median, r.IQR = s.Median, s.IQR
+	} else if _, err := Summarize(r.Samples); err != nil && !errors.Is(err, ErrNoSamples) {
+		return err
+	}
+	if r.Value == 0 && len(r.Samples) > 0 {
+		r.Value = r.Median
+	}
+	if r.CreatedAt.IsZero() {
+		r.CreatedAt = now
+	}
+	if err := checkTime(r.CreatedAt); err != nil {
+		return err
+	}
+	if r.LLMIRVersion == "" {
+		r.LLMIRVersion = version
+	}
+	if r.GitCommit == "" {
+		r.GitCommit = BuildCommit()
+	}
+	if len(r.Extra) == 0 {
+		r.Extra = json.RawMessage("{}")
+	}
+	if !json.Valid(r.Extra) {
+		return errors.New("extra is not valid JSON")
+	}
+	return nil
+}
+
+// nullZero stores 0 as NULL: "does not apply".
+func nullZero(v float64) sql.NullFloat64 { return sql.NullFloat64{Float64: v, Valid: v != 0} }
+
+// AddBenchResults stores benchmark results in one transaction: all or none.
 func (db *DB) AddBenchResults(ctx context.Context, rs []BenchResult) error {
 	err := db.write(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, `INSERT INTO bench_results (suite, name, device_id, metric, value, unit, extra, created_at, llmir_version)
-			VALUES (?, ?, (SELECT id FROM devices WHERE hash = ?), ?, ?, ?, ?, ?, ?)`)
+		stmt, err := tx.PrepareContext(ctx, `INSERT INTO bench_results (suite, name, device_id, metric, value, unit, extra,
+			created_at, llmir_version, git_commit, samples, median, iqr, better, baseline, baseline_ratio, roofline_fraction)
+			VALUES (?, ?, (SELECT id FROM devices WHERE hash = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 		if err != nil {
 			return err
 		}
 		defer stmt.Close()
 		for i, r := range rs {
-			if r.CreatedAt.IsZero() {
-				r.CreatedAt = db.opts.Now()
-			}
-			if r.LLMIRVersion == "" {
-				r.LLMIRVersion = db.opts.LLMIRVersion
-			}
-			extra := r.Extra
-			if len(extra) == 0 {
-				extra = json.RawMessage("{}")
-			}
-			if !json.Valid(extra) {
-				return fmt.Errorf("result %d (%s/%s): extra is not valid JSON", i, r.Suite, r.Name)
+			if err := r.normalize(db.opts.Now(), db.opts.LLMIRVersion); err != nil {
+				return fmt.Errorf("result %d (%s/%s %s): %w", i, r.Suite, r.Name, r.Metric, err)
 			}
 			if r.DeviceHash != "" {
 				var one int
@@ -247,8 +423,13 @@ func (db *DB) AddBenchResults(ctx context.Context, rs []BenchResult) error {
 					return fmt.Errorf("result %d (%s/%s): %w %.12s", i, r.Suite, r.Name, ErrUnknownDevice, r.DeviceHash)
 				}
 			}
-			if _, err := stmt.ExecContext(ctx, r.Suite, r.Name, r.DeviceHash, r.Metric, r.Value, r.Unit, string(extra),
-				r.CreatedAt.UnixNano(), r.LLMIRVersion); err != nil {
+			samples, err := json.Marshal(nonNil(r.Samples))
+			if err != nil {
+				return fmt.Errorf("result %d (%s/%s): samples: %w", i, r.Suite, r.Name, err)
+			}
+			if _, err := stmt.ExecContext(ctx, r.Suite, r.Name, r.DeviceHash, r.Metric, r.Value, r.Unit, string(r.Extra),
+				r.CreatedAt.UnixNano(), r.LLMIRVersion, r.GitCommit, string(samples), nullZero(r.Median), nullZero(r.IQR),
+				string(r.Better), r.Baseline, nullZero(r.BaselineRatio), nullZero(r.RooflineFraction)); err != nil {
 				return fmt.Errorf("result %d (%s/%s): %w", i, r.Suite, r.Name, err)
 			}
 		}
@@ -263,26 +444,87 @@ func (db *DB) AddBenchResults(ctx context.Context, rs []BenchResult) error {
 // BenchResults returns the results of one suite (and, if name is not empty,
 // one benchmark), oldest first: a time series per (name, metric).
 func (db *DB) BenchResults(ctx context.Context, suite, name string) ([]BenchResult, error) {
-	rows, err := db.sql.QueryContext(ctx, `SELECT b.suite, b.name, coalesce(d.hash, ''), b.metric, b.value, b.unit, b.extra,
-		b.created_at, b.llmir_version FROM bench_results b LEFT JOIN devices d ON d.id = b.device_id
-		WHERE b.suite = ? AND (? = '' OR b.name = ?) ORDER BY b.name, b.metric, b.created_at, b.id`, suite, name, name)
+	rs, err := db.QueryBenchResults(ctx, BenchFilter{Suite: suite, Name: name})
 	if err != nil {
-		return nil, fmt.Errorf("benchmark results of %s: %w", suite, classify(err))
+		return nil, fmt.Errorf("benchmark results of %s: %w", suite, err)
 	}
-	defer rows.Close()
+	return rs, nil
+}
+
+// BenchFilter selects benchmark results; empty fields match everything.
+type BenchFilter struct {
+	Suite, Name, Metric string
+	DeviceHash          string
+	Since               time.Time // results at or after Since (zero: all)
+}
+
+// QueryBenchResults returns the results f selects, ordered by suite, name,
+// metric, device and then time (oldest first), so that each series is one
+// contiguous run of rows.
+func (db *DB) QueryBenchResults(ctx context.Context, f BenchFilter) ([]BenchResult, error) {
+	var since int64
+	if !f.Since.IsZero() {
+		since = f.Since.UnixNano()
+	}
 	var out []BenchResult
-	for rows.Next() {
-		var (
-			r       BenchResult
-			extra   string
-			created int64
-		)
-		if err := rows.Scan(&r.Suite, &r.Name, &r.DeviceHash, &r.Metric, &r.Value, &r.Unit, &extra, &created, &r.LLMIRVersion); err != nil {
-			return nil, err
-		}
-		r.Extra = json.RawMessage(extra)
-		r.CreatedAt = time.Unix(0, created).UTC()
-		out = append(out, r)
+	err := eachRow(ctx, db.sql, `SELECT b.id, b.suite, b.name, coalesce(d.hash, ''), b.metric, b.value, b.unit, b.extra,
+		b.created_at, b.llmir_version, b.git_commit, b.samples, b.median, b.iqr, b.better, b.baseline, b.baseline_ratio,
+		b.roofline_fraction FROM bench_results b LEFT JOIN devices d ON d.id = b.device_id
+		WHERE (?1 = '' OR b.suite = ?1) AND (?2 = '' OR b.name = ?2) AND (?3 = '' OR b.metric = ?3)
+			AND (?4 = '' OR d.hash = ?4) AND b.created_at >= ?5
+		ORDER BY b.suite, b.name, b.metric, coalesce(d.hash, ''), b.created_at, b.id`,
+		[]any{f.Suite, f.Name, f.Metric, f.DeviceHash, since}, func(rows *sql.Rows) error {
+			var (
+				r                           BenchResult
+				extra, samples, better      string
+				created                     int64
+				median, iqr, ratio, roofFra sql.NullFloat64
+			)
+			if err := rows.Scan(&r.ID, &r.Suite, &r.Name, &r.DeviceHash, &r.Metric, &r.Value, &r.Unit, &extra, &created,
+				&r.LLMIRVersion, &r.GitCommit, &samples, &median, &iqr, &better, &r.Baseline, &ratio, &roofFra); err != nil {
+				return err
+			}
+			if err := json.Unmarshal([]byte(samples), &r.Samples); err != nil {
+				return fmt.Errorf("benchmark result %d: samples: %w", r.ID, err)
+			}
+			if len(r.Samples) == 0 {
+				r.Samples = nil
+			}
+			r.Extra = json.RawMessage(extra)
+			r.CreatedAt = time.Unix(0, created).UTC()
+			r.Median, r.IQR, r.BaselineRatio, r.RooflineFraction = median.Float64, iqr.Float64, ratio.Float64, roofFra.Float64
+			r.Better = Better(better)
+			out = append(out, r)
+			return nil
+		})
+	if err != nil {
+		return nil, fmt.Errorf("query benchmark results: %w", classify(err))
 	}
-	return out, classify(rows.Err())
+	return out, nil
+}
+
+// BenchDevices returns the devices that have benchmark results, with their
+// fingerprints and rooflines, so that a dashboard can name them.
+func (db *DB) BenchDevices(ctx context.Context) ([]Device, error) {
+	var out []Device
+	err := eachRow(ctx, db.sql, `SELECT hash, kind, compat, fingerprint, roofline FROM devices
+		WHERE id IN (SELECT device_id FROM bench_results) ORDER BY kind, compat, hash`, nil, func(rows *sql.Rows) error {
+		var (
+			d             Device
+			kind, fp, roo string
+		)
+		if err := rows.Scan(&d.Hash, &kind, &d.Compat, &fp, &roo); err != nil {
+			return err
+		}
+		d.Kind, d.Fingerprint = Kind(kind), json.RawMessage(fp)
+		if err := json.Unmarshal([]byte(roo), &d.Roofline); err != nil {
+			return fmt.Errorf("device %.12s: roofline: %w", d.Hash, err)
+		}
+		out = append(out, d)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("devices of benchmark results: %w", classify(err))
+	}
+	return out, nil
 }

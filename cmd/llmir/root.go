@@ -73,6 +73,7 @@ llmir.yaml (in . then $XDG_CONFIG_HOME/llmir) > defaults.`,
 		newOptCmd(),
 		newTasksCmd(),
 		newDBCmd(),
+		newDashboardCmd(),
 	)
 	return root
 }
