@@ -8,9 +8,9 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"runtime/debug"
-	"sync"
 	"time"
+
+	"llmir/internal/buildinfo"
 )
 
 // Model is a serialized cost model trained for one device. The costmodel
@@ -330,28 +330,8 @@ func BuildCommit() string {
 	if c := os.Getenv("LLMIR_GIT_COMMIT"); c != "" {
 		return c
 	}
-	return buildCommit()
+	return buildinfo.Commit()
 }
-
-var buildCommit = sync.OnceValue(func() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return ""
-	}
-	rev, dirty := "", false
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			dirty = s.Value == "true"
-		}
-	}
-	if rev != "" && dirty {
-		rev += "-dirty"
-	}
-	return rev
-})
 
 // normalize validates a result and fills its defaults.
 func (r *BenchResult) normalize(now time.Time, version string) error {

@@ -4,44 +4,17 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"llmir/internal/buildinfo"
 )
 
-// version is set at link time (-ldflags "-X main.version=…"); otherwise it
-// comes from the module's build information.
-var version = ""
-
-func llmirVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		rev, dirty := "", false
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.modified":
-				dirty = s.Value == "true"
-			}
-		}
-		if rev != "" {
-			if len(rev) > 12 {
-				rev = rev[:12]
-			}
-			if dirty {
-				rev += "-dirty"
-			}
-			return "0.1.0+" + rev
-		}
-	}
-	return "0.1.0-dev"
-}
+// llmirVersion is the version recorded with every measurement and result.
+func llmirVersion() string { return buildinfo.Version() }
 
 // newRootCmd builds the whole command tree. It holds no globals so that
 // tests can build as many independent trees as they like.
