@@ -1,6 +1,7 @@
 package kernels_test
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -128,5 +129,76 @@ func TestLinearRejectsBadShapes(t *testing.T) {
 		if _, err := l.Def(); err == nil {
 			t.Errorf("%+v: accepted", l)
 		}
+	}
+}
+
+// TestLinearDefaultIsInSpace checks that the rule-based default is a point
+// of the design space: choosing, at each sampling step of a Space trace,
+// the candidate equal to the default's knob replays to the default's nest.
+// The tuner can then only find the default or something it measured faster.
+func TestLinearDefaultIsInSpace(t *testing.T) {
+	for _, c := range []struct {
+		l       kernels.Linear
+		threads int
+		knobs   []int64 // the default's values, in sampling order
+	}{
+		{kernels.Linear{M: 1, N: 4096, K: 4096}, 1, []int64{1, 8, 4}},       // GEMV: MR, JU, NJ
+		{kernels.Linear{M: 4, N: 4096, K: 4096}, 2, []int64{4, 6, 4}},       // GEMV
+		{kernels.Linear{M: 16, N: 4096, K: 4096}, 2, []int64{4, 6, 4}},      // GEMV
+		{kernels.Linear{M: 512, N: 4096, K: 4096}, 2, []int64{12, 16, 256}}, // GEMM: MR, NB, KC
+		{kernels.Linear{M: 512, N: 4096, K: 14336}, 1, []int64{12, 16, 256}},
+		{kernels.Linear{M: 100, N: 256, K: 512, MBucket: 128}, 2, []int64{12, 2, 256}}, // NC halved to 64: 4 panels for 2 threads
+	} {
+		t.Run(fmt.Sprintf("%s/threads=%d", c.l.Name(), c.threads), func(t *testing.T) {
+			hw := kernels.Hardware{VectorBits: 512, Threads: c.threads}
+			def, err := c.l.Def()
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := schedule.New(def, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.l.Default(d, hw); err != nil {
+				t.Fatal(err)
+			}
+			s, err := schedule.New(def, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.l.Space(s, hw); err != nil {
+				t.Fatal(err)
+			}
+			tr := s.Trace()
+			step := 0
+			for i, inst := range tr.Insts {
+				if inst.Op != "sample_categorical" {
+					continue
+				}
+				if step >= len(c.knobs) {
+					t.Fatalf("more than %d sampling steps", len(c.knobs))
+				}
+				pick := int64(-1)
+				for j, o := range inst.Ints {
+					if o.Ref == "" && o.Lit == c.knobs[step] {
+						pick = int64(j)
+					}
+				}
+				if pick < 0 {
+					t.Fatalf("default knob %d = %d is not a candidate of %v", step, c.knobs[step], inst.Ints)
+				}
+				if tr, err = tr.WithDecision(i, []int64{pick}); err != nil {
+					t.Fatal(err)
+				}
+				step++
+			}
+			r, err := schedule.Replay(def, tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := r.Nest().String(), d.Nest().String(); got != want {
+				t.Errorf("space at the default's knobs differs from Default:\n%s\nwant\n%s", got, want)
+			}
+		})
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"llmir/kernels"
 	"llmir/schedule"
 	"llmir/schedule/schedtest"
 	"llmir/target"
@@ -15,12 +16,15 @@ import (
 	"llmir/target/cpu/cgen"
 )
 
-// BenchmarkLinear builds the schedtest recipes (GEMM for M > 16, GEMV for
-// decode) through cgen and measures them with target/cpu's harness next to
-// OpenBLAS in the same run (OPENBLAS_* overrides unset for OpenBLAS only),
-// reporting GFLOP/s, GB/s and the ratio to OpenBLAS.
+// BenchmarkLinear builds kernels.Linear's default schedule (the GEMM recipe
+// for M > 16, GEMV for decode) through cgen and measures it with
+// target/cpu's harness next to OpenBLAS in the same run (OPENBLAS_*
+// overrides unset for OpenBLAS only), reporting GFLOP/s, GB/s and the ratio
+// to OpenBLAS. LLMIR_GEMM_TILES and LLMIR_GEMV_TILES override the tiles;
+// LLMIR_DECODE_GEMM=1 uses the GEMM recipe for M ≤ 16 too.
 //
 //	go test -run '^$' -bench Linear -benchtime 1x ./target/cpu/cgen/
+//	LLMIR_LINEAR_SHAPES=4x4096x4096 LLMIR_GEMV_TILES=64,4,4 go test -run '^$' -bench Linear -benchtime 1x ./target/cpu/cgen/
 //	LLMIR_LINEAR_SHAPES=512x4096x4096 LLMIR_THREADS=2 LLMIR_GEMM_TILES=8,32,256,256 go test -run '^$' -bench Linear -benchtime 1x ./target/cpu/cgen/
 func BenchmarkLinear(b *testing.B) {
 	shapes := envList(b, "LLMIR_LINEAR_SHAPES", "512x4096x4096,1x4096x4096,16x4096x4096")
@@ -32,12 +36,23 @@ func BenchmarkLinear(b *testing.B) {
 		}
 		threads = n
 	}
-	tiles := schedtest.GEMMTiles{MR: 8, NR: 32, NC: 1024, KC: 128, Parallel: true}
+	// Without overrides the schedule is kernels.Linear's rule-based
+	// Default, so the numbers are what an untuned user gets.
+	var gemm *schedtest.GEMMTiles
 	if v := os.Getenv("LLMIR_GEMM_TILES"); v != "" {
-		if _, err := fmt.Sscanf(v, "%d,%d,%d,%d", &tiles.MR, &tiles.NR, &tiles.NC, &tiles.KC); err != nil {
+		gemm = &schedtest.GEMMTiles{Parallel: true}
+		if _, err := fmt.Sscanf(v, "%d,%d,%d,%d", &gemm.MR, &gemm.NR, &gemm.NC, &gemm.KC); err != nil {
 			b.Fatalf("LLMIR_GEMM_TILES=%q: want MR,NR,NC,KC", v)
 		}
 	}
+	var gemv *schedtest.GEMVTiles
+	if v := os.Getenv("LLMIR_GEMV_TILES"); v != "" {
+		gemv = &schedtest.GEMVTiles{KV: 16, Parallel: true}
+		if _, err := fmt.Sscanf(v, "%d,%d,%d", &gemv.JB, &gemv.MR, &gemv.JU); err != nil {
+			b.Fatalf("LLMIR_GEMV_TILES=%q: want JB,MR,JU", v)
+		}
+	}
+	forceGEMM := os.Getenv("LLMIR_DECODE_GEMM") != ""
 	ctx := context.Background()
 	tg, err := cpu.New(ctx, cpu.Options{})
 	if err != nil {
@@ -49,7 +64,8 @@ func BenchmarkLinear(b *testing.B) {
 			b.Fatalf("shape %q: want MxNxK", sh)
 		}
 		b.Run(fmt.Sprintf("M=%d,N=%d,K=%d/f32/threads=%d", l.M, l.N, l.K, threads), func(b *testing.B) {
-			def, err := schedtest.Linear(int64(l.M), int64(l.N), int64(l.K), true)
+			lin := kernels.Linear{M: int64(l.M), N: int64(l.N), K: int64(l.K)}
+			def, err := lin.Def()
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -57,19 +73,24 @@ func BenchmarkLinear(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			tl := tiles
-			// Enough column blocks for every thread: the parallel loop is
-			// over N/NC.
-			for tl.NC > tl.NR && int(int64(l.N)/tl.NC) < 2*threads {
-				tl.NC /= 2
-			}
-			recipe := fmt.Sprintf("gemm%+v", tl)
-			if l.M <= 16 {
-				gv := schedtest.GEMVTiles{JB: 64, KV: 16, MR: int64(min(l.M, 4)), JU: 4, Parallel: true}
+			recipe := "default"
+			switch {
+			case gemv != nil && l.M <= 16 && !forceGEMM:
+				gv := *gemv
+				gv.MR = min(gv.MR, int64(l.M))
 				_, err = schedtest.GEMV(s, "out", gv)
 				recipe = fmt.Sprintf("gemv%+v", gv)
-			} else {
+			case gemm != nil && (l.M > 16 || forceGEMM):
+				tl := *gemm
+				// Enough column blocks for every thread: the parallel
+				// loop is over N/NC.
+				for tl.NC > tl.NR && int(int64(l.N)/tl.NC) < 2*threads {
+					tl.NC /= 2
+				}
 				_, err = schedtest.GEMM(s, "out", tl)
+				recipe = fmt.Sprintf("gemm%+v", tl)
+			default:
+				err = lin.Default(s, kernels.Hardware{VectorBits: tg.CPU().VectorBits(), Threads: threads})
 			}
 			if err != nil {
 				b.Fatal(err)

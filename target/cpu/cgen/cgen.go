@@ -234,6 +234,7 @@ func (g *gen) header() string {
 		// (it differs for x = -0.0), which costs an add per broadcast.
 		xs := strings.TrimSuffix(strings.Repeat("x, ", int(g.lanes)), ", ")
 		fmt.Fprintf(&b, "static inline llmir_vf llmir_splat(float x) { return (llmir_vf){%s}; }\n", xs)
+		b.WriteString(hsumC(g.lanes))
 	}
 	b.WriteString("static inline int64_t llmir_min(int64_t a, int64_t b) { return a < b ? a : b; }\n")
 	b.WriteString("static inline int64_t llmir_max(int64_t a, int64_t b) { return a > b ? a : b; }\n")
@@ -242,6 +243,39 @@ func (g *gen) header() string {
 	b.WriteString("static inline uint16_t llmir_f32_to_bf16(float f) { uint32_t u; memcpy(&u, &f, 4); if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); u += 0x7fffu + ((u >> 16) & 1u); return (uint16_t)(u >> 16); }\n")
 	b.WriteString("static inline float llmir_f16_to_f32(uint16_t h) { _Float16 x; memcpy(&x, &h, 2); return (float)x; }\n")
 	b.WriteString("static inline uint16_t llmir_f32_to_f16(float f) { _Float16 h = (_Float16)f; uint16_t u; memcpy(&u, &h, 2); return u; }\n\n")
+	return b.String()
+}
+
+// hsumC is llmir_hsum for vectors of the given lanes: add the upper half
+// to the lower until four lanes are left (one vector add per halving, which
+// gcc prints as an extract and an add), then a pairwise sum of the four.
+// The halves are vector constructors of lane reads, not memcpy from the
+// argument's address: an address-taken vector would keep every
+// accumulator that reaches llmir_hsum in memory inside the k loop.
+func hsumC(lanes int64) string {
+	var b strings.Builder
+	for n := lanes / 2; n >= 4; n /= 2 {
+		fmt.Fprintf(&b, "typedef float llmir_vf%d __attribute__((vector_size(%d)));\n", n, n*4)
+	}
+	b.WriteString("static inline float llmir_hsum(llmir_vf v) {")
+	half := func(x string, from, n int64) string {
+		var el []string
+		for i := from; i < from+n; i++ {
+			el = append(el, fmt.Sprintf("%s[%d]", x, i))
+		}
+		return fmt.Sprintf("(llmir_vf%d){%s}", n, strings.Join(el, ", "))
+	}
+	cur, n := "v", lanes
+	for ; n > 4; n /= 2 {
+		h := n / 2
+		fmt.Fprintf(&b, " llmir_vf%d s%d = %s + %s;", h, h, half(cur, 0, h), half(cur, h, h))
+		cur = fmt.Sprintf("s%d", h)
+	}
+	if n == 4 {
+		fmt.Fprintf(&b, " return (%s[0] + %s[2]) + (%s[1] + %s[3]); }\n", cur, cur, cur, cur)
+	} else {
+		fmt.Fprintf(&b, " return %s[0] + %s[1]; }\n", cur, cur)
+	}
 	return b.String()
 }
 
@@ -391,6 +425,9 @@ func (g *gen) loop(l *schedule.Loop) error {
 	ext := g.simplify(l.Extent)
 	defer delete(g.rg.Vars, l.Name)
 	c, isConst := ext.(schedule.Int)
+	if l.Kind == schedule.Unrolled && isConst && c.V == g.lanes && g.lanes > 1 && g.hsumLoop(l) {
+		return nil
+	}
 	switch {
 	case isConst && c.V <= 0:
 		return nil
@@ -451,6 +488,80 @@ func (g *gen) loop(l *schedule.Loop) error {
 	g.ind--
 	g.line("}")
 	return nil
+}
+
+// hsumLoop prints an unrolled loop over the lanes of one register vector
+// that reduces them into one element (the write-back of a k-vectorized
+// rfactor, out[i, j] += out_rf[i, j, l]) as a pairwise horizontal sum,
+// llmir_hsum, instead of lanes dependent scalar adds with a lane extract
+// each. It reports false, printing nothing, when the loop is not that shape.
+// The summation order changes, which a reduction allows.
+func (g *gen) hsumLoop(l *schedule.Loop) bool {
+	if len(l.Body) != 1 {
+		return false
+	}
+	b, ok := l.Body[0].(*schedule.Block)
+	if !ok || !b.Reduce {
+		return false
+	}
+	for _, buf := range g.n.Buffers {
+		if buf.Param < 0 && buf.AllocAt == l.Name {
+			return false
+		}
+	}
+	defer delete(g.env, l.Name)
+	type lane struct {
+		in        inst
+		dst, name string
+		lane      int64
+	}
+	at := func(v int64) (lane, bool) {
+		g.env[l.Name] = schedule.C(v)
+		in := g.instantiate(b)
+		ld, ok := in.value.(schedule.Load)
+		if !ok {
+			return lane{}, false
+		}
+		src := g.resolve(ld.Buf, ld.Index)
+		ri := g.reg[src.buf.Name]
+		if ri == nil || ri.array || !ri.vector || src.buf.DType != schedule.F32 {
+			return lane{}, false
+		}
+		for _, e := range src.phys {
+			if _, c := e.(schedule.Int); !c {
+				return lane{}, false
+			}
+		}
+		name, ln, ok := g.local(src, false)
+		if !ok {
+			return lane{}, false
+		}
+		return lane{in: in, dst: g.scalarRef(g.resolve(b.Buf, in.index)), name: name, lane: ln}, true
+	}
+	first, ok1 := at(0)
+	last, ok2 := at(g.lanes - 1)
+	// The access is affine in the loop variable, so equal chunks with lanes
+	// 0 and lanes-1 at the ends mean lane v is read at v; the destination
+	// must not move, and only the first lane may store the init.
+	if !ok1 || !ok2 || first.name != last.name || first.lane != 0 || last.lane != g.lanes-1 || first.dst != last.dst || last.in.cond != "" {
+		return false
+	}
+	dst := g.resolve(b.Buf, first.in.index)
+	cur := g.scalarLoad(dst)
+	sum := "llmir_hsum(" + first.name + ")"
+	g.line("{ // %s = 0..%d: horizontal sum", l.Name, g.lanes-1)
+	g.ind++
+	switch in := first.in; in.cond {
+	case "1":
+		g.line("%s = %s;", first.dst, g.convertStore(dst.buf, "("+g.cFloat(in.init)+" + "+sum+")"))
+	case "":
+		g.line("%s = %s;", first.dst, g.convertStore(dst.buf, "("+cur+" + "+sum+")"))
+	default:
+		g.line("%s = %s;", first.dst, g.convertStore(dst.buf, "(("+in.cond+") ? "+g.cFloat(in.init)+" : "+cur+") + "+sum))
+	}
+	g.ind--
+	g.line("}")
+	return true
 }
 
 func (g *gen) body(l *schedule.Loop) error {

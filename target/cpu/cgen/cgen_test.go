@@ -135,6 +135,9 @@ func TestGoldenC(t *testing.T) {
 func TestMicrokernelAssembly(t *testing.T) {
 	needGCC(t)
 	if _, err := exec.LookPath("objdump"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("objdump not installed (CI requires binutils)")
+		}
 		t.Skip("objdump not installed")
 	}
 	if cpu, err := os.ReadFile("/proc/cpuinfo"); err != nil || !bytes.Contains(cpu, []byte("avx512f")) {
@@ -171,6 +174,55 @@ func TestMicrokernelAssembly(t *testing.T) {
 		t.Fatalf("found %d vbroadcastss, want ≥ 6", nb)
 	}
 	t.Logf("inner loop: %d register vfmadd231ps zmm, %d vbroadcastss", nf, len(bcast.FindAll(out, -1)))
+}
+
+// TestGEMVAssembly checks that the decode recipe's vector accumulators
+// stay in registers through the k loop when M is dynamic (the row tail is
+// a guarded unroll) and the write-back is a horizontal sum: no zmm is
+// reloaded from the stack between the first and the last FMA.
+func TestGEMVAssembly(t *testing.T) {
+	needGCC(t)
+	if _, err := exec.LookPath("objdump"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("objdump not installed (CI requires binutils)")
+		}
+		t.Skip("objdump not installed")
+	}
+	if cpu, err := os.ReadFile("/proc/cpuinfo"); err != nil || !bytes.Contains(cpu, []byte("avx512f")) {
+		t.Skip("needs an avx512f CPU")
+	}
+	s := newSched(t, linear(t, 4, 256, 512, true))
+	_, err := schedtest.GEMV(s, "out", schedtest.GEMVTiles{JB: 16, KV: 16, MR: 4, JU: 4, Parallel: true})
+	must(t, err)
+	src, err := Emit(s.Nest(), Options{Entry: "gv", VectorBits: 512})
+	must(t, err)
+	dir := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(dir, "gv.c"), []byte(src), 0o644))
+	obj := filepath.Join(dir, "gv.o")
+	if out, err := exec.Command("gcc", "-O3", "-march=native", "-fopenmp", "-fPIC", "-c", "-o", obj, filepath.Join(dir, "gv.c")).CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	out, err := exec.Command("objdump", "-d", "--no-show-raw-insn", obj).Output()
+	must(t, err)
+	lines := strings.Split(string(out), "\n")
+	first, last := -1, -1
+	for i, l := range lines {
+		if strings.Contains(l, "vfmadd") {
+			if first < 0 {
+				first = i
+			}
+			last = i
+		}
+	}
+	if first < 0 {
+		t.Fatal("no vfmadd in the GEMV kernel")
+	}
+	reload := regexp.MustCompile(`\(%rsp\),%zmm\d+`)
+	for _, l := range lines[first : last+1] {
+		if reload.MatchString(l) {
+			t.Fatalf("accumulator reloaded from the stack inside the k loop: %s", strings.TrimSpace(l))
+		}
+	}
 }
 
 // TestRandomSchedulesCompiled compiles random sampled schedules of a GEMM
@@ -218,7 +270,7 @@ func TestRandomSchedulesCompiled(t *testing.T) {
 		_, err = schedtest.GEMV(g, "out", schedtest.GEMVTiles{JB: 16, KV: 16, MR: 4, JU: 2, Parallel: true})
 		must(t, err)
 		for _, m := range []int64{1, 7, 16} {
-			checkAgainstInterpreter(context.Background(), t, s.Nest(), 2, []int64{m}, 1e-5, Options{VectorBits: 512})
+			checkAgainstInterpreter(context.Background(), t, g.Nest(), 2, []int64{m}, 1e-5, Options{VectorBits: 512})
 		}
 	})
 	t.Run("bf16_weights_silu", func(t *testing.T) {
@@ -239,6 +291,42 @@ func TestRandomSchedulesCompiled(t *testing.T) {
 		must(t, s.Vectorize(js[1]))
 		must(t, s.ReverseComputeAt("y", js[0]))
 		checkAgainstInterpreter(context.Background(), t, s.Nest(), 3, nil, 1e-2, Options{VectorBits: 512})
+	})
+}
+
+// TestGEMVHorizontalSum checks that the k-vectorized write-back of the GEMV
+// recipe is printed as llmir_hsum at every vector width (16, 8 and 4 lanes)
+// and still matches the interpreter, with tails in M and N; a lane loop that
+// is not a whole-vector reduction keeps the scalar form.
+func TestGEMVHorizontalSum(t *testing.T) {
+	needGCC(t)
+	for _, bits := range []int{512, 256, 128} {
+		t.Run(fmt.Sprintf("bits=%d", bits), func(t *testing.T) {
+			t.Parallel()
+			kv := int64(bits / 32)
+			s := newSched(t, linear(t, 5, 21, 3*kv, false))
+			_, err := schedtest.GEMV(s, "out", schedtest.GEMVTiles{JB: 8, KV: kv, MR: 2, JU: 2, Parallel: true})
+			must(t, err)
+			src, err := Emit(s.Nest(), Options{Entry: "k", VectorBits: bits})
+			must(t, err)
+			if got := strings.Count(src, "llmir_hsum(out_rf"); got != 4 {
+				t.Errorf("%d llmir_hsum calls of the 2×2 tile, want 4\n%s", got, src)
+			}
+			checkAgainstInterpreter(context.Background(), t, s.Nest(), 2, nil, 1e-5, Options{VectorBits: bits})
+		})
+	}
+	t.Run("half_vector", func(t *testing.T) {
+		// KV = 8 lanes at 512 bits: the lane loop covers half a vector, so
+		// it must not become a horizontal sum of the whole register.
+		s := newSched(t, linear(t, 2, 8, 16, false))
+		_, err := schedtest.GEMV(s, "out", schedtest.GEMVTiles{JB: 4, KV: 8, MR: 2, JU: 2})
+		must(t, err)
+		src, err := Emit(s.Nest(), Options{Entry: "k", VectorBits: 512})
+		must(t, err)
+		if strings.Contains(src, "llmir_hsum(out_rf") {
+			t.Errorf("half-vector lane loop printed as a horizontal sum:\n%s", src)
+		}
+		checkAgainstInterpreter(context.Background(), t, s.Nest(), 2, nil, 1e-5, Options{VectorBits: 512})
 	})
 }
 

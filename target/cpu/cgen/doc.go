@@ -46,6 +46,17 @@
 // passes). Local buffers are 64-byte-aligned stack arrays up to StackLimit
 // bytes (32 KiB by default) and aligned_alloc'd above it.
 //
+// # Horizontal sums
+//
+// The decode recipe (recipe.GEMV) keeps KV k-lanes of partial sums per
+// output in one vector and reduces them in the write-back, an unrolled loop
+// over the lanes. When such a loop covers exactly one register vector and
+// stores into one element, it is printed as llmir_hsum (halving vector adds,
+// then a pairwise sum of four lanes) instead of one dependent scalar add per
+// lane. llmir_hsum builds its halves from lane reads, not from memcpy of the
+// vector's address: an address-taken accumulator makes gcc keep the whole
+// register tile in memory inside the k loop (a load and a store per FMA).
+//
 // # What gcc makes of the GEMM microkernel
 //
 // For schedtest.GEMM with a 6×32 register tile at VectorBits 512, gcc 12

@@ -8,6 +8,9 @@ typedef float llmir_vf __attribute__((vector_size(64)));
 static inline llmir_vf llmir_vload(const float *p) { llmir_vf v; __builtin_memcpy(&v, p, sizeof v); return v; }
 static inline void llmir_vstore(float *p, llmir_vf v) { __builtin_memcpy(p, &v, sizeof v); }
 static inline llmir_vf llmir_splat(float x) { return (llmir_vf){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
+typedef float llmir_vf8 __attribute__((vector_size(32)));
+typedef float llmir_vf4 __attribute__((vector_size(16)));
+static inline float llmir_hsum(llmir_vf v) { llmir_vf8 s8 = (llmir_vf8){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]} + (llmir_vf8){v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]}; llmir_vf4 s4 = (llmir_vf4){s8[0], s8[1], s8[2], s8[3]} + (llmir_vf4){s8[4], s8[5], s8[6], s8[7]}; return (s4[0] + s4[2]) + (s4[1] + s4[3]); }
 static inline int64_t llmir_min(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t llmir_max(int64_t a, int64_t b) { return a > b ? a : b; }
 static inline float llmir_silu(float x) { return x / (1.0f + expf(-x)); }
