@@ -46,6 +46,7 @@ llmir.yaml (in . then $XDG_CONFIG_HOME/llmir) > defaults.`,
 		newOptCmd(),
 		newTasksCmd(),
 		newDBCmd(),
+		newBenchCmd(),
 		newDashboardCmd(),
 	)
 	return root

@@ -1,0 +1,29 @@
+// Package bench holds llmir's benchmark suites: each tunes its kernels
+// with search, measures the tuned and default schedules next to the
+// baselines in one harness run, relates the numbers to the device's
+// roofline and the project's goals, and stores them in the tuning
+// database's bench_results table for dashboards.
+//
+// # Main types
+//
+//   - Shape, ParseShapes, DefaultLinearShapes: the linear suite's shapes
+//     (M×N×K; the issue's 1024³, Llama-3-8B prefill at M=512 and decode at
+//     M ∈ {1, 4, 16}).
+//   - Linear: runs the suite at one thread count and returns one
+//     LinearResult per shape; WriteLinearTable prints them.
+//   - Goal: the issue's goal for a shape class (prefill GEMM, decode GEMV,
+//     skinny GEMM) and whether a result meets it.
+//
+// # Design choice a newcomer asks about
+//
+// Why measure the tuned schedule again. The tuner's median of the best
+// trial is the minimum over many noisy candidates, and it was measured
+// minutes before the baseline. The protocol wants baselines "measured by the
+// same harness in the same run", so after tuning each shape the default,
+// the tuned schedule and OpenBLAS are built and measured together in one
+// batch, twice in mirrored order with the samples of both passes pooled (a
+// machine whose speed drifts during the batch then favours none), and those
+// three numbers are the ones reported. OpenBLAS runs with
+// OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (cpu.OpenBLASUnsetEnv) for
+// that candidate only, as the protocol asks of benchmarks.
+package bench

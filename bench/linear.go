@@ -1,0 +1,384 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"llmir/kernels"
+	"llmir/schedule"
+	"llmir/search"
+	"llmir/target"
+	"llmir/target/cpu"
+	"llmir/tuningdb"
+)
+
+// Suite is the name of the linear suite in the bench_results table.
+const Suite = "linear"
+
+// Shape is a linear layer out[M,N] = a[M,K]·w[N,K]ᵀ.
+type Shape struct{ M, N, K int64 }
+
+func (s Shape) String() string { return fmt.Sprintf("%dx%dx%d", s.M, s.N, s.K) }
+
+// DefaultLinearShapes are the issue's shapes: 1024³; Llama-3-8B prefill at
+// M=512 with N×K = 4096×4096 (q/o), 14336×4096 (gate/up), 4096×14336
+// (down) and 6144×4096 (fused qkv); decode at M ∈ {1, 4, 16} on the same
+// N×K.
+func DefaultLinearShapes() []Shape {
+	nk := [][2]int64{{4096, 4096}, {14336, 4096}, {4096, 14336}, {6144, 4096}}
+	out := []Shape{{1024, 1024, 1024}}
+	for _, m := range []int64{512, 1, 4, 16} {
+		for _, x := range nk {
+			out = append(out, Shape{m, x[0], x[1]})
+		}
+	}
+	return out
+}
+
+// ParseShapes reads a comma-separated list of MxNxK.
+func ParseShapes(s string) ([]Shape, error) {
+	var out []Shape
+	for i, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		parts := strings.Split(f, "x")
+		if len(parts) != 3 {
+			return nil, fmt.Errorf("shape %d %q: want MxNxK, e.g. 512x4096x4096", i+1, f)
+		}
+		var v [3]int64
+		for j, p := range parts {
+			n, err := strconv.ParseInt(p, 10, 64)
+			if err != nil || n < 1 || n > 1<<20 {
+				return nil, fmt.Errorf("shape %d %q: %s=%q is not an integer in 1..%d", i+1, f, "MNK"[j:j+1], p, 1<<20)
+			}
+			v[j] = n
+		}
+		out = append(out, Shape{v[0], v[1], v[2]})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no shapes in %q", s)
+	}
+	return out, nil
+}
+
+// Class is a shape's goal class.
+type Class string
+
+const (
+	Prefill Class = "prefill" // M > 16: GEMM
+	GEMV    Class = "gemv"    // M = 1
+	Skinny  Class = "skinny"  // 2 ≤ M ≤ 16
+)
+
+// ClassOf classifies a shape by M.
+func ClassOf(s Shape) Class {
+	switch {
+	case s.M == 1:
+		return GEMV
+	case s.M <= 16:
+		return Skinny
+	}
+	return Prefill
+}
+
+// Goal is the issue's goal for a class.
+type Goal struct {
+	Class Class `json:"class"`
+	// MinSpeedup is the required OpenBLAS time / tuned time.
+	MinSpeedup float64 `json:"min_speedup"`
+	// MinReadBW is the required fraction of measured read bandwidth (GEMV).
+	MinReadBW float64 `json:"min_read_bw,omitempty"`
+	// MinRoofline is the required fraction of the roofline bound (skinny).
+	MinRoofline float64 `json:"min_roofline,omitempty"`
+}
+
+// GoalOf is the goal of a class: prefill ≥ 1.0× sgemm; GEMV ≥ 1.0× sgemv
+// and ≥ 85% of read bandwidth; skinny ≥ 2× sgemm and ≥ 80% of the roofline.
+func GoalOf(c Class) Goal {
+	switch c {
+	case GEMV:
+		return Goal{Class: c, MinSpeedup: 1, MinReadBW: 0.85}
+	case Skinny:
+		return Goal{Class: c, MinSpeedup: 2, MinRoofline: 0.80}
+	}
+	return Goal{Class: c, MinSpeedup: 1}
+}
+
+func (g Goal) String() string {
+	s := fmt.Sprintf("≥%.1f×", g.MinSpeedup)
+	if g.MinReadBW > 0 {
+		s += fmt.Sprintf(", ≥%.0f%% BW", 100*g.MinReadBW)
+	}
+	if g.MinRoofline > 0 {
+		s += fmt.Sprintf(", ≥%.0f%% roof", 100*g.MinRoofline)
+	}
+	return s
+}
+
+// Met reports whether r meets the goal.
+func (g Goal) Met(r *LinearResult) bool {
+	if r.Speedup < g.MinSpeedup || r.TunedS <= 0 {
+		return false
+	}
+	if g.MinReadBW > 0 && r.ReadBWFraction < g.MinReadBW {
+		return false
+	}
+	if g.MinRoofline > 0 && r.RooflineFraction < g.MinRoofline {
+		return false
+	}
+	return true
+}
+
+// LinearOptions configures the suite.
+type LinearOptions struct {
+	Threads int
+	// Tune is the tuner's configuration (budget, batch size, protocol,
+	// seed, progress bar, command).
+	Tune search.Options
+	// Final is the protocol of the closing default/tuned/OpenBLAS batch
+	// (zero: the protocol's defaults).
+	Final target.RunOptions
+	// Log gets one line per shape as it finishes (nil: none).
+	Log io.Writer
+}
+
+// LinearResult is one shape at one thread count.
+type LinearResult struct {
+	Shape   string `json:"shape"`
+	M       int64  `json:"m"`
+	N       int64  `json:"n"`
+	K       int64  `json:"k"`
+	Threads int    `json:"threads"`
+	Class   Class  `json:"class"`
+	// Median times in seconds from the closing batch (0 when that
+	// candidate failed; its measurement says why).
+	DefaultS  float64 `json:"default_s"`
+	TunedS    float64 `json:"tuned_s"`
+	OpenBLASS float64 `json:"openblas_s"`
+	// Speedup is OpenBLAS time / tuned time (> 1: faster than OpenBLAS);
+	// DefaultSpeedup the same for the default schedule; TunedOverDefault
+	// the default's time / tuned time.
+	Speedup          float64 `json:"speedup_vs_openblas"`
+	DefaultSpeedup   float64 `json:"default_speedup_vs_openblas"`
+	TunedOverDefault float64 `json:"tuned_over_default"`
+	GFLOPs           float64 `json:"gflops"`
+	GBs              float64 `json:"gbs"`
+	OpenBLASGFLOPs   float64 `json:"openblas_gflops"`
+	// BoundS is the roofline bound at Threads; RooflineFraction BoundS /
+	// TunedS; ReadBWFraction GBs / the measured read bandwidth.
+	BoundS           float64 `json:"bound_s"`
+	RooflineFraction float64 `json:"roofline_fraction"`
+	ReadBWFraction   float64 `json:"read_bw_fraction"`
+	Goal             Goal    `json:"goal"`
+	GoalMet          bool    `json:"goal_met"`
+	// The tune: trials measured now, found in the database, failures.
+	Measured  int                   `json:"measured"`
+	Resumed   int                   `json:"resumed"`
+	Counts    map[target.Status]int `json:"counts"`
+	RunID     int64                 `json:"run_id"`
+	Workload  string                `json:"workload"`
+	BestTrace json.RawMessage       `json:"best_trace"`
+	// The closing batch in full (all samples).
+	Default  target.Measurement `json:"default"`
+	Tuned    target.Measurement `json:"tuned"`
+	OpenBLAS target.Measurement `json:"openblas"`
+}
+
+// Name is the benchmark's name in bench_results, e.g.
+// "Linear/M=512,N=4096,K=4096/f32/threads=1".
+func (r *LinearResult) Name() string {
+	return fmt.Sprintf("Linear/M=%d,N=%d,K=%d/f32/threads=%d", r.M, r.N, r.K, r.Threads)
+}
+
+// Linear runs the suite: per shape, tune within the budget, then measure
+// default, tuned and OpenBLAS in one batch, relate them to the roofline,
+// and store the numbers in db. Results of the shapes done so far come back
+// with an error.
+func Linear(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, db *tuningdb.DB, shapes []Shape, o LinearOptions) ([]LinearResult, error) {
+	threads := max(o.Threads, 1)
+	tuner := search.NewCPUTuner(tg, roof, db, o.Tune)
+	var out []LinearResult
+	for _, sh := range shapes {
+		r, err := linearShape(ctx, tg, roof, tuner, sh, threads, o)
+		if err != nil {
+			return out, fmt.Errorf("bench linear %s (threads %d): %w", sh, threads, err)
+		}
+		if err := db.AddBenchResults(ctx, r.benchResults(tuner.Device.Hash)); err != nil {
+			return out, fmt.Errorf("bench linear %s: %w", sh, err)
+		}
+		out = append(out, *r)
+		if o.Log != nil {
+			fmt.Fprintf(o.Log, "%s threads=%d: default %.3f ms, tuned %.3f ms, openblas %.3f ms, %.2f× openblas, goal %s: %v\n",
+				sh, threads, 1e3*r.DefaultS, 1e3*r.TunedS, 1e3*r.OpenBLASS, r.Speedup, r.Goal, r.GoalMet)
+		}
+	}
+	return out, nil
+}
+
+func linearShape(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, tuner *search.Tuner, sh Shape, threads int, o LinearOptions) (*LinearResult, error) {
+	k := kernels.Linear{M: sh.M, N: sh.N, K: sh.K}
+	// One problem per shape: its reference (tens of GFLOP in float64 for
+	// the prefill shapes) is computed once for the tune and the closing
+	// batch.
+	p, err := search.NewProblem(k, max(o.Tune.Seed, 1))
+	if err != nil {
+		return nil, err
+	}
+	tr, err := tuner.Tune(ctx, search.Task{Kernel: k, Threads: threads}, p)
+	if err != nil {
+		return nil, err
+	}
+	if tr.Best == nil {
+		return nil, fmt.Errorf("%w after %d trials (%v)", search.ErrNoValidSchedule, len(tr.Measured)+tr.Resumed, tr.Counts)
+	}
+	hw := tuner.Hardware(threads)
+	def, err := search.DefaultSchedule(k, hw)
+	if err != nil {
+		return nil, err
+	}
+	kd, err := k.Def()
+	if err != nil {
+		return nil, err
+	}
+	bt, err := schedule.ParseTrace(tr.Best.Trace)
+	if err != nil {
+		return nil, fmt.Errorf("best trace: %w", err)
+	}
+	best, err := schedule.Replay(kd, bt)
+	if err != nil {
+		return nil, fmt.Errorf("best trace: %w", err)
+	}
+	dc, err := search.NewCandidate("default", def, hw)
+	if err != nil {
+		return nil, err
+	}
+	tc, err := search.NewCandidate("tuned", best, hw)
+	if err != nil {
+		return nil, err
+	}
+	blas := cpu.OpenBLASCandidate("openblas", cpu.Linear{M: int(sh.M), N: int(sh.N), K: int(sh.K)}, threads)
+	blas.UnsetEnv = cpu.OpenBLASUnsetEnv
+	// Two passes in mirrored order (A B C C' B' A'), samples merged: a
+	// machine whose speed drifts during the batch (other work, clocks)
+	// favours no candidate. The second copies hit the build cache.
+	again := func(c target.Candidate) target.Candidate { c.ID += "/2"; return c }
+	ms, err := target.Measure(ctx, tg, p, []target.Candidate{dc, tc, blas, again(blas), again(tc), again(dc)}, o.Final)
+	if err != nil {
+		return nil, err
+	}
+	r := &LinearResult{
+		Shape: sh.String(), M: sh.M, N: sh.N, K: sh.K, Threads: threads, Class: ClassOf(sh),
+		Default: merged(ms, "default"), Tuned: merged(ms, "tuned"), OpenBLAS: merged(ms, "openblas"),
+		Measured: len(tr.Measured), Resumed: tr.Resumed, Counts: tr.Counts, RunID: tr.RunID,
+		Workload: tr.Workload.Key, BestTrace: tr.Best.Trace,
+	}
+	r.DefaultS, r.TunedS, r.OpenBLASS = okMedian(r.Default), okMedian(r.Tuned), okMedian(r.OpenBLAS)
+	ratio := func(a, b float64) float64 {
+		if a <= 0 || b <= 0 {
+			return 0
+		}
+		return a / b
+	}
+	r.Speedup = ratio(r.OpenBLASS, r.TunedS)
+	r.DefaultSpeedup = ratio(r.OpenBLASS, r.DefaultS)
+	r.TunedOverDefault = ratio(r.DefaultS, r.TunedS)
+	if r.TunedS > 0 {
+		r.GFLOPs, r.GBs = p.Rates(r.TunedS)
+	}
+	if r.OpenBLASS > 0 {
+		r.OpenBLASGFLOPs, _ = p.Rates(r.OpenBLASS)
+	}
+	if roof != nil {
+		if b, err := roof.Bound(threads, p.FLOPs, p.Bytes); err == nil {
+			r.BoundS = b.Seconds()
+			r.RooflineFraction = ratio(r.BoundS, r.TunedS)
+		}
+		if pt, ok := roof.At(threads); ok && pt.ReadGBs > 0 {
+			r.ReadBWFraction = r.GBs / pt.ReadGBs
+		}
+	}
+	r.Goal = GoalOf(r.Class)
+	r.GoalMet = r.Goal.Met(r)
+	return r, nil
+}
+
+// merged is the measurement of id's two passes with their samples pooled
+// (the first failure when either failed).
+func merged(ms map[string]target.Measurement, id string) target.Measurement {
+	a, b := ms[id], ms[id+"/2"]
+	if !a.OK() {
+		return a
+	}
+	if !b.OK() {
+		return b
+	}
+	a.SetSamples(append(append([]float64(nil), a.Samples...), b.Samples...))
+	return a
+}
+
+func okMedian(m target.Measurement) float64 {
+	if !m.OK() {
+		return 0
+	}
+	return m.Median
+}
+
+// benchResults are the numbers a dashboard plots: the three times with
+// all their samples (lower is better), the tuned time's ratio to OpenBLAS
+// and fraction of roofline on its row, and the derived rates (higher is
+// better). The whole result rides along as Extra on the tuned row. A failed
+// candidate's time is 0, which the regression rule reads as a failure.
+func (r *LinearResult) benchResults(device string) []tuningdb.BenchResult {
+	extra, _ := json.Marshal(r)
+	mk := func(metric string, v float64, unit string, better tuningdb.Better) tuningdb.BenchResult {
+		return tuningdb.BenchResult{Suite: Suite, Name: r.Name(), DeviceHash: device, Metric: metric, Value: v, Unit: unit, Better: better}
+	}
+	timed := func(metric string, m target.Measurement) tuningdb.BenchResult {
+		b := mk(metric, okMedian(m), "s", tuningdb.BetterLower)
+		if m.OK() {
+			b.Samples = m.Samples
+		}
+		return b
+	}
+	tuned := timed("tuned_median_s", r.Tuned)
+	tuned.Baseline, tuned.BaselineRatio, tuned.RooflineFraction, tuned.Extra = "openblas", r.Speedup, r.RooflineFraction, extra
+	return []tuningdb.BenchResult{
+		tuned,
+		timed("default_median_s", r.Default),
+		timed("openblas_median_s", r.OpenBLAS),
+		mk("speedup_vs_openblas", r.Speedup, "x", tuningdb.BetterHigher),
+		mk("GFLOP/s", r.GFLOPs, "GFLOP/s", tuningdb.BetterHigher),
+		mk("GB/s", r.GBs, "GB/s", tuningdb.BetterHigher),
+		mk("roofline_fraction", r.RooflineFraction, "", tuningdb.BetterHigher),
+	}
+}
+
+// WriteLinearTable prints results as an aligned table with a goal column.
+func WriteLinearTable(w io.Writer, rs []LinearResult) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "shape (MxNxK)\tthreads\tdefault ms\ttuned ms\topenblas ms\ttuned×openblas\tGFLOP/s\tGB/s\t% roofline\ttrials\tgoal\tmet\t")
+	for _, r := range rs {
+		met := "no"
+		if r.GoalMet {
+			met = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%.2f\t%.1f\t%.1f\t%.0f%%\t%d+%d\t%s\t%s\t\n",
+			r.Shape, r.Threads, ms(r.DefaultS), ms(r.TunedS), ms(r.OpenBLASS), r.Speedup, r.GFLOPs, r.GBs,
+			100*r.RooflineFraction, r.Resumed, r.Measured, r.Goal, met)
+	}
+	return tw.Flush()
+}
+
+func ms(s float64) string {
+	if s <= 0 {
+		return "failed"
+	}
+	return fmt.Sprintf("%.3f", 1e3*s)
+}

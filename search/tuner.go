@@ -1,0 +1,416 @@
+package search
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"llmir/kernels"
+	"llmir/target"
+	"llmir/target/cpu"
+	"llmir/tuningdb"
+)
+
+// Budget bounds one tune. Trials counts every distinct trace of the
+// workload on the device, including those already in the database; Time
+// is checked between batches, so a tune may run over by one batch. Zero
+// fields are unbounded, but not both (see WithDefaults). The rule-based
+// default is measured even when the budget is already spent (by records of
+// an earlier rule), as the tune's reference point.
+type Budget struct {
+	Trials int
+	Time   time.Duration
+}
+
+// DefaultTrials is the trial budget when neither bound is set.
+const DefaultTrials = 32
+
+// Options configures a Tuner. The zero value is usable.
+type Options struct {
+	Budget Budget
+	// BatchSize is the number of candidates built (in parallel) and then
+	// measured per round and per database transaction (default 8).
+	BatchSize int
+	// Run is the timing protocol (zero: the protocol's defaults).
+	Run target.RunOptions
+	// Seed seeds the strategy's draws and the problem's inputs.
+	Seed uint64
+	// NewStrategy makes the strategy of a task (nil: NewRandom).
+	NewStrategy func(k kernels.Kernel, hw kernels.Hardware, seed uint64) Strategy
+	// Progress receives a progress bar when not nil (the CLI passes stderr
+	// when it is a terminal).
+	Progress io.Writer
+	// Command and LLMIRVersion are stored with the tuning run and records.
+	Command      string
+	LLMIRVersion string
+	// Now is the clock for records (default time.Now).
+	Now func() time.Time
+}
+
+// WithDefaults fills the zero fields.
+func (o Options) WithDefaults() Options {
+	if o.Budget.Trials <= 0 && o.Budget.Time <= 0 {
+		o.Budget.Trials = DefaultTrials
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 8
+	}
+	if o.NewStrategy == nil {
+		o.NewStrategy = func(k kernels.Kernel, hw kernels.Hardware, seed uint64) Strategy { return NewRandom(k, hw, seed) }
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+// Task is one kernel to tune at a thread count.
+type Task struct {
+	Kernel  kernels.Kernel
+	Threads int
+}
+
+// Trial is one schedule and its measurement.
+type Trial struct {
+	// Index is the order in which the tune considered it: resumed records
+	// first (in database order), then this run's candidates.
+	Index   int             `json:"index"`
+	Default bool            `json:"default,omitempty"`
+	Resumed bool            `json:"resumed,omitempty"`
+	Trace   json.RawMessage `json:"trace"`
+	// Measurement's CandidateID is "t<Index>".
+	Measurement target.Measurement `json:"measurement"`
+}
+
+// Result is what a tune found.
+type Result struct {
+	Kernel   string            `json:"kernel"`
+	Threads  int               `json:"threads"`
+	Workload tuningdb.Workload `json:"workload"`
+	Device   string            `json:"device"` // hash
+	RunID    int64             `json:"run_id"`
+	Strategy string            `json:"strategy"`
+	// Default is the rule-based schedule's trial (measured now or resumed).
+	Default *Trial `json:"default"`
+	// Best is the fastest ok trial under the tie rule; nil when none is ok.
+	Best *Trial `json:"best"`
+	// Measured are this run's trials; Resumed counts the records it found.
+	Measured  []Trial               `json:"measured"`
+	Resumed   int                   `json:"resumed"`
+	Counts    map[target.Status]int `json:"counts"` // this run's, by status
+	Exhausted bool                  `json:"exhausted"`
+	Elapsed   time.Duration         `json:"elapsed_ns"`
+}
+
+// Tuner tunes tasks on one target and records into one database.
+type Tuner struct {
+	Target target.Target
+	// Hardware describes the device to design spaces at a thread count.
+	Hardware func(threads int) kernels.Hardware
+	Device   tuningdb.Device
+	DB       *tuningdb.DB
+	Options  Options
+}
+
+// NewCPUTuner is a tuner for the CPU target; roof (may be nil) is stored
+// with the device.
+func NewCPUTuner(tg *cpu.Target, roof *cpu.Roofline, db *tuningdb.DB, opts Options) *Tuner {
+	fp := tg.CPU()
+	return &Tuner{
+		Target:   tg,
+		Hardware: func(threads int) kernels.Hardware { return CPUHardware(fp, threads) },
+		Device:   DeviceOf(fp, roof),
+		DB:       db,
+		Options:  opts.WithDefaults(),
+	}
+}
+
+// Tune runs one task. p is the task's problem (nil: NewProblem with the
+// options' seed); pass the same one to everything that measures this shape
+// so that the reference is computed once. On cancellation the partial
+// result comes back with an error wrapping the context's.
+func (t *Tuner) Tune(ctx context.Context, task Task, p *target.Problem) (*Result, error) {
+	o := t.Options.WithDefaults()
+	k := task.Kernel
+	threads := max(task.Threads, 1)
+	hw := t.Hardware(threads)
+	if p == nil {
+		var err error
+		if p, err = NewProblem(k, o.Seed); err != nil {
+			return nil, err
+		}
+	}
+	wl := WorkloadOf(k, threads)
+	start := o.Now()
+	res := &Result{Kernel: k.Name(), Threads: threads, Workload: wl, Device: t.Device.Hash, Counts: map[target.Status]int{}}
+
+	if err := t.DB.PutDevice(ctx, t.Device); err != nil {
+		return nil, fmt.Errorf("tune %s: %w", k.Name(), err)
+	}
+	if err := t.DB.PutWorkloads(ctx, wl); err != nil {
+		return nil, fmt.Errorf("tune %s: %w", k.Name(), err)
+	}
+	seen := map[string]bool{}
+	var trials []Trial
+	for r, err := range t.DB.DeviceRecords(ctx, t.Device.Hash, CodegenVersion) {
+		if err != nil {
+			return nil, fmt.Errorf("tune %s: resume: %w", k.Name(), err)
+		}
+		if r.WorkloadKey != wl.Key {
+			continue
+		}
+		key := string(compact(r.Trace))
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		trials = append(trials, resumedTrial(len(trials), r, threads))
+	}
+	res.Resumed = len(trials)
+
+	def, err := DefaultSchedule(k, hw)
+	if err != nil {
+		return nil, fmt.Errorf("tune %s: %w", k.Name(), err)
+	}
+	defKey, err := TraceKey(def)
+	if err != nil {
+		return nil, fmt.Errorf("tune %s: %w", k.Name(), err)
+	}
+	for i := range trials {
+		if string(trials[i].Trace) == string(defKey) {
+			trials[i].Default = true
+		}
+	}
+
+	strat := o.NewStrategy(k, hw, o.Seed)
+	res.Strategy = strat.Name()
+	strat.Observe(trials)
+	runID, err := t.DB.StartRun(ctx, tuningdb.TuningRun{
+		DeviceHash: t.Device.Hash, BudgetTrials: o.Budget.Trials, BudgetSeconds: o.Budget.Time.Seconds(),
+		Command: o.Command, LLMIRVersion: o.LLMIRVersion,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tune %s: %w", k.Name(), err)
+	}
+	res.RunID = runID
+
+	var bar *progressbar.ProgressBar
+	if o.Progress != nil {
+		total := -1
+		if o.Budget.Trials > 0 {
+			total = o.Budget.Trials
+		}
+		bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(o.Progress),
+			progressbar.OptionSetDescription(fmt.Sprintf("%s t=%d", k.Name(), threads)),
+			progressbar.OptionShowCount(), progressbar.OptionClearOnFinish(),
+			progressbar.OptionThrottle(100*time.Millisecond))
+		_ = bar.Add(len(trials))
+		defer bar.Finish()
+	}
+
+	var loopErr error
+	first := !seen[string(defKey)]
+	for {
+		if err := ctx.Err(); err != nil {
+			loopErr = err
+			break
+		}
+		n := o.BatchSize
+		if o.Budget.Trials > 0 {
+			n = min(n, o.Budget.Trials-len(trials))
+		}
+		// The default is measured even over budget: when the kernel's rule
+		// changed since the recorded trials, it is still the reference
+		// point of the tune.
+		if first {
+			n = max(n, 1)
+		}
+		if n <= 0 || (o.Budget.Time > 0 && o.Now().Sub(start) >= o.Budget.Time && !first) {
+			break
+		}
+		var props []Proposal
+		if first {
+			props = append(props, Proposal{Schedule: def, Key: string(defKey)})
+			seen[string(defKey)] = true
+			first = false
+		}
+		more, err := strat.Propose(ctx, n-len(props), seen)
+		if err != nil {
+			loopErr = fmt.Errorf("propose: %w", err)
+			break
+		}
+		props = append(props, more...)
+		if len(props) == 0 {
+			res.Exhausted = true
+			break
+		}
+		batch, err := t.measure(ctx, p, props, len(trials), hw, string(defKey))
+		// Whatever was measured is recorded, even when the context ended
+		// during the batch.
+		if len(batch) > 0 {
+			if rerr := t.record(context.WithoutCancel(ctx), o, wl, runID, batch); rerr != nil {
+				loopErr = rerr
+				break
+			}
+		}
+		for _, tr := range batch {
+			seen[string(tr.Trace)] = true
+			res.Counts[tr.Measurement.Status]++
+		}
+		trials = append(trials, batch...)
+		res.Measured = append(res.Measured, batch...)
+		strat.Observe(batch)
+		if bar != nil {
+			_ = bar.Add(len(batch))
+		}
+		if err != nil {
+			loopErr = err
+			break
+		}
+	}
+
+	res.Default, res.Best = pick(trials)
+	res.Elapsed = o.Now().Sub(start)
+	summary, _ := json.Marshal(runSummary(res))
+	if err := t.DB.FinishRun(context.WithoutCancel(ctx), runID, summary); err != nil && loopErr == nil {
+		loopErr = err
+	}
+	if loopErr != nil {
+		return res, fmt.Errorf("tune %s (threads %d): %w", k.Name(), threads, loopErr)
+	}
+	return res, nil
+}
+
+// measure lowers, builds and measures one batch; the trials come back in
+// proposal order. A schedule that fails to lower is a build_error without
+// reaching the compiler. On an infrastructure error (cancellation) the
+// trials measured so far come back with it.
+func (t *Tuner) measure(ctx context.Context, p *target.Problem, props []Proposal, base int, hw kernels.Hardware, defKey string) ([]Trial, error) {
+	trials := make([]Trial, len(props))
+	var cands []target.Candidate
+	for i, pr := range props {
+		id := fmt.Sprintf("t%d", base+i)
+		trials[i] = Trial{Index: base + i, Default: pr.Key == defKey, Trace: json.RawMessage(pr.Key)}
+		c, err := NewCandidate(id, pr.Schedule, hw)
+		if err != nil {
+			trials[i].Measurement = target.Measurement{CandidateID: id, Status: target.StatusBuildError, Error: err.Error(), Threads: hw.Threads}
+			continue
+		}
+		cands = append(cands, c)
+	}
+	var ms map[string]target.Measurement
+	var err error
+	if len(cands) > 0 {
+		ms, err = target.Measure(ctx, t.Target, p, cands, t.Options.Run)
+	}
+	out := trials[:0]
+	for _, tr := range trials {
+		if tr.Measurement.Status == "" {
+			m, ok := ms[fmt.Sprintf("t%d", tr.Index)]
+			if !ok {
+				continue // not measured before the context ended
+			}
+			tr.Measurement = m
+		}
+		out = append(out, tr)
+	}
+	if err != nil {
+		return out, fmt.Errorf("measure batch at trial %d: %w", base, err)
+	}
+	return out, nil
+}
+
+// record writes one batch in one transaction.
+func (t *Tuner) record(ctx context.Context, o Options, wl tuningdb.Workload, runID int64, batch []Trial) error {
+	now := o.Now()
+	recs := make([]tuningdb.Record, len(batch))
+	for i, tr := range batch {
+		m := tr.Measurement
+		samples := make([]float64, len(m.Samples))
+		for j, s := range m.Samples {
+			// The harness clock ticks in nanoseconds; a kernel faster than
+			// one tick reads 0, which the database (rightly) refuses.
+			samples[j] = max(s, 1e-9)
+		}
+		st := tuningdb.Status(m.Status)
+		if st == tuningdb.StatusOK && len(samples) == 0 {
+			st, m.Error = tuningdb.StatusRuntimeError, "ok without samples"
+		}
+		recs[i] = tuningdb.Record{
+			WorkloadKey: wl.Key, DeviceHash: t.Device.Hash, CodegenVersion: CodegenVersion,
+			Trace: tr.Trace, Status: st, Error: m.Error, Samples: samples,
+			// Distinct creation times keep the database's tie order (oldest
+			// first) equal to the measurement order.
+			CreatedAt: now.Add(time.Duration(i) * time.Microsecond), LLMIRVersion: o.LLMIRVersion, RunID: runID,
+		}
+	}
+	if _, err := t.DB.RecordBatch(ctx, tuningdb.Batch{Devices: []tuningdb.Device{t.Device}, Workloads: []tuningdb.Workload{wl}, Records: recs}); err != nil {
+		return fmt.Errorf("record trials %d..%d: %w", batch[0].Index, batch[len(batch)-1].Index, err)
+	}
+	return nil
+}
+
+func resumedTrial(index int, r tuningdb.Record, threads int) Trial {
+	m := target.Measurement{CandidateID: fmt.Sprintf("t%d", index), Status: target.Status(r.Status), Error: r.Error, Threads: threads}
+	m.SetSamples(r.Samples)
+	return Trial{Index: index, Resumed: true, Trace: compact(r.Trace), Measurement: m}
+}
+
+// pick finds the default's trial and the best: a later trial replaces the
+// incumbent only when strictly faster (target.Faster), so ties go to the
+// earlier, and the default comes first.
+func pick(trials []Trial) (def, best *Trial) {
+	for i := range trials {
+		tr := &trials[i]
+		if tr.Default && def == nil {
+			def = tr
+		}
+	}
+	if def != nil && def.Measurement.OK() {
+		best = def
+	}
+	for i := range trials {
+		tr := &trials[i]
+		if !tr.Measurement.OK() || tr == best {
+			continue
+		}
+		if best == nil || target.Faster(tr.Measurement, best.Measurement) {
+			best = tr
+		}
+	}
+	return def, best
+}
+
+// BestMedian is the best trial's median in seconds (+Inf when none is ok).
+func (r *Result) BestMedian() float64 {
+	if r.Best == nil {
+		return math.Inf(1)
+	}
+	return r.Best.Measurement.Median
+}
+
+func runSummary(r *Result) map[string]any {
+	s := map[string]any{
+		"kernel": r.Kernel, "threads": r.Threads, "workload": r.Workload.Key, "strategy": r.Strategy,
+		"measured": len(r.Measured), "resumed": r.Resumed, "counts": r.Counts, "exhausted": r.Exhausted,
+		"elapsed_s": r.Elapsed.Seconds(),
+	}
+	if r.Best != nil {
+		s["best_median_s"] = r.Best.Measurement.Median
+		s["best_index"] = r.Best.Index
+	}
+	if r.Default != nil && r.Default.Measurement.OK() {
+		s["default_median_s"] = r.Default.Measurement.Median
+	}
+	return s
+}
+
+// ErrNoValidSchedule is returned by callers that need a best schedule when
+// every trial failed.
+var ErrNoValidSchedule = errors.New("no valid schedule")
