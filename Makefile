@@ -9,7 +9,7 @@ STATIC    := bin/llmir-linux-amd64
 
 export CGO_ENABLED := 1
 
-.PHONY: all build run test bench fuzz-smoke lint static precompiled-db deps-go deps-test clean
+.PHONY: all build run test bench fuzz-smoke lint static precompiled-db costmodel-data deps-go deps-test clean
 
 all: build
 
@@ -65,6 +65,11 @@ static: deps-go
 # fastest records per workload and device (default 3). Rebuild to embed it.
 precompiled-db: deps-go
 	scripts/precompiled-db.sh $(LLMIR_DB)
+
+# Re-measures the cost model's dataset on this CPU (run on an idle machine).
+costmodel-data: deps-test
+	LLMIR_COSTMODEL_GEN=$(CURDIR)/costmodel/testdata/local2core-linear.jsonl \
+	  $(GO) test ./costmodel -count=1 -run TestGenerateDataset -v -timeout 30m
 
 clean:
 	rm -rf bin

@@ -1,0 +1,350 @@
+package costmodel
+
+import (
+	"bufio"
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"slices"
+)
+
+// Example is one measured candidate of the evaluation dataset: a line of
+// testdata/*.jsonl.
+type Example struct {
+	Workload string          `json:"workload"`          // kernel name, e.g. linear/M=1,N=512,K=512/f32
+	Key      string          `json:"key,omitempty"`     // tuningdb workload key
+	Threads  int             `json:"threads"`           // threads it ran with
+	Device   Device          `json:"device"`            // the machine it was measured on
+	Trace    json.RawMessage `json:"trace"`             // schedule trace JSON
+	Features []float64       `json:"features,omitzero"` // at FeatureVersion, when stored
+	Median   float64         `json:"median"`            // seconds
+}
+
+// Task is the example's task: its workload at its thread count (the same
+// trace at another thread count is another measurement problem).
+func (e Example) Task() string { return fmt.Sprintf("%s@%dt", e.Workload, max(e.Threads, 1)) }
+
+// ReadDataset reads JSONL examples; errors name the line.
+func ReadDataset(r io.Reader) ([]Example, error) {
+	var out []Example
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for line := 1; sc.Scan(); line++ {
+		if len(sc.Bytes()) == 0 {
+			continue
+		}
+		var e Example
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return nil, fmt.Errorf("dataset line %d: %w", line, err)
+		}
+		if e.Workload == "" {
+			return nil, fmt.Errorf("dataset line %d: no workload", line)
+		}
+		if !(e.Median > 0) || math.IsInf(e.Median, 0) {
+			return nil, fmt.Errorf("dataset line %d: median %v is not a positive time", line, e.Median)
+		}
+		out = append(out, e)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("dataset: %w", err)
+	}
+	return out, nil
+}
+
+// ReadDatasetFile reads a JSONL dataset file.
+func ReadDatasetFile(path string) ([]Example, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	ex, err := ReadDataset(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return ex, nil
+}
+
+// WriteDataset writes examples as JSONL, one per line.
+func WriteDataset(w io.Writer, ex []Example) error {
+	enc := json.NewEncoder(w)
+	for i, e := range ex {
+		if err := enc.Encode(e); err != nil {
+			return fmt.Errorf("dataset example %d (%s): %w", i, e.Workload, err)
+		}
+	}
+	return nil
+}
+
+// PairwiseAccuracy is the share of pairs of one task's candidates, among
+// those whose measured times differ by more than 2% (the measurement
+// protocol's tie rule), that the scores order correctly (higher score =
+// lower time). NaN when there is no such pair.
+func PairwiseAccuracy(scores, seconds []float64) float64 {
+	right, all := 0.0, 0.0
+	for i := range seconds {
+		for j := i + 1; j < len(seconds); j++ {
+			a, b := seconds[i], seconds[j]
+			if math.Abs(a-b) <= 0.02*math.Min(a, b) {
+				continue
+			}
+			all++
+			switch {
+			case scores[i] == scores[j]:
+				right += 0.5
+			case (scores[i] > scores[j]) == (a < b):
+				right++
+			}
+		}
+	}
+	if all == 0 {
+		return math.NaN()
+	}
+	return right / all
+}
+
+// TopKRecall is the share of the k truly fastest candidates that are among
+// the k best scored (ties in scores broken by index, so the answer is
+// deterministic).
+func TopKRecall(scores, seconds []float64, k int) float64 {
+	k = min(k, len(seconds))
+	if k <= 0 {
+		return math.NaN()
+	}
+	top := func(less func(i, j int) int) map[int]bool {
+		idx := make([]int, len(seconds))
+		for i := range idx {
+			idx[i] = i
+		}
+		slices.SortStableFunc(idx, less)
+		m := map[int]bool{}
+		for _, i := range idx[:k] {
+			m[i] = true
+		}
+		return m
+	}
+	truth := top(func(i, j int) int { return cmp.Compare(seconds[i], seconds[j]) })
+	pred := top(func(i, j int) int { return cmp.Compare(scores[j], scores[i]) })
+	hit := 0
+	for i := range pred {
+		if truth[i] {
+			hit++
+		}
+	}
+	return float64(hit) / float64(k)
+}
+
+// TaskScore is one held-out task's result.
+type TaskScore struct {
+	Task     string
+	N        int
+	Pairwise float64
+	TopK     float64
+}
+
+// EvalReport is a leave-one-task-out evaluation of one model.
+type EvalReport struct {
+	Model    string
+	K        int
+	Tasks    []TaskScore
+	Pairwise float64 // mean over tasks
+	TopK     float64 // mean over tasks
+}
+
+// ErrTooFewTasks is returned by LeaveOneTaskOut with fewer than 2 tasks.
+var ErrTooFewTasks = errors.New("evaluation needs at least 2 tasks")
+
+// LeaveOneTaskOut trains a fresh model (from newModel) on every task but
+// one and scores that one, for each task: the held-out workload setting of
+// the issue, in which search meets a shape it has never measured. Examples
+// need Features.
+func LeaveOneTaskOut(ex []Example, k int, newModel func() Model) (EvalReport, error) {
+	byTask := map[string][]Example{}
+	var tasks []string
+	for i, e := range ex {
+		if len(e.Features) != NumFeatures {
+			return EvalReport{}, fmt.Errorf("example %d (%s): %d features, want %d", i, e.Workload, len(e.Features), NumFeatures)
+		}
+		if byTask[e.Task()] == nil {
+			tasks = append(tasks, e.Task())
+		}
+		byTask[e.Task()] = append(byTask[e.Task()], e)
+	}
+	if len(tasks) < 2 {
+		return EvalReport{}, ErrTooFewTasks
+	}
+	slices.Sort(tasks)
+	rep := EvalReport{K: k}
+	for _, held := range tasks {
+		m := newModel()
+		rep.Model = m.Name()
+		for _, t := range tasks {
+			if t == held {
+				continue
+			}
+			var fs [][]float64
+			var ss []float64
+			for _, e := range byTask[t] {
+				fs = append(fs, e.Features)
+				ss = append(ss, e.Median)
+			}
+			if err := m.Update(t, fs, ss); err != nil {
+				return EvalReport{}, fmt.Errorf("train for held-out %s: %w", held, err)
+			}
+		}
+		var fs [][]float64
+		var ss []float64
+		for _, e := range byTask[held] {
+			fs = append(fs, e.Features)
+			ss = append(ss, e.Median)
+		}
+		sc := m.Predict(fs)
+		ts := TaskScore{Task: held, N: len(ss), Pairwise: PairwiseAccuracy(sc, ss), TopK: TopKRecall(sc, ss, k)}
+		rep.Tasks = append(rep.Tasks, ts)
+	}
+	n := 0.0
+	for _, t := range rep.Tasks {
+		if !math.IsNaN(t.Pairwise) {
+			rep.Pairwise += t.Pairwise
+			rep.TopK += t.TopK
+			n++
+		}
+	}
+	if n > 0 {
+		rep.Pairwise /= n
+		rep.TopK /= n
+	}
+	return rep, nil
+}
+
+// SearchSim is the result of SimulateSearch for one held-out task.
+type SearchSim struct {
+	Task   string
+	Pool   int     // measured candidates of the task
+	Random float64 // mean trials random order needs (over the seeds)
+	Guided int     // trials the model-guided order needs
+}
+
+// SimulateSearch replays search on the dataset's measured pools: for each
+// held-out task, how many trials until a candidate within 95% of the
+// pool's best latency (median ≤ best/0.95) is measured, (a) in random
+// order, averaged over seeds 1..randomSeeds, and (b) guided by a model
+// trained on the other tasks that, each round, measures the batch best
+// it scores among the unmeasured and learns from them (Update) before the
+// next round — the loop evolutionary search runs, on a fixed candidate
+// pool instead of mutated ones. Examples need Features.
+func SimulateSearch(ex []Example, batch, randomSeeds int, newModel func() Model) ([]SearchSim, error) {
+	byTask := map[string][]Example{}
+	var tasks []string
+	for i, e := range ex {
+		if len(e.Features) != NumFeatures {
+			return nil, fmt.Errorf("example %d (%s): %d features, want %d", i, e.Workload, len(e.Features), NumFeatures)
+		}
+		if byTask[e.Task()] == nil {
+			tasks = append(tasks, e.Task())
+		}
+		byTask[e.Task()] = append(byTask[e.Task()], e)
+	}
+	if len(tasks) < 2 {
+		return nil, ErrTooFewTasks
+	}
+	slices.Sort(tasks)
+	batch = max(batch, 1)
+	var out []SearchSim
+	for _, held := range tasks {
+		pool := byTask[held]
+		best := math.Inf(1)
+		for _, e := range pool {
+			best = min(best, e.Median)
+		}
+		good := func(e Example) bool { return e.Median <= best/0.95 }
+		sim := SearchSim{Task: held, Pool: len(pool)}
+		for seed := range randomSeeds {
+			rng := rand.New(rand.NewPCG(uint64(seed+1), uint64(seed+1)))
+			for n, i := range rng.Perm(len(pool)) {
+				if good(pool[i]) {
+					sim.Random += float64(n + 1)
+					break
+				}
+			}
+		}
+		sim.Random /= float64(max(randomSeeds, 1))
+		m := newModel()
+		for _, t := range tasks {
+			if t == held {
+				continue
+			}
+			var fs [][]float64
+			var ss []float64
+			for _, e := range byTask[t] {
+				fs = append(fs, e.Features)
+				ss = append(ss, e.Median)
+			}
+			if err := m.Update(t, fs, ss); err != nil {
+				return nil, fmt.Errorf("simulate %s: %w", held, err)
+			}
+		}
+		left := make([]int, len(pool))
+		for i := range left {
+			left[i] = i
+		}
+		trials := 0
+	rounds:
+		for len(left) > 0 {
+			fs := make([][]float64, len(left))
+			for i, j := range left {
+				fs[i] = pool[j].Features
+			}
+			sc := m.Predict(fs)
+			order := make([]int, len(left))
+			for i := range order {
+				order[i] = i
+			}
+			slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(sc[b], sc[a]) })
+			var bf [][]float64
+			var bs []float64
+			picked := map[int]bool{}
+			for _, o := range order[:min(batch, len(order))] {
+				e := pool[left[o]]
+				trials++
+				if good(e) {
+					sim.Guided = trials
+					break rounds
+				}
+				bf = append(bf, e.Features)
+				bs = append(bs, e.Median)
+				picked[o] = true
+			}
+			if err := m.Update(held, bf, bs); err != nil {
+				return nil, fmt.Errorf("simulate %s: %w", held, err)
+			}
+			var rest []int
+			for i, j := range left {
+				if !picked[i] {
+					rest = append(rest, j)
+				}
+			}
+			left = rest
+		}
+		out = append(out, sim)
+	}
+	return out, nil
+}
+
+// Median is the median of xs (NaN when empty).
+func Median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if n := len(s); n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}

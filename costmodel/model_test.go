@@ -1,0 +1,287 @@
+package costmodel
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// synthTask draws n feature vectors and times from a latent function that
+// mixes a few features non-linearly (a compute/memory max, a threshold and
+// an interaction), as real schedules do; the task's scale multiplies every
+// time, so only the order within a task is learnable across tasks.
+func synthTask(rng *rand.Rand, n int, noise float64) ([][]float64, []float64) {
+	scale := math.Exp(rng.NormFloat64() * 2)
+	fs := make([][]float64, n)
+	ts := make([]float64, n)
+	for i := range fs {
+		f := make([]float64, NumFeatures)
+		for j := range f {
+			f[j] = rng.Float64() * 10
+		}
+		compute := 1 + f[3]*f[3]/10
+		memory := 2 + f[7]
+		t := math.Max(compute, memory)
+		if f[11] > 6 {
+			t *= 1.8
+		}
+		t *= 1 + 0.05*f[20]*f[21]/10
+		ts[i] = scale * t * math.Exp(noise*rng.NormFloat64())
+		fs[i] = f
+	}
+	return fs, ts
+}
+
+func TestPairwiseAccuracy(t *testing.T) {
+	cases := []struct {
+		name    string
+		scores  []float64
+		seconds []float64
+		want    float64
+	}{
+		{"perfect", []float64{3, 2, 1}, []float64{1, 2, 3}, 1},
+		{"reversed", []float64{1, 2, 3}, []float64{1, 2, 3}, 0},
+		{"one-wrong", []float64{3, 1, 2}, []float64{1, 2, 3}, 2.0 / 3},
+		{"ties-in-time-skipped", []float64{1, 2, 3}, []float64{1, 1.01, 3}, 0},
+		{"tied-scores-half", []float64{1, 1}, []float64{1, 2}, 0.5},
+	}
+	for _, c := range cases {
+		if got := PairwiseAccuracy(c.scores, c.seconds); math.Abs(got-c.want) > 1e-12 {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+	if got := PairwiseAccuracy([]float64{1, 2}, []float64{1, 1}); !math.IsNaN(got) {
+		t.Errorf("all ties: %v, want NaN", got)
+	}
+}
+
+func TestTopKRecall(t *testing.T) {
+	cases := []struct {
+		scores, seconds []float64
+		k               int
+		want            float64
+	}{
+		{[]float64{4, 3, 2, 1}, []float64{1, 2, 3, 4}, 2, 1},
+		{[]float64{1, 2, 3, 4}, []float64{1, 2, 3, 4}, 2, 0},
+		{[]float64{4, 1, 3, 2}, []float64{1, 2, 3, 4}, 2, 0.5},
+		{[]float64{1}, []float64{1}, 5, 1},
+	}
+	for i, c := range cases {
+		if got := TopKRecall(c.scores, c.seconds, c.k); got != c.want {
+			t.Errorf("case %d: %v, want %v", i, got, c.want)
+		}
+	}
+}
+
+// heldOut trains on train tasks and returns the mean pairwise accuracy on
+// the test tasks.
+func heldOut(t *testing.T, m Model, test [][2]any) float64 {
+	t.Helper()
+	acc := 0.0
+	for _, tk := range test {
+		fs, ts := tk[0].([][]float64), tk[1].([]float64)
+		acc += PairwiseAccuracy(m.Predict(fs), ts)
+	}
+	return acc / float64(len(test))
+}
+
+func TestGBTBeatsRandomOnSyntheticRanking(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	m := NewGBT(DefaultGBTParams())
+	for i := range 8 {
+		fs, ts := synthTask(rng, 80, 0.05)
+		if err := m.Update(string(rune('a'+i)), fs, ts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var test [][2]any
+	for range 3 {
+		fs, ts := synthTask(rng, 60, 0.05)
+		test = append(test, [2]any{fs, ts})
+	}
+	got := heldOut(t, m, test)
+	// A random scorer, seeded, for the same pairs.
+	rnd := 0.0
+	for _, tk := range test {
+		ts := tk[1].([]float64)
+		sc := make([]float64, len(ts))
+		for i := range sc {
+			sc[i] = rng.Float64()
+		}
+		rnd += PairwiseAccuracy(sc, ts)
+	}
+	rnd /= float64(len(test))
+	if got < 0.8 || got < rnd+0.2 {
+		t.Errorf("held-out pairwise accuracy %.3f, random %.3f: want ≥ 0.8 and 0.2 above random", got, rnd)
+	}
+}
+
+func TestUpdateImprovesPredictions(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 11))
+	var test [][2]any
+	for range 3 {
+		fs, ts := synthTask(rng, 60, 0.05)
+		test = append(test, [2]any{fs, ts})
+	}
+	p := DefaultGBTParams()
+	m := NewGBT(p)
+	// Below MinTrain the model is the roofline.
+	fs, ts := synthTask(rng, p.MinTrain-1, 0.05)
+	if err := m.Update("t0", fs, ts); err != nil {
+		t.Fatal(err)
+	}
+	if m.Trained() != 0 || !slices.Equal(m.Predict(fs), (&Roofline{}).Predict(fs)) {
+		t.Fatalf("below MinTrain: trained on %d, predictions are not the roofline's", m.Trained())
+	}
+	fs, ts = synthTask(rng, 20, 0.05)
+	if err := m.Update("t1", fs, ts); err != nil {
+		t.Fatal(err)
+	}
+	early := heldOut(t, m, test)
+	for i := range 8 {
+		fs, ts := synthTask(rng, 80, 0.05)
+		if err := m.Update(string(rune('a'+i)), fs, ts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	late := heldOut(t, m, test)
+	if late < early+0.05 {
+		t.Errorf("held-out accuracy after 50 samples %.3f, after 690 %.3f: want an improvement of ≥ 0.05", early, late)
+	}
+}
+
+func TestModelRoundTrip(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	g := NewGBT(DefaultGBTParams())
+	for i := range 3 {
+		fs, ts := synthTask(rng, 30, 0.1)
+		if err := g.Update(string(rune('a'+i)), fs, ts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	probe, probeT := synthTask(rng, 20, 0.1)
+	for _, m := range []Model{g, &Roofline{}} {
+		t.Run(m.Name(), func(t *testing.T) {
+			data, err := m.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			back, err := Unmarshal(m.Format(), data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if back.Name() != m.Name() || back.Trained() != m.Trained() {
+				t.Fatalf("reloaded %s trained on %d, want %s on %d", back.Name(), back.Trained(), m.Name(), m.Trained())
+			}
+			if !slices.Equal(back.Predict(probe), m.Predict(probe)) {
+				t.Fatal("reloaded model predicts differently")
+			}
+			again, err := back.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(again, data) {
+				t.Error("marshal → unmarshal → marshal changed the bytes")
+			}
+			// Training continues after a reload exactly as without one.
+			if err := back.Update("z", probe, probeT); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Update("z", probe, probeT); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(back.Predict(probe), m.Predict(probe)) {
+				t.Error("reloaded model learns differently from the original")
+			}
+		})
+	}
+}
+
+func TestUnmarshalRejects(t *testing.T) {
+	g := NewGBT(DefaultGBTParams())
+	good, err := g.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, format string
+		data         []byte
+		errFormat    bool
+	}{
+		{"unknown-format", "mlp/v9", []byte(`{"format":"mlp/v9","feature_version":1}`), true},
+		{"format-mismatch", "roofline/v1", good, true},
+		{"old-features", "gbt/v1", []byte(strings.Replace(string(good), `"feature_version":1`, `"feature_version":0`, 1)), true},
+		{"not-json", "gbt/v1", []byte("\x00garbage"), false},
+		{"bad-tree", "gbt/v1", []byte(`{"format":"gbt/v1","feature_version":1,"trees":[{"nodes":[{"f":0,"t":1,"l":5,"r":6}]}]}`), false},
+		{"short-sample", "gbt/v1", []byte(`{"format":"gbt/v1","feature_version":1,"tasks":[{"task":"a","features":[[1,2]],"seconds":[1]}]}`), false},
+	}
+	for _, c := range cases {
+		_, err := Unmarshal(c.format, c.data)
+		if err == nil {
+			t.Errorf("%s: no error", c.name)
+			continue
+		}
+		if errors.Is(err, ErrFormat) != c.errFormat {
+			t.Errorf("%s: %v; errors.Is(ErrFormat) = %v, want %v", c.name, err, !c.errFormat, c.errFormat)
+		}
+	}
+}
+
+func TestUpdateRejectsBadInput(t *testing.T) {
+	ok := make([]float64, NumFeatures)
+	cases := []struct {
+		name string
+		fs   [][]float64
+		ts   []float64
+	}{
+		{"length-mismatch", [][]float64{ok}, []float64{1, 2}},
+		{"short-vector", [][]float64{{1}}, []float64{1}},
+		{"zero-time", [][]float64{ok}, []float64{0}},
+		{"nan-time", [][]float64{ok}, []float64{math.NaN()}},
+	}
+	for _, c := range cases {
+		for _, m := range []Model{NewGBT(DefaultGBTParams()), &Roofline{}} {
+			if err := m.Update("t", c.fs, c.ts); err == nil {
+				t.Errorf("%s %s: no error", m.Name(), c.name)
+			}
+		}
+	}
+}
+
+func TestReadDatasetErrorsNameLine(t *testing.T) {
+	in := `{"workload":"linear/M=1,N=8,K=8/f32","median":0.001}` + "\n" + `{"workload":"x","median":-1}` + "\n"
+	_, err := ReadDataset(strings.NewReader(in))
+	if err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Fatalf("error %v, want one naming line 2", err)
+	}
+	ex, err := ReadDataset(strings.NewReader(in[:strings.Index(in, "\n")+1]))
+	if err != nil || len(ex) != 1 || ex[0].Task() != "linear/M=1,N=8,K=8/f32@1t" {
+		t.Fatalf("got %+v, %v", ex, err)
+	}
+}
+
+// BenchmarkGBTFit measures a full retrain at the buffer sizes search
+// reaches (the brief: well under a second for a few thousand samples).
+func BenchmarkGBTFit(b *testing.B) {
+	for _, n := range []int{500, 3000} {
+		b.Run("samples="+itoa(n), func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(1, 1))
+			g := NewGBT(DefaultGBTParams())
+			for i := 0; i < n/100; i++ {
+				fs, ts := synthTask(rng, 100, 0.05)
+				g.tasks[itoa(i)] = &taskSamples{Task: itoa(i), Features: fs, Seconds: ts}
+			}
+			for b.Loop() {
+				g.fit()
+			}
+			b.ReportMetric(float64(g.Trained()), "samples")
+		})
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
