@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
 	"text/tabwriter"
 	"time"
@@ -280,8 +279,10 @@ fastest records per workload and device: what lookups need.`,
 				_, err := db.Export(cmd.Context(), cmd.OutOrStdout(), opts)
 				return err
 			}
-			h, err := writeFileAtomic(outPath, func(w io.Writer) (tuningdb.Header, error) {
-				return db.Export(cmd.Context(), w, opts)
+			var h tuningdb.Header
+			err = writeFileAtomic(outPath, func(w io.Writer) (err error) {
+				h, err = db.Export(cmd.Context(), w, opts)
+				return err
 			})
 			if err != nil {
 				return err
@@ -296,30 +297,6 @@ fastest records per workload and device: what lookups need.`,
 	cmd.Flags().Int("codegen-version", 0, "keep only records of this codegen version (0: all)")
 	cmd.Flags().Bool("precompiled", false, "export the precompiled database built into llmir instead of --db")
 	return cmd
-}
-
-// writeFileAtomic writes through a temporary file in the same directory and
-// renames it into place, so a failed export never leaves half a file.
-func writeFileAtomic(path string, write func(io.Writer) (tuningdb.Header, error)) (tuningdb.Header, error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return tuningdb.Header{}, fmt.Errorf("export to %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	h, err := write(tmp)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return tuningdb.Header{}, fmt.Errorf("export to %s: %w", path, err)
-	}
-	return h, nil
 }
 
 func printImport(cmd *cobra.Command, verb, src string, res tuningdb.ImportResult) {

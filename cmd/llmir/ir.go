@@ -41,35 +41,48 @@ func readModule(cmd *cobra.Command, path string) (*ir.Module, error) {
 }
 
 // writeOutput writes text to path, or to the command's output for "" or "-".
-// A file is written whole or not at all.
 func writeOutput(cmd *cobra.Command, path, text string) error {
 	if path == "" || path == "-" {
 		_, err := io.WriteString(cmd.OutOrStdout(), text)
 		return err
 	}
+	return writeFileAtomic(path, func(w io.Writer) error {
+		_, err := io.WriteString(w, text)
+		return err
+	})
+}
+
+// writeFileAtomic writes through a temporary file in the same directory and
+// renames it into place (mode 0644), so a failed write never leaves half a
+// file and never clobbers the old one.
+func writeFileAtomic(path string, write func(io.Writer) error) error {
 	if dir := filepath.Dir(path); dir != "." {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
+			return fmt.Errorf("write %s: %w", path, err)
 		}
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".llmir-*")
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
-		return err
+		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if _, err := tmp.WriteString(text); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
+	defer os.Remove(tmp.Name())
+	err = write(tmp)
+	if err == nil {
+		err = tmp.Chmod(0o644)
 	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
+	if err == nil {
+		err = tmp.Sync()
 	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		os.Remove(tmp.Name())
-		return err
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
 	}
-	return os.Rename(tmp.Name(), path)
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }
 
 func newImportCmd() *cobra.Command {
