@@ -41,6 +41,13 @@
 // IQRs not overlapping): ties go to the earlier candidate, and the rule-based
 // default, candidate 0, is the simplest.
 //
+// Confirmation. Trials are measured minutes apart on a machine whose speed
+// drifts, so the pick is not made from them directly: after the budget, the
+// Options.Confirm (3) fastest ok trials and the default are measured again
+// in one batch, default first, and the best is picked from that batch under
+// the same tie rule. The re-measurements are recorded (more samples of the
+// same traces) but are not budget trials; a resumed tune confirms again.
+//
 // Cancellation. When the context ends, whatever the current batch measured
 // is still recorded (with a context that ignores the cancellation), the run
 // is finished, and Tune returns the partial result with the context's error.

@@ -74,7 +74,8 @@ func TestTuneRecordsAndResumes(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	k := kernels.Linear{M: 3, N: 33, K: 13}
-	tu := f.tuner(search.Options{Budget: search.Budget{Trials: 5}, BatchSize: 3, Seed: 7})
+	// Confirmation re-measures traces; TestTuneConfirmsBest covers it.
+	tu := f.tuner(search.Options{Budget: search.Budget{Trials: 5}, BatchSize: 3, Seed: 7, Confirm: -1})
 	task := search.Task{Kernel: k, Threads: 1}
 
 	r1, err := tu.Tune(ctx, task, nil)
@@ -164,6 +165,61 @@ func TestTuneRecordsAndResumes(t *testing.T) {
 	}
 	if r4.Resumed != 0 || len(r4.Measured) != 2 || r4.Workload.Key == r1.Workload.Key {
 		t.Errorf("two threads: resumed %d, measured %d, same key %v", r4.Resumed, len(r4.Measured), r4.Workload.Key == r1.Workload.Key)
+	}
+}
+
+// TestTuneConfirmsBest: the best is picked from one batch that measures the
+// fastest trials again beside the default; those measurements are recorded
+// but are not budget trials.
+func TestTuneConfirmsBest(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	k := kernels.Linear{M: 3, N: 33, K: 13}
+	tu := f.tuner(search.Options{Budget: search.Budget{Trials: 6}, BatchSize: 3, Seed: 3, Confirm: 2})
+	r, err := tu.Tune(ctx, search.Task{Kernel: k, Threads: 1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Measured) != 6 {
+		t.Fatalf("measured %d budget trials, want 6", len(r.Measured))
+	}
+	// The two fastest, plus the default when it is not among them.
+	if n := len(r.Confirmed); n < 2 || n > 3 {
+		t.Fatalf("%d confirmation measurements, want 2 or 3", n)
+	}
+	if !r.Confirmed[0].Default {
+		t.Errorf("the default is not measured first in the confirmation batch: %+v", r.Confirmed[0])
+	}
+	inConf := false
+	for _, c := range r.Confirmed {
+		if !c.Measurement.OK() {
+			t.Errorf("confirmation of trial %d: %s", c.Index, c.Measurement.Status)
+		}
+		if c.Index < len(r.Measured) {
+			t.Errorf("confirmation trial index %d overlaps the budget trials", c.Index)
+		}
+		if r.Best != nil && c.Index == r.Best.Index {
+			inConf = true
+		}
+	}
+	if !inConf {
+		t.Errorf("best (trial %d) is not from the confirmation batch", r.Best.Index)
+	}
+	for _, c := range r.Confirmed {
+		if target.Faster(c.Measurement, r.Best.Measurement) {
+			t.Errorf("confirmed trial %d is strictly faster than the best", c.Index)
+		}
+	}
+	if recs := f.records(t, tu, k, 1); len(recs) != 6+len(r.Confirmed) {
+		t.Errorf("%d records, want %d budget trials + %d confirmations", len(recs), 6, len(r.Confirmed))
+	}
+	// A resumed tune counts distinct traces only, and confirms again.
+	r2, err := tu.Tune(ctx, search.Task{Kernel: k, Threads: 1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.Resumed != 6 || len(r2.Measured) != 0 || len(r2.Confirmed) < 2 {
+		t.Errorf("resumed %d, measured %d, confirmed %d; want 6, 0, ≥ 2", r2.Resumed, len(r2.Measured), len(r2.Confirmed))
 	}
 }
 

@@ -1,17 +1,20 @@
 package search
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
 
 	"llmir/kernels"
+	"llmir/schedule"
 	"llmir/target"
 	"llmir/target/cpu"
 	"llmir/tuningdb"
@@ -51,6 +54,10 @@ type Options struct {
 	LLMIRVersion string
 	// Now is the clock for records (default time.Now).
 	Now func() time.Time
+	// Confirm is how many of the fastest trials are measured again, side by
+	// side with the default, before the best is picked (default 3; < 0
+	// turns the confirmation off).
+	Confirm int
 }
 
 // WithDefaults fills the zero fields.
@@ -66,6 +73,9 @@ func (o Options) WithDefaults() Options {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Confirm == 0 {
+		o.Confirm = 3
 	}
 	return o
 }
@@ -99,7 +109,12 @@ type Result struct {
 	// Default is the rule-based schedule's trial (measured now or resumed).
 	Default *Trial `json:"default"`
 	// Best is the fastest ok trial under the tie rule; nil when none is ok.
+	// With confirmation on, it is decided by (and carries) the confirmation
+	// measurement.
 	Best *Trial `json:"best"`
+	// Confirmed are the re-measurements of the fastest trials and the
+	// default, taken in one batch; they are recorded but not budget trials.
+	Confirmed []Trial `json:"confirmed,omitempty"`
 	// Measured are this run's trials; Resumed counts the records it found.
 	Measured  []Trial               `json:"measured"`
 	Resumed   int                   `json:"resumed"`
@@ -276,6 +291,17 @@ func (t *Tuner) Tune(ctx context.Context, task Task, p *target.Problem) (*Result
 	}
 
 	res.Default, res.Best = pick(trials)
+	if loopErr == nil && o.Confirm > 0 && res.Best != nil {
+		conf, err := t.confirm(ctx, o, k, p, trials, len(trials), hw, string(defKey), wl, runID)
+		if err != nil {
+			loopErr = err
+		} else if len(conf) > 0 {
+			res.Confirmed = conf
+			if _, best := pick(conf); best != nil {
+				res.Best = best
+			}
+		}
+	}
 	res.Elapsed = o.Now().Sub(start)
 	summary, _ := json.Marshal(runSummary(res))
 	if err := t.DB.FinishRun(context.WithoutCancel(ctx), runID, summary); err != nil && loopErr == nil {
@@ -285,6 +311,67 @@ func (t *Tuner) Tune(ctx context.Context, task Task, p *target.Problem) (*Result
 		return res, fmt.Errorf("tune %s (threads %d): %w", k.Name(), threads, loopErr)
 	}
 	return res, nil
+}
+
+// confirm measures the o.Confirm fastest ok trials again, with the default,
+// in one batch: on a machine whose speed drifts, single measurements taken
+// minutes apart mislead, and the pick must compare candidates under the
+// same conditions. The re-measurements are recorded like any other.
+func (t *Tuner) confirm(ctx context.Context, o Options, k kernels.Kernel, p *target.Problem, trials []Trial, base int, hw kernels.Hardware, defKey string, wl tuningdb.Workload, runID int64) ([]Trial, error) {
+	var ok []Trial
+	for _, tr := range trials {
+		if tr.Measurement.OK() {
+			ok = append(ok, tr)
+		}
+	}
+	slices.SortStableFunc(ok, func(a, b Trial) int { return cmp.Compare(a.Measurement.Median, b.Measurement.Median) })
+	top := ok[:min(o.Confirm, len(ok))]
+	for _, tr := range ok[len(top):] {
+		if tr.Default {
+			top = append(top, tr)
+		}
+	}
+	if len(top) < 2 {
+		return nil, nil // nothing to compare
+	}
+	def, err := k.Def()
+	if err != nil {
+		return nil, err
+	}
+	props := make([]Proposal, len(top))
+	for i, tr := range top {
+		tc, err := schedule.ParseTrace(tr.Trace)
+		if err != nil {
+			return nil, fmt.Errorf("confirm trial %d: %w", tr.Index, err)
+		}
+		s, err := schedule.Replay(def, tc)
+		if err != nil {
+			return nil, fmt.Errorf("confirm trial %d: %w", tr.Index, err)
+		}
+		props[i] = Proposal{Schedule: s, Key: string(tr.Trace)}
+	}
+	// Candidates go in the order of their earlier ranking, the default
+	// first, so that pick's tie rule still favours the default.
+	slices.SortStableFunc(props, func(a, b Proposal) int {
+		return cmp.Compare(boolRank(a.Key != defKey), boolRank(b.Key != defKey))
+	})
+	conf, err := t.measure(ctx, p, props, base, hw, defKey)
+	if len(conf) > 0 {
+		if rerr := t.record(context.WithoutCancel(ctx), o, wl, runID, conf); rerr != nil && err == nil {
+			err = rerr
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("confirm: %w", err)
+	}
+	return conf, nil
+}
+
+func boolRank(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // measure lowers, builds and measures one batch; the trials come back in
