@@ -299,6 +299,17 @@ fastest records per workload and device: what lookups need.`,
 	return cmd
 }
 
+// printImports reports what import or merge added, as JSON with --json.
+func printImports(cmd *cobra.Command, verb string, srcs []string, results []tuningdb.ImportResult) error {
+	if asJSON, _ := cmd.Flags().GetBool("json"); asJSON {
+		return printJSON(cmd.OutOrStdout(), results)
+	}
+	for i, res := range results {
+		printImport(cmd, verb, srcs[i], res)
+	}
+	return nil
+}
+
 func printImport(cmd *cobra.Command, verb, src string, res tuningdb.ImportResult) {
 	fmt.Fprintf(cmd.OutOrStdout(), "%s %s: %d new records (%d already present), %d new devices, %d new workloads, %d models\n",
 		verb, src, res.Records, res.Duplicates, res.Devices, res.Workloads, res.Models)
@@ -328,13 +339,7 @@ imports nothing from that file. "-" reads standard input.`,
 				}
 				results = append(results, res)
 			}
-			if asJSON, _ := cmd.Flags().GetBool("json"); asJSON {
-				return printJSON(cmd.OutOrStdout(), results)
-			}
-			for i, res := range results {
-				printImport(cmd, "imported", args[i], res)
-			}
-			return nil
+			return printImports(cmd, "imported", args, results)
 		},
 	}
 	cmd.Flags().Bool("json", false, "print JSON")
@@ -391,13 +396,7 @@ are opened read-only and never changed.`,
 				}
 				results = append(results, res)
 			}
-			if asJSON, _ := cmd.Flags().GetBool("json"); asJSON {
-				return printJSON(cmd.OutOrStdout(), results)
-			}
-			for i, res := range results {
-				printImport(cmd, "merged", args[i], res)
-			}
-			return nil
+			return printImports(cmd, "merged", args, results)
 		},
 	}
 	cmd.Flags().Bool("json", false, "print JSON")
