@@ -131,16 +131,20 @@ func Summarize(samples []float64) (Summary, error) {
 		}
 	}
 	slices.Sort(s)
-	q := func(p float64) float64 {
-		h := p * float64(len(s)-1)
-		lo := math.Floor(h)
-		i := int(lo)
-		if i+1 >= len(s) {
-			return s[len(s)-1]
-		}
-		return s[i] + (h-lo)*(s[i+1]-s[i])
+	return Summary{Median: Quantile(s, 0.5), Min: s[0], IQR: Quantile(s, 0.75) - Quantile(s, 0.25)}, nil
+}
+
+// Quantile is the p-quantile of sorted (non-empty) values, interpolated
+// linearly between order statistics (Hyndman and Fan's type 7, as R and
+// NumPy default to).
+func Quantile(sorted []float64, p float64) float64 {
+	h := p * float64(len(sorted)-1)
+	lo := math.Floor(h)
+	i := int(lo)
+	if i+1 >= len(sorted) {
+		return sorted[len(sorted)-1]
 	}
-	return Summary{Median: q(0.5), Min: s[0], IQR: q(0.75) - q(0.25)}, nil
+	return sorted[i] + (h-lo)*(sorted[i+1]-sorted[i])
 }
 
 // HashJSON is the SHA-256 hex of b, the hash Device.Hash and Workload.Key are

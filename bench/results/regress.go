@@ -173,21 +173,11 @@ func relChange(v, from float64) float64 {
 	return (v - from) / from
 }
 
-// medianIQR uses the same quantiles as tuningdb.Summarize (type 7) but
-// takes any finite values.
+// medianIQR is tuningdb.Summarize's median and IQR for any finite values.
 func medianIQR(v []float64) (median, iqr float64) {
 	s := slices.Clone(v)
 	slices.Sort(s)
-	q := func(p float64) float64 {
-		h := p * float64(len(s)-1)
-		lo := math.Floor(h)
-		i := int(lo)
-		if i+1 >= len(s) {
-			return s[len(s)-1]
-		}
-		return s[i] + (h-lo)*(s[i+1]-s[i])
-	}
-	return q(0.5), q(0.75) - q(0.25)
+	return tuningdb.Quantile(s, 0.5), tuningdb.Quantile(s, 0.75) - tuningdb.Quantile(s, 0.25)
 }
 
 // Report is the verdict on every series with the counts of each verdict.
