@@ -436,13 +436,9 @@ func (g *gen) loop(l *schedule.Loop) error {
 		// constant 0, which keeps register tiles addressable as locals.
 		for v := int64(0); v < c.V; v++ {
 			g.env[l.Name] = schedule.C(v)
-			g.line("{ // %s = %d", l.Name, v)
-			g.ind++
-			if err := g.body(l); err != nil {
+			if err := g.bodyIn(l, "{ // %s = %d", l.Name, v); err != nil {
 				return err
 			}
-			g.ind--
-			g.line("}")
 		}
 		delete(g.env, l.Name)
 		return nil
@@ -459,13 +455,9 @@ func (g *gen) loop(l *schedule.Loop) error {
 		g.line("const int64_t %s_n = %s;", l.Name, g.cInt(ext))
 		for v := int64(0); v < iv.Hi; v++ {
 			g.env[l.Name] = schedule.C(v)
-			g.line("if (%d < %s_n) { // %s = %d", v, l.Name, l.Name, v)
-			g.ind++
-			if err := g.body(l); err != nil {
+			if err := g.bodyIn(l, "if (%d < %s_n) { // %s = %d", v, l.Name, l.Name, v); err != nil {
 				return err
 			}
-			g.ind--
-			g.line("}")
 		}
 		delete(g.env, l.Name)
 		g.ind--
@@ -480,13 +472,9 @@ func (g *gen) loop(l *schedule.Loop) error {
 		g.line("#pragma GCC unroll 8")
 	}
 	g.enterVar(l.Name, ext)
-	g.line("for (int64_t %s = 0; %s < %s; %s++) {", l.Name, l.Name, g.cInt(ext), l.Name)
-	g.ind++
-	if err := g.body(l); err != nil {
+	if err := g.bodyIn(l, "for (int64_t %s = 0; %s < %s; %s++) {", l.Name, l.Name, g.cInt(ext), l.Name); err != nil {
 		return err
 	}
-	g.ind--
-	g.line("}")
 	return nil
 }
 
@@ -564,6 +552,19 @@ func (g *gen) hsumLoop(l *schedule.Loop) bool {
 	return true
 }
 
+// bodyIn emits the loop body of l inside a C block opened by the line
+// format (which ends in "{"), indented, and closes the block.
+func (g *gen) bodyIn(l *schedule.Loop, format string, args ...any) error {
+	g.line(format, args...)
+	g.ind++
+	if err := g.body(l); err != nil {
+		return err
+	}
+	g.ind--
+	g.line("}")
+	return nil
+}
+
 func (g *gen) body(l *schedule.Loop) error {
 	if err := g.allocs(l.Name); err != nil {
 		return err
@@ -581,13 +582,9 @@ func (g *gen) parallelLoop(l *schedule.Loop, ext schedule.Expr) error {
 	g.enterVar(l.Name, ext)
 	if len(heap) == 0 {
 		g.line("#pragma omp parallel for schedule(static)")
-		g.line("for (int64_t %s = 0; %s < %s; %s++) {", l.Name, l.Name, g.cInt(ext), l.Name)
-		g.ind++
-		if err := g.body(l); err != nil {
+		if err := g.bodyIn(l, "for (int64_t %s = 0; %s < %s; %s++) {", l.Name, l.Name, g.cInt(ext), l.Name); err != nil {
 			return err
 		}
-		g.ind--
-		g.line("}")
 		return nil
 	}
 	// Per-thread scratch: allocated once per thread, not per iteration.
@@ -961,13 +958,9 @@ func (g *gen) vectorLoop(l *schedule.Loop, ext schedule.Expr) error {
 	g.enterVar(l.Name, ext)
 	if !g.vecOK(l) {
 		g.line("#pragma GCC ivdep")
-		g.line("for (int64_t %s = 0; %s < %s; %s++) {", l.Name, l.Name, g.cInt(ext), l.Name)
-		g.ind++
-		if err := g.body(l); err != nil {
+		if err := g.bodyIn(l, "for (int64_t %s = 0; %s < %s; %s++) {", l.Name, l.Name, g.cInt(ext), l.Name); err != nil {
 			return err
 		}
-		g.ind--
-		g.line("}")
 		return nil
 	}
 	W := g.lanes
@@ -990,13 +983,9 @@ func (g *gen) vectorLoop(l *schedule.Loop, ext schedule.Expr) error {
 			g.line("}")
 		}
 		if c.V%W != 0 {
-			g.line("for (int64_t %s = %d; %s < %d; %s++) {", v, full*W, v, c.V, v)
-			g.ind++
-			if err := g.body(l); err != nil {
+			if err := g.bodyIn(l, "for (int64_t %s = %d; %s < %d; %s++) {", v, full*W, v, c.V, v); err != nil {
 				return err
 			}
-			g.ind--
-			g.line("}")
 		}
 		return nil
 	}
@@ -1011,13 +1000,9 @@ func (g *gen) vectorLoop(l *schedule.Loop, ext schedule.Expr) error {
 	}
 	g.ind--
 	g.line("}")
-	g.line("for (; %s < %s_n; %s++) {", v, v, v)
-	g.ind++
-	if err := g.body(l); err != nil {
+	if err := g.bodyIn(l, "for (; %s < %s_n; %s++) {", v, v, v); err != nil {
 		return err
 	}
-	g.ind--
-	g.line("}")
 	g.ind--
 	g.line("}")
 	return nil
