@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -239,9 +238,7 @@ of two (then multiples of 8192).`,
 				for i, t := range tasks {
 					rows[i] = row{t.Workload.Key(), t.Workload.Name(), t.Count, t.Funcs, t.Workload}
 				}
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(rows)
+				return printJSON(cmd.OutOrStdout(), rows)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "COUNT\tFUNCS\tWORKLOAD\tKEY")

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"slices"
@@ -181,9 +180,7 @@ Workloads:
 			}
 		}
 		if asJSON {
-			enc := json.NewEncoder(cmd.OutOrStdout())
-			enc.SetIndent("", "  ")
-			return enc.Encode(rep)
+			return printJSON(cmd.OutOrStdout(), rep)
 		}
 		return printKVSim(cmd, rep)
 	}
