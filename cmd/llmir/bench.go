@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"llmir/bench"
+	"llmir/internal/buildinfo"
 	"llmir/search"
 	"llmir/target"
 	"llmir/target/cpu"
@@ -128,7 +129,7 @@ func runBenchLinear(cmd *cobra.Command, args []string) error {
 			Budget:    search.Budget{Trials: trials, Time: budget},
 			BatchSize: batch, Run: run, Seed: seed,
 			Command:      "llmir " + strings.Join(os.Args[1:], " "),
-			LLMIRVersion: llmirVersion(),
+			LLMIRVersion: buildinfo.Version(),
 		},
 	}
 	if !asJSON {

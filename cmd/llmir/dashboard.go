@@ -16,6 +16,7 @@ import (
 
 	"llmir/bench/dashboard"
 	"llmir/bench/results"
+	"llmir/internal/buildinfo"
 	"llmir/tuningdb"
 )
 
@@ -124,7 +125,7 @@ func openResults(cmd *cobra.Command) (*tuningdb.DB, error) {
 		return nil, fmt.Errorf("%s %s: no such results database (run a benchmark suite first, or point --results at one)", flag, path)
 	}
 	// Not read-only: an older schema is migrated on open (additive).
-	return tuningdb.Open(cmd.Context(), path, tuningdb.Options{LLMIRVersion: llmirVersion()})
+	return tuningdb.Open(cmd.Context(), path, tuningdb.Options{LLMIRVersion: buildinfo.Version()})
 }
 
 func dashboardOptions(cmd *cobra.Command, db *tuningdb.DB) (dashboard.Options, error) {

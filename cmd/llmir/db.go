@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"llmir/internal/buildinfo"
 	"llmir/tuningdb"
 )
 
@@ -52,7 +53,7 @@ func openUserDB(cmd *cobra.Command, readOnly bool) (*tuningdb.DB, error) {
 	if path == "" {
 		return nil, errors.New("--db: empty database path")
 	}
-	db, err := tuningdb.Open(cmd.Context(), path, tuningdb.Options{ReadOnly: readOnly, LLMIRVersion: llmirVersion()})
+	db, err := tuningdb.Open(cmd.Context(), path, tuningdb.Options{ReadOnly: readOnly, LLMIRVersion: buildinfo.Version()})
 	if readOnly && errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("tuning database %s does not exist (set --db, or run llmir tune first)", path)
 	}

@@ -13,9 +13,6 @@ import (
 	"llmir/internal/buildinfo"
 )
 
-// llmirVersion is the version recorded with every measurement and result.
-func llmirVersion() string { return buildinfo.Version() }
-
 // newRootCmd builds the whole command tree. It holds no globals so that
 // tests can build as many independent trees as they like.
 func newRootCmd() *cobra.Command {
@@ -131,7 +128,7 @@ func newVersionCmd() *cobra.Command {
 		Example: "  llmir version",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fmt.Fprintln(cmd.OutOrStdout(), "llmir", llmirVersion())
+			fmt.Fprintln(cmd.OutOrStdout(), "llmir", buildinfo.Version())
 			return nil
 		},
 	}
