@@ -3,7 +3,7 @@ package bench_test
 import (
 	"bytes"
 	"context"
-	"os/exec"
+	"llmir/target/cpu/cputest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -79,9 +79,7 @@ func TestGoals(t *testing.T) {
 // with a tiny budget: the structure of the results and what reaches the
 // database are checked, never the timings.
 func TestLinearSuite(t *testing.T) {
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Skip("no gcc")
-	}
+	cputest.Need(t, "gcc")
 	ctx := context.Background()
 	tg, err := cpu.New(ctx, cpu.Options{CacheDir: t.TempDir()})
 	if err != nil {

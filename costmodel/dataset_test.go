@@ -4,9 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"llmir/target/cpu/cputest"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -74,9 +74,7 @@ func TestGenerateDataset(t *testing.T) {
 	if out == "" {
 		t.Skip("set LLMIR_COSTMODEL_GEN=FILE to measure the dataset")
 	}
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Skip("no gcc")
-	}
+	cputest.Need(t, "gcc")
 	per := 30
 	if v := os.Getenv("LLMIR_COSTMODEL_N"); v != "" {
 		if _, err := fmt.Sscan(v, &per); err != nil {

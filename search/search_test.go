@@ -3,7 +3,7 @@ package search_test
 import (
 	"context"
 	"errors"
-	"os/exec"
+	"llmir/target/cpu/cputest"
 	"path/filepath"
 	"testing"
 	"time"
@@ -27,9 +27,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) fixture {
 	t.Helper()
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Skip("no gcc")
-	}
+	cputest.Need(t, "gcc")
 	ctx := context.Background()
 	tg, err := cpu.New(ctx, cpu.Options{CacheDir: t.TempDir()})
 	if err != nil {

@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"os/exec"
+	"llmir/target/cpu/cputest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,9 +16,7 @@ import (
 // full probes.
 func benchEnv(t *testing.T) (dir, db string) {
 	t.Helper()
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Skip("no gcc")
-	}
+	cputest.Need(t, "gcc")
 	dir = isolate(t)
 	cache := filepath.Join(dir, "cpu")
 	t.Setenv("LLMIR_CPU_CACHE", cache)

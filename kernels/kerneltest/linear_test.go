@@ -2,7 +2,7 @@ package kerneltest_test
 
 import (
 	"context"
-	"os/exec"
+	"llmir/target/cpu/cputest"
 	"testing"
 
 	"llmir/kernels"
@@ -14,9 +14,7 @@ import (
 
 func newTarget(t *testing.T) *cpu.Target {
 	t.Helper()
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Skip("no gcc")
-	}
+	cputest.Need(t, "gcc")
 	tg, err := cpu.New(context.Background(), cpu.Options{CacheDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"llmir/target/cpu/cputest"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -134,12 +135,7 @@ func TestGoldenC(t *testing.T) {
 // hand-written kernel.
 func TestMicrokernelAssembly(t *testing.T) {
 	needGCC(t)
-	if _, err := exec.LookPath("objdump"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("objdump not installed (CI requires binutils)")
-		}
-		t.Skip("objdump not installed")
-	}
+	cputest.Need(t, "objdump")
 	if cpu, err := os.ReadFile("/proc/cpuinfo"); err != nil || !bytes.Contains(cpu, []byte("avx512f")) {
 		t.Skip("needs an avx512f CPU")
 	}
@@ -182,12 +178,7 @@ func TestMicrokernelAssembly(t *testing.T) {
 // reloaded from the stack between the first and the last FMA.
 func TestGEMVAssembly(t *testing.T) {
 	needGCC(t)
-	if _, err := exec.LookPath("objdump"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("objdump not installed (CI requires binutils)")
-		}
-		t.Skip("objdump not installed")
-	}
+	cputest.Need(t, "objdump")
 	if cpu, err := os.ReadFile("/proc/cpuinfo"); err != nil || !bytes.Contains(cpu, []byte("avx512f")) {
 		t.Skip("needs an avx512f CPU")
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"llmir/target/cpu/cputest"
 	"sync"
 
 	"math"
@@ -20,15 +21,7 @@ import (
 // gccFlags are the flags the ABI names for the measuring machine.
 var gccFlags = []string{"-O3", "-march=native", "-fopenmp", "-Werror=implicit-function-declaration"}
 
-func needGCC(t testing.TB) {
-	t.Helper()
-	if _, err := exec.LookPath("gcc"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("gcc not installed (CI requires it)")
-		}
-		t.Skip("gcc not installed")
-	}
-}
+func needGCC(t testing.TB) { cputest.Need(t, "gcc") }
 
 var (
 	driverOnce sync.Once
