@@ -255,11 +255,11 @@ func linearShape(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, tuner 
 	if err != nil {
 		return nil, fmt.Errorf("best trace: %w", err)
 	}
-	dc, err := search.NewCandidate("default", def, hw)
+	dc, err := search.NewCandidate("default", k, def, hw)
 	if err != nil {
 		return nil, err
 	}
-	tc, err := search.NewCandidate("tuned", best, hw)
+	tc, err := search.NewCandidate("tuned", k, best, hw)
 	if err != nil {
 		return nil, err
 	}

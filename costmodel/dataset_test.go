@@ -122,7 +122,7 @@ func TestGenerateDataset(t *testing.T) {
 			if err != nil || seen[string(key)] {
 				return
 			}
-			c, err := search.NewCandidate(fmt.Sprintf("c%d", len(cands)), s, hw)
+			c, err := search.NewCandidate(fmt.Sprintf("c%d", len(cands)), l, s, hw)
 			if err != nil {
 				return
 			}

@@ -8,6 +8,9 @@ import (
 
 // DType is a storage element type. Arithmetic is always f32 (f64 in the
 // interpreter); bf16 and f16 are storage formats converted on load and store.
+// The integer types are for the parameters of template kernels (block
+// tables, token ids, quantized weights; U8 holds two int4 values per byte):
+// loop nests lowered from stage definitions compute in floats only.
 type DType int
 
 // Storage element types.
@@ -15,24 +18,29 @@ const (
 	F32 DType = iota
 	BF16
 	F16
+	I32
+	I8
+	U8
 )
 
-func (d DType) String() string { return [...]string{"f32", "bf16", "f16"}[d] }
+var dtypeNames = [...]string{"f32", "bf16", "f16", "i32", "i8", "u8"}
+
+func (d DType) String() string { return dtypeNames[d] }
 
 // Size is the storage size in bytes.
-func (d DType) Size() int64 { return [...]int64{4, 2, 2}[d] }
+func (d DType) Size() int64 { return [...]int64{4, 2, 2, 4, 1, 1}[d] }
 
-// ParseDType reads "f32", "bf16" or "f16".
+// Float reports whether d is a floating-point type.
+func (d DType) Float() bool { return d <= F16 }
+
+// ParseDType reads a dtype name ("f32", "bf16", "f16", "i32", "i8", "u8").
 func ParseDType(s string) (DType, error) {
-	switch s {
-	case "f32":
-		return F32, nil
-	case "bf16":
-		return BF16, nil
-	case "f16":
-		return F16, nil
+	for i, n := range dtypeNames {
+		if n == s {
+			return DType(i), nil
+		}
 	}
-	return 0, fmt.Errorf("unknown dtype %q (want f32, bf16 or f16)", s)
+	return 0, fmt.Errorf("unknown dtype %q (want one of %s)", s, strings.Join(dtypeNames[:], ", "))
 }
 
 // Dim is a tensor dimension: static, or dynamic with a bucket extent (the
@@ -152,6 +160,11 @@ type Def struct {
 	Temps   []*Tensor
 	Stages  []*Stage
 	Dims    []Dim // dynamic dims, dims[j] in the ABI
+	// Template is set by NewTemplateDef: the computation is given by the
+	// kernel's generator and reference, Meaning says it in words, and the
+	// nest has no loops (only sampling steps apply to it).
+	Template bool
+	Meaning  string
 }
 
 // Sentinel errors of definitions.
@@ -279,6 +292,55 @@ func NewDef(name string, inputs []*Tensor, outputs ...*Tensor) (*Def, error) {
 	return d, nil
 }
 
+// Declare is an output of a template definition: a tensor computed by the
+// kernel's generator rather than by a stage.
+func Declare(name string, dt DType, shape ...Dim) *Tensor {
+	return &Tensor{Name: name, DType: dt, Shape: shape}
+}
+
+// NewTemplateDef is the definition of a template kernel: its parameters
+// (inputs, then outputs made by Declare) and dynamic dims, with the
+// computation stated in words (meaning) and implemented by the kernel's
+// generator. Such kernels are those the loop-nest IR does not express
+// (data-dependent extents like a paged KV cache's ragged lengths, indirect
+// loads through block tables, bit-level unpacking of int4); their schedules
+// are knob choices made by sampling steps, so traces, mutation and replay
+// work as for any other kernel.
+func NewTemplateDef(name, meaning string, inputs []*Tensor, outputs ...*Tensor) (*Def, error) {
+	d := &Def{Name: name, Inputs: inputs, Outputs: outputs, Template: true, Meaning: meaning}
+	if len(outputs) == 0 {
+		return nil, fmt.Errorf("%w: template %s has no output", ErrBadDef, name)
+	}
+	names := map[string]bool{}
+	seen := map[string]Dim{}
+	for _, t := range d.Params() {
+		if t.stage != nil {
+			return nil, fmt.Errorf("%w: template %s: %s is computed by a stage", ErrBadDef, name, t.Name)
+		}
+		if names[t.Name] {
+			return nil, fmt.Errorf("%w: template %s: duplicate tensor name %s", ErrBadDef, name, t.Name)
+		}
+		names[t.Name] = true
+		for _, dm := range t.Shape {
+			if dm.Extent <= 0 {
+				return nil, fmt.Errorf("%w: template %s: %s has extent %d", ErrBadDef, name, t.Name, dm.Extent)
+			}
+			if !dm.Dynamic {
+				continue
+			}
+			if old, ok := seen[dm.Name]; ok {
+				if old.Extent != dm.Extent {
+					return nil, fmt.Errorf("%w: dynamic dim %s has buckets %d and %d", ErrBadDef, dm.Name, old.Extent, dm.Extent)
+				}
+				continue
+			}
+			seen[dm.Name] = dm
+			d.Dims = append(d.Dims, dm)
+		}
+	}
+	return d, nil
+}
+
 // Params returns the ABI buffer order: inputs, then outputs.
 func (d *Def) Params() []*Tensor {
 	return append(append([]*Tensor{}, d.Inputs...), d.Outputs...)
@@ -317,6 +379,9 @@ func (d *Def) String() string {
 	}
 	for _, st := range d.Stages {
 		b.WriteString("  " + st.String() + "\n")
+	}
+	if d.Template {
+		b.WriteString("  template: " + d.Meaning + "\n")
 	}
 	return b.String()
 }

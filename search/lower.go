@@ -75,7 +75,11 @@ func NewProblem(k kernels.Kernel, seed uint64) (*target.Problem, error) {
 			}
 			n *= e
 		}
-		p.Buffers = append(p.Buffers, target.BufferSpec{Name: t.Name, DType: dt, Elems: n, Output: i >= nIn})
+		spec := target.BufferSpec{Name: t.Name, DType: dt, Elems: n, Output: i >= nIn}
+		if f, ok := k.(kernels.Filler); ok && !spec.Output {
+			spec.Fill = f.Fill(t.Name)
+		}
+		p.Buffers = append(p.Buffers, spec)
 	}
 	if err := p.Validate(); err != nil {
 		return nil, err
@@ -91,15 +95,28 @@ func targetDType(d schedule.DType) (target.DType, error) {
 		return target.BF16, nil
 	case schedule.F16:
 		return target.F16, nil
+	case schedule.I32:
+		return target.I32, nil
+	case schedule.I8:
+		return target.I8, nil
+	case schedule.U8:
+		return target.U8, nil
 	}
 	return "", fmt.Errorf("unknown dtype %v", d)
 }
 
-// NewCandidate prints a schedule's nest as C for the CPU target. An error
+// NewCandidate prints schedule s of kernel k as C for the CPU target: the
+// lowered nest through cgen, or a template kernel's own generator. An error
 // here is a lowering failure of this schedule (recorded as build_error by
 // the tuner), not of the infrastructure.
-func NewCandidate(id string, s *schedule.Schedule, hw kernels.Hardware) (target.Candidate, error) {
-	src, err := cgen.Emit(s.Nest(), cgen.Options{Entry: Entry, VectorBits: hw.VectorBits})
+func NewCandidate(id string, k kernels.Kernel, s *schedule.Schedule, hw kernels.Hardware) (target.Candidate, error) {
+	var src string
+	var err error
+	if g, ok := k.(kernels.Generator); ok {
+		src, err = g.EmitC(s, hw, Entry)
+	} else {
+		src, err = cgen.Emit(s.Nest(), cgen.Options{Entry: Entry, VectorBits: hw.VectorBits})
+	}
 	if err != nil {
 		return target.Candidate{}, fmt.Errorf("codegen %s: %w", id, err)
 	}

@@ -265,7 +265,7 @@ func (t *Tuner) Tune(ctx context.Context, task Task, p *target.Problem) (*Result
 			res.Exhausted = true
 			break
 		}
-		batch, err := t.measure(ctx, p, props, len(trials), hw, string(defKey))
+		batch, err := t.measure(ctx, k, p, props, len(trials), hw, string(defKey))
 		// Whatever was measured is recorded, even when the context ended
 		// during the batch.
 		if len(batch) > 0 {
@@ -355,7 +355,7 @@ func (t *Tuner) confirm(ctx context.Context, o Options, k kernels.Kernel, p *tar
 	slices.SortStableFunc(props, func(a, b Proposal) int {
 		return cmp.Compare(boolRank(a.Key != defKey), boolRank(b.Key != defKey))
 	})
-	conf, err := t.measure(ctx, p, props, base, hw, defKey)
+	conf, err := t.measure(ctx, k, p, props, base, hw, defKey)
 	if len(conf) > 0 {
 		if rerr := t.record(context.WithoutCancel(ctx), o, wl, runID, conf); rerr != nil && err == nil {
 			err = rerr
@@ -378,13 +378,13 @@ func boolRank(b bool) int {
 // proposal order. A schedule that fails to lower is a build_error without
 // reaching the compiler. On an infrastructure error (cancellation) the
 // trials measured so far come back with it.
-func (t *Tuner) measure(ctx context.Context, p *target.Problem, props []Proposal, base int, hw kernels.Hardware, defKey string) ([]Trial, error) {
+func (t *Tuner) measure(ctx context.Context, k kernels.Kernel, p *target.Problem, props []Proposal, base int, hw kernels.Hardware, defKey string) ([]Trial, error) {
 	trials := make([]Trial, len(props))
 	var cands []target.Candidate
 	for i, pr := range props {
 		id := fmt.Sprintf("t%d", base+i)
 		trials[i] = Trial{Index: base + i, Default: pr.Key == defKey, Trace: json.RawMessage(pr.Key)}
-		c, err := NewCandidate(id, pr.Schedule, hw)
+		c, err := NewCandidate(id, k, pr.Schedule, hw)
 		if err != nil {
 			trials[i].Measurement = target.Measurement{CandidateID: id, Status: target.StatusBuildError, Error: err.Error(), Threads: hw.Threads}
 			continue

@@ -14,8 +14,22 @@ func Round(d DType, x float64) float64 {
 		return float64(bf16ToF32(f32ToBF16(float32(x))))
 	case F16:
 		return float64(f16ToF32(f32ToF16(float32(x))))
+	case I32:
+		return clampRound(x, math.MinInt32, math.MaxInt32)
+	case I8:
+		return clampRound(x, -128, 127)
+	case U8:
+		return clampRound(x, 0, 255)
 	}
 	return float64(float32(x))
+}
+
+// clampRound rounds to the nearest integer (ties to even) within [lo, hi].
+func clampRound(x, lo, hi float64) float64 {
+	if x != x {
+		return 0
+	}
+	return math.Min(math.Max(math.RoundToEven(x), lo), hi)
 }
 
 // Encode writes v in d's little-endian storage format.
@@ -29,6 +43,12 @@ func Encode(d DType, v []float64) []byte {
 			binary.LittleEndian.PutUint16(out[2*i:], f32ToBF16(float32(x)))
 		case F16:
 			binary.LittleEndian.PutUint16(out[2*i:], f32ToF16(float32(x)))
+		case I32:
+			binary.LittleEndian.PutUint32(out[4*i:], uint32(int32(Round(I32, x))))
+		case I8:
+			out[i] = byte(int8(Round(I8, x)))
+		case U8:
+			out[i] = byte(Round(U8, x))
 		}
 	}
 	return out
@@ -49,6 +69,12 @@ func Decode(d DType, b []byte) ([]float64, error) {
 			out[i] = float64(bf16ToF32(binary.LittleEndian.Uint16(b[2*i:])))
 		case F16:
 			out[i] = float64(f16ToF32(binary.LittleEndian.Uint16(b[2*i:])))
+		case I32:
+			out[i] = float64(int32(binary.LittleEndian.Uint32(b[4*i:])))
+		case I8:
+			out[i] = float64(int8(b[i]))
+		case U8:
+			out[i] = float64(b[i])
 		}
 	}
 	return out, nil

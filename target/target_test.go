@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 )
@@ -268,5 +269,56 @@ func TestRunOptionsDefaults(t *testing.T) {
 	o := RunOptions{MinSamples: 50, MaxSamples: 10}.WithDefaults()
 	if o.Warmup.Milliseconds() != 25 || o.Budget.Milliseconds() != 100 || o.MaxSamples != 50 || o.Timeout <= 0 {
 		t.Errorf("defaults %+v", o)
+	}
+}
+
+func TestRelL2UntouchedElements(t *testing.T) {
+	nan := math.NaN()
+	want := []float64{1, nan, 2}
+	if got := RelL2([]float64{1, nan, 2}, want); got != 0 {
+		t.Errorf("untouched element kept poisoned: %v, want 0", got)
+	}
+	if got := RelL2([]float64{1, 0, 2}, want); !math.IsInf(got, 1) {
+		t.Errorf("element that must stay untouched was written: %v, want +Inf", got)
+	}
+}
+
+func TestIntegerDTypes(t *testing.T) {
+	for _, c := range []struct {
+		d    DType
+		in   []float64
+		want []float64
+	}{
+		{I32, []float64{-3.4, 7, 2.5e10}, []float64{-3, 7, math.MaxInt32}},
+		{I8, []float64{-200, 5.5, 127}, []float64{-128, 6, 127}},
+		{U8, []float64{-1, 15, 300}, []float64{0, 15, 255}},
+	} {
+		got, err := Decode(c.d, Encode(c.d, c.in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range got {
+			if got[i] != c.want[i] {
+				t.Errorf("%s: %v round-trips to %v, want %v", c.d, c.in[i], got[i], c.want[i])
+			}
+		}
+	}
+	p := &Problem{Name: "p", Reference: func(in [][]float64) [][]float64 { return [][]float64{{0}} },
+		Buffers: []BufferSpec{{Name: "ids", DType: I32, Elems: 4}, {Name: "out", DType: F32, Elems: 1, Output: true}}}
+	if err := p.Validate(); err == nil {
+		t.Error("integer input without a Fill accepted")
+	}
+	p.Buffers[0].Fill = func(rng *rand.Rand, v []float64) {
+		for i := range v {
+			v[i] = float64(rng.IntN(10))
+		}
+	}
+	if err := p.Validate(); err != nil {
+		t.Error(err)
+	}
+	for _, x := range p.Inputs()[0] {
+		if x != math.Trunc(x) || x < 0 || x >= 10 {
+			t.Errorf("filled input %v", x)
+		}
 	}
 }

@@ -171,8 +171,15 @@ func (g *gen) walkLoops(ss []schedule.Stmt, anc []*schedule.Loop, f func(*schedu
 }
 
 func cType(d schedule.DType) string {
-	if d == schedule.F32 {
+	switch d {
+	case schedule.F32:
 		return "float"
+	case schedule.I32:
+		return "int32_t"
+	case schedule.I8:
+		return "int8_t"
+	case schedule.U8:
+		return "uint8_t"
 	}
 	return "uint16_t"
 }
