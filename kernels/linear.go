@@ -16,6 +16,28 @@ import (
 type Linear struct {
 	M, N, K int64
 	MBucket int64 // 0: M itself
+	// IR is the module workload the kernel was made from (FromWorkload);
+	// when set it is the kernel's Workload.
+	IR *ir.Workload
+}
+
+func init() { register("llmir.linear", linearFromWorkload) }
+
+// linearFromWorkload flattens the activation's leading dims into M: the
+// IR's [batch, seq, K] × [N, K] is one [batch·seq, K] GEMM.
+func linearFromWorkload(w ir.Workload) (Kernel, error) {
+	if err := checkArity(w, 2, 1); err != nil {
+		return nil, err
+	}
+	a, wt := w.Inputs[0], w.Inputs[1]
+	if len(wt.Shape) != 2 || a.Shape[len(a.Shape)-1] != wt.Shape[1] {
+		return nil, fmt.Errorf("activation %v and weight %v do not match", a.Shape, wt.Shape)
+	}
+	if a.DType != "f32" || wt.DType != "f32" {
+		return nil, fmt.Errorf("dtypes %s × %s (the f32 linear kernel; weight-only quantized weights are llmir.quantized_linear)", a.DType, wt.DType)
+	}
+	m := rows(a)
+	return Linear{M: m, N: wt.Shape[0], K: wt.Shape[1], IR: &w}, nil
 }
 
 func (l Linear) bucket() int64 {
@@ -41,8 +63,12 @@ func (l Linear) Def() (*schedule.Def, error) {
 	return schedule.NewDef("linear", []*schedule.Tensor{a, w}, out)
 }
 
-// Workload is llmir.linear on [M, K] × [N, K] with M bucketed.
+// Workload is llmir.linear on [M, K] × [N, K] with M bucketed (or the IR
+// workload the kernel was made from).
 func (l Linear) Workload() ir.Workload {
+	if l.IR != nil {
+		return *l.IR
+	}
 	b := ir.Bucket(l.bucket())
 	tok := []string{"tokens", ""}
 	return ir.Workload{

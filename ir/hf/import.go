@@ -308,3 +308,12 @@ func PresetConfig(name string) (*Config, error) {
 	}
 	return ParseConfig("preset "+name, data)
 }
+
+// ImportPreset imports a built-in model with the default options.
+func ImportPreset(name string) (*ir.Module, error) {
+	cfg, err := PresetConfig(name)
+	if err != nil {
+		return nil, err
+	}
+	return Import(cfg, name, Options{})
+}

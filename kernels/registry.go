@@ -1,0 +1,85 @@
+package kernels
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"llmir/ir"
+)
+
+// ErrNoKernel is returned by FromWorkload for op groups the library has no
+// kernel for.
+var ErrNoKernel = errors.New("no kernel for this op group")
+
+// builders maps an op group ("llmir.linear", "llmir.rms_norm+llmir.linear")
+// to the constructor of its kernel from an IR workload.
+var builders = map[string]func(ir.Workload) (Kernel, error){}
+
+// register is called from the init of each kernel's file, so that adding a
+// kernel is one file (as image formats register with package image).
+func register(group string, f func(ir.Workload) (Kernel, error)) {
+	if _, dup := builders[group]; dup {
+		panic("kernels: group registered twice: " + group)
+	}
+	builders[group] = f
+}
+
+// FromWorkload returns the kernel of an IR workload (one op, or a fused
+// group), measured at the workload's bucketed extents. The kernel's
+// Workload is w itself, so records tuned for it are found by compiles of
+// the same module. Malformed workloads are errors naming what is wrong.
+func FromWorkload(w ir.Workload) (Kernel, error) {
+	g := strings.Join(w.Group, "+")
+	f, ok := builders[g]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNoKernel, g)
+	}
+	k, err := f(w)
+	if err != nil {
+		return nil, fmt.Errorf("kernel for %s: %w", w.Name(), err)
+	}
+	return k, nil
+}
+
+// Groups lists the op groups that have a kernel, sorted.
+func Groups() []string {
+	out := make([]string, 0, len(builders))
+	for g := range builders {
+		out = append(out, g)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// rows is the product of all but the last dim of a shape (tokens of a
+// [batch, seq, hidden] activation), with the bucket of its dynamic dims.
+func rows(s ir.TensorSig) int64 {
+	n := int64(1)
+	for _, d := range s.Shape[:max(len(s.Shape)-1, 0)] {
+		n *= d
+	}
+	return n
+}
+
+// checkArity checks a workload's operand and result counts and ranks.
+func checkArity(w ir.Workload, inputs, outputs int) error {
+	if len(w.Inputs) != inputs || len(w.Output) != outputs {
+		return fmt.Errorf("%d operands and %d results, want %d and %d", len(w.Inputs), len(w.Output), inputs, outputs)
+	}
+	for i, s := range append(append([]ir.TensorSig{}, w.Inputs...), w.Output...) {
+		if s.KV != "" {
+			continue
+		}
+		if len(s.Shape) == 0 {
+			return fmt.Errorf("tensor %d has no shape", i)
+		}
+		for _, d := range s.Shape {
+			if d < 1 {
+				return fmt.Errorf("tensor %d has extent %d", i, d)
+			}
+		}
+	}
+	return nil
+}
