@@ -73,3 +73,12 @@ costmodel-data: deps-test
 
 clean:
 	rm -rf bin
+
+# What the GPU machine (no Go) needs: the static llmir (the CUDA harness
+# source is embedded in it and built there by nvcc at first use; the copy
+# here is for reading) and the scripts. Run scripts/gpu-check.sh there.
+GPU_BUNDLE := bin/llmir-gpu-bundle.tar.gz
+.PHONY: gpu-bundle
+gpu-bundle: static
+	tar czf $(GPU_BUNDLE) $(STATIC) scripts/gpu-check.sh scripts/sdpa_baseline.py target/cuda/csrc
+	@ls -l $(GPU_BUNDLE)

@@ -45,6 +45,7 @@ llmir.yaml (in . then $XDG_CONFIG_HOME/llmir) > defaults.`,
 		newDBCmd(),
 		newBenchCmd(),
 		newDashboardCmd(),
+		newCudaCmd(),
 	)
 	return root
 }

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# GPU check: on the GPU machine (nvcc, an NVIDIA GPU, Python with PyTorch,
+# no Go), with the static llmir built beforehand (`make gpu-bundle`, or
+# `make static`), in one go:
+#   1. environment and device fingerprint
+#   2. CUDA conformance: every CUDA kernel's default and sampled schedules
+#      validated against the Go reference (llmir cuda check)
+#   3. PyTorch SDPA baseline on the attention shapes (scripts/sdpa_baseline.py)
+#   4. llama-3-8b decode kernels: a short tune per kernel, cuBLAS in the same
+#      harness run, results related to the measured copy bandwidth, every
+#      measurement recorded in $OUT/tuning.db (llmir cuda bench)
+# Results land under $OUT (default ./gpu-out), eight files: env.txt,
+# summary.txt (every step's status and short logs), check.log, sdpa.json,
+# bench.log, report.md, report.json, tuning.db; scratch goes to $WORK. A
+# failing step is logged and the next one still runs. Exit status: non-zero
+# if any step failed.
+#
+#   OUT=/tmp/o scripts/gpu-check.sh
+#   BENCH_ARGS='--match attention --samples 24' scripts/gpu-check.sh
+set -u
+OUT=${OUT:-$PWD/gpu-out}
+LLMIR=${LLMIR:-bin/llmir-linux-amd64}
+CHECK_TIMEOUT=${CHECK_TIMEOUT:-180}
+SDPA_TIMEOUT=${SDPA_TIMEOUT:-90}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-300}
+CHECK_ARGS=${CHECK_ARGS:-}
+BENCH_ARGS=${BENCH_ARGS:-}
+# Objects stay outside $OUT: they are large and not results.
+export LLMIR_CUDA_CACHE=${LLMIR_CUDA_CACHE:-/tmp/llmir-cuda-cache}
+WORK=${WORK:-/tmp/llmir-gpu-check}
+mkdir -p "$WORK"
+for d in /usr/local/cuda/bin /usr/local/cuda-13.0/bin; do
+  [ -d "$d" ] && PATH="$PATH:$d"
+done
+export PATH
+export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}:/usr/local/cuda/lib64
+mkdir -p "$OUT"
+status=0
+step() { # name logdir timeout command...
+  local name=$1 dir=$2 t=$3
+  shift 3
+  local start=$SECONDS
+  echo "== $name" | tee -a "$OUT/summary.txt"
+  timeout --kill-after=10 "$t" "$@" >"$dir/$name.log" 2>&1
+  local rc=$?
+  echo "   rc=$rc in $((SECONDS - start))s" | tee -a "$OUT/summary.txt"
+  [ $rc -ne 0 ] && status=1
+  tail -n 60 "$dir/$name.log"
+  return 0
+}
+if [ ! -x "$LLMIR" ]; then
+  echo "no llmir at $LLMIR: run 'make gpu-bundle' (or 'make static') first" >&2
+  exit 2
+fi
+{
+  date -u
+  nvidia-smi
+  nvcc --version
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
+  nproc
+} >"$OUT/env.txt" 2>&1
+step fingerprint "$WORK" 120 "$LLMIR" cuda fingerprint
+cat "$WORK/fingerprint.log" >>"$OUT/summary.txt"
+# Each generator's default source compiled on its own: pinpoints a source
+# nvcc rejects even when the harness (and so everything after) cannot run.
+emit_compile() {
+  local dir=$WORK/emit i=0 pids=() spec
+  mkdir -p "$dir"
+  for spec in 'gemv:M=1,N=4096,K=4096' 'gemv:M=16,N=4096,K=14336' 'cublas_gemv:M=16,N=4096,K=4096' \
+    'paged_attention:B=32,QH=32,KVH=8,D=128,BS=16,ctx=4096' 'paged_attention:B=5,QH=8,KVH=2,D=64,BS=7,ctx=300' \
+    'rms_norm:M=16,H=4096' 'silu_mul:M=16,I=14336'; do
+    "$LLMIR" cuda emit "$spec" >"$dir/$i.cu" || return 1
+    (nvcc -O3 -arch=sm_90 -std=c++17 -shared -Xcompiler -fPIC -o "/tmp/emit-$i.so" "$dir/$i.cu" -lcublas >"$dir/$i.log" 2>&1 &&
+      echo "ok $spec" || { echo "FAIL $spec"; cat "$dir/$i.log"; }) &
+    pids+=($!)
+    i=$((i + 1))
+  done
+  wait "${pids[@]}"
+}
+echo "== emit-compile" | tee -a "$OUT/summary.txt"
+emit_compile 2>&1 | head -c 20000 | tee -a "$OUT/summary.txt" >/dev/null
+grep -E '^(ok|FAIL)' "$OUT/summary.txt"
+step check "$OUT" "$CHECK_TIMEOUT" "$LLMIR" cuda check --out "$WORK/check" $CHECK_ARGS
+echo "== sdpa" | tee -a "$OUT/summary.txt"
+timeout "$SDPA_TIMEOUT" python3 scripts/sdpa_baseline.py >"$OUT/sdpa.json" 2>"$WORK/sdpa.log" || { echo "sdpa baseline failed" | tee -a "$OUT/summary.txt"; status=1; }
+tee -a "$OUT/summary.txt" <"$WORK/sdpa.log"
+sdpa=()
+[ -s "$OUT/sdpa.json" ] && sdpa=(--sdpa "$OUT/sdpa.json")
+step bench "$OUT" "$BENCH_TIMEOUT" "$LLMIR" --db "$OUT/tuning.db" cuda bench --out "$WORK/bench" "${sdpa[@]}" $BENCH_ARGS
+for f in report.md report.json; do [ -f "$WORK/bench/$f" ] && cp "$WORK/bench/$f" "$OUT/$f"; done
+[ -f "$OUT/report.md" ] && cat "$OUT/report.md"
+exit $status

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""PyTorch scaled_dot_product_attention on the decode-attention shapes of
+`llmir cuda bench`, with K and V stored contiguously ([batch, kv_heads,
+context, head_dim], bf16): the baseline the paged kernels are compared to.
+
+Timed like llmir's harness: CUDA events around each call, the L2 flushed
+(a 2×L2 buffer read, so that no dirty lines are written back during the
+timed call) before every call, warm-up first, all samples kept,
+median reported. Every SDPA backend PyTorch offers for the shape is timed
+and reported; `llmir cuda bench --sdpa` compares with the fastest.
+
+Usage: python3 scripts/sdpa_baseline.py [--budget-ms 200] > sdpa.json
+"""
+import argparse
+import json
+import statistics
+import sys
+
+import torch
+import torch.nn.functional as F
+
+# (batch, q_heads, kv_heads, head_dim, context): llama-3-8b decode.
+SHAPES = [(32, 32, 8, 128, 4096)]
+
+
+def time_fn(fn, flush, budget_s, warmup_s=0.025, min_samples=5):
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    samples, total, warm = [], 0.0, 0.0
+    while warm < warmup_s:
+        flush.max()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        warm += start.elapsed_time(end) / 1e3
+    while total < budget_s or len(samples) < min_samples:
+        flush.max()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        s = start.elapsed_time(end) / 1e3
+        samples.append(s)
+        total += s
+    return samples
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--budget-ms", type=float, default=200)
+    args = ap.parse_args()
+    dev = torch.device("cuda")
+    props = torch.cuda.get_device_properties(dev)
+    l2 = getattr(props, "L2_cache_size", 50 << 20) or (50 << 20)
+    flush = torch.ones(2 * l2 // 4, dtype=torch.int32, device=dev)
+    results = []
+    for b, qh, kvh, d, ctx in SHAPES:
+        g = torch.Generator(device=dev).manual_seed(1)
+        q = torch.rand(b, qh, 1, d, device=dev, dtype=torch.bfloat16, generator=g) * 2 - 1
+        k = torch.rand(b, kvh, ctx, d, device=dev, dtype=torch.bfloat16, generator=g) * 2 - 1
+        v = torch.rand(b, kvh, ctx, d, device=dev, dtype=torch.bfloat16, generator=g) * 2 - 1
+        backends = [("default", None)]
+        try:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            backends += [
+                ("flash", SDPBackend.FLASH_ATTENTION),
+                ("efficient", SDPBackend.EFFICIENT_ATTENTION),
+                ("cudnn", SDPBackend.CUDNN_ATTENTION),
+            ]
+        except ImportError:
+            sdpa_kernel = None
+        for name, be in backends:
+            def call():
+                return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+
+            try:
+                if be is None:
+                    fn = call
+                else:
+                    def fn(be=be):
+                        with sdpa_kernel(be):
+                            return call()
+                fn()
+                torch.cuda.synchronize()
+                s = time_fn(fn, flush, args.budget_ms / 1e3)
+            except Exception as e:  # a backend that does not support the shape
+                print(f"sdpa {name}: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
+                continue
+            results.append({
+                "batch": b, "q_heads": qh, "kv_heads": kvh, "head_dim": d, "context": ctx,
+                "median_s": statistics.median(s), "min_s": min(s), "samples": len(s),
+                "torch": torch.__version__, "backend": name,
+                "gbps": 2 * b * kvh * ctx * d * 2 / statistics.median(s) / 1e9,
+            })
+            print(f"sdpa {name}: {statistics.median(s) * 1e6:.1f} us", file=sys.stderr)
+    json.dump({"device": props.name, "results": results}, sys.stdout, indent=1)
+    print()
+
+
+if __name__ == "__main__":
+    main()

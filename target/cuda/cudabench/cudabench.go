@@ -1,0 +1,543 @@
+package cudabench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"llmir/kernels"
+	"llmir/schedule"
+	"llmir/search"
+	"llmir/target"
+	"llmir/target/cuda"
+	cudakernels "llmir/target/cuda/kernels"
+	"llmir/tuningdb"
+)
+
+// Task is one kernel to measure, with an optional baseline on the same
+// problem (cuBLAS for GEMV).
+type Task struct {
+	Kernel   cudakernels.Kernel
+	Baseline cudakernels.Kernel
+}
+
+// Llama3Decode is the decode suite of llama-3-8b (hidden 4096, 32 query and
+// 8 KV heads of 128, MLP 14336) at batch 1 and 16 for the linears and
+// batch 32 at context 4096 for attention, at KV block sizes 16…128.
+func Llama3Decode() []Task {
+	var ts []Task
+	for _, m := range []int64{1, 16} {
+		for _, nk := range [][2]int64{{6144, 4096}, {4096, 4096}, {28672, 4096}, {4096, 14336}} {
+			g := cudakernels.GEMV{M: m, N: nk[0], K: nk[1]}
+			ts = append(ts, Task{Kernel: g, Baseline: cudakernels.GEMVCuBLAS{GEMV: g}})
+		}
+	}
+	for _, bs := range []int64{16, 32, 64, 128} {
+		ts = append(ts, Task{Kernel: cudakernels.PagedAttention{Batch: 32, QHeads: 32, KVHeads: 8, HeadDim: 128, BlockSize: bs, Context: 4096}})
+	}
+	ts = append(ts,
+		Task{Kernel: cudakernels.RMSNorm{M: 16, H: 4096}},
+		Task{Kernel: cudakernels.SiluMul{M: 16, I: 14336}},
+	)
+	return ts
+}
+
+// Conformance is the check suite: odd shapes (primes, one past a vector,
+// ragged and empty sequences, GQA groups of 1 and 4, head_dim 64) that a
+// wrong index or a missing tail would fail.
+func Conformance() []Task {
+	ts := []Task{}
+	for _, g := range []cudakernels.GEMV{{M: 1, N: 37, K: 264}, {M: 3, N: 257, K: 4104}, {M: 16, N: 130, K: 1032}} {
+		ts = append(ts, Task{Kernel: g, Baseline: cudakernels.GEMVCuBLAS{GEMV: g}})
+	}
+	for _, a := range []cudakernels.PagedAttention{
+		{Batch: 5, QHeads: 8, KVHeads: 2, HeadDim: 128, BlockSize: 16, Context: 300, Ragged: true},
+		{Batch: 3, QHeads: 4, KVHeads: 4, HeadDim: 64, BlockSize: 7, Context: 100, Ragged: true},
+		{Batch: 2, QHeads: 32, KVHeads: 8, HeadDim: 128, BlockSize: 128, Context: 2500, Ragged: true},
+	} {
+		ts = append(ts, Task{Kernel: a})
+	}
+	ts = append(ts,
+		Task{Kernel: cudakernels.RMSNorm{M: 3, H: 4104}},
+		Task{Kernel: cudakernels.RMSNorm{M: 1, H: 130}},
+		Task{Kernel: cudakernels.SiluMul{M: 3, I: 1000}},
+		Task{Kernel: cudakernels.SiluMul{M: 1, I: 14}},
+	)
+	return ts
+}
+
+// Options configures Run.
+type Options struct {
+	// Samples is the number of sampled schedules per kernel beside the
+	// default (duplicates are dropped).
+	Samples int
+	Seed    uint64
+	Run     target.RunOptions
+	// DB receives every measurement of the kernels (not the baselines);
+	// nil records nothing.
+	DB *tuningdb.DB
+	// Bandwidth relates results to the copy bandwidth (zero: not related).
+	Bandwidth cuda.Bandwidth
+	// SDPA are PyTorch's times for attention shapes (scripts/sdpa_baseline.py).
+	SDPA []SDPAResult
+	// Log receives one line per task as it finishes (nil: none).
+	Log     io.Writer
+	Command string
+}
+
+// SDPAResult is one line of scripts/sdpa_baseline.py's output.
+type SDPAResult struct {
+	Batch   int64   `json:"batch"`
+	QHeads  int64   `json:"q_heads"`
+	KVHeads int64   `json:"kv_heads"`
+	HeadDim int64   `json:"head_dim"`
+	Context int64   `json:"context"`
+	MedianS float64 `json:"median_s"`
+	MinS    float64 `json:"min_s"`
+	Torch   string  `json:"torch"`
+	Backend string  `json:"backend,omitempty"`
+}
+
+// ParseSDPA reads the script's JSON (an object with a "results" list).
+func ParseSDPA(data []byte) ([]SDPAResult, error) {
+	var v struct {
+		Results []SDPAResult `json:"results"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil, fmt.Errorf("sdpa results: %w", err)
+	}
+	for i, r := range v.Results {
+		if r.Batch < 1 || r.QHeads < 1 || r.KVHeads < 1 || r.HeadDim < 1 || r.Context < 1 || !(r.MedianS > 0) {
+			return nil, fmt.Errorf("sdpa results: entry %d: %+v has a missing or non-positive field", i, r)
+		}
+	}
+	return v.Results, nil
+}
+
+// Trial is one measured schedule.
+type Trial struct {
+	ID          string             `json:"id"`
+	Default     bool               `json:"default,omitempty"`
+	Trace       json.RawMessage    `json:"trace,omitempty"`
+	Measurement target.Measurement `json:"measurement"`
+}
+
+// Row is one task's result.
+type Row struct {
+	Kernel   string  `json:"kernel"`
+	Default  *Trial  `json:"default"`
+	Best     *Trial  `json:"best"`
+	Baseline *Trial  `json:"baseline,omitempty"`
+	Trials   []Trial `json:"trials"`
+	// Counts of this task's trials by status (baseline excluded).
+	Counts map[target.Status]int `json:"counts"`
+	// Failures lists trials that failed other than by an emit error (a
+	// knob combination the generator refuses).
+	Failures []string `json:"failures,omitempty"`
+	Bytes    float64  `json:"bytes"`
+	// BestGBps is Bytes over the best median; CopyFraction relates it to
+	// the measured copy bandwidth; VsBaseline is baseline median over best
+	// median (> 1: faster than the baseline); VsSDPA the same for PyTorch.
+	BestGBps     float64 `json:"best_gbps,omitempty"`
+	CopyFraction float64 `json:"copy_fraction,omitempty"`
+	VsBaseline   float64 `json:"vs_baseline,omitempty"`
+	SDPAMedian   float64 `json:"sdpa_median_s,omitempty"`
+	VsSDPA       float64 `json:"vs_sdpa,omitempty"`
+	DefaultGBps  float64 `json:"default_gbps,omitempty"`
+	Elapsed      float64 `json:"elapsed_s"`
+}
+
+// WithoutSamples is the report with the samples left out (median, min and
+// quartiles kept): the database holds them, and with them a suite's JSON
+// runs to tens of megabytes.
+func (rep *Report) WithoutSamples() *Report {
+	out := *rep
+	out.Rows = make([]Row, len(rep.Rows))
+	strip := func(t *Trial) *Trial {
+		if t == nil {
+			return nil
+		}
+		c := *t
+		c.Measurement.Samples = nil
+		return &c
+	}
+	for i, r := range rep.Rows {
+		r.Trials = slices.Clone(r.Trials)
+		for j := range r.Trials {
+			r.Trials[j].Measurement.Samples = nil
+		}
+		r.Default, r.Best, r.Baseline = strip(r.Default), strip(r.Best), strip(r.Baseline)
+		out.Rows[i] = r
+	}
+	return &out
+}
+
+// Report is a whole run.
+type Report struct {
+	Device    json.RawMessage `json:"device"`
+	Bandwidth cuda.Bandwidth  `json:"bandwidth"`
+	Rows      []Row           `json:"rows"`
+}
+
+// errEmit marks trials whose schedule the generator refused.
+var errEmit = errors.New("emit")
+
+// Run measures every task on tg and returns the report. A task's failure
+// to build or validate is data in its row; the error is for the
+// infrastructure (no harness, cancelled, database).
+func Run(ctx context.Context, tg *cuda.Target, tasks []Task, o Options) (*Report, error) {
+	gpu := tg.Hardware()
+	hw := cudakernels.Hardware(gpu)
+	dev := tg.GPU().Device()
+	rep := &Report{Device: dev.JSON, Bandwidth: o.Bandwidth}
+	var dbDev tuningdb.Device
+	var runID int64
+	if o.DB != nil {
+		dbDev = tuningdb.Device{Hash: dev.Hash, Kind: tuningdb.KindCUDA, Compat: dev.Compat, Fingerprint: dev.JSON}
+		if o.Bandwidth.CopyGBps > 0 {
+			dbDev.Roofline.Points = []tuningdb.RooflinePoint{{Threads: 0, ReadGBps: o.Bandwidth.ReadGBps}}
+		}
+		if err := o.DB.PutDevice(ctx, dbDev); err != nil {
+			return nil, fmt.Errorf("cuda bench: %w", err)
+		}
+		var err error
+		runID, err = o.DB.StartRun(ctx, tuningdb.TuningRun{DeviceHash: dev.Hash, BudgetTrials: o.Samples + 1, Command: o.Command})
+		if err != nil {
+			return nil, fmt.Errorf("cuda bench: %w", err)
+		}
+	}
+	// Every task's candidates are built in one go: nvcc's batches then span
+	// tasks and keep all cores busy, and nothing builds while measuring.
+	preps := make([]*prepared, len(tasks))
+	var all []target.Candidate
+	for i, t := range tasks {
+		pr, err := prepare(t, gpu, hw, o, uint64(i))
+		if err != nil {
+			return rep, fmt.Errorf("cuda bench %s: %w", t.Kernel.Name(), err)
+		}
+		preps[i] = pr
+		for _, c := range pr.cands {
+			c.ID = fmt.Sprintf("k%d/%s", i, c.ID)
+			all = append(all, c)
+		}
+	}
+	if o.Log != nil {
+		fmt.Fprintf(o.Log, "building %d candidates of %d kernels\n", len(all), len(tasks))
+	}
+	start := time.Now()
+	built, err := tg.Build(ctx, all)
+	if err != nil {
+		return rep, fmt.Errorf("cuda bench: %w", err)
+	}
+	if o.Log != nil {
+		fmt.Fprintf(o.Log, "built in %.1fs\n", time.Since(start).Seconds())
+	}
+	for i, t := range tasks {
+		row, err := measureTask(ctx, tg, preps[i], built, i, o)
+		if err != nil {
+			return rep, fmt.Errorf("cuda bench %s: %w", t.Kernel.Name(), err)
+		}
+		if o.DB != nil {
+			if err := record(ctx, o.DB, dbDev, runID, t.Kernel, row); err != nil {
+				return rep, err
+			}
+		}
+		relate(row, t, o)
+		rep.Rows = append(rep.Rows, *row)
+		if o.Log != nil {
+			fmt.Fprintln(o.Log, row.Line())
+		}
+	}
+	if o.DB != nil {
+		summary, _ := json.Marshal(map[string]any{"tasks": len(rep.Rows), "bandwidth": o.Bandwidth})
+		if err := o.DB.FinishRun(ctx, runID, summary); err != nil {
+			return rep, fmt.Errorf("cuda bench: %w", err)
+		}
+	}
+	return rep, nil
+}
+
+// prepared is one task before measuring: its problem, its trials (emit
+// failures already decided) and the candidates to build.
+type prepared struct {
+	task   Task
+	p      *target.Problem
+	trials []*Trial
+	cands  []target.Candidate
+	base   *Trial
+}
+
+func prepare(t Task, gpu cuda.GPU, hw kernels.Hardware, o Options, salt uint64) (*prepared, error) {
+	k := t.Kernel
+	p, err := search.NewProblem(k, o.Seed+salt)
+	if err != nil {
+		return nil, err
+	}
+	pr := &prepared{task: t, p: p}
+	add := func(id string, trace json.RawMessage, isDef bool, s *schedule.Schedule) {
+		tr := &Trial{ID: id, Default: isDef, Trace: trace}
+		c, err := cudakernels.NewCandidate(id, k, s, gpu)
+		if err != nil {
+			tr.Measurement = target.Measurement{CandidateID: id, Status: target.StatusBuildError, Error: fmt.Errorf("%w: %v", errEmit, err).Error(), Threads: 1}
+		} else {
+			pr.cands = append(pr.cands, c)
+		}
+		pr.trials = append(pr.trials, tr)
+	}
+	def, err := search.DefaultSchedule(k, hw)
+	if err != nil {
+		return nil, err
+	}
+	key, err := search.TraceKey(def)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{string(key): true}
+	add("t0", key, true, def)
+	for i := range o.Samples {
+		s, err := search.SampleSchedule(k, hw, o.Seed*1000003+salt*7919+uint64(i)+1)
+		if err != nil {
+			return nil, err
+		}
+		key, err := search.TraceKey(s)
+		if err != nil {
+			return nil, err
+		}
+		if seen[string(key)] {
+			continue
+		}
+		seen[string(key)] = true
+		add(fmt.Sprintf("t%d", len(pr.trials)), key, false, s)
+	}
+	if t.Baseline != nil {
+		bs, err := search.DefaultSchedule(t.Baseline, hw)
+		if err != nil {
+			return nil, err
+		}
+		c, err := cudakernels.NewCandidate("baseline", t.Baseline, bs, gpu)
+		if err != nil {
+			return nil, err
+		}
+		pr.base = &Trial{ID: "baseline"}
+		pr.cands = append(pr.cands, c)
+	}
+	return pr, nil
+}
+
+// measureTask runs one task's built candidates (IDs "k<i>/<id>" in built)
+// in one harness session.
+func measureTask(ctx context.Context, tg *cuda.Target, pr *prepared, built map[string]target.Built, i int, o Options) (*Row, error) {
+	start := time.Now()
+	k := pr.task.Kernel
+	row := &Row{Kernel: k.Name(), Counts: map[target.Status]int{}, Bytes: k.Bytes()}
+	order := make([]target.Built, 0, len(pr.cands))
+	for _, c := range pr.cands {
+		b, ok := built[fmt.Sprintf("k%d/%s", i, c.ID)]
+		if !ok {
+			return nil, fmt.Errorf("candidate %s was not built", c.ID)
+		}
+		b.Candidate.ID = c.ID
+		if b.Failure != nil {
+			f := *b.Failure
+			f.CandidateID = c.ID
+			b.Failure = &f
+		}
+		order = append(order, b)
+	}
+	ms := map[string]target.Measurement{}
+	if len(order) > 0 {
+		var err error
+		if ms, err = tg.Run(ctx, pr.p, order, o.Run); err != nil {
+			return nil, err
+		}
+	}
+	for _, tr := range pr.trials {
+		if tr.Measurement.Status == "" {
+			tr.Measurement = ms[tr.ID]
+		}
+		m := tr.Measurement
+		row.Counts[m.Status]++
+		if m.Status != target.StatusOK && !strings.HasPrefix(m.Error, errEmit.Error()+":") {
+			row.Failures = append(row.Failures, fmt.Sprintf("%s (%s): %s", tr.ID, m.Status, firstLines(m.Error, 6)))
+		}
+		row.Trials = append(row.Trials, *tr)
+	}
+	for i := range row.Trials {
+		if row.Trials[i].Default {
+			row.Default = &row.Trials[i]
+		}
+		if m := row.Trials[i].Measurement; m.OK() && (row.Best == nil || target.Faster(m, row.Best.Measurement)) {
+			row.Best = &row.Trials[i]
+		}
+	}
+	if pr.base != nil {
+		pr.base.Measurement = ms["baseline"]
+		row.Baseline = pr.base
+		if !pr.base.Measurement.OK() {
+			row.Failures = append(row.Failures, fmt.Sprintf("baseline (%s): %s", pr.base.Measurement.Status, firstLines(pr.base.Measurement.Error, 6)))
+		}
+	}
+	row.Elapsed = time.Since(start).Seconds()
+	return row, nil
+}
+
+func firstLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = append(lines[:n], "…")
+	}
+	return strings.Join(lines, "\n")
+}
+
+// relate fills the row's rates and ratios.
+func relate(r *Row, t Task, o Options) {
+	if r.Best != nil {
+		r.BestGBps = r.Bytes / r.Best.Measurement.Median / 1e9
+		if o.Bandwidth.CopyGBps > 0 {
+			r.CopyFraction = r.BestGBps / o.Bandwidth.CopyGBps
+		}
+		if r.Baseline != nil && r.Baseline.Measurement.OK() {
+			r.VsBaseline = r.Baseline.Measurement.Median / r.Best.Measurement.Median
+		}
+	}
+	if r.Default != nil && r.Default.Measurement.OK() {
+		r.DefaultGBps = r.Bytes / r.Default.Measurement.Median / 1e9
+	}
+	a, ok := t.Kernel.(cudakernels.PagedAttention)
+	if !ok || a.Ragged || r.Best == nil {
+		return
+	}
+	// SDPA reads the same keys stored contiguously: one time for every
+	// block size, the fastest of its backends.
+	for _, s := range o.SDPA {
+		if s.Batch == a.Batch && s.QHeads == a.QHeads && s.KVHeads == a.KVHeads && s.HeadDim == a.HeadDim && s.Context == a.Context &&
+			(r.SDPAMedian == 0 || s.MedianS < r.SDPAMedian) {
+			r.SDPAMedian = s.MedianS
+			r.VsSDPA = s.MedianS / r.Best.Measurement.Median
+		}
+	}
+}
+
+// record writes the kernel's trials in one transaction.
+func record(ctx context.Context, db *tuningdb.DB, dev tuningdb.Device, runID int64, k kernels.Kernel, r *Row) error {
+	wl := search.WorkloadOf(k, 1)
+	now := time.Now()
+	var recs []tuningdb.Record
+	for i, tr := range r.Trials {
+		m := tr.Measurement
+		samples := make([]float64, len(m.Samples))
+		for j, s := range m.Samples {
+			samples[j] = max(s, 1e-9)
+		}
+		st := tuningdb.Status(m.Status)
+		if st == tuningdb.StatusOK && len(samples) == 0 {
+			st, m.Error = tuningdb.StatusRuntimeError, "ok without samples"
+		}
+		recs = append(recs, tuningdb.Record{
+			WorkloadKey: wl.Key, DeviceHash: dev.Hash, CodegenVersion: CodegenVersion,
+			Trace: tr.Trace, Status: st, Error: m.Error, Samples: samples,
+			CreatedAt: now.Add(time.Duration(i) * time.Microsecond), RunID: runID,
+		})
+	}
+	if _, err := db.RecordBatch(ctx, tuningdb.Batch{Devices: []tuningdb.Device{dev}, Workloads: []tuningdb.Workload{wl}, Records: recs}); err != nil {
+		return fmt.Errorf("record %s: %w", k.Name(), err)
+	}
+	return nil
+}
+
+// CodegenVersion is stamped on the CUDA records: bump it when a generator
+// changes what a stored knob trace means.
+const CodegenVersion = 1
+
+// Line is the row in one line of text.
+func (r Row) Line() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-58s", r.Kernel)
+	ms := func(t *Trial) string {
+		if t == nil || !t.Measurement.OK() {
+			if t != nil {
+				return string(t.Measurement.Status)
+			}
+			return "-"
+		}
+		return fmt.Sprintf("%.2fus", t.Measurement.Median*1e6)
+	}
+	fmt.Fprintf(&b, " default %s best %s", ms(r.Default), ms(r.Best))
+	if r.BestGBps > 0 {
+		fmt.Fprintf(&b, " %.0f GB/s", r.BestGBps)
+	}
+	if r.CopyFraction > 0 {
+		fmt.Fprintf(&b, " (%.0f%% of copy)", 100*r.CopyFraction)
+	}
+	if r.Baseline != nil {
+		fmt.Fprintf(&b, " baseline %s", ms(r.Baseline))
+		if r.VsBaseline > 0 {
+			fmt.Fprintf(&b, " %.2fx", r.VsBaseline)
+		}
+	}
+	if r.VsSDPA > 0 {
+		fmt.Fprintf(&b, " sdpa %.2fus %.2fx", r.SDPAMedian*1e6, r.VsSDPA)
+	}
+	var st []string
+	for s, n := range r.Counts {
+		st = append(st, fmt.Sprintf("%s=%d", s, n))
+	}
+	slices.Sort(st)
+	fmt.Fprintf(&b, " [%s]", strings.Join(st, " "))
+	return b.String()
+}
+
+// Markdown renders the report as a table.
+func (rep *Report) Markdown() string {
+	var b strings.Builder
+	var dev struct {
+		Name string `json:"name"`
+		Arch string `json:"arch"`
+		SMs  int    `json:"sms"`
+	}
+	_ = json.Unmarshal(rep.Device, &dev)
+	fmt.Fprintf(&b, "Device: %s (%s, %d SMs). Copy bandwidth %.0f GB/s (cudaMemcpy D2D, read+write), read kernel %.0f GB/s.\n\n",
+		dev.Name, dev.Arch, dev.SMs, rep.Bandwidth.CopyGBps, rep.Bandwidth.ReadGBps)
+	b.WriteString("| kernel | default µs | best µs | best GB/s | % of copy | baseline µs | vs baseline | SDPA µs | vs SDPA | trials |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	us := func(t *Trial) string {
+		if t == nil {
+			return "-"
+		}
+		if !t.Measurement.OK() {
+			return string(t.Measurement.Status)
+		}
+		return fmt.Sprintf("%.2f", t.Measurement.Median*1e6)
+	}
+	num := func(v float64, f string) string {
+		if v <= 0 {
+			return "-"
+		}
+		return fmt.Sprintf(f, v)
+	}
+	for _, r := range rep.Rows {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d ok / %d |\n", r.Kernel, us(r.Default), us(r.Best),
+			num(r.BestGBps, "%.0f"), num(100*r.CopyFraction, "%.0f%%"), us(r.Baseline), num(r.VsBaseline, "%.2f×"),
+			num(r.SDPAMedian*1e6, "%.2f"), num(r.VsSDPA, "%.2f×"), r.Counts[target.StatusOK], len(r.Trials))
+	}
+	return b.String()
+}
+
+// Failed lists the rows with failures (the check's verdict).
+func (rep *Report) Failed() []string {
+	var out []string
+	for _, r := range rep.Rows {
+		if r.Default == nil || !r.Default.Measurement.OK() {
+			out = append(out, r.Kernel+": default schedule not ok")
+		}
+		for _, f := range r.Failures {
+			out = append(out, r.Kernel+": "+f)
+		}
+	}
+	return out
+}

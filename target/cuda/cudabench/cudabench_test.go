@@ -1,0 +1,90 @@
+package cudabench
+
+import (
+	"strings"
+	"testing"
+
+	"llmir/target"
+	cudakernels "llmir/target/cuda/kernels"
+)
+
+func TestParseSDPA(t *testing.T) {
+	good := `{"device": "NVIDIA H100", "results": [{"batch": 32, "q_heads": 32, "kv_heads": 8, "head_dim": 128, "context": 4096, "median_s": 1.4e-4, "min_s": 1.3e-4, "samples": 900, "torch": "2.8.0", "backend": "flash", "gbps": 3800}]}`
+	rs, err := ParseSDPA([]byte(good))
+	if err != nil || len(rs) != 1 || rs[0].Backend != "flash" || rs[0].MedianS != 1.4e-4 {
+		t.Fatalf("ParseSDPA = %+v, %v", rs, err)
+	}
+	for _, bad := range []string{`{"results": [{"batch": 32}]}`, `[1, 2]`, `{"results": [{"batch": 1, "q_heads": 1, "kv_heads": 1, "head_dim": 8, "context": 1, "median_s": -1}]}`} {
+		if _, err := ParseSDPA([]byte(bad)); err == nil {
+			t.Errorf("ParseSDPA(%s) accepted", bad)
+		}
+	}
+}
+
+func ok(median float64) target.Measurement {
+	m := target.Measurement{Status: target.StatusOK}
+	m.SetSamples([]float64{median, median, median})
+	return m
+}
+
+// TestRelate checks the ratios the goals are stated in.
+func TestRelate(t *testing.T) {
+	a := cudakernels.PagedAttention{Batch: 32, QHeads: 32, KVHeads: 8, HeadDim: 128, BlockSize: 16, Context: 4096}
+	r := &Row{Kernel: a.Name(), Bytes: 4e8}
+	r.Trials = []Trial{{ID: "t0", Default: true, Measurement: ok(2e-4)}, {ID: "t1", Measurement: ok(1e-4)}}
+	r.Default, r.Best = &r.Trials[0], &r.Trials[1]
+	o := Options{SDPA: []SDPAResult{
+		{Batch: 32, QHeads: 32, KVHeads: 8, HeadDim: 128, Context: 4096, MedianS: 1.5e-4, Backend: "default"},
+		{Batch: 32, QHeads: 32, KVHeads: 8, HeadDim: 128, Context: 4096, MedianS: 1.2e-4, Backend: "flash"},
+		{Batch: 16, QHeads: 32, KVHeads: 8, HeadDim: 128, Context: 4096, MedianS: 1e-5},
+	}}
+	o.Bandwidth.CopyGBps = 5000
+	relate(r, Task{Kernel: a}, o)
+	if r.BestGBps != 4000 || r.CopyFraction != 0.8 || r.DefaultGBps != 2000 {
+		t.Errorf("rates: %+v", r)
+	}
+	if r.SDPAMedian != 1.2e-4 || r.VsSDPA != 1.2 {
+		t.Errorf("SDPA: median %g ratio %g, want the fastest backend 1.2e-4 and 1.2", r.SDPAMedian, r.VsSDPA)
+	}
+	g := cudakernels.GEMV{M: 1, N: 8, K: 8}
+	rg := &Row{Kernel: g.Name(), Bytes: 1e6, Trials: []Trial{{ID: "t0", Default: true, Measurement: ok(1e-5)}}}
+	rg.Default, rg.Best = &rg.Trials[0], &rg.Trials[0]
+	rg.Baseline = &Trial{ID: "baseline", Measurement: ok(1.5e-5)}
+	relate(rg, Task{Kernel: g}, Options{})
+	if rg.VsBaseline != 1.5 || rg.CopyFraction != 0 {
+		t.Errorf("baseline ratio %g, copy fraction %g", rg.VsBaseline, rg.CopyFraction)
+	}
+	rep := &Report{Rows: []Row{*r, *rg}}
+	md := rep.Markdown()
+	for _, want := range []string{"| " + a.Name() + " | 200.00 | 100.00 | 4000 | 80% |", "1.20×", "1.50×"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	if f := rep.Failed(); len(f) != 0 {
+		t.Errorf("Failed() = %v", f)
+	}
+	rg.Failures = []string{"t3 (wrong_result): relative L2 error 0.5"}
+	rep = &Report{Rows: []Row{*rg}}
+	if f := rep.Failed(); len(f) != 1 || !strings.Contains(f[0], "wrong_result") {
+		t.Errorf("Failed() = %v", f)
+	}
+}
+
+func TestSuites(t *testing.T) {
+	for name, tasks := range map[string][]Task{"llama3": Llama3Decode(), "conformance": Conformance()} {
+		seen := map[string]bool{}
+		for _, task := range tasks {
+			if _, err := task.Kernel.Def(); err != nil {
+				t.Errorf("%s: %s: %v", name, task.Kernel.Name(), err)
+			}
+			if seen[task.Kernel.Name()] {
+				t.Errorf("%s: %s twice", name, task.Kernel.Name())
+			}
+			seen[task.Kernel.Name()] = true
+		}
+	}
+	if n := len(Llama3Decode()); n != 14 {
+		t.Errorf("llama3 decode suite has %d kernels, want 14", n)
+	}
+}

@@ -1,0 +1,489 @@
+package cudakernels
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+
+	"llmir/ir"
+	"llmir/kernels"
+	"llmir/schedule"
+	"llmir/target/cuda"
+)
+
+// PagedAttention is decode attention in bf16 over a paged KV cache laid out
+// by kvcache.Layout (one layer: pool [2 (K, V)][blocks][block_size]
+// [kv_heads][head_dim]), one query per sequence at position
+// context_lens[b]−1, query head h reading KV head h/(QHeads/KVHeads).
+//
+// The generated kernel gives one thread block a (sequence, KV head, group
+// of query heads, KV partition): a group of D/vec lanes holds one token's
+// key (16-byte loads), so one warp covers 32·vec/D tokens per step; each
+// lane group keeps an online softmax (max, sum, accumulator in f32) per
+// query head, merged across lanes by shuffles and across warps through
+// shared memory. With split-KV (partition > 0) a second kernel merges the
+// partitions, so short batches still fill the SMs.
+type PagedAttention struct {
+	Batch, QHeads, KVHeads, HeadDim int64
+	BlockSize                       int64
+	// Context is the longest context; MaxBlocks = ⌈Context/BlockSize⌉.
+	Context int64
+	// Ragged draws each sequence's length in [0, Context] (tests); false
+	// gives every sequence Context tokens (the benchmark shapes).
+	Ragged bool
+}
+
+func (a PagedAttention) maxBlocks() int64 { return (a.Context + a.BlockSize - 1) / a.BlockSize }
+func (a PagedAttention) numBlocks() int64 { return a.Batch * a.maxBlocks() }
+func (a PagedAttention) group() int64     { return a.QHeads / a.KVHeads }
+
+func (a PagedAttention) check() error {
+	if a.Batch < 1 || a.KVHeads < 1 || a.QHeads < a.KVHeads || a.QHeads%a.KVHeads != 0 ||
+		a.BlockSize < 1 || a.Context < 1 || a.HeadDim < 8 || a.HeadDim%8 != 0 || a.HeadDim > 256 {
+		return fmt.Errorf("paged attention: shape %+v (want q heads a multiple of kv heads, head_dim a multiple of 8 up to 256)", a)
+	}
+	return nil
+}
+
+func (a PagedAttention) knobs() kernels.Knobs {
+	var hpb []int64
+	for h := int64(1); h <= a.group(); h++ {
+		if a.group()%h == 0 {
+			hpb = append(hpb, h)
+		}
+	}
+	return kernels.Knobs{
+		{Name: "warps", Values: []int64{4, 8}},
+		{Name: "partition", Values: []int64{0, 256, 512, 1024, 2048}},
+		{Name: "heads_per_block", Values: hpb},
+		{Name: "vec", Values: []int64{8, 16, 4}},
+		{Name: "unroll", Values: []int64{1, 2, 4, 8}},
+		{Name: "prefetch", Values: []int64{0, 1}},
+	}
+}
+
+// Name is "cuda_paged_attention/B=…,QH=…,KVH=…,D=…,BS=…,ctx=…/bf16".
+func (a PagedAttention) Name() string {
+	r := ""
+	if a.Ragged {
+		r = ",ragged"
+	}
+	return fmt.Sprintf("cuda_paged_attention/B=%d,QH=%d,KVH=%d,D=%d,BS=%d,ctx=%d%s/bf16",
+		a.Batch, a.QHeads, a.KVHeads, a.HeadDim, a.BlockSize, a.Context, r)
+}
+
+// Def declares q, the pool, the block tables and lengths, and out.
+func (a PagedAttention) Def() (*schedule.Def, error) {
+	if err := a.check(); err != nil {
+		return nil, err
+	}
+	return schedule.NewTemplateDef("cuda_paged_attention",
+		"out[b, h] = softmax_j(q[b, h] · K[b, j, h/group] / sqrt(D)) · V[b, j, h/group] over the first context_lens[b] tokens of the paged cache",
+		[]*schedule.Tensor{
+			bf16Buf("q", a.Batch, a.QHeads, a.HeadDim),
+			bf16Buf("kv_pool", 2, a.numBlocks(), a.BlockSize, a.KVHeads, a.HeadDim),
+			i32Buf("block_tables", a.Batch, a.maxBlocks()),
+			i32Buf("context_lens", a.Batch),
+		}, bf16Buf("out", a.Batch, a.QHeads, a.HeadDim))
+}
+
+// Workload is llmir.paged_attention with the block size as an attribute
+// (it changes the generated code).
+func (a PagedAttention) Workload() ir.Workload {
+	return ir.Workload{
+		Group: []string{"llmir.paged_attention"},
+		Inputs: []ir.TensorSig{
+			{Shape: []int64{a.Batch, a.QHeads, a.HeadDim}, DType: "bf16"},
+			{KV: fmt.Sprintf("!llmir.paged_kv<layers=1, blocks=%d, block_size=%d, kv_heads=%d, head_dim=%d, bf16>", a.numBlocks(), a.BlockSize, a.KVHeads, a.HeadDim), DType: "bf16"},
+			{Shape: []int64{a.Batch, a.maxBlocks()}, DType: "i32"},
+			{Shape: []int64{a.Batch}, DType: "i32"},
+		},
+		Output: []ir.TensorSig{{Shape: []int64{a.Batch, a.QHeads, a.HeadDim}, DType: "bf16"}},
+		Attrs:  map[string]string{"block_size": fmt.Sprint(a.BlockSize), "context": fmt.Sprint(a.Context), "ragged": fmt.Sprint(a.Ragged)},
+	}
+}
+
+func (a PagedAttention) Dims() []int64 { return nil }
+
+// Fill gives the block tables a random permutation of the pool's blocks
+// (so a kernel that ignores the table reads the wrong keys) and the lengths
+// their policy.
+func (a PagedAttention) Fill(input string) func(rng *rand.Rand, v []float64) {
+	switch input {
+	case "block_tables":
+		return func(rng *rand.Rand, v []float64) {
+			for i, p := range rng.Perm(len(v)) {
+				v[i] = float64(p)
+			}
+		}
+	case "context_lens":
+		return func(rng *rand.Rand, v []float64) {
+			for i := range v {
+				v[i] = float64(a.Context)
+				if a.Ragged {
+					// Zero, one, and full lengths are the edge cases.
+					switch i % 4 {
+					case 0:
+						v[i] = float64(rng.IntN(int(a.Context) + 1))
+					case 1:
+						v[i] = float64((i / 4) % 2)
+					case 2:
+						v[i] = float64(1 + rng.IntN(int(a.Context)))
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Reference is attention in float64 straight from the layout formula
+// (tested against kernels/ref.PagedAttention on small shapes).
+func (a PagedAttention) Reference(in [][]float64) [][]float64 {
+	q, pool, bt, lens := in[0], in[1], in[2], in[3]
+	B, QH, KVH, D, BS, MB := int(a.Batch), int(a.QHeads), int(a.KVHeads), int(a.HeadDim), int(a.BlockSize), int(a.maxBlocks())
+	half := int(a.numBlocks()) * BS * KVH * D
+	out := make([]float64, B*QH*D)
+	scale := 1 / math.Sqrt(float64(D))
+	group := QH / KVH
+	parallelRows(B*QH, func(bh int) {
+		b, h := bh/QH, bh%QH
+		kvh := h / group
+		n := int(lens[b])
+		if n <= 0 {
+			return
+		}
+		qv := q[bh*D : (bh+1)*D]
+		scores := make([]float64, n)
+		mx := math.Inf(-1)
+		for j := range n {
+			off := ((int(bt[b*MB+j/BS])*BS+j%BS)*KVH + kvh) * D
+			var s float64
+			for e, x := range qv {
+				s += x * pool[off+e]
+			}
+			scores[j] = s * scale
+			mx = max(mx, scores[j])
+		}
+		var sum float64
+		o := out[bh*D : (bh+1)*D]
+		for j := range n {
+			p := math.Exp(scores[j] - mx)
+			sum += p
+			off := half + ((int(bt[b*MB+j/BS])*BS+j%BS)*KVH+kvh)*D
+			for e := range o {
+				o[e] += p * pool[off+e]
+			}
+		}
+		for e := range o {
+			o[e] /= sum
+		}
+	})
+	return [][]float64{out}
+}
+
+// FLOPs counts q·k and p·v.
+func (a PagedAttention) FLOPs() float64 {
+	return 4 * float64(a.Batch*a.QHeads*a.HeadDim) * float64(a.Context)
+}
+
+// Bytes is the keys and values read once per KV head (the benchmark shapes
+// have every sequence at full context), plus q and out.
+func (a PagedAttention) Bytes() float64 {
+	kv := 2 * float64(a.Batch*a.KVHeads*a.HeadDim) * float64(a.Context) * 2
+	return kv + 4*float64(a.Batch*a.QHeads*a.HeadDim) + 4*float64(a.Batch*a.maxBlocks()+a.Batch)
+}
+
+func (a PagedAttention) Space(s *schedule.Schedule, _ kernels.Hardware) error {
+	return a.knobs().Sample(s)
+}
+
+// Default (the H200 tune's winner at block size 16): all query heads of a
+// KV head in one block (each key is loaded once), 16 dims per lane, two
+// tokens per lane group per step with the next step's loads issued before
+// this step's math, and split-KV partitions when sequences × KV heads
+// alone give fewer than four blocks per SM.
+func (a PagedAttention) Default(s *schedule.Schedule, hw kernels.Hardware) error {
+	v := map[string]int64{"warps": 4, "partition": 0, "heads_per_block": a.group(), "vec": 8, "unroll": 2, "prefetch": 1}
+	// 16 dims per lane when the head allows: half the shuffles per score
+	// of 8, for twice the registers.
+	switch {
+	case a.HeadDim%16 == 0 && 32%(a.HeadDim/16) == 0:
+		v["vec"] = 16
+	case a.HeadDim%8 != 0 || 32%(a.HeadDim/8) != 0:
+		v["vec"] = 4
+	}
+	blocks := a.Batch * a.KVHeads
+	sms := int64(max(hw.Threads, 1))
+	for _, p := range []int64{2048, 1024, 512, 256} {
+		if blocks >= 4*sms {
+			break
+		}
+		if a.Context > p {
+			v["partition"] = p
+			blocks = a.Batch * a.KVHeads * ((a.Context + p - 1) / p)
+		}
+	}
+	return a.knobs().Choose(s, v)
+}
+
+// EmitCUDA writes the kernels for the knobs in s.
+func (a PagedAttention) EmitCUDA(s *schedule.Schedule, _ cuda.GPU, entry string) (string, error) {
+	if err := a.check(); err != nil {
+		return "", err
+	}
+	k, err := knobsOf(a.knobs(), s)
+	if err != nil {
+		return "", err
+	}
+	W, P, HPB, V, U, PF := k["warps"], k["partition"], k["heads_per_block"], k["vec"], k["unroll"], k["prefetch"]
+	lpt := a.HeadDim / V
+	if a.HeadDim%V != 0 || lpt > 32 || 32%lpt != 0 {
+		return "", fmt.Errorf("paged attention: head_dim %d / vec %d = %d lanes per token, want a divisor of 32", a.HeadDim, V, lpt)
+	}
+	if a.group()%HPB != 0 {
+		return "", fmt.Errorf("paged attention: heads_per_block %d does not divide the group %d", HPB, a.group())
+	}
+	if smem := 4 * W * HPB * (a.HeadDim + 2); smem > 48<<10 {
+		return "", fmt.Errorf("paged attention: %d bytes of shared memory for warps %d × heads %d (max 48 KiB)", smem, W, HPB)
+	}
+	span := a.maxBlocks() * a.BlockSize
+	if P == 0 || P >= span {
+		P = 0
+	}
+	parts := int64(1)
+	part := span
+	if P > 0 {
+		parts, part = (span+P-1)/P, P
+	}
+	var b strings.Builder
+	b.WriteString(prelude)
+	fmt.Fprintf(&b, `
+// %s: warps=%d partition=%d heads_per_block=%d vec=%d unroll=%d prefetch=%d
+constexpr int B = %d, QH = %d, KVH = %d, D = %d, BS = %d, MAXB = %d;
+constexpr int GROUP = QH / KVH, HPB = %d, WARPS = %d, V = %d, U = %d;
+constexpr bool PREFETCH = %t;
+constexpr int LPT = D / V;            // lanes per token
+constexpr int CH = V == 16 ? 8 : V;   // elements per 16-byte load
+constexpr int VEC16_STRIDE = D / 2;   // a lane's second half, with V = 16
+constexpr int TPW = 32 / LPT;         // tokens per warp step
+constexpr int PART = %d, NPART = %d;  // tokens per partition, partitions
+constexpr size_t HALF = (size_t)%d * BS * KVH * D;  // V's offset in the pool
+constexpr float SCALE_LOG2 = %.9ef;  // log2(e) / sqrt(D)
+`, a.Name(), W, P, HPB, V, U, PF, a.Batch, a.QHeads, a.KVHeads, a.HeadDim, a.BlockSize, a.maxBlocks(),
+		HPB, W, V, U, PF == 1, part, parts, a.numBlocks(), math.Log2E/math.Sqrt(float64(a.HeadDim)))
+	b.WriteString(unpackLoad(V))
+	b.WriteString(`
+// load_kv loads the keys and values of tokens t0 + u·WARPS·TPW (u < U)
+// of this lane's dims; ok[u] says whether token u exists.
+__device__ __forceinline__ void load_kv(const __nv_bfloat16 *__restrict__ pool, const int *__restrict__ bt, int t0,
+    int tend, int kvh, int d0, vec_t (&kv)[U], vec_t (&vv)[U], bool (&ok)[U]) {
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+    const int t = t0 + u * WARPS * TPW;
+    ok[u] = t < tend;
+    if (ok[u]) {
+      const size_t off = (((size_t)bt[t / BS] * BS + t % BS) * KVH + kvh) * D + d0;
+      kv[u] = ldv(pool + off);
+      vv[u] = ldv(pool + HALF + off);
+    }
+  }
+}
+
+// One block: sequence blockIdx.x, KV head and query-head group blockIdx.y,
+// partition blockIdx.z. Scores are kept in log2 units (exp2f).
+__global__ void __launch_bounds__(WARPS * 32) attn(const __nv_bfloat16 *__restrict__ q,
+    const __nv_bfloat16 *__restrict__ pool, const int *__restrict__ block_tables,
+    const int *__restrict__ context_lens, __nv_bfloat16 *__restrict__ out,
+    float *__restrict__ part_ml, float *__restrict__ part_acc) {
+  const int b = blockIdx.x;
+  const int kvh = blockIdx.y / (GROUP / HPB);
+  const int h0 = kvh * GROUP + (blockIdx.y % (GROUP / HPB)) * HPB;
+  const int ctx = context_lens[b];
+  const int tbeg = blockIdx.z * PART, tend = min(ctx, tbeg + PART);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  // Lane dims: d0 + v for v < CH, and d0 + D/2 + v − CH above (V = 16).
+  const int sub = lane / LPT, d0 = (lane % LPT) * CH;
+  const int *bt = block_tables + (size_t)b * MAXB;
+
+  float qf[HPB][V], m[HPB], l[HPB], acc[HPB][V];
+#pragma unroll
+  for (int h = 0; h < HPB; h++) {
+    unpack(ldv(q + ((size_t)b * QH + h0 + h) * D + d0), qf[h]);
+#pragma unroll
+    for (int v = 0; v < V; v++) {
+      qf[h][v] *= SCALE_LOG2;
+      acc[h][v] = 0.f;
+    }
+    m[h] = -INFINITY;
+    l[h] = 0.f;
+  }
+  // base is uniform across the warp, so every lane reaches every shuffle.
+  // The U tokens of a step are loaded first (U loads in flight per lane),
+  // scored, and folded into the online softmax with one rescale per step;
+  // with PREFETCH the next step's loads are issued before this step's math.
+  constexpr int STEP = WARPS * TPW * U;
+  vec_t kv[U], vv[U];
+  bool ok[U];
+  load_kv(pool, bt, tbeg + warp * TPW + sub, tend, kvh, d0, kv, vv, ok);
+  for (int base = tbeg + warp * TPW; base < tend; base += STEP) {
+    vec_t kn[U], vn[U];
+    bool okn[U];
+    if (PREFETCH) load_kv(pool, bt, base + STEP + sub, tend, kvh, d0, kn, vn, okn);
+    float s[U][HPB];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      float kf[V];
+      if (ok[u]) {
+        unpack(kv[u], kf);
+      } else {
+#pragma unroll
+        for (int v = 0; v < V; v++) kf[v] = 0.f;
+      }
+#pragma unroll
+      for (int h = 0; h < HPB; h++) {
+        float d = 0.f;
+#pragma unroll
+        for (int v = 0; v < V; v++) d = fmaf(qf[h][v], kf[v], d);
+#pragma unroll
+        for (int o = LPT / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+        s[u][h] = ok[u] ? d : -INFINITY;
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < HPB; h++) {
+      float mn = m[h];
+#pragma unroll
+      for (int u = 0; u < U; u++) mn = fmaxf(mn, s[u][h]);
+      // Rescale only when the running max grows, which after the first
+      // tokens is rare: the multiply of every accumulator is skipped.
+      if (mn > m[h]) {
+        const float c = exp2f(m[h] - mn);  // 0 while m is still -inf
+        l[h] *= c;
+#pragma unroll
+        for (int v = 0; v < V; v++) acc[h][v] *= c;
+        m[h] = mn;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      if (!ok[u]) continue;
+      float vf[V];
+      unpack(vv[u], vf);
+#pragma unroll
+      for (int h = 0; h < HPB; h++) {
+        const float p = exp2f(s[u][h] - m[h]);
+        l[h] += p;
+#pragma unroll
+        for (int v = 0; v < V; v++) acc[h][v] = fmaf(p, vf[v], acc[h][v]);
+      }
+    }
+    if (PREFETCH) {
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        kv[u] = kn[u];
+        vv[u] = vn[u];
+        ok[u] = okn[u];
+      }
+    } else {
+      load_kv(pool, bt, base + STEP + sub, tend, kvh, d0, kv, vv, ok);
+    }
+  }
+  // Merge the warp's token slots (lanes LPT apart hold the same dims).
+#pragma unroll
+  for (int o = LPT; o < 32; o <<= 1) {
+#pragma unroll
+    for (int h = 0; h < HPB; h++) {
+      const float m2 = __shfl_xor_sync(0xffffffffu, m[h], o);
+      const float l2 = __shfl_xor_sync(0xffffffffu, l[h], o);
+      const float mn = fmaxf(m[h], m2);
+      const float c1 = mn == -INFINITY ? 0.f : exp2f(m[h] - mn);
+      const float c2 = mn == -INFINITY ? 0.f : exp2f(m2 - mn);
+      l[h] = l[h] * c1 + l2 * c2;
+#pragma unroll
+      for (int v = 0; v < V; v++) {
+        const float a2 = __shfl_xor_sync(0xffffffffu, acc[h][v], o);
+        acc[h][v] = acc[h][v] * c1 + a2 * c2;
+      }
+      m[h] = mn;
+    }
+  }
+  // Merge the warps through shared memory.
+  __shared__ float sm_m[WARPS][HPB], sm_l[WARPS][HPB], sm_acc[WARPS][HPB][D];
+  if (sub == 0) {
+#pragma unroll
+    for (int h = 0; h < HPB; h++) {
+#pragma unroll
+      for (int v = 0; v < V; v++) sm_acc[warp][h][d0 + v % CH + (v / CH) * (D / 2)] = acc[h][v];
+      if (lane == 0) {
+        sm_m[warp][h] = m[h];
+        sm_l[warp][h] = l[h];
+      }
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < HPB * D; i += WARPS * 32) {
+    const int h = i / D, d = i % D;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < WARPS; w++) mx = fmaxf(mx, sm_m[w][h]);
+    float sum = 0.f, a = 0.f;
+    if (mx != -INFINITY) {
+#pragma unroll
+      for (int w = 0; w < WARPS; w++) {
+        const float c = exp2f(sm_m[w][h] - mx);
+        sum += sm_l[w][h] * c;
+        a += sm_acc[w][h][d] * c;
+      }
+    }
+    const size_t row = (size_t)b * QH + h0 + h;
+    if (NPART == 1) {
+      out[row * D + d] = __float2bfloat16(sum > 0.f ? a / sum : 0.f);
+    } else {
+      const size_t pr = row * NPART + blockIdx.z;
+      part_acc[pr * D + d] = a;
+      if (d == 0) {
+        part_ml[2 * pr] = mx;
+        part_ml[2 * pr + 1] = sum;
+      }
+    }
+  }
+}
+
+// Merges the partitions of one (sequence, query head): one thread per dim.
+__global__ void __launch_bounds__(D) merge(const float *__restrict__ part_ml,
+    const float *__restrict__ part_acc, __nv_bfloat16 *__restrict__ out) {
+  const size_t row = blockIdx.x;
+  const int d = threadIdx.x;
+  float mx = -INFINITY;
+  for (int p = 0; p < NPART; p++) mx = fmaxf(mx, part_ml[2 * (row * NPART + p)]);
+  float sum = 0.f, a = 0.f;
+  if (mx != -INFINITY) {
+    for (int p = 0; p < NPART; p++) {
+      const size_t pr = row * NPART + p;
+      const float c = exp2f(part_ml[2 * pr] - mx);
+      sum += part_ml[2 * pr + 1] * c;
+      a += part_acc[pr * D + d] * c;
+    }
+  }
+  out[row * D + d] = __float2bfloat16(sum > 0.f ? a / sum : 0.f);
+}
+`)
+	fmt.Fprintf(&b, `
+static float *scratch;  // partition results, allocated at the first call
+
+int %s(void *const *bufs, const int64_t *dims) {
+  (void)dims;
+  if (NPART > 1 && !scratch) {
+    cudaError_t e = cudaMalloc(&scratch, sizeof(float) * (size_t)B * QH * NPART * (D + 2));
+    if (e != cudaSuccess) return (int)e;
+  }
+  float *ml = scratch, *pacc = scratch ? scratch + (size_t)2 * B * QH * NPART : nullptr;
+  attn<<<dim3(B, KVH * (GROUP / HPB), NPART), WARPS * 32>>>((const __nv_bfloat16 *)bufs[0],
+      (const __nv_bfloat16 *)bufs[1], (const int *)bufs[2], (const int *)bufs[3], (__nv_bfloat16 *)bufs[4], ml, pacc);
+  if (NPART > 1) merge<<<B * QH, D>>>(ml, pacc, (__nv_bfloat16 *)bufs[4]);
+%s}
+`, entry, launchCheck)
+	return b.String(), nil
+}

@@ -1,0 +1,20 @@
+// Package cudakernels holds the kernels that have a CUDA side: template
+// kernels whose CUDA C++ is written by a generator from knob values (decode
+// GEMV/skinny GEMM, paged decode attention, rms_norm, silu·mul), and the
+// vendor baselines measured beside them (cuBLAS).
+//
+// Each type implements kernels.Kernel (definition, float64 reference,
+// design space, rule-based default) and cuda.Generator (EmitCUDA), so the
+// tuner, the traces and the database treat them like any other kernel: a
+// schedule is the list of knob choices (kernels.Knobs), and the generator
+// reads them back and prints the source.
+//
+// Why templates and not the loop-nest printer: the kernels that pay on a
+// GPU at decode time are memory-bound streams with warp-level reductions,
+// online softmax and indirect (paged) loads; the loop-nest IR does not yet
+// express thread bindings, shared memory or shuffles, so these generators
+// are hand-written per op (as FlashInfer's and vLLM's kernels are templates
+// instantiated per configuration). The golden files under testdata/ are
+// the generated sources of the default schedules; `go test -update`
+// rewrites them.
+package cudakernels

@@ -1,0 +1,63 @@
+package cudakernels
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"llmir/search"
+	"llmir/target/cuda"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// goldenKernels are the defaults whose generated source is pinned.
+var goldenKernels = []struct {
+	file string
+	k    Kernel
+}{
+	{"gemv_m1.cu", GEMV{M: 1, N: 4096, K: 4096}},
+	{"gemv_m16.cu", GEMV{M: 16, N: 28672, K: 4096}},
+	{"cublas_gemv.cu", GEMVCuBLAS{GEMV{M: 16, N: 4096, K: 14336}}},
+	{"paged_attention_bs16.cu", PagedAttention{Batch: 32, QHeads: 32, KVHeads: 8, HeadDim: 128, BlockSize: 16, Context: 4096}},
+	{"paged_attention_split.cu", PagedAttention{Batch: 2, QHeads: 32, KVHeads: 8, HeadDim: 128, BlockSize: 64, Context: 4096}},
+	{"rms_norm.cu", RMSNorm{M: 16, H: 4096}},
+	{"silu_mul.cu", SiluMul{M: 16, I: 14336}},
+}
+
+func TestGoldenSources(t *testing.T) {
+	for _, g := range goldenKernels {
+		t.Run(g.file, func(t *testing.T) {
+			s, err := search.DefaultSchedule(g.k, Hardware(cuda.H100))
+			if err != nil {
+				t.Fatal(err)
+			}
+			src, err := g.k.EmitCUDA(s, cuda.H100, Entry)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join("testdata", g.file)
+			if *update {
+				if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test -update)", err)
+			}
+			if src != string(want) {
+				t.Errorf("generated source differs from %s (go test ./target/cuda/kernels -update after checking the change)", path)
+			}
+			// The ABI: one C++-linkage entry of the given name.
+			if !strings.Contains(src, "int "+Entry+"(void *const *bufs, const int64_t *dims)") {
+				t.Errorf("no entry %s in the source", Entry)
+			}
+			if strings.Contains(src, `extern "C"`) {
+				t.Errorf("the source declares C linkage itself; the builder gives it")
+			}
+		})
+	}
+}

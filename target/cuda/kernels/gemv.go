@@ -1,0 +1,352 @@
+package cudakernels
+
+import (
+	"fmt"
+	"strings"
+
+	"llmir/ir"
+	"llmir/kernels"
+	"llmir/schedule"
+	"llmir/target/cuda"
+)
+
+// GEMV is the decode linear layer in bf16, out[M, N] = x[M, K] · w[N, K]ᵀ
+// for few tokens (M ≤ 16): memory-bound on the weights, so each warp
+// streams R rows of w with 16-byte loads and multiplies them with all M
+// rows of x (which stay in L1), accumulating in f32 registers and reducing
+// with warp shuffles; KSPLIT warps of a block may share rows and split K,
+// reducing through shared memory.
+type GEMV struct {
+	M, N, K int64
+}
+
+// knobs is the design space. A block has groups × ksplit warps: groups
+// of rows, each split over ksplit warps along K. Every combination is
+// valid, so sampling never wastes a trial. With mma=1
+// the tensor-core path is used: rows_per_warp counts 8-row n-tiles, unroll
+// counts 32-wide k chunks, and vec is not used (loads are 16 bytes).
+func (g GEMV) knobs() kernels.Knobs {
+	return kernels.Knobs{
+		{Name: "mma", Values: []int64{0, 1}},
+		{Name: "rows_per_warp", Values: []int64{1, 2, 4}},
+		{Name: "groups", Values: []int64{1, 2, 4}},
+		{Name: "ksplit", Values: []int64{1, 2, 4, 8}},
+		{Name: "vec", Values: []int64{8, 4}},
+		{Name: "unroll", Values: []int64{1, 2, 4, 8}},
+	}
+}
+
+// Name is "cuda_gemv/M=…,N=…,K=…/bf16".
+func (g GEMV) Name() string { return fmt.Sprintf("cuda_gemv/M=%d,N=%d,K=%d/bf16", g.M, g.N, g.K) }
+
+func (g GEMV) check() error {
+	if g.M < 1 || g.M > 16 || g.N < 1 || g.K < 8 || g.K%8 != 0 {
+		return fmt.Errorf("gemv: shape M=%d N=%d K=%d (want 1 ≤ M ≤ 16, K a multiple of 8)", g.M, g.N, g.K)
+	}
+	return nil
+}
+
+// Def declares x, w and out.
+func (g GEMV) Def() (*schedule.Def, error) {
+	if err := g.check(); err != nil {
+		return nil, err
+	}
+	return schedule.NewTemplateDef("cuda_gemv", "out[m, n] = sum(k, x[m, k] * w[n, k]) in f32, stored as bf16",
+		[]*schedule.Tensor{bf16Buf("x", g.M, g.K), bf16Buf("w", g.N, g.K)}, bf16Buf("out", g.M, g.N))
+}
+
+// Workload is llmir.linear on bf16 [M, K] × [N, K].
+func (g GEMV) Workload() ir.Workload {
+	return ir.Workload{
+		Group:  []string{"llmir.linear"},
+		Inputs: []ir.TensorSig{{Shape: []int64{g.M, g.K}, DType: "bf16"}, {Shape: []int64{g.N, g.K}, DType: "bf16"}},
+		Output: []ir.TensorSig{{Shape: []int64{g.M, g.N}, DType: "bf16"}},
+	}
+}
+
+func (g GEMV) Dims() []int64 { return nil }
+
+// Reference accumulates in float64.
+func (g GEMV) Reference(in [][]float64) [][]float64 {
+	x, w := in[0], in[1]
+	M, N, K := int(g.M), int(g.N), int(g.K)
+	out := make([]float64, M*N)
+	parallelRows(N, func(n int) {
+		wr := w[n*K : (n+1)*K]
+		for m := range M {
+			xr := x[m*K : (m+1)*K]
+			var s float64
+			for k, v := range wr {
+				s += v * xr[k]
+			}
+			out[m*N+n] = s
+		}
+	})
+	return [][]float64{out}
+}
+
+func (g GEMV) FLOPs() float64 { return 2 * float64(g.M*g.N*g.K) }
+
+// Bytes is the weights, activations and outputs, each once.
+func (g GEMV) Bytes() float64 { return 2 * float64(g.N*g.K+g.M*g.K+g.M*g.N) }
+
+func (g GEMV) Space(s *schedule.Schedule, _ kernels.Hardware) error { return g.knobs().Sample(s) }
+
+// Default (winners of the H200 tune of llama-3-8b's shapes, 32 samples
+// each): at M = 1 two rows per warp with 16-byte loads, two row groups of
+// two K-split warps per block, no unrolling (the rows already give
+// independent loads); at M ≥ 2 the tensor-core path, one 8-row tile per
+// warp, four row groups of eight K-split warps, four chunks unrolled:
+// without tensor cores the M·K f32 FMAs bound it, and with them the
+// weights' stream needs every warp the SM holds.
+func (g GEMV) Default(s *schedule.Schedule, hw kernels.Hardware) error {
+	v := map[string]int64{"mma": 0, "rows_per_warp": 2, "groups": 2, "ksplit": 2, "vec": 8, "unroll": 1}
+	if g.M >= 2 {
+		v = map[string]int64{"mma": 1, "rows_per_warp": 1, "groups": 4, "ksplit": 8, "vec": 8, "unroll": 4}
+	}
+	return g.knobs().Choose(s, v)
+}
+
+// EmitCUDA writes the kernel for the knobs in s.
+func (g GEMV) EmitCUDA(s *schedule.Schedule, _ cuda.GPU, entry string) (string, error) {
+	if err := g.check(); err != nil {
+		return "", err
+	}
+	k, err := knobsOf(g.knobs(), s)
+	if err != nil {
+		return "", err
+	}
+	R, S, V, U := k["rows_per_warp"], k["ksplit"], k["vec"], k["unroll"]
+	W := k["groups"] * S
+	if k["mma"] == 1 {
+		if smem := W * R * 4 * 32 * 4; S > 1 && smem > 48<<10 {
+			return "", fmt.Errorf("gemv: %d bytes of shared memory for the split-K reduction of %d warps × %d tiles (max 48 KiB)", smem, W, R)
+		}
+		return g.emitMMA(R, W, S, U, entry), nil
+	}
+	if g.K%V != 0 {
+		return "", fmt.Errorf("gemv: K=%d not a multiple of vec %d", g.K, V)
+	}
+	rowsPerBlock := W / S * R
+	blocks := (g.N + rowsPerBlock - 1) / rowsPerBlock
+	var b strings.Builder
+	b.WriteString(prelude)
+	fmt.Fprintf(&b, `
+// %s: rows_per_warp=%d warps=%d ksplit=%d vec=%d unroll=%d
+constexpr int M = %d, N = %d, K = %d;
+constexpr int R = %d, WARPS = %d, KSPLIT = %d, V = %d;
+constexpr int GROUPS = WARPS / KSPLIT;          // row groups per block
+constexpr int KCHUNK = ((K / V + KSPLIT - 1) / KSPLIT) * V;
+`, g.Name(), R, W, S, V, U, g.M, g.N, g.K, R, W, S, V)
+	b.WriteString(unpack(V))
+	fmt.Fprintf(&b, `
+__global__ void __launch_bounds__(WARPS * 32) gemv(const __nv_bfloat16 *__restrict__ x,
+    const __nv_bfloat16 *__restrict__ w, __nv_bfloat16 *__restrict__ out) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x %% 32;
+  const int group = warp / KSPLIT, part = warp %% KSPLIT;
+  const int row0 = (blockIdx.x * GROUPS + group) * R;
+  const int kbeg = part * KCHUNK, kend = min(K, kbeg + KCHUNK);
+  float acc[M][R];
+#pragma unroll
+  for (int m = 0; m < M; m++)
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[m][r] = 0.f;
+#pragma unroll %d
+  for (int k = kbeg + lane * V; k < kend; k += 32 * V) {
+    float wf[R][V];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      if (row0 + r < N) {
+        vec_t p = __ldcs(reinterpret_cast<const vec_t *>(w + (size_t)(row0 + r) * K + k));
+        unpack(p, wf[r]);
+      } else {
+#pragma unroll
+        for (int v = 0; v < V; v++) wf[r][v] = 0.f;
+      }
+    }
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+      float xf[V];
+      vec_t p = __ldg(reinterpret_cast<const vec_t *>(x + (size_t)m * K + k));
+      unpack(p, xf);
+#pragma unroll
+      for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int v = 0; v < V; v++) acc[m][r] = fmaf(xf[v], wf[r][v], acc[m][r]);
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < M; m++)
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      float t = acc[m][r];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+      acc[m][r] = t;
+    }
+`, U)
+	if S == 1 {
+		b.WriteString(`  // Lane i writes output i of the warp's M×R results.
+#pragma unroll
+  for (int m = 0; m < M; m++)
+#pragma unroll
+    for (int r = 0; r < R; r++)
+      if (lane == (m * R + r) % 32 && row0 + r < N) out[(size_t)m * N + row0 + r] = __float2bfloat16(acc[m][r]);
+}
+`)
+	} else {
+		b.WriteString(`  __shared__ float red[WARPS][M * R];
+  if (lane == 0) {
+#pragma unroll
+    for (int m = 0; m < M; m++)
+#pragma unroll
+      for (int r = 0; r < R; r++) red[warp][m * R + r] = acc[m][r];
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < GROUPS * M * R; i += WARPS * 32) {
+    const int g = i / (M * R), j = i % (M * R), m = j / R, r = j % R;
+    float t = 0.f;
+#pragma unroll
+    for (int p = 0; p < KSPLIT; p++) t += red[g * KSPLIT + p][j];
+    const int row = (blockIdx.x * GROUPS + g) * R + r;
+    if (row < N) out[(size_t)m * N + row] = __float2bfloat16(t);
+  }
+}
+`)
+	}
+	fmt.Fprintf(&b, `
+int %s(void *const *bufs, const int64_t *dims) {
+  (void)dims;
+  gemv<<<%d, WARPS * 32>>>((const __nv_bfloat16 *)bufs[0], (const __nv_bfloat16 *)bufs[1], (__nv_bfloat16 *)bufs[2]);
+%s}
+`, entry, blocks, launchCheck)
+	return b.String(), nil
+}
+
+// emitMMA is the tensor-core path: each warp computes NT n-tiles of 8
+// weight rows against all M ≤ 16 token rows with mma.sync m16n8k16 (bf16 in,
+// f32 accumulate). Since a dot product does not care about the order of k,
+// the 16-byte chunk a lane loads (8 consecutive k of one weight row) is
+// split over two MMAs in the fragment order, and x is loaded with the same
+// permutation: every global load stays 16 bytes wide.
+func (g GEMV) emitMMA(NT, W, S, U int64, entry string) string {
+	rowsPerBlock := W / S * NT * 8
+	blocks := (g.N + rowsPerBlock - 1) / rowsPerBlock
+	var b strings.Builder
+	b.WriteString(prelude)
+	fmt.Fprintf(&b, `
+// %s: mma n_tiles_per_warp=%d warps=%d ksplit=%d unroll=%d
+constexpr int M = %d, N = %d, K = %d;
+constexpr int NT = %d, WARPS = %d, KSPLIT = %d;
+constexpr int GROUPS = WARPS / KSPLIT;
+constexpr int NCHUNK = (K + 31) / 32;                 // 32-wide k chunks
+constexpr int CPS = (NCHUNK + KSPLIT - 1) / KSPLIT;   // chunks per split
+
+__device__ __forceinline__ void mma(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%%0,%%1,%%2,%%3}, {%%4,%%5,%%6,%%7}, {%%8,%%9}, {%%0,%%1,%%2,%%3};\n"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__global__ void __launch_bounds__(WARPS * 32) gemv_mma(const __nv_bfloat16 *__restrict__ x,
+    const __nv_bfloat16 *__restrict__ w, __nv_bfloat16 *__restrict__ out) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x %% 32;
+  const int g = lane >> 2, t = lane & 3;  // fragment row, column pair
+  const int group = warp / KSPLIT, part = warp %% KSPLIT;
+  const int nbase = (blockIdx.x * GROUPS + group) * NT * 8;
+  const int cbeg = part * CPS, cend = min(NCHUNK, cbeg + CPS);
+  float c[NT][4];
+#pragma unroll
+  for (int j = 0; j < NT; j++) c[j][0] = c[j][1] = c[j][2] = c[j][3] = 0.f;
+#pragma unroll %d
+  for (int ch = cbeg; ch < cend; ch++) {
+    const int k = ch * 32 + t * 8;
+    uint4 xa = make_uint4(0, 0, 0, 0), xb = make_uint4(0, 0, 0, 0);
+    if (k < K) {
+      if (g < M) xa = __ldg(reinterpret_cast<const uint4 *>(x + (size_t)g * K + k));
+      if (g + 8 < M) xb = __ldg(reinterpret_cast<const uint4 *>(x + (size_t)(g + 8) * K + k));
+    }
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+      const int n = nbase + j * 8 + g;
+      uint4 wv = make_uint4(0, 0, 0, 0);
+      if (k < K && n < N) wv = __ldcs(reinterpret_cast<const uint4 *>(w + (size_t)n * K + k));
+      mma(c[j], xa.x, xb.x, xa.y, xb.y, wv.x, wv.y);
+      mma(c[j], xa.z, xb.z, xa.w, xb.w, wv.z, wv.w);
+    }
+  }
+`, g.Name(), NT, W, S, U, g.M, g.N, g.K, NT, W, S, U)
+	if S > 1 {
+		b.WriteString(`  __shared__ float red[WARPS][NT][4][32];
+#pragma unroll
+  for (int j = 0; j < NT; j++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) red[warp][j][i][lane] = c[j][i];
+  __syncthreads();
+  if (part != 0) return;
+#pragma unroll
+  for (int j = 0; j < NT; j++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      float s = 0.f;
+#pragma unroll
+      for (int p = 0; p < KSPLIT; p++) s += red[group * KSPLIT + p][j][i][lane];
+      c[j][i] = s;
+    }
+`)
+	}
+	b.WriteString(`  // c[j]: rows g and g+8, columns 2t and 2t+1 of n-tile j.
+#pragma unroll
+  for (int j = 0; j < NT; j++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const int m = g + (i >> 1) * 8, n = nbase + j * 8 + 2 * t + (i & 1);
+      if (m < M && n < N) out[(size_t)m * N + n] = __float2bfloat16(c[j][i]);
+    }
+}
+`)
+	fmt.Fprintf(&b, `
+int %s(void *const *bufs, const int64_t *dims) {
+  (void)dims;
+  gemv_mma<<<%d, WARPS * 32>>>((const __nv_bfloat16 *)bufs[0], (const __nv_bfloat16 *)bufs[1], (__nv_bfloat16 *)bufs[2]);
+%s}
+`, entry, blocks, launchCheck)
+	return b.String()
+}
+
+// GEMVCuBLAS is the cuBLAS baseline of GEMV on the same buffers:
+// cublasGemmEx in bf16 with f32 accumulation, as PyTorch calls it.
+type GEMVCuBLAS struct{ GEMV }
+
+func (c GEMVCuBLAS) Name() string {
+	return strings.Replace(c.GEMV.Name(), "cuda_gemv", "cublas_gemv", 1)
+}
+
+func (GEMVCuBLAS) Space(s *schedule.Schedule, _ kernels.Hardware) error   { return nil }
+func (GEMVCuBLAS) Default(s *schedule.Schedule, _ kernels.Hardware) error { return nil }
+func (GEMVCuBLAS) LDFlags() []string                                      { return []string{"-lcublas"} }
+
+// EmitCUDA calls cuBLAS. Row-major out[M,N] = x·wᵀ is column-major
+// outᵀ[N,M] = (w viewed as K×N)ᵀ · (x viewed as K×M).
+func (c GEMVCuBLAS) EmitCUDA(_ *schedule.Schedule, _ cuda.GPU, entry string) (string, error) {
+	if err := c.check(); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf(`#include <cuda_runtime.h>
+#include <cublas_v2.h>
+#include <stdint.h>
+
+// %s
+static cublasHandle_t handle;
+
+int %s(void *const *bufs, const int64_t *dims) {
+  (void)dims;
+  if (!handle && cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) return 1;
+  const float alpha = 1.f, beta = 0.f;
+  cublasStatus_t st = cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, %d, %d, %d, &alpha,
+      bufs[1], CUDA_R_16BF, %d, bufs[0], CUDA_R_16BF, %d, &beta, bufs[2], CUDA_R_16BF, %d,
+      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  return st == CUBLAS_STATUS_SUCCESS ? 0 : 100 + (int)st;
+}
+`, c.Name(), entry, c.N, c.M, c.K, c.K, c.K, c.N), nil
+}

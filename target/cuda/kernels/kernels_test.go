@@ -1,0 +1,200 @@
+package cudakernels
+
+import (
+	"math"
+	"strings"
+	"testing"
+
+	"llmir/kernels/ref"
+	"llmir/kvcache"
+	"llmir/search"
+	"llmir/target"
+	"llmir/target/cuda"
+)
+
+// TestPagedAttentionReference checks the reference against
+// kernels/ref.PagedAttention, which reads the pool through kvcache.Layout:
+// the generated kernel's oracle must agree with the layout contract.
+func TestPagedAttentionReference(t *testing.T) {
+	for _, a := range []PagedAttention{
+		{Batch: 5, QHeads: 8, KVHeads: 2, HeadDim: 16, BlockSize: 4, Context: 23, Ragged: true},
+		{Batch: 2, QHeads: 3, KVHeads: 1, HeadDim: 8, BlockSize: 7, Context: 15},
+	} {
+		t.Run(a.Name(), func(t *testing.T) {
+			p, err := search.NewProblem(a, 5)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := p.Inputs()
+			want, err := p.Expected()
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := kvcache.Layout{NumBlocks: int(a.numBlocks()), BlockSize: int(a.BlockSize), NumLayers: 1,
+				NumKVHeads: int(a.KVHeads), HeadDim: int(a.HeadDim), DType: kvcache.BF16}
+			pool, err := ref.NewPool(l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			i := 0
+			for kv := range 2 {
+				for blk := range l.NumBlocks {
+					for s := range l.BlockSize {
+						for h := range l.NumKVHeads {
+							for d := range l.HeadDim {
+								pool.Set(0, kvcache.KV(kv), blk, s, h, d, in[1][i])
+								i++
+							}
+						}
+					}
+				}
+			}
+			bt := make([]int32, len(in[2]))
+			for i, v := range in[2] {
+				bt[i] = int32(v)
+			}
+			lens := make([]int32, len(in[3]))
+			zero := false
+			for i, v := range in[3] {
+				lens[i] = int32(v)
+				zero = zero || v == 0
+			}
+			if a.Ragged && !zero {
+				t.Errorf("ragged lengths %v have no empty sequence", lens)
+			}
+			got, err := ref.PagedAttention(f32s(in[0]), int(a.Batch), int(a.QHeads), pool, 0, bt, int(a.maxBlocks()), lens, ref.PagedOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rel := target.RelL2(f64s(got), want[0]); rel > 1e-6 {
+				t.Errorf("reference differs from ref.PagedAttention: rel L2 %g", rel)
+			}
+		})
+	}
+}
+
+func TestGEMVReference(t *testing.T) {
+	g := GEMV{M: 3, N: 17, K: 40}
+	p, err := search.NewProblem(g, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := p.Inputs()
+	want, _ := p.Expected()
+	got, err := ref.Linear(f32s(in[0]), 3, 40, f32s(in[1]), 17, ref.NK, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel := target.RelL2(f64s(got), want[0]); rel > 1e-6 {
+		t.Errorf("rel L2 %g", rel)
+	}
+	// The cuBLAS baseline measures the same problem.
+	b := GEMVCuBLAS{g}
+	pb, _ := search.NewProblem(b, 2)
+	wb, _ := pb.Expected()
+	if target.RelL2(wb[0], want[0]) != 0 {
+		t.Error("baseline problem differs")
+	}
+}
+
+// TestDesignSpaces draws schedules of every kernel of the suites: each
+// emits a source (or is refused with an error naming why), and distinct
+// knob values give distinct sources.
+func TestDesignSpaces(t *testing.T) {
+	ks := []Kernel{
+		GEMV{M: 1, N: 4096, K: 4096}, GEMV{M: 16, N: 257, K: 4104},
+		PagedAttention{Batch: 32, QHeads: 32, KVHeads: 8, HeadDim: 128, BlockSize: 16, Context: 4096},
+		PagedAttention{Batch: 3, QHeads: 4, KVHeads: 4, HeadDim: 64, BlockSize: 7, Context: 3000},
+		RMSNorm{M: 1, H: 4104}, SiluMul{M: 16, I: 14336},
+	}
+	hw := Hardware(cuda.H100)
+	for _, k := range ks {
+		srcs := map[string]string{}
+		emitted := 0
+		for seed := range uint64(24) {
+			s, err := search.SampleSchedule(k, hw, seed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			key, _ := search.TraceKey(s)
+			src, err := k.EmitCUDA(s, cuda.H100, Entry)
+			if err != nil {
+				if !strings.Contains(err.Error(), "vec") && !strings.Contains(err.Error(), "lanes") && !strings.Contains(err.Error(), "shared memory") {
+					t.Errorf("%s seed %d: unexpected refusal %v", k.Name(), seed, err)
+				}
+				continue
+			}
+			emitted++
+			if old, ok := srcs[src]; ok && old != string(key) && !strings.Contains(src, "gemv_mma") {
+				t.Errorf("%s: traces %s and %s print the same source", k.Name(), old, key)
+			}
+			srcs[src] = string(key)
+		}
+		if emitted < 12 {
+			t.Errorf("%s: only %d of 24 sampled schedules emit", k.Name(), emitted)
+		}
+		d, err := search.DefaultSchedule(k, hw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := k.EmitCUDA(d, cuda.H100, Entry); err != nil {
+			t.Errorf("%s: default does not emit: %v", k.Name(), err)
+		}
+	}
+}
+
+func TestParseSpec(t *testing.T) {
+	for _, tc := range []struct{ in, name, err string }{
+		{"gemv:M=1,N=4096,K=4096", "cuda_gemv/M=1,N=4096,K=4096/bf16", ""},
+		{"cublas_gemv:K=64,M=2,N=8", "cublas_gemv/M=2,N=8,K=64/bf16", ""},
+		{"paged_attention:B=2,QH=8,KVH=2,D=64,BS=16,ctx=100,ragged", "cuda_paged_attention/B=2,QH=8,KVH=2,D=64,BS=16,ctx=100,ragged/bf16", ""},
+		{"rms_norm:M=1,H=4096", "cuda_rms_norm/M=1,H=4096/bf16", ""},
+		{"silu_mul:M=4,I=14336", "cuda_silu_mul/M=4,I=14336/bf16", ""},
+		{"gemv:M=1,N=4096", "", "missing field K"},
+		{"gemv:M=1,N=4096,K=4096,K=8", "", "given twice"},
+		{"gemv:M=0,N=4096,K=4096", "", "M=\"0\""},
+		{"gemv:M=1,N=4096,K=4095", "", "multiple of 8"},
+		{"gemv:M=1,N=4096,X=3", "", "field \"X=3\""},
+		{"conv:M=1", "", "KIND one of"},
+		{"paged_attention:B=2,QH=6,KVH=4,D=64,BS=16,ctx=100", "", "multiple of kv heads"},
+		{"rms_norm:M=1,H=4096,ragged", "", "field \"ragged\""},
+	} {
+		k, err := ParseSpec(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("ParseSpec(%q) err = %v, want %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || k.Name() != tc.name {
+			t.Errorf("ParseSpec(%q) = %v, %v; want %s", tc.in, k, err, tc.name)
+		}
+	}
+}
+
+func TestNormAndSiluReferences(t *testing.T) {
+	r := RMSNorm{M: 2, H: 6}
+	x := []float64{1, 2, 3, 4, 5, 6, -1, 0.5, 0.25, 2, -3, 1}
+	w := []float64{1, 1, 2, 1, 1, 0.5}
+	out := r.Reference([][]float64{x, w})[0]
+	for m := range 2 {
+		var ss float64
+		for i := range 6 {
+			ss += x[m*6+i] * x[m*6+i]
+		}
+		inv := 1 / math.Sqrt(ss/6+1e-5)
+		for i := range 6 {
+			if d := out[m*6+i] - x[m*6+i]*inv*w[i]; math.Abs(d) > 1e-5 {
+				t.Errorf("rms_norm[%d,%d] off by %g", m, i, d)
+			}
+		}
+	}
+	s := SiluMul{M: 1, I: 2}
+	got := s.Reference([][]float64{{1, -2, 3, 0.5}})[0]
+	for i, g := range []float64{1, -2} {
+		want := g / (1 + math.Exp(-g)) * []float64{3, 0.5}[i]
+		if math.Abs(got[i]-want) > 1e-6 {
+			t.Errorf("silu_mul[%d] = %g, want %g", i, got[i], want)
+		}
+	}
+}

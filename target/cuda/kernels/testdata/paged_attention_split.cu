@@ -1,0 +1,240 @@
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <stdint.h>
+#include <math.h>
+
+// bf16 pairs packed in 32 bits: low half is the first element.
+__device__ __forceinline__ float bf_lo(uint32_t u) { return __uint_as_float(u << 16); }
+__device__ __forceinline__ float bf_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
+
+// cuda_paged_attention/B=2,QH=32,KVH=8,D=128,BS=64,ctx=4096/bf16: warps=4 partition=256 heads_per_block=4 vec=16 unroll=2 prefetch=1
+constexpr int B = 2, QH = 32, KVH = 8, D = 128, BS = 64, MAXB = 64;
+constexpr int GROUP = QH / KVH, HPB = 4, WARPS = 4, V = 16, U = 2;
+constexpr bool PREFETCH = true;
+constexpr int LPT = D / V;            // lanes per token
+constexpr int CH = V == 16 ? 8 : V;   // elements per 16-byte load
+constexpr int VEC16_STRIDE = D / 2;   // a lane's second half, with V = 16
+constexpr int TPW = 32 / LPT;         // tokens per warp step
+constexpr int PART = 256, NPART = 16;  // tokens per partition, partitions
+constexpr size_t HALF = (size_t)128 * BS * KVH * D;  // V's offset in the pool
+constexpr float SCALE_LOG2 = 1.275174308e-01f;  // log2(e) / sqrt(D)
+struct vec_t { uint4 a, b; }; // 16 bf16 = 32 bytes per load (two 16-byte loads)
+__device__ __forceinline__ void unpack(const vec_t &p, float *f) {
+  const uint32_t w[8] = {p.a.x, p.a.y, p.a.z, p.a.w, p.b.x, p.b.y, p.b.z, p.b.w};
+#pragma unroll
+  for (int i = 0; i < 8; i++) { f[2 * i] = bf_lo(w[i]); f[2 * i + 1] = bf_hi(w[i]); }
+}
+__device__ __forceinline__ vec_t ldv(const __nv_bfloat16 *p) {
+  const uint4 *q = reinterpret_cast<const uint4 *>(p);
+  return vec_t{__ldcs(q), __ldcs(q + VEC16_STRIDE / 8)};
+}
+
+// load_kv loads the keys and values of tokens t0 + u·WARPS·TPW (u < U)
+// of this lane's dims; ok[u] says whether token u exists.
+__device__ __forceinline__ void load_kv(const __nv_bfloat16 *__restrict__ pool, const int *__restrict__ bt, int t0,
+    int tend, int kvh, int d0, vec_t (&kv)[U], vec_t (&vv)[U], bool (&ok)[U]) {
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+    const int t = t0 + u * WARPS * TPW;
+    ok[u] = t < tend;
+    if (ok[u]) {
+      const size_t off = (((size_t)bt[t / BS] * BS + t % BS) * KVH + kvh) * D + d0;
+      kv[u] = ldv(pool + off);
+      vv[u] = ldv(pool + HALF + off);
+    }
+  }
+}
+
+// One block: sequence blockIdx.x, KV head and query-head group blockIdx.y,
+// partition blockIdx.z. Scores are kept in log2 units (exp2f).
+__global__ void __launch_bounds__(WARPS * 32) attn(const __nv_bfloat16 *__restrict__ q,
+    const __nv_bfloat16 *__restrict__ pool, const int *__restrict__ block_tables,
+    const int *__restrict__ context_lens, __nv_bfloat16 *__restrict__ out,
+    float *__restrict__ part_ml, float *__restrict__ part_acc) {
+  const int b = blockIdx.x;
+  const int kvh = blockIdx.y / (GROUP / HPB);
+  const int h0 = kvh * GROUP + (blockIdx.y % (GROUP / HPB)) * HPB;
+  const int ctx = context_lens[b];
+  const int tbeg = blockIdx.z * PART, tend = min(ctx, tbeg + PART);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  // Lane dims: d0 + v for v < CH, and d0 + D/2 + v − CH above (V = 16).
+  const int sub = lane / LPT, d0 = (lane % LPT) * CH;
+  const int *bt = block_tables + (size_t)b * MAXB;
+
+  float qf[HPB][V], m[HPB], l[HPB], acc[HPB][V];
+#pragma unroll
+  for (int h = 0; h < HPB; h++) {
+    unpack(ldv(q + ((size_t)b * QH + h0 + h) * D + d0), qf[h]);
+#pragma unroll
+    for (int v = 0; v < V; v++) {
+      qf[h][v] *= SCALE_LOG2;
+      acc[h][v] = 0.f;
+    }
+    m[h] = -INFINITY;
+    l[h] = 0.f;
+  }
+  // base is uniform across the warp, so every lane reaches every shuffle.
+  // The U tokens of a step are loaded first (U loads in flight per lane),
+  // scored, and folded into the online softmax with one rescale per step;
+  // with PREFETCH the next step's loads are issued before this step's math.
+  constexpr int STEP = WARPS * TPW * U;
+  vec_t kv[U], vv[U];
+  bool ok[U];
+  load_kv(pool, bt, tbeg + warp * TPW + sub, tend, kvh, d0, kv, vv, ok);
+  for (int base = tbeg + warp * TPW; base < tend; base += STEP) {
+    vec_t kn[U], vn[U];
+    bool okn[U];
+    if (PREFETCH) load_kv(pool, bt, base + STEP + sub, tend, kvh, d0, kn, vn, okn);
+    float s[U][HPB];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      float kf[V];
+      if (ok[u]) {
+        unpack(kv[u], kf);
+      } else {
+#pragma unroll
+        for (int v = 0; v < V; v++) kf[v] = 0.f;
+      }
+#pragma unroll
+      for (int h = 0; h < HPB; h++) {
+        float d = 0.f;
+#pragma unroll
+        for (int v = 0; v < V; v++) d = fmaf(qf[h][v], kf[v], d);
+#pragma unroll
+        for (int o = LPT / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+        s[u][h] = ok[u] ? d : -INFINITY;
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < HPB; h++) {
+      float mn = m[h];
+#pragma unroll
+      for (int u = 0; u < U; u++) mn = fmaxf(mn, s[u][h]);
+      // Rescale only when the running max grows, which after the first
+      // tokens is rare: the multiply of every accumulator is skipped.
+      if (mn > m[h]) {
+        const float c = exp2f(m[h] - mn);  // 0 while m is still -inf
+        l[h] *= c;
+#pragma unroll
+        for (int v = 0; v < V; v++) acc[h][v] *= c;
+        m[h] = mn;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      if (!ok[u]) continue;
+      float vf[V];
+      unpack(vv[u], vf);
+#pragma unroll
+      for (int h = 0; h < HPB; h++) {
+        const float p = exp2f(s[u][h] - m[h]);
+        l[h] += p;
+#pragma unroll
+        for (int v = 0; v < V; v++) acc[h][v] = fmaf(p, vf[v], acc[h][v]);
+      }
+    }
+    if (PREFETCH) {
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        kv[u] = kn[u];
+        vv[u] = vn[u];
+        ok[u] = okn[u];
+      }
+    } else {
+      load_kv(pool, bt, base + STEP + sub, tend, kvh, d0, kv, vv, ok);
+    }
+  }
+  // Merge the warp's token slots (lanes LPT apart hold the same dims).
+#pragma unroll
+  for (int o = LPT; o < 32; o <<= 1) {
+#pragma unroll
+    for (int h = 0; h < HPB; h++) {
+      const float m2 = __shfl_xor_sync(0xffffffffu, m[h], o);
+      const float l2 = __shfl_xor_sync(0xffffffffu, l[h], o);
+      const float mn = fmaxf(m[h], m2);
+      const float c1 = mn == -INFINITY ? 0.f : exp2f(m[h] - mn);
+      const float c2 = mn == -INFINITY ? 0.f : exp2f(m2 - mn);
+      l[h] = l[h] * c1 + l2 * c2;
+#pragma unroll
+      for (int v = 0; v < V; v++) {
+        const float a2 = __shfl_xor_sync(0xffffffffu, acc[h][v], o);
+        acc[h][v] = acc[h][v] * c1 + a2 * c2;
+      }
+      m[h] = mn;
+    }
+  }
+  // Merge the warps through shared memory.
+  __shared__ float sm_m[WARPS][HPB], sm_l[WARPS][HPB], sm_acc[WARPS][HPB][D];
+  if (sub == 0) {
+#pragma unroll
+    for (int h = 0; h < HPB; h++) {
+#pragma unroll
+      for (int v = 0; v < V; v++) sm_acc[warp][h][d0 + v % CH + (v / CH) * (D / 2)] = acc[h][v];
+      if (lane == 0) {
+        sm_m[warp][h] = m[h];
+        sm_l[warp][h] = l[h];
+      }
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < HPB * D; i += WARPS * 32) {
+    const int h = i / D, d = i % D;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < WARPS; w++) mx = fmaxf(mx, sm_m[w][h]);
+    float sum = 0.f, a = 0.f;
+    if (mx != -INFINITY) {
+#pragma unroll
+      for (int w = 0; w < WARPS; w++) {
+        const float c = exp2f(sm_m[w][h] - mx);
+        sum += sm_l[w][h] * c;
+        a += sm_acc[w][h][d] * c;
+      }
+    }
+    const size_t row = (size_t)b * QH + h0 + h;
+    if (NPART == 1) {
+      out[row * D + d] = __float2bfloat16(sum > 0.f ? a / sum : 0.f);
+    } else {
+      const size_t pr = row * NPART + blockIdx.z;
+      part_acc[pr * D + d] = a;
+      if (d == 0) {
+        part_ml[2 * pr] = mx;
+        part_ml[2 * pr + 1] = sum;
+      }
+    }
+  }
+}
+
+// Merges the partitions of one (sequence, query head): one thread per dim.
+__global__ void __launch_bounds__(D) merge(const float *__restrict__ part_ml,
+    const float *__restrict__ part_acc, __nv_bfloat16 *__restrict__ out) {
+  const size_t row = blockIdx.x;
+  const int d = threadIdx.x;
+  float mx = -INFINITY;
+  for (int p = 0; p < NPART; p++) mx = fmaxf(mx, part_ml[2 * (row * NPART + p)]);
+  float sum = 0.f, a = 0.f;
+  if (mx != -INFINITY) {
+    for (int p = 0; p < NPART; p++) {
+      const size_t pr = row * NPART + p;
+      const float c = exp2f(part_ml[2 * pr] - mx);
+      sum += part_ml[2 * pr + 1] * c;
+      a += part_acc[pr * D + d] * c;
+    }
+  }
+  out[row * D + d] = __float2bfloat16(sum > 0.f ? a / sum : 0.f);
+}
+
+static float *scratch;  // partition results, allocated at the first call
+
+int llmir_kernel(void *const *bufs, const int64_t *dims) {
+  (void)dims;
+  if (NPART > 1 && !scratch) {
+    cudaError_t e = cudaMalloc(&scratch, sizeof(float) * (size_t)B * QH * NPART * (D + 2));
+    if (e != cudaSuccess) return (int)e;
+  }
+  float *ml = scratch, *pacc = scratch ? scratch + (size_t)2 * B * QH * NPART : nullptr;
+  attn<<<dim3(B, KVH * (GROUP / HPB), NPART), WARPS * 32>>>((const __nv_bfloat16 *)bufs[0],
+      (const __nv_bfloat16 *)bufs[1], (const int *)bufs[2], (const int *)bufs[3], (__nv_bfloat16 *)bufs[4], ml, pacc);
+  if (NPART > 1) merge<<<B * QH, D>>>(ml, pacc, (__nv_bfloat16 *)bufs[4]);
+  return (int)cudaGetLastError();
+}
