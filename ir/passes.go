@@ -20,6 +20,7 @@ var passes = []Pass{
 	{Name: "verify", Summary: "check every invariant of the module", Run: Verify, Required: true},
 	{Name: "infer-shapes", Summary: "refine result types: static extents and symbolic dim names flow from operands to results", Run: InferShapes, Required: true},
 	{Name: "canonicalize", Summary: "merge identical pure ops and remove ops whose results are unused", Run: Canonicalize},
+	{Name: "fuse", Summary: "partition functions into kernel groups and annotate fused ones (llmir.group = \"<pattern>#<n>\")", Run: Fuse},
 }
 
 // passOrder lists constraints between passes, each with its reason; they

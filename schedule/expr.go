@@ -194,6 +194,7 @@ var Funcs = map[string]Func{
 	"exp":     {1, func(x []float64) float64 { return math.Exp(x[0]) }, "expf(%s)"},
 	"tanh":    {1, func(x []float64) float64 { return math.Tanh(x[0]) }, "tanhf(%s)"},
 	"sqrt":    {1, func(x []float64) float64 { return math.Sqrt(x[0]) }, "sqrtf(%s)"},
+	"rsqrt":   {1, func(x []float64) float64 { return 1 / math.Sqrt(x[0]) }, "(1.0f / sqrtf(%s))"},
 	"relu":    {1, func(x []float64) float64 { return math.Max(x[0], 0) }, "fmaxf(%s, 0.0f)"},
 	"sigmoid": {1, func(x []float64) float64 { return 1 / (1 + math.Exp(-x[0])) }, "(1.0f / (1.0f + expf(-(%s))))"},
 	"silu":    {1, func(x []float64) float64 { return x[0] / (1 + math.Exp(-x[0])) }, "llmir_silu(%s)"},

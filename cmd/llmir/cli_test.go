@@ -143,3 +143,73 @@ func TestVersion(t *testing.T) {
 		t.Errorf("version: %q %v", out, err)
 	}
 }
+
+func TestTasksGroups(t *testing.T) {
+	dir := isolate(t)
+	if _, _, err := runCLI(t, dir, "import", "--preset", "llama-tiny", "-o", "tiny.mlir"); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := runCLI(t, "", "tasks", "tiny.mlir", "--groups", "--dims", "batch=3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"@decode: ",
+		"linear+rope+append_kv  %7 = llmir.linear, %12 = llmir.reshape, %13 = llmir.rope, %15 = llmir.append_kv",
+		"llmir.linear+llmir.add(4x256xf32, 256x256xf32, 4x256xf32)",
+		"gate_up+silu_mul",
+		"unfused:",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("tasks --groups lacks %q:\n%s", want, out)
+		}
+	}
+	out, _, err = runCLI(t, "", "tasks", "tiny.mlir", "--groups", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var groups []struct {
+		Func, Pattern string
+		Alternatives  []struct {
+			Name      string
+			Workloads []struct{ Key string }
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &groups); err != nil {
+		t.Fatalf("tasks --groups --json: %v", err)
+	}
+	patterns := map[string]int{}
+	for _, g := range groups {
+		patterns[g.Pattern]++
+		if g.Pattern != "" && (len(g.Alternatives) != 2 || g.Alternatives[0].Name != "fused" || len(g.Alternatives[0].Workloads[0].Key) != 64) {
+			t.Errorf("group %s: alternatives %+v", g.Pattern, g.Alternatives)
+		}
+	}
+	if patterns["linear+add"] != 8 || patterns["gate_up+silu_mul"] != 4 || patterns["linear+rope+append_kv"] != 2 {
+		t.Errorf("pattern counts %v", patterns)
+	}
+	// The task table lists fused workloads unless --fusion=false.
+	count := func(args ...string) (all, fused int) {
+		out, _, err := runCLI(t, "", append([]string{"tasks", "tiny.mlir"}, args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(out, "\n") {
+			if strings.Contains(l, "llmir.") {
+				all++
+				if strings.Contains(l, "+llmir.") {
+					fused++
+				}
+			}
+		}
+		return all, fused
+	}
+	all, fused := count()
+	plain, none := count("--fusion=false")
+	if fused == 0 || none != 0 || all != plain+fused {
+		t.Errorf("with fusion %d rows (%d fused), without %d (%d fused)", all, fused, plain, none)
+	}
+	if _, _, err := runCLI(t, "", "tasks", "tiny.mlir", "--groups", "--fusion=false"); err == nil || !strings.Contains(err.Error(), "--groups") {
+		t.Errorf("--groups --fusion=false: %v", err)
+	}
+}

@@ -192,8 +192,8 @@ func newOptCmd() *cobra.Command {
 
 func newTasksCmd() *cobra.Command {
 	var (
-		asJSON bool
-		dims   []string
+		asJSON, groups, fusion bool
+		dims                   []string
 	)
 	cmd := &cobra.Command{
 		Use:   "tasks FILE",
@@ -201,9 +201,17 @@ func newTasksCmd() *cobra.Command {
 		Long: `List the distinct workloads (kernel group + bucketed shapes + dtypes) of an
 LLMIR module and how often each occurs. Symbolic dims take the values of --dims,
 else the function's llmir.dims attribute; dynamic extents are bucketed to powers
-of two (then multiples of 8192).`,
+of two (then multiples of 8192).
+
+With --fusion (the default) the module is first partitioned into kernel groups
+(rms_norm+linear, linear+rope+append_kv, gate_up+silu_mul, linear+add) and the
+table lists the workloads of every alternative, fused and unfused, since the
+tuner measures both. --groups prints each function's groups instead: the ops
+each covers and, per alternative, its workloads with their keys.`,
 		Example: `  llmir tasks llama3.mlir
-  llmir tasks llama3.mlir --dims batch=8,seq=2048 --json`,
+  llmir tasks llama3.mlir --dims batch=8,seq=2048 --json
+  llmir tasks llama3.mlir --groups --dims batch=1
+  llmir tasks llama3.mlir --fusion=false`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			env := map[string]int64{}
@@ -215,6 +223,9 @@ of two (then multiples of 8192).`,
 				}
 				env[strings.TrimSpace(k)] = n
 			}
+			if groups && !fusion {
+				return fmt.Errorf("--groups shows the fusion partition: it cannot be combined with --fusion=false")
+			}
 			m, err := readModule(cmd, args[0])
 			if err != nil {
 				return err
@@ -222,8 +233,17 @@ of two (then multiples of 8192).`,
 			if err := ir.InferShapes(m); err != nil {
 				return err
 			}
-			tasks, err := ir.Tasks(m, env)
-			if err != nil {
+			var tasks []ir.Task
+			if fusion {
+				gs, err := ir.Partition(m, env)
+				if err != nil {
+					return fmt.Errorf("%s: %w", args[0], err)
+				}
+				if groups {
+					return printGroups(cmd.OutOrStdout(), gs, asJSON)
+				}
+				tasks = ir.GroupTasks(gs)
+			} else if tasks, err = ir.Tasks(m, env); err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
 			}
 			if asJSON {
@@ -251,5 +271,71 @@ of two (then multiples of 8192).`,
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().StringSliceVar(&dims, "dims", nil, "values of symbolic dims, e.g. batch=8,seq=2048")
+	cmd.Flags().BoolVar(&groups, "groups", false, "print each function's kernel groups with their alternatives and workload keys")
+	cmd.Flags().BoolVar(&fusion, "fusion", true, "partition into kernel groups and list fused workloads too")
 	return cmd
+}
+
+// printGroups prints a partition: per function, each group with the ops it
+// covers and its alternatives' workloads (name and key prefix), or JSON.
+func printGroups(w io.Writer, gs []ir.Group, asJSON bool) error {
+	if asJSON {
+		type wl struct {
+			Key      string      `json:"key"`
+			Name     string      `json:"name"`
+			Workload ir.Workload `json:"workload"`
+		}
+		type alt struct {
+			Name      string `json:"name"`
+			Workloads []wl   `json:"workloads"`
+		}
+		type group struct {
+			Func         string   `json:"func"`
+			Pattern      string   `json:"pattern,omitempty"`
+			Ops          []string `json:"ops"`
+			Alternatives []alt    `json:"alternatives"`
+		}
+		rows := make([]group, len(gs))
+		for i, g := range gs {
+			rows[i] = group{Func: g.Func, Pattern: g.Pattern, Ops: g.Ops}
+			for _, a := range g.Alternatives {
+				ra := alt{Name: a.Name}
+				for _, x := range a.Workloads {
+					ra.Workloads = append(ra.Workloads, wl{x.Key(), x.Name(), x})
+				}
+				rows[i].Alternatives = append(rows[i].Alternatives, ra)
+			}
+		}
+		return printJSON(w, rows)
+	}
+	fused := 0
+	for i, g := range gs {
+		if i == 0 || gs[i-1].Func != g.Func {
+			n := 0
+			for _, h := range gs[i:] {
+				if h.Func == g.Func {
+					n++
+				}
+			}
+			fmt.Fprintf(w, "@%s: %d groups\n", g.Func, n)
+		}
+		title := g.Pattern
+		if title == "" {
+			title = "single"
+		} else {
+			fused++
+		}
+		fmt.Fprintf(w, "  %s  %s\n", title, strings.Join(g.Ops, ", "))
+		for _, a := range g.Alternatives {
+			for j, x := range a.Workloads {
+				label := ""
+				if j == 0 {
+					label = a.Name + ":"
+				}
+				fmt.Fprintf(w, "    %-9s %s  %s\n", label, x.Key()[:12], x.Name())
+			}
+		}
+	}
+	_, err := fmt.Fprintf(w, "\n%d groups, %d with a fused alternative\n", len(gs), fused)
+	return err
 }

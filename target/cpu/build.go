@@ -44,7 +44,7 @@ type Builder struct {
 // Key is the content address of a candidate's object.
 func (b *Builder) Key(c target.Candidate) string {
 	h := sha256.New()
-	for _, part := range [][]string{{b.Version}, b.Flags, c.CFlags, {"--ld--"}, c.LDFlags, {c.Source}} {
+	for _, part := range [][]string{{b.Version}, b.Flags, c.CFlags, {"--ld--"}, c.LDFlags, BaseLDFlags, {c.Source}} {
 		for _, s := range part {
 			h.Write([]byte(s))
 			h.Write([]byte{0})
@@ -130,7 +130,7 @@ func (b *Builder) buildOne(ctx context.Context, c target.Candidate) (target.Buil
 	// a concurrent build of the same source (two IDs, or two processes)
 	// never sees half an object.
 	tmp := fmt.Sprintf("%s.%d.%d.tmp", so, os.Getpid(), time.Now().UnixNano())
-	args := slices.Concat(b.Flags, c.CFlags, []string{"-o", tmp, src}, c.LDFlags)
+	args := slices.Concat(b.Flags, c.CFlags, []string{"-o", tmp, src}, c.LDFlags, BaseLDFlags)
 	diag, dur, err := runGCC(ctx, b.GCC, args)
 	r.Duration = dur
 	if err != nil {

@@ -104,6 +104,8 @@ func TestRunIsolatesBrokenCandidates(t *testing.T) {
 		{bad("no-compile", "this is not C;"), target.StatusBuildError, "error"},
 		{target.Candidate{ID: "no-entry", Entry: "missing", Source: linearSource("k", l, "")}, target.StatusBuildError, "missing not found"},
 		{bad("prints", `extern int puts(const char *); puts("noise on stdout");`), target.StatusOK, ""},
+		// The harness does not link libm: a candidate calling it must load.
+		{bad("libm", "extern float sqrtf(float), expf(float); volatile float z = 0.0f; if (sqrtf(expf(z)) != 1.0f) return 4;"), target.StatusOK, ""},
 		{good("good-4"), target.StatusOK, ""},
 	}
 	var cands []target.Candidate

@@ -27,6 +27,11 @@ var ErrNoCompiler = errors.New("gcc not found (install it: apt-get install gcc)"
 // BaseFlags are the gcc flags of every candidate on the measuring machine.
 var BaseFlags = []string{"-O3", "-march=native", "-fopenmp", "-fPIC", "-shared"}
 
+// BaseLDFlags follow every candidate's source on the gcc command line: the
+// harness that dlopens candidates does not link libm, so a candidate calling
+// expf or sqrtf must bring it as a dependency of its own.
+var BaseLDFlags = []string{"-lm"}
+
 // isaFlags are the /proc/cpuinfo flags that change generated code or its
 // speed; the rest (aes, rdrand…) would only split the fingerprint.
 var isaFlags = []string{
