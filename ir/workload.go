@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -241,4 +242,22 @@ func workloadOf(op *Op, def *OpDef, env map[string]int64) (Workload, error) {
 		}
 	}
 	return w, nil
+}
+
+// ParseAttrs reads back the workload's attributes (stored as MLIR text) as
+// typed values; nil when there are none.
+func (w Workload) ParseAttrs() (Attrs, error) {
+	if len(w.Attrs) == 0 {
+		return nil, nil
+	}
+	parts := make([]string, 0, len(w.Attrs))
+	for n, v := range w.Attrs {
+		parts = append(parts, n+" = "+v)
+	}
+	sort.Strings(parts)
+	m, err := ParseString("workload attributes", "module attributes {"+strings.Join(parts, ", ")+"} {}")
+	if err != nil {
+		return nil, fmt.Errorf("workload attributes: %w", err)
+	}
+	return m.Attrs, nil
 }

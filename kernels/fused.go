@@ -27,7 +27,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -693,7 +692,7 @@ func ropeAppendFromWorkload(w ir.Workload) (Kernel, error) {
 			return nil, fmt.Errorf("%s = %s: the fused kernel reads w as [out, in] (\"nk\")", name, val)
 		}
 	}
-	as, err := fusedAttrs(w)
+	as, err := w.ParseAttrs()
 	if err != nil {
 		return nil, err
 	}
@@ -736,21 +735,6 @@ func fusedPagedKV(s string) ([3]int64, error) {
 		return out, fmt.Errorf("cache type %q lacks block_size, kv_heads or head_dim", s)
 	}
 	return out, nil
-}
-
-// fusedAttrs parses a workload's attributes (MLIR text per name) with the
-// IR's own parser, as the attribute dictionary of an empty module.
-func fusedAttrs(w ir.Workload) (ir.Attrs, error) {
-	var parts []string
-	for n, v := range w.Attrs {
-		parts = append(parts, n+" = "+v)
-	}
-	slices.Sort(parts)
-	m, err := ir.ParseString("workload attributes", "module attributes {"+strings.Join(parts, ", ")+"} {}")
-	if err != nil {
-		return nil, fmt.Errorf("attributes: %w", err)
-	}
-	return m.Attrs, nil
 }
 
 func (k RopeAppendKV) bucket() int64 {
