@@ -667,15 +667,15 @@ func ropeAppendFromWorkload(w ir.Workload) (Kernel, error) {
 		return nil, err
 	}
 	x, wt, pos, cache, v, slots := w.Inputs[0], w.Inputs[1], w.Inputs[2], w.Inputs[3], w.Inputs[4], w.Inputs[5]
-	kv, err := fusedPagedKV(cache.KV)
+	kv, err := parsePagedKV(cache.KV)
 	if err != nil {
 		return nil, fmt.Errorf("operand #3 (cache): %w", err)
 	}
 	if w.Output[0].KV != cache.KV || cache.DType != "f32" || w.Output[0].DType != "f32" {
 		return nil, fmt.Errorf("cache %s %s → %s %s: want the same f32 cache in and out", cache.KV, cache.DType, w.Output[0].KV, w.Output[0].DType)
 	}
-	if len(x.Shape) < 1 || len(wt.Shape) != 2 || x.Shape[len(x.Shape)-1] != wt.Shape[1] || wt.Shape[0] != kv[1]*kv[2] {
-		return nil, fmt.Errorf("x %v and w %v: want w [kv_heads·head_dim = %d, %d]", x.Shape, wt.Shape, kv[1]*kv[2], x.Shape[len(x.Shape)-1])
+	if len(x.Shape) < 1 || len(wt.Shape) != 2 || x.Shape[len(x.Shape)-1] != wt.Shape[1] || wt.Shape[0] != kv.KVHeads*kv.HeadDim {
+		return nil, fmt.Errorf("x %v and w %v: want w [kv_heads·head_dim = %d, %d]", x.Shape, wt.Shape, kv.KVHeads*kv.HeadDim, x.Shape[len(x.Shape)-1])
 	}
 	if x.DType != "f32" || wt.DType != "f32" || v.DType != "f32" || pos.DType != "i32" || slots.DType != "i64" {
 		return nil, fmt.Errorf("dtypes x %s, w %s, positions %s, v %s, slot_mapping %s: want f32, f32, i32, f32, i64", x.DType, wt.DType, pos.DType, v.DType, slots.DType)
@@ -684,8 +684,8 @@ func ropeAppendFromWorkload(w ir.Workload) (Kernel, error) {
 	if rows(pos)*pos.Shape[len(pos.Shape)-1] != t || rows(slots)*slots.Shape[len(slots.Shape)-1] != t {
 		return nil, fmt.Errorf("positions %v and slot_mapping %v are not %d tokens", pos.Shape, slots.Shape, t)
 	}
-	if len(v.Shape) < 2 || v.Shape[len(v.Shape)-1] != kv[2] || v.Shape[len(v.Shape)-2] != kv[1] || rows(v)/kv[1] != t {
-		return nil, fmt.Errorf("v %v is not %d tokens of [%d, %d]", v.Shape, t, kv[1], kv[2])
+	if len(v.Shape) < 2 || v.Shape[len(v.Shape)-1] != kv.HeadDim || v.Shape[len(v.Shape)-2] != kv.KVHeads || rows(v)/kv.KVHeads != t {
+		return nil, fmt.Errorf("v %v is not %d tokens of [%d, %d]", v.Shape, t, kv.KVHeads, kv.HeadDim)
 	}
 	for name, val := range w.Attrs {
 		if strings.HasSuffix(name, "weight_layout") && val != strconv.Quote("nk") {
@@ -700,41 +700,11 @@ func ropeAppendFromWorkload(w ir.Workload) (Kernel, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := RopeAppendKV{Tokens: t, K: wt.Shape[1], KVHeads: kv[1], HeadDim: kv[2], BlockSize: kv[0], Config: c, IR: &w}
+	k := RopeAppendKV{Tokens: t, K: wt.Shape[1], KVHeads: kv.KVHeads, HeadDim: kv.HeadDim, BlockSize: kv.BlockSize, Config: c, IR: &w}
 	if err := k.check(); err != nil {
 		return nil, err
 	}
 	return k, nil
-}
-
-// fusedPagedKV reads "paged_kv<block_size=…,kv_heads=…,head_dim=…>" into
-// [block_size, kv_heads, head_dim].
-func fusedPagedKV(s string) ([3]int64, error) {
-	var out [3]int64
-	body, ok := strings.CutPrefix(s, "paged_kv<")
-	body, closed := strings.CutSuffix(body, ">")
-	if !ok || !closed {
-		return out, fmt.Errorf("cache type %q: want paged_kv<block_size=…,kv_heads=…,head_dim=…>", s)
-	}
-	for _, f := range strings.Split(body, ",") {
-		k, v, _ := strings.Cut(f, "=")
-		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		if err != nil || n < 1 {
-			return out, fmt.Errorf("cache type %q: field %q", s, f)
-		}
-		switch strings.TrimSpace(k) {
-		case "block_size":
-			out[0] = n
-		case "kv_heads":
-			out[1] = n
-		case "head_dim":
-			out[2] = n
-		}
-	}
-	if out[0] == 0 || out[1] == 0 || out[2] == 0 {
-		return out, fmt.Errorf("cache type %q lacks block_size, kv_heads or head_dim", s)
-	}
-	return out, nil
 }
 
 func (k RopeAppendKV) bucket() int64 {
