@@ -26,9 +26,11 @@ build: deps-go
 	$(GO) build -o $(BIN) ./cmd/llmir
 
 # The main job on a built-in default.
+# Tune llama-tiny with a short budget into the default database (rerun to
+# resume: the budget counts what is already recorded).
 run: build
 	$(BIN) import --preset llama-tiny -o bin/llama-tiny.mlir
-	$(BIN) tasks bin/llama-tiny.mlir
+	$(BIN) tune --preset llama-tiny --trials 120 --time 5m
 
 # The packages whose contracts include concurrency also run under -race.
 RACE_PKGS := ./kvcache/... ./tuningdb/...
@@ -40,6 +42,20 @@ test: deps-test
 
 bench: deps-test
 	$(GO) test -run '^$$' -bench . -benchtime 1x $(PKGS)
+
+# The nightly benchmarks (issue #8): the nightly suite (kernels, tuning, a
+# short tune of llama-tiny) into RESULTS, then the dashboard into SITE. Rows
+# are stamped with the checked-out commit ("-dirty" for a modified tree).
+# NIGHTLY_FLAGS adds flags, e.g. NIGHTLY_FLAGS=--fail-on-regression for CI.
+RESULTS ?= $(HOME)/.cache/llmir/nightly.db
+SITE    ?= bin/nightly-site
+NIGHTLY_FLAGS ?=
+.PHONY: nightly
+nightly: build
+	@scripts/ensure-deps.sh openblas
+	c=$$(git rev-parse HEAD 2>/dev/null) && { git diff --quiet HEAD 2>/dev/null || c=$$c-dirty; }; \
+	  LLMIR_GIT_COMMIT=$$c $(BIN) bench --suite nightly --results $(RESULTS) $(NIGHTLY_FLAGS); st=$$?; \
+	  $(BIN) dashboard --results $(RESULTS) -o $(SITE) || exit 1; exit $$st
 
 # A short run of every fuzz target (FUZZTIME each).
 FUZZTIME ?= 10s

@@ -60,7 +60,7 @@ func exampleFeatures(e costmodel.Example) ([]float64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", e.Workload, err)
 	}
-	return costmodel.Features(s.Nest(), e.Device, l.Dims())
+	return costmodel.ScheduleFeatures(s, costmodel.Work{FLOPs: l.FLOPs(), Bytes: l.Bytes()}, e.Device, l.Dims())
 }
 
 // TestGenerateDataset measures the evaluation dataset: $LLMIR_COSTMODEL_GEN
@@ -291,7 +291,7 @@ func TestLinearSpaceFeatures(t *testing.T) {
 				if want := l.FLOPs(); a.FLOPs < want || a.FLOPs > 1.5*want {
 					t.Errorf("seed %d: FLOPs %v, want within [%v, 1.5×]", seed, a.FLOPs, want)
 				}
-				f, err := costmodel.Features(s.Nest(), dev, l.Dims())
+				f, err := costmodel.ScheduleFeatures(s, costmodel.Work{FLOPs: l.FLOPs(), Bytes: l.Bytes()}, dev, l.Dims())
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -347,6 +347,49 @@ func BenchmarkSearchTrials(b *testing.B) {
 				}
 				b.ReportMetric(costmodel.Median(rnd), "random-trials")
 				b.ReportMetric(costmodel.Median(gd), "guided-trials")
+			})
+		}
+	}
+}
+
+// BenchmarkEvolutionTrials is the evaluation of evolutionary search,
+// replayed on the dataset's measured pools (SimulateEvolution: the
+// population each round is the pool's part of the parents' mutation
+// neighbourhood plus random draws, ranked by the model, ε-greedy, batch
+// 4): the median over held-out tasks of the trials to measure a candidate
+// within 95% of the pool's best, random order vs evolution guided by each
+// model (means over 10 seeds per task).
+//
+//	go test ./costmodel -run '^$' -bench EvolutionTrials -benchtime 1x -v
+func BenchmarkEvolutionTrials(b *testing.B) {
+	for _, path := range datasets(b) {
+		ex := loadDataset(b, path)
+		name := strings.TrimSuffix(filepath.Base(path), ".jsonl")
+		for _, m := range []struct {
+			name string
+			new  func() costmodel.Model
+		}{
+			{"roofline", func() costmodel.Model { return &costmodel.Roofline{} }},
+			{"gbt", func() costmodel.Model { return costmodel.NewGBT(costmodel.DefaultGBTParams()) }},
+		} {
+			b.Run(fmt.Sprintf("data=%s/model=%s/batch=4", name, m.name), func(b *testing.B) {
+				var sims []costmodel.EvolutionSim
+				for b.Loop() {
+					var err error
+					sims, err = costmodel.SimulateEvolution(ex, 4, 10, m.new, costmodel.EvolveSim{})
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				var rnd, ev []float64
+				for _, s := range sims {
+					b.Logf("%-36s pool=%3d random=%5.1f evolution=%5.1f", s.Task, s.Pool, s.Random, s.Evolution)
+					rnd = append(rnd, s.Random)
+					ev = append(ev, s.Evolution)
+				}
+				b.ReportMetric(costmodel.Median(rnd), "random-trials")
+				b.ReportMetric(costmodel.Median(ev), "evolution-trials")
+				b.ReportMetric(costmodel.Median(ev)/costmodel.Median(rnd), "evolution/random")
 			})
 		}
 	}

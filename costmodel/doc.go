@@ -18,8 +18,12 @@
 //     Update(task, features, seconds) (online), Format + MarshalBinary, and
 //     Unmarshal(format, data). Roofline is analytic; GBT learns and uses the
 //     roofline until it has Params.MinTrain measurements.
-//   - FeaturesBatch and Rank: features of a population in parallel (conc
-//     pool) and the model's order over it — what search calls per round.
+//   - ScheduleFeatures(s, work, dev, dims): Features plus what the nest
+//     does not show — the kernel's work and the trace's knob values — and
+//     the only features of template kernels; ScheduleFeaturesBatch runs it
+//     over a population in parallel (conc pool): what search calls per round.
+//   - FeaturesBatch and Rank: nest features of a population in parallel and
+//     the model's order over it.
 //   - PairwiseAccuracy, TopKRecall, LeaveOneTaskOut, SimulateSearch: the
 //     evaluation; Example/ReadDataset/WriteDataset: the JSONL datasets of
 //     measured candidates (testdata/*.jsonl, see its README), run by
@@ -105,6 +109,32 @@
 //
 // Buffer strides and reuse are those of the buffer's heaviest access (a
 // load on ties: a packed copy's store walks the layout in copy order).
+//
+// Then the work features, which ScheduleFeatures fills from the kernel's
+// own FLOPs and Bytes (Work) and Features from the nest's counts:
+//
+//	template              1 for a template kernel (no loop nest), else 0
+//	log_kernel_flops      the kernel's FLOPs at its runtime extents
+//	log_kernel_bytes      the kernel's minimum bytes moved
+//	log_kernel_ai         FLOPs per byte (log2(1+x))
+//	knobs                 number of sampling steps in the trace
+//
+// Then, for the first MaxKnobs sampling steps of the trace, in trace order
+// (the order the kernel's Space samples them, so the same knob across a
+// task's candidates; zeros when fewer, and always zero from Features, which
+// sees no trace), "knobN.":
+//
+//	log_value             log2(1+chosen value): the candidate a categorical
+//	                      step picked, or a perfect tile's innermost factor
+//	frac                  position of the choice in its domain, 0…1: index
+//	                      over (candidates-1), or log(innermost)/log(extent)
+//
+// Template kernels (paged attention, int4 linear, …) are generated C with
+// knobs, not nests: their nest features are zero but for log_flops,
+// log_ideal_bytes, log_ai_ideal and log_roofline_seconds (the kernel's work
+// at the device's peaks, the same for every candidate, so the roofline ties
+// them and keeps their order); the learned model tells them apart by the
+// knob features, which is what a template's speed depends on.
 //
 // # Why gradient-boosted trees
 //

@@ -11,6 +11,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+
+	"llmir/schedule"
 )
 
 // Example is one measured candidate of the evaluation dataset: a line of
@@ -347,4 +349,238 @@ func Median(xs []float64) float64 {
 		return s[n/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// EvolveSim configures SimulateEvolution; zero fields take the defaults of
+// search.EvolveOptions (population 128, 16 parents, 25% random, ε 0.1).
+type EvolveSim struct {
+	Population  int
+	Parents     int
+	RandomShare float64
+	Epsilon     float64
+	// MaxDiff is how many sampling decisions a child may differ from its
+	// parent in (default 2: search mutates one or two).
+	MaxDiff int
+}
+
+// EvolutionSim is the result of SimulateEvolution for one held-out task.
+type EvolutionSim struct {
+	Task      string
+	Pool      int
+	Random    float64 // mean trials in random order (over the seeds)
+	Evolution float64 // mean trials of model-guided evolution (over the seeds)
+}
+
+// SimulateEvolution replays model-guided evolutionary search on the
+// dataset's measured pools, as SimulateSearch does for pure ranking: for
+// each held-out task (the model trained on the others first), each round
+// the population is the unmeasured pool candidates that differ from one of
+// the fastest measured (the parents) in at most MaxDiff sampling decisions
+// — the pool's part of the mutation neighbourhood search would breed —
+// plus a RandomShare of fresh unmeasured ones; the model ranks it, the
+// batch's best are measured with an ε share at random, and the model
+// learns them. It counts trials until a candidate within 95% of the pool's
+// best is measured, averaged over seeds 1..seeds (ε and the random share
+// draw). Examples need Features and traces with sampling decisions.
+func SimulateEvolution(ex []Example, batch, seeds int, newModel func() Model, o EvolveSim) ([]EvolutionSim, error) {
+	if o.Population <= 0 {
+		o.Population = 128
+	}
+	if o.Parents <= 0 {
+		o.Parents = 16
+	}
+	if o.RandomShare <= 0 {
+		o.RandomShare = 0.25
+	}
+	if o.Epsilon == 0 {
+		o.Epsilon = 0.1
+	}
+	if o.MaxDiff <= 0 {
+		o.MaxDiff = 2
+	}
+	batch, seeds = max(batch, 1), max(seeds, 1)
+	byTask := map[string][]Example{}
+	var tasks []string
+	for i, e := range ex {
+		if len(e.Features) != NumFeatures {
+			return nil, fmt.Errorf("example %d (%s): %d features, want %d", i, e.Workload, len(e.Features), NumFeatures)
+		}
+		if byTask[e.Task()] == nil {
+			tasks = append(tasks, e.Task())
+		}
+		byTask[e.Task()] = append(byTask[e.Task()], e)
+	}
+	if len(tasks) < 2 {
+		return nil, ErrTooFewTasks
+	}
+	slices.Sort(tasks)
+	var out []EvolutionSim
+	for _, held := range tasks {
+		pool := byTask[held]
+		decs := make([][]string, len(pool))
+		for i, e := range pool {
+			d, err := decisionsOf(e.Trace)
+			if err != nil {
+				return nil, fmt.Errorf("simulate %s: example %d: %w", held, i, err)
+			}
+			decs[i] = d
+		}
+		best := math.Inf(1)
+		for _, e := range pool {
+			best = min(best, e.Median)
+		}
+		good := func(i int) bool { return pool[i].Median <= best/0.95 }
+		sim := EvolutionSim{Task: held, Pool: len(pool)}
+		// Trained once on the other tasks, then copied per seed (through
+		// its serialization) so that every seed starts from the same model.
+		base := newModel()
+		for _, t := range tasks {
+			if t == held {
+				continue
+			}
+			var fs [][]float64
+			var ss []float64
+			for _, e := range byTask[t] {
+				fs = append(fs, e.Features)
+				ss = append(ss, e.Median)
+			}
+			if err := base.Update(t, fs, ss); err != nil {
+				return nil, fmt.Errorf("simulate %s: %w", held, err)
+			}
+		}
+		data, err := base.MarshalBinary()
+		if err != nil {
+			return nil, fmt.Errorf("simulate %s: %w", held, err)
+		}
+		for seed := range seeds {
+			rng := rand.New(rand.NewPCG(uint64(seed+1), uint64(seed+1)))
+			for n, i := range rng.Perm(len(pool)) {
+				if good(i) {
+					sim.Random += float64(n + 1)
+					break
+				}
+			}
+			m, err := Unmarshal(base.Format(), data)
+			if err != nil {
+				return nil, fmt.Errorf("simulate %s: %w", held, err)
+			}
+			n, err := evolveOnPool(pool, decs, good, m, held, batch, o, rng)
+			if err != nil {
+				return nil, err
+			}
+			sim.Evolution += float64(n)
+		}
+		sim.Random /= float64(seeds)
+		sim.Evolution /= float64(seeds)
+		out = append(out, sim)
+	}
+	return out, nil
+}
+
+// evolveOnPool runs one seed of SimulateEvolution on one pool and returns
+// the trials until a good candidate is measured.
+func evolveOnPool(pool []Example, decs [][]string, good func(int) bool, m Model, task string, batch int, o EvolveSim, rng *rand.Rand) (int, error) {
+	measured := make([]bool, len(pool))
+	var done []int
+	trials := 0
+	for len(done) < len(pool) {
+		parents := slices.Clone(done)
+		slices.SortStableFunc(parents, func(a, b int) int { return cmp.Compare(pool[a].Median, pool[b].Median) })
+		parents = parents[:min(len(parents), o.Parents)]
+		var near, far []int
+		for i := range pool {
+			if measured[i] {
+				continue
+			}
+			isNear := false
+			for _, p := range parents {
+				if diffCount(decs[i], decs[p]) <= o.MaxDiff {
+					isNear = true
+					break
+				}
+			}
+			if isNear {
+				near = append(near, i)
+			} else {
+				far = append(far, i)
+			}
+		}
+		rng.Shuffle(len(near), func(a, b int) { near[a], near[b] = near[b], near[a] })
+		rng.Shuffle(len(far), func(a, b int) { far[a], far[b] = far[b], far[a] })
+		nRandom := int(math.Ceil(o.RandomShare * float64(o.Population)))
+		if len(parents) == 0 {
+			nRandom = o.Population
+		}
+		pop := append(near[:min(len(near), o.Population-min(nRandom, len(far)))], far[:min(len(far), nRandom)]...)
+		if len(pop) == 0 {
+			pop = append(near, far...)
+		}
+		fs := make([][]float64, len(pop))
+		for j, i := range pop {
+			fs[j] = pool[i].Features
+		}
+		sc := m.Predict(fs)
+		order := make([]int, len(pop))
+		for j := range order {
+			order[j] = j
+		}
+		slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(sc[b], sc[a]) })
+		n := min(batch, len(pop))
+		explore := 0
+		if o.Epsilon > 0 {
+			explore = int(math.Round(o.Epsilon * float64(n)))
+			if n >= 4 {
+				explore = max(explore, 1)
+			}
+		}
+		pick := slices.Clone(order[:n-explore])
+		rest := slices.Clone(order[n-explore:])
+		rng.Shuffle(len(rest), func(a, b int) { rest[a], rest[b] = rest[b], rest[a] })
+		pick = append(pick, rest[:min(explore, len(rest))]...)
+		var bf [][]float64
+		var bs []float64
+		for _, j := range pick {
+			i := pop[j]
+			trials++
+			if good(i) {
+				return trials, nil
+			}
+			measured[i] = true
+			done = append(done, i)
+			bf = append(bf, pool[i].Features)
+			bs = append(bs, pool[i].Median)
+		}
+		if err := m.Update(task, bf, bs); err != nil {
+			return 0, fmt.Errorf("simulate %s: %w", task, err)
+		}
+	}
+	return trials, nil
+}
+
+// decisionsOf lists a trace's sampling decisions, each with its step's
+// position and operands, so that two traces compare step by step.
+func decisionsOf(trace json.RawMessage) ([]string, error) {
+	t, err := schedule.ParseTrace(trace)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for i, in := range t.Insts {
+		if in.Decision != nil {
+			out = append(out, fmt.Sprint(i, in.Op, in.Ints, in.Decision))
+		}
+	}
+	return out, nil
+}
+
+// diffCount is how many sampling decisions differ (steps that do not
+// align count as different).
+func diffCount(a, b []string) int {
+	n := max(len(a), len(b)) - min(len(a), len(b))
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			n++
+		}
+	}
+	return n
 }

@@ -85,7 +85,9 @@ var bufferFeatureNames = []string{
 }
 
 // FeatureNames lists the names of the feature vector's entries: the global
-// features, then for each of the TopBuffers buffers "bufN.<name>".
+// features, "loopN.<name>" for each of the LoopLevels loops, "bufN.<name>"
+// for each of the TopBuffers buffers, the work features, then
+// "knobN.<name>" for each of the MaxKnobs sampling steps.
 func FeatureNames() []string {
 	names := slices.Clone(globalFeatureNames)
 	for l := range LoopLevels {
@@ -98,15 +100,23 @@ func FeatureNames() []string {
 			names = append(names, fmt.Sprintf("buf%d.%s", b, n))
 		}
 	}
+	names = append(names, workFeatureNames...)
+	for k := range MaxKnobs {
+		for _, n := range knobFeatureNames {
+			names = append(names, fmt.Sprintf("knob%d.%s", k, n))
+		}
+	}
 	return names
 }
 
 // NumFeatures is the length of every feature vector.
-var NumFeatures = len(globalFeatureNames) + LoopLevels*len(loopFeatureNames) + TopBuffers*len(bufferFeatureNames)
+var NumFeatures = len(globalFeatureNames) + LoopLevels*len(loopFeatureNames) + TopBuffers*len(bufferFeatureNames) +
+	len(workFeatureNames) + MaxKnobs*len(knobFeatureNames)
 
 // FeatureVersion changes whenever the meaning of the vector changes; a
 // serialized model trained on another version is rejected.
-const FeatureVersion = 1
+// Version 2 added the work and knob features (ScheduleFeatures).
+const FeatureVersion = 2
 
 // lg is the log transform for counts and sizes: log2(1+x), 0 at 0.
 func lg(x float64) float64 { return math.Log2(1 + math.Max(x, 0)) }
@@ -741,6 +751,10 @@ func (a *Analysis) vector() []float64 {
 		v = append(v, lg(b.Bytes), lg(b.UniqueBytes), lg(b.CacheLines), lg(b.InnerStride),
 			contig, lg(b.ReuseDist), lg(b.ReuseCount), b.ReuseLevel, written, lg(b.DRAMTraffic))
 	}
+	// Work features from the nest's own counts; knob features need the
+	// trace (ScheduleFeatures) and stay zero here.
+	v = append(v, 0, lg(a.FLOPs), lg(a.IdealBytes), lg(a.FLOPs/math.Max(a.IdealBytes, 1)), 0)
+	v = append(v, make([]float64, MaxKnobs*len(knobFeatureNames))...)
 	return v
 }
 

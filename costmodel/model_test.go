@@ -3,6 +3,7 @@ package costmodel
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -208,17 +209,18 @@ func TestUnmarshalRejects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	fv := fmt.Sprintf(`"feature_version":%d`, FeatureVersion)
 	cases := []struct {
 		name, format string
 		data         []byte
 		errFormat    bool
 	}{
-		{"unknown-format", "mlp/v9", []byte(`{"format":"mlp/v9","feature_version":1}`), true},
+		{"unknown-format", "mlp/v9", []byte(`{"format":"mlp/v9",` + fv + `}`), true},
 		{"format-mismatch", "roofline/v1", good, true},
-		{"old-features", "gbt/v1", []byte(strings.Replace(string(good), `"feature_version":1`, `"feature_version":0`, 1)), true},
+		{"old-features", "gbt/v1", []byte(strings.Replace(string(good), fv, `"feature_version":0`, 1)), true},
 		{"not-json", "gbt/v1", []byte("\x00garbage"), false},
-		{"bad-tree", "gbt/v1", []byte(`{"format":"gbt/v1","feature_version":1,"trees":[{"nodes":[{"f":0,"t":1,"l":5,"r":6}]}]}`), false},
-		{"short-sample", "gbt/v1", []byte(`{"format":"gbt/v1","feature_version":1,"tasks":[{"task":"a","features":[[1,2]],"seconds":[1]}]}`), false},
+		{"bad-tree", "gbt/v1", []byte(`{"format":"gbt/v1",` + fv + `,"trees":[{"nodes":[{"f":0,"t":1,"l":5,"r":6}]}]}`), false},
+		{"short-sample", "gbt/v1", []byte(`{"format":"gbt/v1",` + fv + `,"tasks":[{"task":"a","features":[[1,2]],"seconds":[1]}]}`), false},
 	}
 	for _, c := range cases {
 		_, err := Unmarshal(c.format, c.data)

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -11,24 +13,229 @@ import (
 	"golang.org/x/sys/unix"
 
 	"llmir/bench"
+	"llmir/bench/results"
 	"llmir/internal/buildinfo"
+	"llmir/ir/hf"
 	"llmir/search"
 	"llmir/target"
 	"llmir/target/cpu"
+	"llmir/tuningdb"
 )
 
-// newBenchCmd builds `llmir bench`: benchmark suites that tune, measure
-// next to the baselines, and store their results.
+// newBenchCmd builds `llmir bench`: benchmark suites that measure next to
+// the baselines, store their results and report regressions.
 func newBenchCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "bench",
-		Short: "Run benchmark suites (tune, measure against baselines, record)",
-		Example: `  llmir bench linear --threads 1
-  llmir bench linear --shapes 512x4096x4096,1x4096x4096 --threads 2 --trials 24 --json`,
+		Use:   "bench --suite NAME",
+		Short: "Run benchmark suites (measure against baselines and the roofline, record, report regressions)",
+		Long: `Runs a benchmark suite and stores every number in the results database
+(--results, default the tuning database --db), then compares each benchmark with
+the median of its last --window results on this device and prints the report
+(improved / regressed / unchanged).
+
+Suites:
+  kernels  every kernel of the registry on the distinct workloads of --models
+           (default llama-tiny and llama-3-8b's decode, in f32; llama-3-8b
+           prefill is left out as too slow for a nightly on 2 cores): the
+           rule-based default and the best-known schedule (user database, then
+           the precompiled one) measured in one batch with the baseline where
+           one exists (OpenBLAS for linear), twice in mirrored order: median,
+           IQR, GB/s or GFLOP/s, % of the roofline at the thread count.
+  tuning   cost-model pairwise rank accuracy (learned vs roofline, held-out
+           tasks) and trials to 95% of the best (model-guided vs random) on the
+           fixed datasets of --costmodel-data.
+  nightly  both, plus a short tune of --tune-preset from scratch, stored as a
+           tuning run whose best-latency-vs-trials curves the dashboard draws.
+
+Rows carry the device fingerprint, git commit ($LLMIR_GIT_COMMIT, else the
+binary's VCS revision), llmir version, time, all samples, median, IQR, unit,
+baseline ratio and % of roofline. With --fail-on-regression the command exits
+with status 3 when a benchmark regressed.
+
+--slow PATTERN is a TESTING AID, not a benchmark setting: kernel benchmarks whose
+name matches measure their naive schedule (untiled, unvectorised, one thread)
+in place of the default and best-known ones, to check that a slowed kernel is
+flagged. Rows measured so are real measurements of a slower schedule.`,
+		Example: `  llmir bench --suite kernels --results nightly.db
+  llmir bench --suite nightly --results nightly.db --fail-on-regression
+  llmir bench --suite tuning --json
+  llmir bench --suite kernels --match 'linear/M=1,' --min-time 20ms
+  llmir bench --suite kernels --results t.db --slow 'linear/M=1,N=256,K=256/'   # testing aid
+  llmir bench linear --threads 1`,
 		Args: cobra.NoArgs,
+		RunE: runBenchSuite,
 	}
+	def := results.DefaultPolicy()
+	f := cmd.Flags()
+	f.String("suite", "", "suite to run: "+strings.Join(bench.SuiteNames(), ", "))
+	f.String("target", "cpu", "target to measure on (cpu)")
+	f.String("results", "", "results database (default: the tuning database, --db)")
+	f.Bool("json", false, "print the run as JSON (all samples, the report)")
+	f.Bool("fail-on-regression", false, "exit with status 3 when a benchmark regressed")
+	f.Bool("all", false, "list unchanged benchmarks in the report too")
+	f.IntSlice("threads", []int{1}, "thread counts to measure kernels at (the model tune uses the first)")
+	f.StringSlice("models", []string{"llama-tiny", "llama-3-8b:decode"}, "model shapes of the kernels suite: preset[:prefill|decode]")
+	f.String("match", "", "only kernel and tune benchmarks whose name matches this regular expression")
+	f.Duration("min-time", 0, "timed budget per candidate (0: the protocol's 100ms)")
+	f.Duration("warmup", 0, "warm-up per candidate (0: the protocol's 25ms)")
+	f.Uint64("seed", 1, "seed of inputs and searches")
+	f.Int64("max-buffer-mib", 1024, "skip kernels whose buffers exceed this many MiB")
+	f.StringSlice("costmodel-data", []string{"costmodel/testdata/*.jsonl"}, "cost-model datasets of the tuning suite (globs)")
+	f.Int("search-seeds", 10, "seeds each simulated search order of the tuning suite is averaged over")
+	f.String("tune-preset", "llama-tiny", "model the nightly tunes")
+	f.Int("tune-trials", 4, "trials per task of the nightly tune")
+	f.String("slow", "", "TESTING AID: measure the naive schedule of kernel benchmarks matching this regular expression")
+	f.Int("window", def.Window, "regression reference: median of the last N results")
+	f.Float64("floor", def.Floor, "smallest relative change that counts (0.03 = 3%)")
+	f.Float64("k", def.K, "noise factor: changes within k × IQR/median are noise")
 	cmd.AddCommand(newBenchLinearCmd())
 	return cmd
+}
+
+func runBenchSuite(cmd *cobra.Command, args []string) error {
+	fl := cmd.Flags()
+	suite, _ := fl.GetString("suite")
+	tgName, _ := fl.GetString("target")
+	asJSON, _ := fl.GetBool("json")
+	failOn, _ := fl.GetBool("fail-on-regression")
+	all, _ := fl.GetBool("all")
+	threads, _ := fl.GetIntSlice("threads")
+	models, _ := fl.GetStringSlice("models")
+	match, _ := fl.GetString("match")
+	minTime, _ := fl.GetDuration("min-time")
+	warmup, _ := fl.GetDuration("warmup")
+	seed, _ := fl.GetUint64("seed")
+	maxMiB, _ := fl.GetInt64("max-buffer-mib")
+	cmData, _ := fl.GetStringSlice("costmodel-data")
+	tunePreset, _ := fl.GetString("tune-preset")
+	tuneTrials, _ := fl.GetInt("tune-trials")
+	searchSeeds, _ := fl.GetInt("search-seeds")
+	slow, _ := fl.GetString("slow")
+	var pol results.Policy
+	pol.Window, _ = fl.GetInt("window")
+	pol.Floor, _ = fl.GetFloat64("floor")
+	pol.K, _ = fl.GetFloat64("k")
+
+	if suite == "" {
+		return fmt.Errorf("--suite NAME is required (one of %s), or run a subcommand such as llmir bench linear", strings.Join(bench.SuiteNames(), ", "))
+	}
+	if _, ok := bench.Suites()[suite]; !ok {
+		return fmt.Errorf("--suite %q: %w (known: %s)", suite, bench.ErrUnknownSuite, strings.Join(bench.SuiteNames(), ", "))
+	}
+	if tgName != "cpu" {
+		return fmt.Errorf("--target %q: the suites measure on the cpu target only (CUDA kernels are benchmarked by the GPU machine's script)", tgName)
+	}
+	o := bench.SuiteOptions{Seed: seed, TunePreset: tunePreset, TuneTrials: tuneTrials, SearchSeeds: searchSeeds, Policy: pol,
+		Run:     target.RunOptions{Budget: minTime, Warmup: warmup},
+		Command: "llmir " + strings.Join(os.Args[1:], " "), Version: buildinfo.Version()}
+	for _, t := range threads {
+		if t < 1 || t > 1024 {
+			return fmt.Errorf("--threads %d: want 1..1024", t)
+		}
+	}
+	o.Threads = threads
+	var err error
+	if o.Models, err = bench.ParseModels(models); err != nil {
+		return fmt.Errorf("--models: %w", err)
+	}
+	if _, err := bench.ParseModels([]string{tunePreset}); err != nil || strings.Contains(tunePreset, ":") {
+		return fmt.Errorf("--tune-preset %q: want a preset name (%s)", tunePreset, strings.Join(hf.Presets(), ", "))
+	}
+	if match != "" {
+		if o.Match, err = regexp.Compile(match); err != nil {
+			return fmt.Errorf("--match %q: %w", match, err)
+		}
+	}
+	if slow != "" {
+		if o.Slow, err = regexp.Compile(slow); err != nil {
+			return fmt.Errorf("--slow %q: %w", slow, err)
+		}
+	}
+	switch {
+	case minTime < 0:
+		return fmt.Errorf("--min-time %v: want ≥ 0", minTime)
+	case warmup < 0:
+		return fmt.Errorf("--warmup %v: want ≥ 0", warmup)
+	case maxMiB < 1:
+		return fmt.Errorf("--max-buffer-mib %d: want ≥ 1", maxMiB)
+	case tuneTrials < 1:
+		return fmt.Errorf("--tune-trials %d: want ≥ 1", tuneTrials)
+	case searchSeeds < 1:
+		return fmt.Errorf("--search-seeds %d: want ≥ 1", searchSeeds)
+	}
+	o.MaxBufferBytes = maxMiB << 20
+	if err := pol.Check(); err != nil {
+		return fmt.Errorf("--window/--floor/--k: %w", err)
+	}
+	if suite == bench.SuiteTuning || suite == bench.SuiteNightly {
+		for _, g := range cmData {
+			files, err := filepath.Glob(g)
+			if err != nil {
+				return fmt.Errorf("--costmodel-data %q: %w", g, err)
+			}
+			if len(files) == 0 {
+				return fmt.Errorf("--costmodel-data %q: no such dataset (run from the repository root, or point it at costmodel/testdata/*.jsonl)", g)
+			}
+			o.CostModelData = append(o.CostModelData, files...)
+		}
+	}
+	if !asJSON {
+		o.Log = cmd.ErrOrStderr()
+	}
+
+	ctx := cmd.Context()
+	tg, err := cpu.New(ctx, cpu.Options{})
+	if err != nil {
+		return err
+	}
+	resPath, _ := fl.GetString("results")
+	dbPath, _ := fl.GetString("db")
+	if resPath == "" {
+		resPath = dbPath
+	}
+	if resPath == "" {
+		return errors.New("--results: empty database path")
+	}
+	if dir := filepath.Dir(resPath); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("--results %s: %w", resPath, err)
+		}
+	}
+	rdb, err := tuningdb.Open(ctx, resPath, tuningdb.Options{LLMIRVersion: buildinfo.Version()})
+	if err != nil {
+		return fmt.Errorf("--results %s: %w", resPath, err)
+	}
+	defer rdb.Close()
+	// Best-known schedules: the user's tuning database (if it exists)
+	// above the precompiled one, as compiles look them up.
+	stack, err := tuningdb.OpenStack(ctx, dbPath, true)
+	if err != nil {
+		return fmt.Errorf("--db %s: %w", dbPath, err)
+	}
+	defer stack.Close()
+	env, err := bench.NewEnv(ctx, tg, rdb, &stack.Layered, o)
+	if err != nil {
+		return err
+	}
+	run, err := bench.RunSuite(ctx, suite, env)
+	if run != nil {
+		var perr error
+		if asJSON {
+			perr = printJSON(cmd.OutOrStdout(), run)
+		} else {
+			perr = run.WriteText(cmd.OutOrStdout(), all)
+		}
+		if err == nil {
+			err = perr
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if failOn && run.Report.HasRegression() {
+		return &exitError{code: ExitRegression, err: fmt.Errorf("%d of %d benchmarks regressed", run.Report.Regressed, len(run.Report.Findings))}
+	}
+	return nil
 }
 
 func newBenchLinearCmd() *cobra.Command {

@@ -3,12 +3,15 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"llmir/target/cpu/cputest"
+	"errors"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"llmir/target/cpu"
+	"llmir/target/cpu/cputest"
+	"llmir/tuningdb"
 )
 
 // benchEnv isolates the command (config, cache, database) and caches a
@@ -104,5 +107,162 @@ func TestBenchLinearErrors(t *testing.T) {
 	out, _, err := runCLI(t, dir, "bench", "linear", "-h")
 	if err != nil || !strings.Contains(out, "Examples:") || !strings.Contains(out, "--shapes") {
 		t.Errorf("help: %v\n%s", err, out)
+	}
+}
+
+func TestBenchSuiteErrors(t *testing.T) {
+	dir := isolate(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "--suite NAME is required"},
+		{[]string{"--suite", "kernel"}, `--suite "kernel": unknown benchmark suite (known: kernels, nightly, tuning)`},
+		{[]string{"--suite", "kernels", "--target", "cuda"}, `--target "cuda"`},
+		{[]string{"--suite", "kernels", "--threads", "0"}, "--threads 0"},
+		{[]string{"--suite", "kernels", "--models", "gpt-9"}, `--models: model 1 "gpt-9": unknown preset`},
+		{[]string{"--suite", "kernels", "--models", "llama-tiny:train"}, `phase "train"`},
+		{[]string{"--suite", "kernels", "--match", "("}, `--match "("`},
+		{[]string{"--suite", "kernels", "--slow", "[z-a]"}, `--slow "[z-a]"`},
+		{[]string{"--suite", "kernels", "--min-time", "-1s"}, "--min-time -1s"},
+		{[]string{"--suite", "kernels", "--max-buffer-mib", "0"}, "--max-buffer-mib 0"},
+		{[]string{"--suite", "nightly", "--tune-trials", "0"}, "--tune-trials 0"},
+		{[]string{"--suite", "tuning", "--search-seeds", "0"}, "--search-seeds 0"},
+		{[]string{"--suite", "nightly", "--tune-preset", "gpt-9"}, `--tune-preset "gpt-9": want a preset name`},
+		{[]string{"--suite", "kernels", "--floor", "0", "--k", "0"}, "--window/--floor/--k"},
+		{[]string{"--suite", "tuning", "--costmodel-data", "nowhere/*.jsonl"}, `--costmodel-data "nowhere/*.jsonl": no such dataset`},
+		{[]string{"--suite", "kernels", "extra"}, "unknown command"},
+	} {
+		_, _, err := runCLI(t, dir, append([]string{"bench"}, c.args...)...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v, want %q", c.args, err, c.want)
+		}
+	}
+	out, _, err := runCLI(t, dir, "bench", "-h")
+	if err != nil || !strings.Contains(out, "Examples:") || !strings.Contains(out, "--suite") || !strings.Contains(out, "TESTING AID") {
+		t.Errorf("help: %v\n%s", err, out)
+	}
+}
+
+// TestBenchSuiteNightly runs a small nightly (one linear layer, a 2-trial
+// tune, the small cost-model dataset) as JSON, then the kernels suite again
+// with that layer slowed: --fail-on-regression exits with status 3.
+func TestBenchSuiteNightly(t *testing.T) {
+	dir, db := benchEnv(t)
+	t.Setenv("LLMIR_GIT_COMMIT", "abc123")
+	data, err := filepath.Abs("../../costmodel/testdata/local2core-linear.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := filepath.Join(dir, "nightly.db")
+	common := []string{"--db", db, "bench", "--results", res, "--models", "llama-tiny:decode",
+		"--match", `linear/M=1,N=64,K=256/`, "--min-time", "2ms", "--warmup", "1ms", "--floor", "0.5"}
+	out, stderr, err := runCLI(t, dir, append(common, "--suite", "nightly", "--tune-trials", "2", "--search-seeds", "1", "--costmodel-data", data, "--json")...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	var doc struct {
+		Suite   string `json:"suite"`
+		Commit  string `json:"git_commit"`
+		Device  struct{ Hash string }
+		Rows    int `json:"rows"`
+		Entries []struct {
+			Name   string          `json:"name"`
+			Suite  string          `json:"suite"`
+			Rows   int             `json:"rows"`
+			Detail json.RawMessage `json:"detail"`
+		} `json:"entries"`
+		Report struct {
+			New      int `json:"new"`
+			Findings []struct {
+				Name, Metric, Verdict string
+			} `json:"findings"`
+		} `json:"report"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("JSON output: %v\n%s", err, out)
+	}
+	if doc.Suite != "nightly" || doc.Commit != "abc123" || len(doc.Device.Hash) != 64 || len(doc.Entries) != 3 || doc.Report.New != doc.Rows {
+		t.Fatalf("run: %+v", doc)
+	}
+	for i, want := range []string{"kernels", "tuning", "tune"} {
+		if e := doc.Entries[i]; e.Suite != want || e.Rows == 0 || len(e.Detail) < 3 {
+			t.Errorf("entry %d: %s (%s) %d rows", i, e.Name, e.Suite, e.Rows)
+		}
+	}
+	var kd struct {
+		Results []struct {
+			Benchmark string  `json:"benchmark"`
+			BestS     float64 `json:"best_s"`
+			Baseline  string  `json:"baseline"`
+			Best      struct {
+				Samples []float64 `json:"samples"`
+			} `json:"best"`
+		} `json:"results"`
+		Skipped []struct{ Reason string } `json:"skipped"`
+	}
+	if err := json.Unmarshal(doc.Entries[0].Detail, &kd); err != nil || len(kd.Results) != 1 {
+		t.Fatalf("kernels detail: %v %s", err, doc.Entries[0].Detail)
+	}
+	bench := kd.Results[0].Benchmark
+	if bench != "linear/M=1,N=64,K=256/f32/threads=1" || kd.Results[0].BestS <= 0 || kd.Results[0].Baseline != "openblas" || len(kd.Results[0].Best.Samples) == 0 {
+		t.Errorf("kernel result %+v", kd.Results[0])
+	}
+	var tune struct {
+		RunID int64 `json:"run_id"`
+		Tasks []struct {
+			Trials int     `json:"trials"`
+			BestS  float64 `json:"best_s"`
+		} `json:"tasks"`
+	}
+	if err := json.Unmarshal(doc.Entries[2].Detail, &tune); err != nil || tune.RunID == 0 || len(tune.Tasks) != 1 || tune.Tasks[0].Trials != 2 || tune.Tasks[0].BestS <= 0 {
+		t.Fatalf("tune detail: %v %s", err, doc.Entries[2].Detail)
+	}
+	// The tune's trials are in the results database under one run, for the
+	// dashboard's progress curve.
+	rdb, err := tuningdb.Open(context.Background(), res, tuningdb.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	trials, err := rdb.RunRecords(context.Background(), tune.RunID)
+	rdb.Close()
+	if err != nil || len(trials) < 2 {
+		t.Errorf("tuning run %d in the results: %d trials, %v", tune.RunID, len(trials), err)
+	}
+
+	// Second night, the layer slowed on purpose: flagged, exit status 3.
+	out, _, err = runCLI(t, dir, append(common, "--suite", "kernels", "--slow", "N=64,", "--fail-on-regression")...)
+	var ec interface{ ExitCode() int }
+	if !errors.As(err, &ec) || ec.ExitCode() != ExitRegression {
+		t.Fatalf("slowed run: error %v, want exit status %d\n%s", err, ExitRegression, out)
+	}
+	if !strings.Contains(out, "REGRESSED  kernels/"+bench+":best_median_s") || !strings.Contains(out, "SLOWED") {
+		t.Errorf("slowed run output:\n%s", out)
+	}
+	out, _, err = runCLI(t, dir, "dashboard", "--results", res, "-o", filepath.Join(dir, "site"))
+	if err != nil || !strings.Contains(out, "1 tuning curves") {
+		t.Errorf("dashboard: %v\n%s", err, out)
+	}
+}
+
+// TestMakeNightly checks the Makefile's nightly target as make reads it
+// (dry run): the suite into RESULTS, then the dashboard of RESULTS into SITE.
+func TestMakeNightly(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("no make")
+	}
+	out, err := exec.Command("make", "-n", "-C", "../..", "nightly", "RESULTS=/r/n.db", "SITE=/r/site", "NIGHTLY_FLAGS=--fail-on-regression").CombinedOutput()
+	if err != nil {
+		t.Fatalf("make -n nightly: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"go build -o bin/llmir ./cmd/llmir",
+		"scripts/ensure-deps.sh openblas",
+		"LLMIR_GIT_COMMIT=$c bin/llmir bench --suite nightly --results /r/n.db --fail-on-regression",
+		"bin/llmir dashboard --results /r/n.db -o /r/site",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("make -n nightly lacks %q:\n%s", want, out)
+		}
 	}
 }

@@ -45,6 +45,8 @@ llmir.yaml (in . then $XDG_CONFIG_HOME/llmir) > defaults.`,
 		newDBCmd(),
 		newBenchCmd(),
 		newDashboardCmd(),
+		newTuneCmd(),
+		newCompileCmd(),
 		newCudaCmd(),
 	)
 	return root

@@ -1,0 +1,222 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"llmir/costmodel"
+	"llmir/kernels"
+	"llmir/schedule"
+	"llmir/tuningdb"
+)
+
+// CostModelScore is one model's held-out evaluation on one dataset.
+type CostModelScore struct {
+	Dataset string `json:"dataset"`
+	Model   string `json:"model"`
+	Tasks   int    `json:"tasks"`
+	// Pairwise is the mean over held-out tasks of the pairwise rank
+	// accuracy; TopK the mean top-5 recall.
+	Pairwise float64 `json:"pairwise_accuracy"`
+	TopK     float64 `json:"top5_recall"`
+}
+
+// SearchScore is the trials a search order needs to measure a candidate
+// within 95% of the best of a task's measured pool (median over held-out
+// tasks), simulated on a dataset's pools.
+type SearchScore struct {
+	Dataset  string  `json:"dataset"`
+	Strategy string  `json:"strategy"` // "random" or "<model>-guided"
+	Tasks    int     `json:"tasks"`
+	Trials   float64 `json:"trials_to_95pct"`
+	// OfRandom is Trials / the random order's median trials on the same
+	// tasks and seeds (evolution only; the goal is ≤ 1/3).
+	OfRandom float64 `json:"trials_vs_random,omitempty"`
+}
+
+// TuningDetail is the tuning suite's JSON detail.
+type TuningDetail struct {
+	CostModel []CostModelScore `json:"costmodel"`
+	Search    []SearchScore    `json:"search"`
+	// Skipped counts dataset examples that could not be used (a trace
+	// that no longer replays, a workload that is not a linear layer).
+	Skipped map[string]int `json:"skipped,omitempty"`
+}
+
+// SearchBatch is the simulated search's batch size (costmodel's
+// BenchmarkSearchTrials and BenchmarkEvolutionTrials use the same).
+const SearchBatch = 4
+
+// runCostModelEval evaluates the cost models on the fixed datasets: held-
+// out pairwise rank accuracy of the learned model against the roofline
+// baseline, and the trials a model-guided search needs to reach 95% of the
+// best against random order (costmodel.SimulateSearch on the measured
+// pools). The numbers are deterministic for a dataset and the code: a
+// change means the model or the features changed.
+func runCostModelEval(ctx context.Context, env *Env) (EntryResult, error) {
+	res := EntryResult{Suite: SuiteTuning}
+	det := &TuningDetail{Skipped: map[string]int{}}
+	res.Detail = det
+	res.Table = func(w io.Writer) error { return WriteTuningTable(w, det) }
+	if len(env.Opts.CostModelData) == 0 {
+		return res, fmt.Errorf("no cost-model datasets (give --costmodel-data, e.g. costmodel/testdata/*.jsonl)")
+	}
+	models := []struct {
+		name string
+		new  func() costmodel.Model
+	}{
+		{"roofline", func() costmodel.Model { return &costmodel.Roofline{} }},
+		{"gbt", func() costmodel.Model { return costmodel.NewGBT(costmodel.DefaultGBTParams()) }},
+	}
+	for _, path := range env.Opts.CostModelData {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		data := strings.TrimSuffix(filepath.Base(path), ".jsonl")
+		ex, skipped, err := loadCostModelData(path)
+		if err != nil {
+			return res, err
+		}
+		if skipped > 0 {
+			det.Skipped[data] = skipped
+		}
+		random := false
+		for _, m := range models {
+			rep, err := costmodel.LeaveOneTaskOut(ex, 5, m.new)
+			if err != nil {
+				return res, fmt.Errorf("dataset %s, model %s: %w", path, m.name, err)
+			}
+			det.CostModel = append(det.CostModel, CostModelScore{Dataset: data, Model: m.name, Tasks: len(rep.Tasks), Pairwise: rep.Pairwise, TopK: rep.TopK})
+			name := fmt.Sprintf("CostModel/data=%s/model=%s", data, m.name)
+			res.Rows = append(res.Rows,
+				tuningdb.BenchResult{Name: name, Metric: "pairwise_accuracy", Value: rep.Pairwise, Unit: "accuracy", Better: tuningdb.BetterHigher},
+				tuningdb.BenchResult{Name: name, Metric: "top5_recall", Value: rep.TopK, Unit: "accuracy", Better: tuningdb.BetterHigher})
+			sims, err := costmodel.SimulateSearch(ex, SearchBatch, env.Opts.SearchSeeds, m.new)
+			if err != nil {
+				return res, fmt.Errorf("dataset %s, model %s: %w", path, m.name, err)
+			}
+			var rnd, guided []float64
+			for _, s := range sims {
+				rnd = append(rnd, s.Random)
+				guided = append(guided, float64(s.Guided))
+			}
+			add := func(strategy string, trials float64) {
+				det.Search = append(det.Search, SearchScore{Dataset: data, Strategy: strategy, Tasks: len(sims), Trials: trials})
+				res.Rows = append(res.Rows, tuningdb.BenchResult{Name: fmt.Sprintf("Search/data=%s/strategy=%s/batch=%d", data, strategy, SearchBatch),
+					Metric: "trials_to_95pct", Value: trials, Unit: "trials", Better: tuningdb.BetterLower})
+			}
+			if !random {
+				add("random", costmodel.Median(rnd))
+				random = true
+			}
+			add(m.name+"-guided", costmodel.Median(guided))
+		}
+		// Evolutionary search guided by the learned model, replayed on the
+		// pools: the goal is 95% of the best in ≤ 1/3 of random's trials.
+		evo, err := costmodel.SimulateEvolution(ex, SearchBatch, env.Opts.SearchSeeds, models[1].new, costmodel.EvolveSim{})
+		if err != nil {
+			return res, fmt.Errorf("dataset %s, evolution: %w", path, err)
+		}
+		var rnd, ev []float64
+		for _, s := range evo {
+			rnd = append(rnd, s.Random)
+			ev = append(ev, s.Evolution)
+		}
+		frac := costmodel.Median(ev) / costmodel.Median(rnd)
+		det.Search = append(det.Search, SearchScore{Dataset: data, Strategy: "evolutionary-gbt", Tasks: len(evo), Trials: costmodel.Median(ev), OfRandom: frac})
+		name := fmt.Sprintf("Search/data=%s/strategy=evolutionary-gbt/batch=%d", data, SearchBatch)
+		res.Rows = append(res.Rows,
+			tuningdb.BenchResult{Name: name, Metric: "trials_to_95pct", Value: costmodel.Median(ev), Unit: "trials", Better: tuningdb.BetterLower},
+			tuningdb.BenchResult{Name: name, Metric: "trials_vs_random", Value: frac, Unit: "x", Better: tuningdb.BetterLower})
+		env.logf("cost model on %s: %d examples", data, len(ex))
+	}
+	return res, nil
+}
+
+// loadCostModelData reads a dataset and recomputes every example's
+// features from its trace, as costmodel's benchmarks do, so that a dataset
+// stays valid when features change. Examples that cannot be replayed are
+// counted, not fatal: a dataset older than a design-space change loses
+// those lines only.
+func loadCostModelData(path string) ([]costmodel.Example, int, error) {
+	raw, err := costmodel.ReadDatasetFile(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	var out []costmodel.Example
+	skipped := 0
+	for _, e := range raw {
+		f, err := exampleFeatures(e)
+		if err != nil {
+			skipped++
+			continue
+		}
+		e.Features = f
+		out = append(out, e)
+	}
+	if len(out) == 0 {
+		return nil, skipped, fmt.Errorf("dataset %s: none of its %d examples replays", path, len(raw))
+	}
+	return out, skipped, nil
+}
+
+// exampleFeatures replays an example's trace on its linear layer and
+// extracts the features on the device it was measured on.
+func exampleFeatures(e costmodel.Example) ([]float64, error) {
+	var l kernels.Linear
+	if _, err := fmt.Sscanf(e.Workload, "linear/M=%d,N=%d,K=%d/f32", &l.M, &l.N, &l.K); err != nil {
+		return nil, fmt.Errorf("workload %q is not a linear layer", e.Workload)
+	}
+	def, err := l.Def()
+	if err != nil {
+		return nil, err
+	}
+	tr, err := schedule.ParseTrace(e.Trace)
+	if err != nil {
+		return nil, err
+	}
+	s, err := schedule.Replay(def, tr)
+	if err != nil {
+		return nil, err
+	}
+	f, err := costmodel.Features(s.Nest(), e.Device, l.Dims())
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range f {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil, fmt.Errorf("non-finite feature")
+		}
+	}
+	return f, nil
+}
+
+// WriteTuningTable prints the cost-model and search rows.
+func WriteTuningTable(w io.Writer, d *TuningDetail) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "dataset\tmodel\ttasks\tpairwise accuracy\ttop-5 recall\t")
+	for _, s := range d.CostModel {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.3f\t%.3f\t\n", s.Dataset, s.Model, s.Tasks, s.Pairwise, s.TopK)
+	}
+	fmt.Fprintln(tw, "\t\t\t\t\t")
+	fmt.Fprintf(tw, "dataset\tsearch (batch %d)\ttasks\ttrials to 95%% of best\t\t\n", SearchBatch)
+	for _, s := range d.Search {
+		of := ""
+		if s.OfRandom > 0 {
+			of = fmt.Sprintf("%.2f× random's (goal ≤ 0.33)", s.OfRandom)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f\t%s\t\n", s.Dataset, s.Strategy, s.Tasks, s.Trials, of)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for data, n := range d.Skipped {
+		fmt.Fprintf(w, "%s: %d examples skipped (trace does not replay on the current design space)\n", data, n)
+	}
+	return nil
+}

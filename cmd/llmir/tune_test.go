@@ -1,0 +1,187 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"llmir/target/cpu/cputest"
+)
+
+type tuneJSON struct {
+	Model string
+	Tasks []struct {
+		Name        string
+		Occurrences int
+		Default     *float64
+		Best        *float64
+		Trials      int
+		Measured    int
+	}
+	Decode, Prefill  struct{ Default, Tuned float64 }
+	Trials, Measured int
+	Skipped          []struct{ Group string }
+}
+
+// TestTuneAndCompile tunes llama-tiny's linear layers (short prompt, tiny
+// budget, no confirmation) through the CLI, checks the JSON result, checks
+// that a rerun resumes without measuring, then compiles the model from
+// that database and checks the fallback order the table and manifest
+// report: tuned linears from the user database, everything else by rule,
+// and with no database at all, everything by rule.
+func TestTuneAndCompile(t *testing.T) {
+	cputest.Need(t, "gcc")
+	dir := isolate(t)
+	args := []string{"tune", "--preset", "llama-tiny", "--only", "linear", "--dims", "seq=4", "--trials", "10",
+		"--batch", "2", "--min-time", "1ms", "--confirm", "0", "--db", "tune.db", "--json"}
+	out, _, err := runCLI(t, dir, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r tuneJSON
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("tune --json: %v\n%s", err, out)
+	}
+	if r.Model != "llama-tiny" || len(r.Tasks) == 0 || len(r.Skipped) == 0 {
+		t.Fatalf("model %q, %d tasks, %d skipped", r.Model, len(r.Tasks), len(r.Skipped))
+	}
+	for _, tk := range r.Tasks {
+		if !strings.HasPrefix(tk.Name, "linear/") || tk.Trials < 1 || tk.Occurrences < 1 {
+			t.Errorf("task %+v", tk)
+		}
+		if tk.Best == nil || tk.Default == nil || *tk.Best > *tk.Default*1.0001 {
+			t.Errorf("task %s: default %v best %v", tk.Name, tk.Default, tk.Best)
+		}
+	}
+	if r.Trials < 10 || r.Measured != r.Trials {
+		t.Errorf("first run: %d trials, %d measured", r.Trials, r.Measured)
+	}
+	// Fusion puts most linears into groups with other ops, which --only
+	// leaves untimed, so the estimates cover part of the model.
+	if !(r.Decode.Tuned > 0) || r.Decode.Tuned > r.Decode.Default*1.0001 || r.Prefill.Tuned < 0 {
+		t.Errorf("estimates: decode %+v prefill %+v", r.Decode, r.Prefill)
+	}
+	out, _, err = runCLI(t, "", args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var again tuneJSON
+	if err := json.Unmarshal([]byte(out), &again); err != nil {
+		t.Fatal(err)
+	}
+	if again.Measured != 0 || again.Trials != r.Trials {
+		t.Errorf("rerun measured %d (want 0), trials %d (want %d)", again.Measured, again.Trials, r.Trials)
+	}
+
+	// The table names where each schedule came from.
+	out, _, err = runCLI(t, "", "compile", "--preset", "llama-tiny", "--dims", "seq=4", "--db", "tune.db", "--no-precompiled", "-o", "build", "--buckets", "seq=16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "from the user database") || !strings.Contains(out, " user ") || !strings.Contains(out, " default ") {
+		t.Errorf("compile table:\n%s", out)
+	}
+	var man struct {
+		Kernels []struct {
+			Name, Symbol, File, From, Level string
+			Bucket                          int64
+		}
+		Dispatch map[string][]struct {
+			Bucket int64
+			Symbol string
+		}
+		Groups []struct{ Chosen, Reason string }
+	}
+	data, err := os.ReadFile(filepath.Join("build", "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &man); err != nil {
+		t.Fatal(err)
+	}
+	tuned := map[string]bool{}
+	for _, tk := range r.Tasks {
+		tuned[tk.Name] = true
+	}
+	levels := map[string]int{}
+	for _, k := range man.Kernels {
+		levels[k.From+"/"+k.Level]++
+		switch {
+		case tuned[k.Name] && (k.From != "user" || k.Level != "exact"):
+			t.Errorf("tuned kernel %s from %s/%s, want user/exact", k.Name, k.From, k.Level)
+		case !tuned[k.Name] && k.From == "user" && k.Level != "nearest-bucket":
+			// Untuned linears at seq=16 take the seq=4 record of their
+			// family (the nearest bucket); other ops have no record.
+			t.Errorf("untuned kernel %s from %s/%s, want nearest-bucket or default", k.Name, k.From, k.Level)
+		case !tuned[k.Name] && k.From != "user" && k.From != "default":
+			t.Errorf("kernel %s from %q", k.Name, k.From)
+		}
+		src, err := os.ReadFile(filepath.Join("build", k.File))
+		if err != nil || !strings.Contains(string(src), k.Symbol+"(") {
+			t.Errorf("kernel %s: source %s lacks its symbol (%v)", k.Name, k.File, err)
+		}
+	}
+	if levels["user/exact"] == 0 || levels["user/nearest-bucket"] == 0 || levels["default/rule"] == 0 {
+		t.Errorf("fallback levels %v: want exact, nearest-bucket and rule-based kernels", levels)
+	}
+	// Prefill workloads at seq=4 and, from --buckets, seq=16: one family,
+	// two buckets, smallest first.
+	twoBuckets := false
+	for _, es := range man.Dispatch {
+		if len(es) == 2 && es[0].Bucket == 4 && es[1].Bucket == 16 {
+			twoBuckets = true
+		}
+	}
+	if !twoBuckets {
+		t.Errorf("no family dispatched over buckets 1 and 4: %v", man.Dispatch)
+	}
+	hdr, err := os.ReadFile(filepath.Join("build", "llmir_kernels.h"))
+	if err != nil || !strings.Contains(string(hdr), "llmir_dispatch") {
+		t.Errorf("header: %v", err)
+	}
+	if len(man.Groups) == 0 || man.Groups[0].Chosen == "" {
+		t.Errorf("groups: %+v", man.Groups)
+	}
+
+	// Without a user database, everything is a rule-based default.
+	out, stderr, err := runCLI(t, "", "compile", "--preset", "llama-tiny", "--dims", "seq=4", "--db", "missing.db", "--no-precompiled", "-o", "build2", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stderr, "does not exist") {
+		t.Errorf("no note about the missing database: %q", stderr)
+	}
+	if strings.Contains(out, `"from": "user"`) || !strings.Contains(out, `"from": "default"`) {
+		t.Errorf("compile without a database:\n%s", out)
+	}
+}
+
+// TestTuneCompileErrors: bad arguments are errors naming the problem,
+// before anything is measured.
+func TestTuneCompileErrors(t *testing.T) {
+	dir := isolate(t)
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"tune"}, "give MODEL.mlir or --preset"},
+		{[]string{"tune", "a.mlir", "--preset", "llama-tiny"}, "not both"},
+		{[]string{"tune", "--preset", "llama-tiny", "--trials", "-1"}, "--trials -1"},
+		{[]string{"tune", "--preset", "llama-tiny", "--target", "cuda"}, "only cpu"},
+		{[]string{"tune", "--preset", "llama-tiny", "--strategy", "annealing"}, "--strategy"},
+		{[]string{"tune", "--preset", "llama-tiny", "--dims", "seq"}, "NAME=N"},
+		{[]string{"tune", "--preset", "nope"}, "unknown preset"},
+		{[]string{"tune", "missing.mlir"}, "missing.mlir"},
+		{[]string{"compile", "--preset", "llama-tiny"}, "-o DIR"},
+		{[]string{"compile", "-o", "x"}, "give MODEL.mlir or --preset"},
+		{[]string{"compile", "--preset", "llama-tiny", "-o", "x", "--threads", "0"}, "--threads 0"},
+	}
+	for _, c := range cases {
+		_, _, err := runCLI(t, dir, c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v, want it to mention %q", c.args, err, c.want)
+		}
+	}
+}

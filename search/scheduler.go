@@ -1,0 +1,254 @@
+package search
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+)
+
+// SchedTask is one task of the Scheduler: a workload and how much a second
+// of it is worth.
+type SchedTask struct {
+	Name string
+	// Weight is how often the task runs per token (occurrences per call
+	// over tokens per call, summed over the model's functions).
+	Weight float64
+	// Bound is a lower bound on the task's time in seconds (its roofline
+	// time; 0 when unknown): the opportunity left is best − Bound.
+	Bound float64
+}
+
+// ModelBudget bounds a model-level tune. Zero fields are unbounded; with
+// neither Trials nor Time set, Trials is DefaultTrials per task.
+type ModelBudget struct {
+	// Trials counts every task's distinct traces on the device, records
+	// from earlier runs included, so a rerun with the same budget resumes
+	// and stops where the last one did.
+	Trials int
+	Time   time.Duration
+	// PerTask caps one task's trials.
+	PerTask int
+}
+
+// StepResult is what a task reports after a step.
+type StepResult struct {
+	Best      float64 // best median seconds so far (+Inf: none ok)
+	Trials    int     // the task's trials now, resumed ones included
+	Exhausted bool    // its strategy found nothing new
+}
+
+// Stop reasons of a task.
+const (
+	StopBudget    = "budget"    // the total budget ran out first
+	StopPerTask   = "per-task"  // reached ModelBudget.PerTask
+	StopConverged = "converged" // no gain in Patience steps
+	StopExhausted = "exhausted" // the strategy found nothing new
+)
+
+// TaskState is the scheduler's view of one task.
+type TaskState struct {
+	Trials  int
+	Best    float64
+	Steps   int
+	Stopped string // empty while it may still get trials
+	// history is the best after each step, with the trials at that step.
+	history []point
+	stalled int
+}
+
+type point struct {
+	trials int
+	best   float64
+}
+
+// Scheduler divides a trial budget among tasks as TVM's gradient-based
+// task scheduler does. One round-robin pass first gives every task its
+// first step (the rule-based default and a first batch); after that each
+// step goes to the task with the largest expected gain per trial,
+//
+//	gain_i = w_i · (α · back_i + (1 − α) · fwd_i)
+//	back_i = (best_i(s−Δ) − best_i(s)) / (n_i(s) − n_i(s−Δ))
+//	fwd_i  = max(best_i(s) − bound_i, 0) / n_i(s)
+//
+// where w_i is the task's weight (runs per token), best_i(s) its best
+// seconds after its step s, n_i its trials, Δ = Window steps back (the
+// first step when fewer), bound_i its roofline lower bound: back is the
+// recent improvement slope (seconds per trial), fwd an optimistic slope
+// assuming the remaining opportunity shrinks as fast as it did on average
+// so far. gain_i is seconds per token saved per trial; ties go to the
+// earlier task. A task stops when it reaches PerTask trials, its strategy
+// is exhausted, or Patience of its steps in a row improved its best by less
+// than MinGain (early stop). The run ends when the total trials reach
+// Budget.Trials, Budget.Time has passed (checked between steps), every
+// task stopped, or the context ends.
+type Scheduler struct {
+	Tasks  []SchedTask
+	Budget ModelBudget
+	// Step is the trials one step asks of a task (default 8).
+	Step int
+	// Alpha weighs the backward slope (default 0.2, TVM's); Window is Δ
+	// (default 3).
+	Alpha  float64
+	Window int
+	// Patience and MinGain define convergence (defaults 3 and 0.01: three
+	// steps in a row under 1% better).
+	Patience int
+	MinGain  float64
+	Now      func() time.Time
+}
+
+func (s *Scheduler) defaults() {
+	if s.Step <= 0 {
+		s.Step = 8
+	}
+	if s.Alpha <= 0 {
+		s.Alpha = 0.2
+	}
+	if s.Window <= 0 {
+		s.Window = 3
+	}
+	if s.Patience <= 0 {
+		s.Patience = 3
+	}
+	if s.MinGain <= 0 {
+		s.MinGain = 0.01
+	}
+	if s.Now == nil {
+		s.Now = time.Now
+	}
+	if s.Budget.Trials <= 0 && s.Budget.Time <= 0 {
+		s.Budget.Trials = DefaultTrials * max(len(s.Tasks), 1)
+	}
+}
+
+// StepFunc runs task i until it has (at least tried to reach) trials
+// trials in all and reports its state. It is the scheduler's only contact
+// with measurement, so the allocation logic is testable without a target.
+type StepFunc func(ctx context.Context, task, trials int) (StepResult, error)
+
+// Run allocates the budget; it returns the tasks' states (also on error,
+// as far as they got) and the first error, wrapping the context's when
+// cancelled.
+func (s *Scheduler) Run(ctx context.Context, step StepFunc) ([]TaskState, error) {
+	s.defaults()
+	start := s.Now()
+	st := make([]TaskState, len(s.Tasks))
+	for i := range st {
+		st[i].Best = math.Inf(1)
+	}
+	total := func() int {
+		n := 0
+		for _, t := range st {
+			n += t.Trials
+		}
+		return n
+	}
+	timeUp := func() bool { return s.Budget.Time > 0 && s.Now().Sub(start) >= s.Budget.Time }
+	do := func(i, target int) error {
+		if s.Budget.PerTask > 0 {
+			target = min(target, s.Budget.PerTask)
+		}
+		r, err := step(ctx, i, target)
+		t := &st[i]
+		t.Steps++
+		prev := t.Best
+		t.Trials, t.Best = max(r.Trials, t.Trials), min(r.Best, t.Best)
+		t.history = append(t.history, point{t.Trials, t.Best})
+		if err != nil {
+			return fmt.Errorf("task %s: %w", s.Tasks[i].Name, err)
+		}
+		if !math.IsInf(prev, 1) && t.Best > prev*(1-s.MinGain) {
+			t.stalled++
+		} else if !math.IsInf(t.Best, 1) {
+			t.stalled = 0
+		}
+		switch {
+		case r.Exhausted:
+			t.Stopped = StopExhausted
+		case s.Budget.PerTask > 0 && t.Trials >= s.Budget.PerTask:
+			t.Stopped = StopPerTask
+		case t.stalled >= s.Patience:
+			t.Stopped = StopConverged
+		}
+		return nil
+	}
+	// Round robin: every task's first step, the default included; a total
+	// budget smaller than one step per task is shared evenly (at least
+	// the default of each).
+	first := s.Step
+	if s.Budget.Trials > 0 && len(s.Tasks) > 0 {
+		first = max(min(first, s.Budget.Trials/len(s.Tasks)), 1)
+	}
+	for i := range s.Tasks {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		if timeUp() && i > 0 {
+			break
+		}
+		if err := do(i, first); err != nil {
+			return st, err
+		}
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		left := math.MaxInt
+		if s.Budget.Trials > 0 {
+			left = s.Budget.Trials - total()
+		}
+		if left <= 0 || timeUp() {
+			break
+		}
+		i := s.pick(st)
+		if i < 0 {
+			return st, nil // every task stopped
+		}
+		if err := do(i, st[i].Trials+min(s.Step, left)); err != nil {
+			return st, err
+		}
+	}
+	for i := range st {
+		if st[i].Stopped == "" {
+			st[i].Stopped = StopBudget
+		}
+	}
+	return st, nil
+}
+
+// Gain is gain_i of the formula above for a task's state.
+func (s *Scheduler) Gain(i int, t TaskState) float64 {
+	w := s.Tasks[i].Weight
+	h := t.history
+	if len(h) == 0 || math.IsInf(t.Best, 1) {
+		// Nothing ok yet: worth one more step before anything that
+		// already improves, but only after tasks with a known slope.
+		return 0
+	}
+	cur := h[len(h)-1]
+	back := 0.0
+	if len(h) > 1 {
+		old := h[max(len(h)-1-s.Window, 0)]
+		if dn := cur.trials - old.trials; dn > 0 && !math.IsInf(old.best, 1) {
+			back = (old.best - cur.best) / float64(dn)
+		}
+	}
+	fwd := math.Max(cur.best-s.Tasks[i].Bound, 0) / float64(max(cur.trials, 1))
+	return w * (s.Alpha*back + (1-s.Alpha)*fwd)
+}
+
+// pick is the running task with the largest gain (-1: none).
+func (s *Scheduler) pick(st []TaskState) int {
+	best, bestGain := -1, math.Inf(-1)
+	for i, t := range st {
+		if t.Stopped != "" {
+			continue
+		}
+		if g := s.Gain(i, t); g > bestGain {
+			best, bestGain = i, g
+		}
+	}
+	return best
+}
