@@ -202,7 +202,7 @@ func TestAttentionFromWorkload(t *testing.T) {
 		{"llama-tiny", 8, 2, 32, 1 / math.Sqrt(32), "f32", true},
 		{"llama-3-8b", 32, 8, 128, 1 / math.Sqrt(128), "bf16", false},
 	} {
-		m, err := hf.ImportPreset(c.preset)
+		m, err := hf.ImportPreset(c.preset, hf.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -63,7 +63,7 @@ func presetTasks(t *testing.T, name string) []ir.Task {
 	if ts, ok := presetCache[name]; ok {
 		return ts
 	}
-	m, err := hf.ImportPreset(name)
+	m, err := hf.ImportPreset(name, hf.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

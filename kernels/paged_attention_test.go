@@ -111,7 +111,7 @@ func TestPagedAttentionRefusesBadTable(t *testing.T) {
 // batch/table shapes, and its default schedule emits C.
 func TestPagedFromWorkload(t *testing.T) {
 	for _, preset := range []string{"llama-tiny", "llama-3-8b"} {
-		m, err := hf.ImportPreset(preset)
+		m, err := hf.ImportPreset(preset, hf.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -176,7 +176,7 @@ func product(s []int64) int64 {
 // TestPagedFromWorkloadRejects names what is wrong with malformed
 // workloads instead of panicking.
 func TestPagedFromWorkloadRejects(t *testing.T) {
-	m, err := hf.ImportPreset("llama-tiny")
+	m, err := hf.ImportPreset("llama-tiny", hf.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 )
 
 func TestLinearFromWorkload(t *testing.T) {
-	m, err := hf.ImportPreset("llama-tiny")
+	m, err := hf.ImportPreset("llama-tiny", hf.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,6 +64,7 @@ and prints a table saying where each schedule came from.`,
 	}
 	f := cmd.Flags()
 	f.String("preset", "", "built-in model: "+strings.Join(hf.Presets(), ", "))
+	f.String("dtype", "", "with --preset: tensor dtype f32, bf16 or f16 (default: the preset's)")
 	f.StringP("output", "o", "", "output directory (created if missing)")
 	f.Int("threads", 1, "threads the kernels run with (records are per thread count)")
 	f.StringSlice("dims", nil, "symbolic dims, NAME=N (default: each function's llmir.dims)")

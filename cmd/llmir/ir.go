@@ -141,6 +141,7 @@ built-in preset: ` + strings.Join(hf.Presets(), ", ") + `.`,
 	f.Int64Var(&opts.PrefillSeq, "prefill-seq", 512, "typical prompt length, recorded for llmir tasks")
 	f.Int64Var(&opts.DecodeBatch, "decode-batch", 1, "typical decode batch, recorded for llmir tasks")
 	f.Int64Var(&opts.DecodeContext, "decode-context", 0, "typical decode context length (default: min(max_position_embeddings, 4096))")
+	f.StringVar(&opts.DType, "dtype", "", "tensor dtype f32, bf16 or f16 (default: the config's torch_dtype)")
 	return cmd
 }
 

@@ -64,6 +64,7 @@ trials) and the model's estimated kernel time per decode and per prefill token
 	}
 	f := cmd.Flags()
 	f.String("preset", "", "built-in model: "+strings.Join(hf.Presets(), ", "))
+	f.String("dtype", "", "with --preset: tensor dtype f32, bf16 or f16 (default: the preset's; the CPU linear kernels are f32)")
 	f.String("target", "cpu", "target to tune for (cpu)")
 	f.Int("trials", 0, "total trial budget over all workloads, database records included (default: 32 per workload when --time is not set)")
 	f.Duration("time", 0, "wall-clock budget, e.g. 10m (checked between batches)")
@@ -101,7 +102,8 @@ func loadModel(cmd *cobra.Command, args []string) (*ir.Module, string, error) {
 	var err error
 	name := preset
 	if preset != "" {
-		if m, err = hf.ImportPreset(preset); err != nil {
+		dt, _ := cmd.Flags().GetString("dtype")
+		if m, err = hf.ImportPreset(preset, hf.Options{DType: dt}); err != nil {
 			return nil, "", fmt.Errorf("--preset: %w", err)
 		}
 	} else {

@@ -142,3 +142,21 @@ func TestBadConfigs(t *testing.T) {
 		})
 	}
 }
+
+func TestImportDTypeOverride(t *testing.T) {
+	m, err := hf.ImportPreset("llama-3-8b", hf.Options{DType: "f32"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := ir.String(m)
+	if strings.Contains(text, "bf16") || !strings.Contains(text, "x4096xf32") {
+		t.Error("--dtype f32 left bf16 tensors in the module")
+	}
+	if _, err := hf.ImportPreset("llama-3-8b", hf.Options{DType: "f64"}); err == nil || !strings.Contains(err.Error(), "want f32, bf16 or f16") {
+		t.Errorf("bad dtype: %v", err)
+	}
+	cfg, _ := hf.PresetConfig("llama-3-8b")
+	if _, err := hf.Import(cfg, "x", hf.Options{DType: "f32"}); err != nil || cfg.TorchDtype != "bfloat16" {
+		t.Errorf("the override changed the caller's config: %s, %v", cfg.TorchDtype, err)
+	}
+}

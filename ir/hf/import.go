@@ -20,7 +20,14 @@ type Options struct {
 	PrefillSeq     int64
 	DecodeBatch    int64
 	DecodeContext  int64 // typical context length of a decode step
+	// DType overrides the config's torch_dtype for every tensor ("f32",
+	// "bf16" or "f16"; "" keeps the checkpoint's): tuning a bf16
+	// checkpoint's shapes with f32 kernels on a CPU, for example.
+	DType string
 }
+
+// dtypeNames maps the --dtype spellings to torch_dtype values.
+var dtypeNames = map[string]string{"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
 
 func (o *Options) defaults(c *Config) {
 	if o.BlockSize == 0 {
@@ -49,6 +56,15 @@ func (o *Options) defaults(c *Config) {
 // over the paged cache). Weights are llmir.param ops named as in the
 // checkpoint.
 func Import(c *Config, name string, opts Options) (*ir.Module, error) {
+	if opts.DType != "" {
+		td, ok := dtypeNames[opts.DType]
+		if !ok {
+			return nil, fmt.Errorf("dtype %q: want f32, bf16 or f16", opts.DType)
+		}
+		cc := *c
+		cc.TorchDtype = td
+		c = &cc
+	}
 	opts.defaults(c)
 	tp := opts.TensorParallel
 	if opts.BlockSize < 1 || opts.BlockSize > 1024 {
@@ -309,11 +325,11 @@ func PresetConfig(name string) (*Config, error) {
 	return ParseConfig("preset "+name, data)
 }
 
-// ImportPreset imports a built-in model with the default options.
-func ImportPreset(name string) (*ir.Module, error) {
+// ImportPreset imports a built-in model.
+func ImportPreset(name string, opts Options) (*ir.Module, error) {
 	cfg, err := PresetConfig(name)
 	if err != nil {
 		return nil, err
 	}
-	return Import(cfg, name, Options{})
+	return Import(cfg, name, opts)
 }
