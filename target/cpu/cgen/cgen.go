@@ -22,6 +22,11 @@ type Options struct {
 	VectorBits int    // SIMD width from the device fingerprint: 512, 256, 128, or 0 for scalar code
 	StackLimit int64  // largest buffer (bytes) put on the stack; larger ones use aligned_alloc. Default 32 KiB.
 	MaxUnroll  int64  // largest constant extent an unrolled loop is expanded in full. Default 64.
+	// NoVersioning prints register tiles with tails as one generic body
+	// (the array fallback for every tile) instead of a full-tile and an
+	// edge-tile copy: smaller code, and the baseline for measuring what
+	// versioning buys.
+	NoVersioning bool
 }
 
 // Emit prints the nest as one C translation unit following the CPU kernel
@@ -41,7 +46,7 @@ func Emit(n *schedule.Nest, opt Options) (string, error) {
 	if !ident.MatchString(opt.Entry) {
 		return "", fmt.Errorf("%w: entry name %q is not a C identifier", ErrUnsupported, opt.Entry)
 	}
-	g := &gen{n: n, opt: opt, lanes: int64(opt.VectorBits / 32), reg: map[string]*regInfo{}}
+	g := &gen{n: n, opt: opt, lanes: int64(opt.VectorBits / 32), reg: map[string]*regInfo{}, pin: map[string]int64{}, noVersion: map[string]bool{}}
 	if err := g.checkNames(); err != nil {
 		return "", err
 	}
@@ -56,7 +61,7 @@ func Emit(n *schedule.Nest, opt Options) (string, error) {
 	// indices after unrolling; that is only known after printing, so print
 	// until the decisions and the set of locals stop changing.
 	var body string
-	for pass := 0; pass < 6; pass++ {
+	for pass := 0; pass < 8; pass++ {
 		for _, r := range g.reg {
 			r.fail, r.vecSeen, r.misaligned = false, false, false
 			r.prev, r.names = r.names, map[string]bool{}
@@ -80,6 +85,9 @@ func Emit(n *schedule.Nest, opt Options) (string, error) {
 			if !maps(r.prev, r.names) {
 				stable = false
 			}
+		}
+		if g.versionGain() {
+			stable = false
 		}
 		if stable && pass > 0 {
 			break
@@ -159,6 +167,20 @@ type gen struct {
 	ind    int
 	env    map[string]schedule.Expr
 	rg     schedule.Ranges
+	// ver names the loop version being printed ("" outside any versioned
+	// loop body): each version keeps its own register-promotion decision,
+	// so the tail copy falling back to an array leaves the fast copy's
+	// locals alone.
+	ver string
+	// pin maps the printed form of a tail min(C, e) to C inside the full
+	// copy of a versioned loop body, where e >= C was tested; every loop
+	// extent there is rewritten with it.
+	pin map[string]int64
+	// dry is set while an owner loop's body is printed only to find its
+	// tails; noVersion lists owner loops whose full copy did not keep its
+	// register tile out of memory anyway, so versioning them is pure growth.
+	dry       *dryRun
+	noVersion map[string]bool
 }
 
 func (g *gen) walkLoops(ss []schedule.Stmt, anc []*schedule.Loop, f func(*schedule.Loop, []*schedule.Loop)) {
@@ -381,7 +403,7 @@ func (g *gen) allocs(at string) error {
 		if _, heap := g.heapAt[b.Name]; heap {
 			continue
 		}
-		if r, ok := g.reg[b.Name]; ok && !r.array {
+		if r := g.regOf(b.Name); r != nil && !r.array {
 			var names []string
 			for nm := range r.prev {
 				names = append(names, nm)
@@ -430,6 +452,9 @@ func (g *gen) enterVar(name string, ext schedule.Expr) {
 
 func (g *gen) loop(l *schedule.Loop) error {
 	ext := g.simplify(l.Extent)
+	if len(g.pin) > 0 {
+		ext = g.rg.Simplify(g.pinned(ext))
+	}
 	defer delete(g.rg.Vars, l.Name)
 	c, isConst := ext.(schedule.Int)
 	if l.Kind == schedule.Unrolled && isConst && c.V == g.lanes && g.lanes > 1 && g.hsumLoop(l) {
@@ -471,6 +496,9 @@ func (g *gen) loop(l *schedule.Loop) error {
 		g.line("}")
 		return nil
 	case l.Kind == schedule.Vectorized:
+		if g.dry != nil {
+			g.noteTail(ext)
+		}
 		return g.vectorLoop(l, ext)
 	case l.Kind == schedule.Parallel:
 		return g.parallelLoop(l, ext)
@@ -518,7 +546,7 @@ func (g *gen) hsumLoop(l *schedule.Loop) bool {
 			return lane{}, false
 		}
 		src := g.resolve(ld.Buf, ld.Index)
-		ri := g.reg[src.buf.Name]
+		ri := g.regOf(src.buf.Name)
 		if ri == nil || ri.array || !ri.vector || src.buf.DType != schedule.F32 {
 			return lane{}, false
 		}
@@ -573,10 +601,202 @@ func (g *gen) bodyIn(l *schedule.Loop, format string, args ...any) error {
 }
 
 func (g *gen) body(l *schedule.Loop) error {
+	ts := g.tails(l)
+	if len(ts) == 0 {
+		if err := g.allocs(l.Name); err != nil {
+			return err
+		}
+		return g.stmts(l.Body)
+	}
+	// Loop versioning (Halide's loop partitioning, BLIS's edge tiles):
+	// a register tile whose vector loops are bounded by min(C, e) is only
+	// promoted to vector locals when the extents are the constant C, so
+	// the body is printed twice — once with every such extent pinned to C
+	// behind a test that the tile is full, once generic for the edge tiles.
+	for _, t := range ts {
+		g.pin[t.key] = t.c
+	}
+	// A test implied by the others is left out: with min(32, e) pinned,
+	// min(32, e) >= 16 is 32 >= 16.
+	var conds []string
+	for _, t := range ts {
+		if c, ok := g.rg.Simplify(g.pinned(t.e)).(schedule.Int); ok && c.V >= t.c {
+			continue
+		}
+		conds = append(conds, fmt.Sprintf("%s >= %d", g.cInt(t.e), t.c))
+	}
+	if len(conds) == 0 {
+		conds = append(conds, "1")
+	}
+	outer := g.ver
+	defer func() { g.ver = outer }()
+	g.line("if (%s) { // full register tile", strings.Join(conds, " && "))
+	g.ind++
+	g.ver = outer + "/full"
+	err := g.allocs(l.Name)
+	if err == nil {
+		err = g.stmts(l.Body)
+	}
+	for _, t := range ts {
+		delete(g.pin, t.key)
+	}
+	if err != nil {
+		return err
+	}
+	g.ind--
+	g.line("} else { // edge tile")
+	g.ind++
+	g.ver = outer + "/edge"
 	if err := g.allocs(l.Name); err != nil {
 		return err
 	}
-	return g.stmts(l.Body)
+	if err := g.stmts(l.Body); err != nil {
+		return err
+	}
+	g.ind--
+	g.line("}")
+	return nil
+}
+
+// tail is an extent (or part of one) min(c, e) that versioning pins to c.
+type tail struct {
+	key string // printed form of min(c, e)
+	c   int64
+	e   schedule.Expr
+}
+
+// tails returns the tails to version the body of l on: the subexpressions
+// min(C, e) of the extents of the vector loops printed under l, where l
+// allocates a register tile and e depends only on loops outside l's body.
+// They are found by printing the body once and discarding the text, so
+// inner unrolled loops have substituted their constants and the extents
+// are seen as they will be printed. Whether pinning them pays (the full
+// copy keeps the tile in registers, the edge copy would not) is only known
+// after printing; versionGain turns versioning off where it does not.
+func (g *gen) tails(l *schedule.Loop) []tail {
+	if g.lanes <= 1 || g.opt.NoVersioning || g.dry != nil || g.noVersion[l.Name] {
+		return nil
+	}
+	owns := false
+	for _, b := range g.n.Buffers {
+		if _, heap := g.heapAt[b.Name]; b.Param < 0 && b.Scope == schedule.Register && b.AllocAt == l.Name && !heap {
+			owns = true
+		}
+	}
+	if !owns {
+		return nil
+	}
+	d := &dryRun{inner: map[string]bool{}, seen: map[string]bool{}}
+	g.walkLoops(l.Body, nil, func(s *schedule.Loop, _ []*schedule.Loop) { d.inner[s.Name] = true })
+	text, ind, ver := g.w.String(), g.ind, g.ver
+	g.dry, g.ver = d, ver+"/dry"
+	if err := g.allocs(l.Name); err == nil {
+		_ = g.stmts(l.Body) // an error recurs, and is reported, in the real print
+	}
+	g.dry, g.ver, g.ind = nil, ver, ind
+	g.w.Reset()
+	g.w.WriteString(text)
+	return d.ts
+}
+
+// dryRun collects the tails met while printing an owner loop's body.
+type dryRun struct {
+	inner map[string]bool // loops inside the body
+	seen  map[string]bool
+	ts    []tail
+}
+
+// noteTail records the tails in the extent of a vector loop: every
+// subexpression min(C, e) with e fixed for the owner's body. Nested ones
+// count too — the second vector of a split tile has the extent
+// min(32, N - j*32) - 16, which only becomes constant when the inner min
+// is pinned.
+func (g *gen) noteTail(ext schedule.Expr) {
+	m, ok := ext.(schedule.Bin)
+	if !ok {
+		return
+	}
+	g.noteTail(m.A)
+	g.noteTail(m.B)
+	d := g.dry
+	key := m.String()
+	if m.Op != schedule.OpMin || d.seen[key] {
+		return
+	}
+	c, ok := m.A.(schedule.Int)
+	e := m.B
+	if !ok {
+		if c, ok = m.B.(schedule.Int); !ok {
+			return
+		}
+		e = m.A
+	}
+	if c.V <= 0 {
+		return
+	}
+	for v := range d.inner {
+		if schedule.UsesVar(e, v) {
+			return
+		}
+	}
+	d.seen[key] = true
+	d.ts = append(d.ts, tail{key: key, c: c.V, e: e})
+}
+
+// pinned replaces the pinned tails in e by their constants.
+func (g *gen) pinned(e schedule.Expr) schedule.Expr {
+	b, ok := e.(schedule.Bin)
+	if !ok {
+		return e
+	}
+	if c, ok := g.pin[b.String()]; ok {
+		return schedule.C(c)
+	}
+	return schedule.Bin{Op: b.Op, A: g.pinned(b.A), B: g.pinned(b.B)}
+}
+
+// versionGain marks as not to be versioned every owner loop whose versions
+// made no difference: no register buffer it allocates is promoted in the
+// full copy while falling back to an array in the edge copy (the pinned
+// extents did not make the accesses constant, or the tile was fine
+// without them). It reports whether it marked a new one.
+func (g *gen) versionGain() bool {
+	versioned, gain := map[string]bool{}, map[string]bool{}
+	for key, r := range g.reg {
+		name, ver, ok := strings.Cut(key, "@")
+		if !ok || !strings.HasSuffix(ver, "/full") {
+			continue
+		}
+		at := g.n.Buffer(name).AllocAt
+		versioned[at] = true
+		if e := g.reg[strings.TrimSuffix(key, "/full")+"/edge"]; e != nil && e.array && !r.array {
+			gain[at] = true
+		}
+	}
+	changed := false
+	for at := range versioned {
+		if !gain[at] && !g.noVersion[at] {
+			g.noVersion[at], changed = true, true
+		}
+	}
+	return changed
+}
+
+// regOf returns the promotion state of register buffer name in the loop
+// version being printed, or nil if name is not a register buffer.
+func (g *gen) regOf(name string) *regInfo {
+	base, ok := g.reg[name]
+	if !ok || g.ver == "" {
+		return base
+	}
+	key := name + "@" + g.ver
+	r, ok := g.reg[key]
+	if !ok {
+		_, heap := g.heapAt[name]
+		r = &regInfo{names: map[string]bool{}, prev: map[string]bool{}, array: heap}
+		g.reg[key] = r
+	}
+	return r
 }
 
 func (g *gen) parallelLoop(l *schedule.Loop, ext schedule.Expr) error {
@@ -705,8 +925,8 @@ func (g *gen) offset(r ref) schedule.Expr {
 // local returns the register local for a constant access, or "" when the
 // buffer must be an array.
 func (g *gen) local(r ref, vector bool) (name string, lane int64, ok bool) {
-	ri, isReg := g.reg[r.buf.Name]
-	if !isReg || ri.array {
+	ri := g.regOf(r.buf.Name)
+	if ri == nil || ri.array {
 		return "", 0, false
 	}
 	parts := []string{r.buf.Name}
@@ -739,7 +959,7 @@ func (g *gen) local(r ref, vector bool) (name string, lane int64, ok bool) {
 // conversion).
 func (g *gen) scalarRef(r ref) string {
 	if name, lane, ok := g.local(r, false); ok {
-		if g.reg[r.buf.Name].vector {
+		if g.regOf(r.buf.Name).vector {
 			return fmt.Sprintf("%s[%d]", name, lane)
 		}
 		return name

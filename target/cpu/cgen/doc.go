@@ -46,6 +46,33 @@
 // passes). Local buffers are 64-byte-aligned stack arrays up to StackLimit
 // bytes (32 KiB by default) and aligned_alloc'd above it.
 //
+// # Edge tiles: loop versioning
+//
+// When N is not a multiple of the register tile's width, the tile's vector
+// loop gets an extent min(NR, N - j*NR); indices under it are no longer
+// constant and the tile would be an array for every tile, not just the
+// last (llama-tiny's 512×688×256 MLP ran 3–5× slower per FLOP than
+// 512×256×256). So, as Halide partitions loops and BLIS special-cases edge
+// tiles, the body of the loop that allocates a register tile is printed
+// twice when the extent of a vector loop under it contains a min(C, e)
+// with e fixed for the body:
+//
+//	if (e >= C) { /* full register tile: min(C, e) pinned to C, locals */ }
+//	else        { /* edge tile: the generic body, array fallback */ }
+//
+// The tails are found by printing the body once and discarding the text
+// (unrolled inner loops have substituted their constants by then), and
+// every loop extent of the full copy is rewritten with them, so a guarded
+// unroll over the same tail is expanded without guards there too. Each copy
+// keeps its own promotion decision (gen.ver), so the edge copy falling back
+// to an array leaves the full copy in registers. Versioning is dropped
+// again where it buys nothing — the full copy is an array as well (say, a
+// strided vector loop printed as scalars) or the edge copy is not — so
+// shapes without tails print the same code as before. Guarded unrolled
+// tails alone (min(MR, M - i*MR)) keep constant indices already and are not
+// versioned. Options.NoVersioning turns it off (the baseline of
+// BenchmarkTailVersioning).
+//
 // # Horizontal sums
 //
 // The decode recipe (recipe.GEMV) keeps KV k-lanes of partial sums per
