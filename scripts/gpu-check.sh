@@ -9,11 +9,14 @@
 #   4. llama-3-8b decode kernels: a short tune per kernel, cuBLAS in the same
 #      harness run, results related to the measured copy bandwidth, every
 #      measurement recorded in $OUT/tuning.db (llmir cuda bench)
-# Results land under $OUT (default ./gpu-out), eight files: env.txt,
-# summary.txt (every step's status and short logs), check.log, sdpa.json,
-# bench.log, report.md, report.json, tuning.db; scratch goes to $WORK. A
-# failing step is logged and the next one still runs. Exit status: non-zero
-# if any step failed.
+# Results are written to $WORK/report (env.txt, summary.txt with every
+# step's status and short logs, check.log, sdpa.json, bench.log, report.md,
+# report.json, the emitted sources and their nvcc logs) and, at the end,
+# whatever happened, land under $OUT (default ./gpu-out) as three files:
+# report.tar.gz (that directory), tuning.db (every measurement of the
+# bench) and gpu-check.log (summary.txt): a device that returns only a few
+# files returns all of it. Scratch goes to $WORK. A failing step is logged
+# and the next one still runs. Exit status: non-zero if any step failed.
 #
 #   OUT=/tmp/o scripts/gpu-check.sh
 #   BENCH_ARGS='--match attention --samples 24' scripts/gpu-check.sh
@@ -34,16 +37,28 @@ for d in /usr/local/cuda/bin /usr/local/cuda-13.0/bin; do
 done
 export PATH
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}:/usr/local/cuda/lib64
-mkdir -p "$OUT"
+R=$WORK/report
+rm -rf "$R"
+mkdir -p "$OUT" "$R"
 status=0
+# pack puts the report into $OUT however the script ends (a step timing
+# out, a kill by the caller's limit): the directory as one archive, the
+# tuning DB and the summary beside it.
+pack() {
+  cp "$R/summary.txt" "$OUT/gpu-check.log" 2>/dev/null
+  [ -f "$WORK/tuning.db" ] && cp "$WORK/tuning.db" "$OUT/tuning.db"
+  tar czf "$OUT/report.tar.gz" -C "$WORK" report 2>/dev/null
+}
+trap pack EXIT
+trap 'exit 143' TERM INT
 step() { # name logdir timeout command...
   local name=$1 dir=$2 t=$3
   shift 3
   local start=$SECONDS
-  echo "== $name" | tee -a "$OUT/summary.txt"
+  echo "== $name" | tee -a "$R/summary.txt"
   timeout --kill-after=10 "$t" "$@" >"$dir/$name.log" 2>&1
   local rc=$?
-  echo "   rc=$rc in $((SECONDS - start))s" | tee -a "$OUT/summary.txt"
+  echo "   rc=$rc in $((SECONDS - start))s" | tee -a "$R/summary.txt"
   [ $rc -ne 0 ] && status=1
   tail -n 60 "$dir/$name.log"
   return 0
@@ -58,15 +73,16 @@ fi
   nvcc --version
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
   nproc
-} >"$OUT/env.txt" 2>&1
+} >"$R/env.txt" 2>&1
 step fingerprint "$WORK" 120 "$LLMIR" cuda fingerprint
-cat "$WORK/fingerprint.log" >>"$OUT/summary.txt"
+cat "$WORK/fingerprint.log" >>"$R/summary.txt"
 # Each generator's default source compiled on its own: pinpoints a source
 # nvcc rejects even when the harness (and so everything after) cannot run.
 emit_compile() {
-  local dir=$WORK/emit i=0 pids=() spec
+  local dir=$R/emit i=0 pids=() spec
   mkdir -p "$dir"
   for spec in 'gemv:M=1,N=4096,K=4096' 'gemv:M=16,N=4096,K=14336' 'cublas_gemv:M=16,N=4096,K=4096' \
+    'gemm:M=512,N=4096,K=4096' 'gemm:M=77,N=130,K=264' 'cublas_gemm:M=512,N=4096,K=4096' \
     'paged_attention:B=32,QH=32,KVH=8,D=128,BS=16,ctx=4096' 'paged_attention:B=5,QH=8,KVH=2,D=64,BS=7,ctx=300' \
     'rms_norm:M=16,H=4096' 'silu_mul:M=16,I=14336'; do
     "$LLMIR" cuda emit "$spec" >"$dir/$i.cu" || return 1
@@ -77,16 +93,17 @@ emit_compile() {
   done
   wait "${pids[@]}"
 }
-echo "== emit-compile" | tee -a "$OUT/summary.txt"
-emit_compile 2>&1 | head -c 20000 | tee -a "$OUT/summary.txt" >/dev/null
-grep -E '^(ok|FAIL)' "$OUT/summary.txt"
-step check "$OUT" "$CHECK_TIMEOUT" "$LLMIR" cuda check --out "$WORK/check" $CHECK_ARGS
-echo "== sdpa" | tee -a "$OUT/summary.txt"
-timeout "$SDPA_TIMEOUT" python3 scripts/sdpa_baseline.py >"$OUT/sdpa.json" 2>"$WORK/sdpa.log" || { echo "sdpa baseline failed" | tee -a "$OUT/summary.txt"; status=1; }
-tee -a "$OUT/summary.txt" <"$WORK/sdpa.log"
+echo "== emit-compile" | tee -a "$R/summary.txt"
+emit_compile 2>&1 | head -c 20000 | tee -a "$R/summary.txt" >/dev/null
+grep -E '^(ok|FAIL)' "$R/summary.txt"
+step check "$R" "$CHECK_TIMEOUT" "$LLMIR" cuda check --out "$WORK/check" $CHECK_ARGS
+echo "== sdpa" | tee -a "$R/summary.txt"
+timeout "$SDPA_TIMEOUT" python3 scripts/sdpa_baseline.py >"$R/sdpa.json" 2>"$WORK/sdpa.log" || { echo "sdpa baseline failed" | tee -a "$R/summary.txt"; status=1; }
+tee -a "$R/summary.txt" <"$WORK/sdpa.log"
 sdpa=()
-[ -s "$OUT/sdpa.json" ] && sdpa=(--sdpa "$OUT/sdpa.json")
-step bench "$OUT" "$BENCH_TIMEOUT" "$LLMIR" --db "$OUT/tuning.db" cuda bench --out "$WORK/bench" "${sdpa[@]}" $BENCH_ARGS
-for f in report.md report.json; do [ -f "$WORK/bench/$f" ] && cp "$WORK/bench/$f" "$OUT/$f"; done
-[ -f "$OUT/report.md" ] && cat "$OUT/report.md"
+[ -s "$R/sdpa.json" ] && sdpa=(--sdpa "$R/sdpa.json")
+rm -f "$WORK/tuning.db"
+step bench "$R" "$BENCH_TIMEOUT" "$LLMIR" --db "$WORK/tuning.db" cuda bench --out "$WORK/bench" "${sdpa[@]}" $BENCH_ARGS
+for f in report.md report.json; do [ -f "$WORK/bench/$f" ] && cp "$WORK/bench/$f" "$R/$f"; done
+[ -f "$R/report.md" ] && cat "$R/report.md"
 exit $status

@@ -283,13 +283,30 @@ bf16 (batch 32, 32/8 heads of 128, context 4096) at block sizes 16, 32, 64, 128
 scripts/sdpa_baseline.py), rms_norm and silu·mul. Each kernel is measured at its
 rule-based default and --samples sampled schedules; every measurement is
 recorded in the tuning database (--db) under the GPU's fingerprint, and results
-are related to the copy bandwidth measured first.`,
+are related to the copy bandwidth measured first. --suite prefill runs the
+prefill linears instead: bf16 GEMM on tensor cores (mma.sync, cp.async
+pipeline) at M = 512…4096 for the same four N×K, against cuBLAS.`,
 		Example: `  llmir cuda bench --out out/bench
   python3 scripts/sdpa_baseline.py > sdpa.json && llmir cuda bench --sdpa sdpa.json
-  llmir cuda bench --match attention --samples 24 --min-time 200ms`,
+  llmir cuda bench --match attention --samples 24 --min-time 200ms
+  llmir cuda bench --suite prefill --match 'M=4096' --samples 8`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			su, err := readCudaSuiteFlags(cmd, cudabench.Llama3Decode(), cudabench.Options{Command: "llmir cuda bench"})
+			suite, _ := cmd.Flags().GetString("suite")
+			var tasks []cudabench.Task
+			switch suite {
+			case "decode":
+				tasks = cudabench.Llama3Decode()
+			case "prefill":
+				tasks = cudabench.Llama3Prefill()
+			case "all":
+				// Prefill first: it is the newer code, and a run cut short by
+				// a time limit keeps its rows.
+				tasks = append(cudabench.Llama3Prefill(), cudabench.Llama3Decode()...)
+			default:
+				return fmt.Errorf("--suite %q: want decode, prefill or all", suite)
+			}
+			su, err := readCudaSuiteFlags(cmd, tasks, cudabench.Options{Command: "llmir cuda bench"})
 			if err != nil {
 				return err
 			}
@@ -337,6 +354,7 @@ are related to the copy bandwidth measured first.`,
 	}
 	cudaRunFlags(cmd, 12, 50*time.Millisecond)
 	cmd.Flags().String("sdpa", "", "PyTorch SDPA times (JSON from scripts/sdpa_baseline.py)")
+	cmd.Flags().String("suite", "decode", "decode (GEMV, attention, norms), prefill (GEMM M=512…4096) or all (prefill, then decode)")
 	cmd.Flags().Int64("probe-mib", 1024, "copy-bandwidth probe buffer in MiB (0: no probe)")
 	return cmd
 }

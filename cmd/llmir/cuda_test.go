@@ -28,6 +28,7 @@ func TestCudaEmit(t *testing.T) {
 		{[]string{"cuda", "emit", "gemv:M=16,N=4096,K=4096"}, "mma.sync.aligned.m16n8k16", ""},
 		{[]string{"cuda", "emit", "paged_attention:B=32,QH=32,KVH=8,D=128,BS=16,ctx=4096", "--seed", "3"}, "__shfl_xor_sync", ""},
 		{[]string{"cuda", "emit", "rms_norm:M=1,H=4096", "--trace"}, `"op":"sample_categorical"`, ""},
+		{[]string{"cuda", "emit", "gemm:M=512,N=4096,K=4096"}, "cp.async.cg.shared.global", ""},
 		{[]string{"cuda", "emit", "gemv:M=1,N=4096"}, "", "missing field K"},
 		{[]string{"cuda", "emit", "silu_mul:M=1,I=8", "--sms", "0"}, "", "--sms 0"},
 		{[]string{"cuda", "emit"}, "", "accepts 1 arg"},
@@ -65,6 +66,8 @@ func TestCudaNeedsNVCC(t *testing.T) {
 		{[]string{"cuda", "bench", "--samples", "-1"}, "must not be negative"},
 		{[]string{"cuda", "bench", "--sdpa", "/nonexistent.json"}, "--sdpa"},
 		{[]string{"cuda", "bench", "--probe-mib", "-5"}, "--probe-mib -5"},
+		{[]string{"cuda", "bench", "--suite", "training"}, "--suite \"training\""},
+		{[]string{"cuda", "bench", "--suite", "prefill", "--match", "M=1,"}, "no kernel of the suite matches"},
 	} {
 		if _, err := runCuda(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: err = %v, want %q", tc.args, err, tc.want)

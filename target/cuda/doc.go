@@ -17,7 +17,8 @@
 //     rebuilt one candidate per unit, so only broken candidates get the
 //     build_error, with their own diagnostics.
 //   - Runner: a harness process (csrc/harness.cu, embedded, built by nvcc on
-//     the GPU machine at first use) speaking target/cpu's job-file protocol:
+//     the GPU machine at first use) speaking the job-file protocol that
+//     target/internal/harness implements for both targets:
 //     it copies the inputs into device buffers with guard bands, poisons the
 //     outputs, runs the candidate once and returns outputs for the Go side
 //     to compare with the reference, then times it with CUDA events, each

@@ -47,6 +47,20 @@ func Llama3Decode() []Task {
 	return ts
 }
 
+// Llama3Prefill is llama-3-8b's four linear shapes (N×K: qkv 6144×4096,
+// o 4096×4096, gate·up 28672×4096, down 4096×14336) as bf16 GEMMs on
+// tensor cores at M = 512…4096 prompt tokens, against cuBLAS GemmEx.
+func Llama3Prefill() []Task {
+	var ts []Task
+	for _, m := range []int64{512, 1024, 2048, 4096} {
+		for _, nk := range [][2]int64{{6144, 4096}, {4096, 4096}, {28672, 4096}, {4096, 14336}} {
+			g := cudakernels.GEMM{M: m, N: nk[0], K: nk[1]}
+			ts = append(ts, Task{Kernel: g, Baseline: cudakernels.GEMMCuBLAS{GEMM: g}})
+		}
+	}
+	return ts
+}
+
 // Conformance is the check suite: odd shapes (primes, one past a vector,
 // ragged and empty sequences, GQA groups of 1 and 4, head_dim 64) that a
 // wrong index or a missing tail would fail.
@@ -54,6 +68,11 @@ func Conformance() []Task {
 	ts := []Task{}
 	for _, g := range []cudakernels.GEMV{{M: 1, N: 37, K: 264}, {M: 3, N: 257, K: 4104}, {M: 16, N: 130, K: 1032}} {
 		ts = append(ts, Task{Kernel: g, Baseline: cudakernels.GEMVCuBLAS{GEMV: g}})
+	}
+	// Tails in every dimension (M, N not multiples of any tile, K one
+	// 16-byte chunk past a slice) and M past the periodic-input period.
+	for _, g := range []cudakernels.GEMM{{M: 1, N: 8, K: 8}, {M: 77, N: 130, K: 264}, {M: 333, N: 200, K: 1032}} {
+		ts = append(ts, Task{Kernel: g, Baseline: cudakernels.GEMMCuBLAS{GEMM: g}})
 	}
 	for _, a := range []cudakernels.PagedAttention{
 		{Batch: 5, QHeads: 8, KVHeads: 2, HeadDim: 128, BlockSize: 16, Context: 300, Ragged: true},
@@ -143,7 +162,9 @@ type Row struct {
 	// BestGBps is Bytes over the best median; CopyFraction relates it to
 	// the measured copy bandwidth; VsBaseline is baseline median over best
 	// median (> 1: faster than the baseline); VsSDPA the same for PyTorch.
-	BestGBps     float64 `json:"best_gbps,omitempty"`
+	BestGBps float64 `json:"best_gbps,omitempty"`
+	// BestTFLOPS is FLOPs over the best median (what matters for GEMM).
+	BestTFLOPS   float64 `json:"best_tflops,omitempty"`
 	CopyFraction float64 `json:"copy_fraction,omitempty"`
 	VsBaseline   float64 `json:"vs_baseline,omitempty"`
 	SDPAMedian   float64 `json:"sdpa_median_s,omitempty"`
@@ -398,6 +419,7 @@ func firstLines(s string, n int) string {
 func relate(r *Row, t Task, o Options) {
 	if r.Best != nil {
 		r.BestGBps = r.Bytes / r.Best.Measurement.Median / 1e9
+		r.BestTFLOPS = t.Kernel.FLOPs() / r.Best.Measurement.Median / 1e12
 		if o.Bandwidth.CopyGBps > 0 {
 			r.CopyFraction = r.BestGBps / o.Bandwidth.CopyGBps
 		}
@@ -451,8 +473,8 @@ func record(ctx context.Context, db *tuningdb.DB, dev tuningdb.Device, runID int
 }
 
 // CodegenVersion is stamped on the CUDA records: bump it when a generator
-// changes what a stored knob trace means.
-const CodegenVersion = 1
+// changes what a stored knob trace means (2: cuda_gemm gained group_m).
+const CodegenVersion = 2
 
 // Line is the row in one line of text.
 func (r Row) Line() string {
@@ -473,6 +495,9 @@ func (r Row) Line() string {
 	}
 	if r.CopyFraction > 0 {
 		fmt.Fprintf(&b, " (%.0f%% of copy)", 100*r.CopyFraction)
+	}
+	if r.BestTFLOPS >= 1 {
+		fmt.Fprintf(&b, " %.0f TFLOP/s", r.BestTFLOPS)
 	}
 	if r.Baseline != nil {
 		fmt.Fprintf(&b, " baseline %s", ms(r.Baseline))
@@ -503,8 +528,8 @@ func (rep *Report) Markdown() string {
 	_ = json.Unmarshal(rep.Device, &dev)
 	fmt.Fprintf(&b, "Device: %s (%s, %d SMs). Copy bandwidth %.0f GB/s (cudaMemcpy D2D, read+write), read kernel %.0f GB/s.\n\n",
 		dev.Name, dev.Arch, dev.SMs, rep.Bandwidth.CopyGBps, rep.Bandwidth.ReadGBps)
-	b.WriteString("| kernel | default µs | best µs | best GB/s | % of copy | baseline µs | vs baseline | SDPA µs | vs SDPA | trials |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| kernel | default µs | best µs | best GB/s | % of copy | TFLOP/s | baseline µs | vs baseline | SDPA µs | vs SDPA | trials |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	us := func(t *Trial) string {
 		if t == nil {
 			return "-"
@@ -521,11 +546,20 @@ func (rep *Report) Markdown() string {
 		return fmt.Sprintf(f, v)
 	}
 	for _, r := range rep.Rows {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d ok / %d |\n", r.Kernel, us(r.Default), us(r.Best),
-			num(r.BestGBps, "%.0f"), num(100*r.CopyFraction, "%.0f%%"), us(r.Baseline), num(r.VsBaseline, "%.2f×"),
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d ok / %d |\n", r.Kernel, us(r.Default), us(r.Best),
+			num(r.BestGBps, "%.0f"), num(100*r.CopyFraction, "%.0f%%"), tflops(r.BestTFLOPS), us(r.Baseline), num(r.VsBaseline, "%.2f×"),
 			num(r.SDPAMedian*1e6, "%.2f"), num(r.VsSDPA, "%.2f×"), r.Counts[target.StatusOK], len(r.Trials))
 	}
 	return b.String()
+}
+
+// tflops prints a rate of at least 1 TFLOP/s (below, a memory-bound
+// kernel's rate says nothing).
+func tflops(v float64) string {
+	if v < 1 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", v)
 }
 
 // Failed lists the rows with failures (the check's verdict).

@@ -54,9 +54,17 @@ func TestRelate(t *testing.T) {
 	if rg.VsBaseline != 1.5 || rg.CopyFraction != 0 {
 		t.Errorf("baseline ratio %g, copy fraction %g", rg.VsBaseline, rg.CopyFraction)
 	}
-	rep := &Report{Rows: []Row{*r, *rg}}
+	// A GEMM's rate in TFLOP/s: 2·512·4096·4096 flops in 100 µs.
+	gm := cudakernels.GEMM{M: 512, N: 4096, K: 4096}
+	rm := &Row{Kernel: gm.Name(), Bytes: gm.Bytes(), Trials: []Trial{{ID: "t0", Default: true, Measurement: ok(1e-4)}}}
+	rm.Default, rm.Best = &rm.Trials[0], &rm.Trials[0]
+	relate(rm, Task{Kernel: gm}, Options{})
+	if want := gm.FLOPs() / 1e-4 / 1e12; rm.BestTFLOPS != want || !strings.Contains(rm.Line(), "172 TFLOP/s") {
+		t.Errorf("gemm: %g TFLOP/s, want %g; line %s", rm.BestTFLOPS, want, rm.Line())
+	}
+	rep := &Report{Rows: []Row{*r, *rg, *rm}}
 	md := rep.Markdown()
-	for _, want := range []string{"| " + a.Name() + " | 200.00 | 100.00 | 4000 | 80% |", "1.20×", "1.50×"} {
+	for _, want := range []string{"| " + a.Name() + " | 200.00 | 100.00 | 4000 | 80% |", "1.20×", "1.50×", "| 172 |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}
@@ -72,7 +80,7 @@ func TestRelate(t *testing.T) {
 }
 
 func TestSuites(t *testing.T) {
-	for name, tasks := range map[string][]Task{"llama3": Llama3Decode(), "conformance": Conformance()} {
+	for name, tasks := range map[string][]Task{"llama3": Llama3Decode(), "prefill": Llama3Prefill(), "conformance": Conformance()} {
 		seen := map[string]bool{}
 		for _, task := range tasks {
 			if _, err := task.Kernel.Def(); err != nil {
@@ -86,5 +94,13 @@ func TestSuites(t *testing.T) {
 	}
 	if n := len(Llama3Decode()); n != 14 {
 		t.Errorf("llama3 decode suite has %d kernels, want 14", n)
+	}
+	for _, task := range Llama3Prefill() {
+		if _, ok := task.Baseline.(cudakernels.GEMMCuBLAS); !ok {
+			t.Errorf("%s: baseline %T, want cuBLAS", task.Kernel.Name(), task.Baseline)
+		}
+	}
+	if n := len(Llama3Prefill()); n != 16 {
+		t.Errorf("prefill suite has %d kernels, want 16 (4 M × 4 N×K)", n)
 	}
 }

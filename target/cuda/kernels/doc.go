@@ -1,7 +1,8 @@
 // Package cudakernels holds the kernels that have a CUDA side: template
 // kernels whose CUDA C++ is written by a generator from knob values (decode
-// GEMV/skinny GEMM, paged decode attention, rms_norm, silu·mul), and the
-// vendor baselines measured beside them (cuBLAS).
+// GEMV/skinny GEMM, prefill GEMM on tensor cores with a cp.async pipeline,
+// paged decode attention, rms_norm, silu·mul), and the vendor baselines
+// measured beside them (cuBLAS).
 //
 // Each type implements kernels.Kernel (definition, float64 reference,
 // design space, rule-based default) and cuda.Generator (EmitCUDA), so the
@@ -17,4 +18,11 @@
 // instantiated per configuration). The golden files under testdata/ are
 // the generated sources of the default schedules; `go test -update`
 // rewrites them.
+//
+// Why GEMM's large-problem inputs are periodic (GEMM.Fill): the float64
+// reference of a 4096×28672×4096 product takes minutes in Go; activations
+// whose rows repeat with power-of-two scales (exact in bf16 and in every
+// partial sum) need only 61 rows of dot products, while no two rows a
+// power-of-two number of tiles apart are equal, so a misplaced tile still
+// fails validation.
 package cudakernels

@@ -332,6 +332,11 @@ func (c GEMVCuBLAS) EmitCUDA(_ *schedule.Schedule, _ cuda.GPU, entry string) (st
 	if err := c.check(); err != nil {
 		return "", err
 	}
+	return c.emit(entry)
+}
+
+// emit is the cuBLAS call for any M (GEMMCuBLAS shares it).
+func (c GEMVCuBLAS) emit(entry string) (string, error) {
 	return fmt.Sprintf(`#include <cuda_runtime.h>
 #include <cublas_v2.h>
 #include <stdint.h>

@@ -7,6 +7,7 @@ import (
 
 	"llmir/kernels/ref"
 	"llmir/kvcache"
+	"llmir/schedule"
 	"llmir/search"
 	"llmir/target"
 	"llmir/target/cuda"
@@ -97,6 +98,84 @@ func TestGEMVReference(t *testing.T) {
 	}
 }
 
+// TestGEMMReference checks the reference against ref.Linear, on random
+// activations (the full product) and on Fill's periodic ones (the first
+// rows scaled), and that the cuBLAS baseline measures the same problem.
+func TestGEMMReference(t *testing.T) {
+	for _, g := range []GEMM{{M: 9, N: 17, K: 40}, {M: 400, N: 24, K: 48}} {
+		t.Run(g.Name(), func(t *testing.T) {
+			p, err := search.NewProblem(g, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := p.Inputs()
+			want, _ := p.Expected()
+			got, err := ref.Linear(f32s(in[0]), int(g.M), int(g.K), f32s(in[1]), int(g.N), ref.NK, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rel := target.RelL2(f64s(got), want[0]); rel > 1e-6 {
+				t.Errorf("rel L2 %g against ref.Linear", rel)
+			}
+			if !g.periodic(in[0]) {
+				t.Errorf("filled activations are not periodic")
+			}
+			// Rows a whole tile apart differ: a misplaced tile is caught.
+			for _, d := range []int{16, 64, 128, 256} {
+				if m := d; m < int(g.M) && in[0][m*int(g.K)] == in[0][0] {
+					t.Errorf("row %d equals row 0", m)
+				}
+			}
+			// A perturbed input breaks the structure: the reference
+			// must then compute every row.
+			x := append([]float64(nil), in[0]...)
+			x[len(x)-1] += 1
+			if g.M > gemmPeriod && g.periodic(x) {
+				t.Errorf("perturbed activations still periodic")
+			}
+			full := g.Reference([][]float64{x, in[1]})[0]
+			got2, _ := ref.Linear(f32s(x), int(g.M), int(g.K), f32s(in[1]), int(g.N), ref.NK, nil)
+			if rel := target.RelL2(f64s(got2), full); rel > 1e-6 {
+				t.Errorf("perturbed input: rel L2 %g", rel)
+			}
+			pb, _ := search.NewProblem(GEMMCuBLAS{g}, 3)
+			if wb, _ := pb.Expected(); target.RelL2(wb[0], want[0]) != 0 {
+				t.Error("baseline problem differs")
+			}
+		})
+	}
+}
+
+// TestGEMMRefusals checks that schedules beyond an SM's registers or
+// shared memory are refused with the reason, before nvcc.
+func TestGEMMRefusals(t *testing.T) {
+	g := GEMM{M: 512, N: 512, K: 512}
+	for _, tc := range []struct {
+		knobs map[string]int64
+		err   string
+	}{
+		{map[string]int64{"wm": 64, "wn": 64, "warps_m": 4, "warps_n": 4, "bk": 32, "stages": 2}, "registers"},
+		{map[string]int64{"wm": 64, "wn": 64, "warps_m": 4, "warps_n": 2, "bk": 64, "stages": 4}, "shared memory"},
+		{map[string]int64{"wm": 32, "wn": 32, "warps_m": 1, "warps_n": 1, "bk": 32, "stages": 2}, ""},
+	} {
+		def, err := g.Def()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := schedule.New(def, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := g.knobs().Choose(s, tc.knobs); err != nil {
+			t.Fatal(err)
+		}
+		_, err = g.EmitCUDA(s, cuda.H100, Entry)
+		if (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%v: err %v, want %q", tc.knobs, err, tc.err)
+		}
+	}
+}
+
 // TestDesignSpaces draws schedules of every kernel of the suites: each
 // emits a source (or is refused with an error naming why), and distinct
 // knob values give distinct sources.
@@ -106,6 +185,7 @@ func TestDesignSpaces(t *testing.T) {
 		PagedAttention{Batch: 32, QHeads: 32, KVHeads: 8, HeadDim: 128, BlockSize: 16, Context: 4096},
 		PagedAttention{Batch: 3, QHeads: 4, KVHeads: 4, HeadDim: 64, BlockSize: 7, Context: 3000},
 		RMSNorm{M: 1, H: 4104}, SiluMul{M: 16, I: 14336},
+		GEMM{M: 4096, N: 28672, K: 4096}, GEMM{M: 77, N: 130, K: 264},
 	}
 	hw := Hardware(cuda.H100)
 	for _, k := range ks {
@@ -119,7 +199,7 @@ func TestDesignSpaces(t *testing.T) {
 			key, _ := search.TraceKey(s)
 			src, err := k.EmitCUDA(s, cuda.H100, Entry)
 			if err != nil {
-				if !strings.Contains(err.Error(), "vec") && !strings.Contains(err.Error(), "lanes") && !strings.Contains(err.Error(), "shared memory") {
+				if !strings.Contains(err.Error(), "vec") && !strings.Contains(err.Error(), "lanes") && !strings.Contains(err.Error(), "shared memory") && !strings.Contains(err.Error(), "registers") {
 					t.Errorf("%s seed %d: unexpected refusal %v", k.Name(), seed, err)
 				}
 				continue
@@ -150,6 +230,9 @@ func TestParseSpec(t *testing.T) {
 		{"paged_attention:B=2,QH=8,KVH=2,D=64,BS=16,ctx=100,ragged", "cuda_paged_attention/B=2,QH=8,KVH=2,D=64,BS=16,ctx=100,ragged/bf16", ""},
 		{"rms_norm:M=1,H=4096", "cuda_rms_norm/M=1,H=4096/bf16", ""},
 		{"silu_mul:M=4,I=14336", "cuda_silu_mul/M=4,I=14336/bf16", ""},
+		{"gemm:M=4096,N=28672,K=4096", "cuda_gemm/M=4096,N=28672,K=4096/bf16", ""},
+		{"cublas_gemm:M=512,N=6144,K=4096", "cublas_gemm/M=512,N=6144,K=4096/bf16", ""},
+		{"gemm:M=512,N=6144,K=4100", "", "multiple of 8"},
 		{"gemv:M=1,N=4096", "", "missing field K"},
 		{"gemv:M=1,N=4096,K=4096,K=8", "", "given twice"},
 		{"gemv:M=0,N=4096,K=4096", "", "M=\"0\""},

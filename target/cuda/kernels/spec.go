@@ -12,6 +12,8 @@ import (
 var specFields = map[string][]string{
 	"gemv":            {"M", "N", "K"},
 	"cublas_gemv":     {"M", "N", "K"},
+	"gemm":            {"M", "N", "K"},
+	"cublas_gemm":     {"M", "N", "K"},
 	"paged_attention": {"B", "QH", "KVH", "D", "BS", "ctx"},
 	"rms_norm":        {"M", "H"},
 	"silu_mul":        {"M", "I"},
@@ -68,6 +70,10 @@ func ParseSpec(spec string) (Kernel, error) {
 		k = GEMV{M: vals["M"], N: vals["N"], K: vals["K"]}
 	case "cublas_gemv":
 		k = GEMVCuBLAS{GEMV{M: vals["M"], N: vals["N"], K: vals["K"]}}
+	case "gemm":
+		k = GEMM{M: vals["M"], N: vals["N"], K: vals["K"]}
+	case "cublas_gemm":
+		k = GEMMCuBLAS{GEMM{M: vals["M"], N: vals["N"], K: vals["K"]}}
 	case "paged_attention":
 		k = PagedAttention{Batch: vals["B"], QHeads: vals["QH"], KVHeads: vals["KVH"], HeadDim: vals["D"],
 			BlockSize: vals["BS"], Context: vals["ctx"], Ragged: ragged}
