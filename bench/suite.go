@@ -47,6 +47,9 @@ type EntryResult struct {
 	Suite string
 	// Rows are stored in one transaction after the entry finishes.
 	Rows []tuningdb.BenchResult
+	// Stored are rows the entry stored itself (benchmarks that write
+	// their results as they go): counted and assessed, not stored again.
+	Stored []tuningdb.BenchResult
 	// Detail is the entry's own result for --json (kernel results, the
 	// cost-model report, the tune's per-task outcome).
 	Detail any
@@ -54,11 +57,10 @@ type EntryResult struct {
 	Table func(w io.Writer) error
 }
 
-// kernelsEntries are the kernel benchmarks. The kernel suites other
-// engineers write (bench.PagedAttention: block-size × context sweep,
-// bench.Quant: int4/int8 vs f32 GEMV, bench.PrefillAttention) plug in here,
-// one line each, as an Entry whose Run calls them with env's target,
-// roofline, options and returns their rows.
+// kernelsEntries are the nightly's kernel benchmarks: every registry
+// kernel at its default and best-known schedule, no tuning. The suites
+// that tune at full model sizes (paged attention, quant, prefill
+// attention, the decode layer) are heavyEntries, run by name only.
 func kernelsEntries() []Entry {
 	return []Entry{
 		{Name: "registry", Run: runRegistryKernels},
@@ -73,13 +75,19 @@ func tuningEntries() []Entry {
 	}
 }
 
-// Suites maps each suite name to its entries, in the order they run.
+// Suites maps each suite name to its entries, in the order they run. The
+// heavy suites (paged_attention, quant, prefill_attention, layer) are
+// only run by name: nightly is kernels + tuning + the model tune.
 func Suites() map[string][]Entry {
-	return map[string][]Entry{
+	m := map[string][]Entry{
 		SuiteKernels: kernelsEntries(),
 		SuiteTuning:  tuningEntries(),
 		SuiteNightly: slices.Concat(kernelsEntries(), tuningEntries(), []Entry{{Name: "tune", Run: runModelTune}}),
 	}
+	for name, es := range heavyEntries() {
+		m[name] = es
+	}
+	return m
 }
 
 // SuiteNames lists the suites, sorted.
@@ -129,6 +137,22 @@ type SuiteOptions struct {
 	// (defaults llama-tiny and 4 trials per task).
 	TunePreset string
 	TuneTrials int
+	// Trials is the tuning budget per workload of the heavy suites
+	// (default 16).
+	Trials int
+	// BlockSizes, Contexts and KVBytes are the paged_attention sweep (zero:
+	// PagedOptions' defaults, the 8…256 × 128…16384).
+	BlockSizes, Contexts []int64
+	KVBytes              int64
+	// QuantShapes are the quant suite's N×K (nil: DefaultQuantShapes).
+	QuantShapes []QuantShape
+	// PrefillSeqs are the prefill_attention sequence lengths (nil:
+	// PrefillOptions' defaults).
+	PrefillSeqs []int64
+	// LayerPreset, LayerBatch and LayerContext are the layer suite's
+	// decode layer (zero: llama-3-8b, batch 1, context 2048).
+	LayerPreset              string
+	LayerBatch, LayerContext int64
 	// Command is stored with tuning runs; Version (llmir's) with every
 	// row and record.
 	Command, Version string
@@ -157,6 +181,9 @@ func (o SuiteOptions) withDefaults() SuiteOptions {
 	}
 	if o.TuneTrials <= 0 {
 		o.TuneTrials = 4
+	}
+	if o.Trials <= 0 {
+		o.Trials = 16
 	}
 	if o.SearchSeeds <= 0 {
 		o.SearchSeeds = 10
@@ -230,6 +257,9 @@ func RunSuite(ctx context.Context, name string, env *Env) (*SuiteRun, error) {
 	if err := env.Opts.Policy.Check(); err != nil {
 		return nil, fmt.Errorf("regression policy: %w", err)
 	}
+	if err := env.Opts.checkHeavy(); err != nil {
+		return nil, fmt.Errorf("suite %s: %w", name, err)
+	}
 	if err := env.Results.PutDevice(ctx, env.Device); err != nil {
 		return nil, fmt.Errorf("suite %s: store device: %w", name, err)
 	}
@@ -268,11 +298,12 @@ func RunSuite(ctx context.Context, name string, env *Env) (*SuiteRun, error) {
 				res.Rows = nil
 			}
 		}
-		for _, r := range res.Rows {
-			written[seriesKey(r.Suite, r.Name, r.Metric)] = true
+		for _, r := range slices.Concat(res.Rows, res.Stored) {
+			written[seriesKey(cmpOr(r.Suite, res.Suite), r.Name, r.Metric)] = true
 		}
-		run.Rows += len(res.Rows)
-		run.Entries = append(run.Entries, EntryOutcome{Name: e.Name, Suite: res.Suite, Rows: len(res.Rows),
+		n := len(res.Rows) + len(res.Stored)
+		run.Rows += n
+		run.Entries = append(run.Entries, EntryOutcome{Name: e.Name, Suite: res.Suite, Rows: n,
 			ElapsedS: time.Since(start).Seconds(), Detail: res.Detail, table: res.Table})
 		if err != nil {
 			err = fmt.Errorf("suite %s, %s: %w", name, e.Name, err)

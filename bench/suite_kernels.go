@@ -18,6 +18,7 @@ import (
 	"llmir/search"
 	"llmir/target"
 	"llmir/target/cpu"
+	"llmir/target/cpu/cgen"
 	"llmir/tuningdb"
 )
 
@@ -79,12 +80,7 @@ func ParseModels(items []string) ([]ModelShapes, error) {
 // f32 (bf16 checkpoints are measured at the same shapes in f32; weight-only
 // quantized layers are kernels of their own).
 func importF32(preset string) (*ir.Module, error) {
-	cfg, err := hf.PresetConfig(preset)
-	if err != nil {
-		return nil, err
-	}
-	cfg.TorchDtype = "float32"
-	m, err := hf.Import(cfg, preset, hf.Options{})
+	m, err := hf.ImportPreset(preset, hf.Options{DType: "f32"})
 	if err != nil {
 		return nil, fmt.Errorf("import preset %s: %w", preset, err)
 	}
@@ -310,7 +306,7 @@ func bestKnown(ctx context.Context, env *Env, k kernels.Kernel, threads int, def
 	}
 	wl := search.WorkloadOf(k, threads)
 	q := tuningdb.Query{WorkloadKey: wl.Key, Family: wl.Family, Bucket: wl.Bucket, DeviceHash: env.Device.Hash,
-		Kind: env.Device.Kind, Compat: env.Device.Compat, CodegenVersion: search.CodegenVersion}
+		Kind: env.Device.Kind, Compat: env.Device.Compat, CodegenVersion: cgen.CodegenVersion}
 	a, err := env.Lookup.Lookup(ctx, q)
 	if errors.Is(err, tuningdb.ErrNotFound) {
 		return def, "default", "", nil

@@ -51,7 +51,7 @@ func TestParseModels(t *testing.T) {
 }
 
 func TestSuiteNames(t *testing.T) {
-	if got := SuiteNames(); !slices.Equal(got, []string{SuiteKernels, SuiteNightly, SuiteTuning}) {
+	if got := SuiteNames(); !slices.Equal(got, []string{SuiteKernels, SuiteLayer, SuiteNightly, SuitePaged, SuitePrefill, SuiteQuant, SuiteTuning}) {
 		t.Errorf("suites %v", got)
 	}
 	// The nightly runs the kernels and tuning entries and the tune.
@@ -72,7 +72,7 @@ func TestSuiteNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if _, err := RunSuite(context.Background(), "kernel", &Env{Results: db}); !errors.Is(err, ErrUnknownSuite) || !strings.Contains(err.Error(), "kernels, nightly, tuning") {
+	if _, err := RunSuite(context.Background(), "kernel", &Env{Results: db}); !errors.Is(err, ErrUnknownSuite) || !strings.Contains(err.Error(), "kernels, layer, nightly, paged_attention, prefill_attention, quant, tuning") {
 		t.Errorf("unknown suite: %v", err)
 	}
 }

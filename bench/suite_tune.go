@@ -1,13 +1,16 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -28,7 +31,8 @@ type TaskTune struct {
 	BestS     float64 `json:"best_s"`
 	Speedup   float64 `json:"best_over_default"`
 	// TrialsToBest is the 1-based position of the best trial among the
-	// measured ones (0: the best was the default).
+	// distinct traces measured, the default first (0: the best was the
+	// default).
 	TrialsToBest int    `json:"trials_to_best"`
 	Error        string `json:"error,omitempty"`
 }
@@ -60,17 +64,19 @@ func runModelTune(ctx context.Context, env *Env) (EntryResult, error) {
 	return res, err
 }
 
-// tuneModel runs the tune in a fresh scratch database (a nightly measures
-// a search from nothing: in a database that remembers last night's trials
-// the tuner would resume and measure nothing), then copies every trial
-// into the results database under one tuning run. It drives search.Tuner
-// over the model's tasks; it is the one place to switch to
-// search.TuneModel once that lands.
+// tuneModel runs search.TuneModel (the scheduler over the preset's kernel
+// groups, fused and unfused alternatives, evolutionary search with the
+// shared cost model) with a per-task cap of TuneTrials, in a fresh scratch
+// database: a nightly measures a search from nothing (in a database that
+// remembers last night's trials the tune would resume and measure nothing,
+// and its cost model would start trained). Then it copies every trial into
+// the results database under one tuning run, whose best-latency-vs-trials
+// curves the dashboard draws.
 func tuneModel(ctx context.Context, env *Env) (*ModelTune, error) {
 	o := env.Opts
 	threads := o.Threads[0]
 	mt := &ModelTune{Preset: o.TunePreset, Threads: threads, Budget: o.TuneTrials}
-	wls, err := modelWorkloads([]ModelShapes{{Preset: o.TunePreset}})
+	m, err := importF32(o.TunePreset)
 	if err != nil {
 		return nil, err
 	}
@@ -84,67 +90,58 @@ func tuneModel(ctx context.Context, env *Env) (*ModelTune, error) {
 		return nil, err
 	}
 	defer scratch.Close()
-	tuner := search.NewCPUTuner(env.Target, env.Roofline, scratch, search.Options{
-		Budget: search.Budget{Trials: o.TuneTrials}, Run: o.Run, Seed: o.Seed,
-		Command: o.Command, LLMIRVersion: o.Version,
-	})
 	runID, err := env.Results.StartRun(ctx, tuningdb.TuningRun{DeviceHash: env.Device.Hash, BudgetTrials: o.TuneTrials,
 		Command: fmt.Sprintf("%s (tune %s, %d trials per task, %d threads)", o.Command, o.TunePreset, o.TuneTrials, threads), LLMIRVersion: o.Version})
 	if err != nil {
 		return nil, err
 	}
 	mt.RunID = runID
+	name := func(kernel string) string {
+		return fmt.Sprintf("TuneModel/%s/%s/threads=%d", o.TunePreset, kernel, threads)
+	}
 	start := time.Now()
-	var tuneErr error
-	logSum, n := 0.0, 0
-	for _, sw := range wls {
-		k, err := kernels.FromWorkload(sw.W)
-		if err != nil {
-			mt.Skipped = append(mt.Skipped, Skip{Workload: sw.W.Name(), Where: sw.Where, Reason: err.Error()})
-			continue
-		}
-		name := fmt.Sprintf("TuneModel/%s/%s/threads=%d", o.TunePreset, k.Name(), threads)
-		if o.Match != nil && !o.Match.MatchString(name) {
-			continue
-		}
-		p, err := search.NewProblem(k, o.Seed)
-		if err == nil && problemBytes(p) > o.MaxBufferBytes {
-			err = fmt.Errorf("buffers hold %d MiB, over the %d MiB cap", problemBytes(p)>>20, o.MaxBufferBytes>>20)
-		}
-		if err != nil {
-			mt.Skipped = append(mt.Skipped, Skip{Workload: sw.W.Name(), Where: sw.Where, Reason: err.Error()})
-			continue
-		}
-		tt := TaskTune{Benchmark: name, Kernel: k.Name(), Workload: search.WorkloadOf(k, threads).Key}
-		tr, err := tuner.Tune(ctx, search.Task{Kernel: k, Threads: threads}, p)
-		if tr != nil {
-			tt.fill(tr)
-			if cerr := copyRun(ctx, scratch, env.Results, tr.RunID, runID); cerr != nil && err == nil {
-				err = cerr
+	res, tuneErr := search.TuneModel(ctx, m, search.ModelOptions{
+		Target: env.Target, Roofline: env.Roofline, DB: scratch, Threads: threads,
+		// PerTask caps every task; the total is never the binding limit.
+		Budget: search.ModelBudget{PerTask: o.TuneTrials, Trials: math.MaxInt32},
+		Step:   min(o.TuneTrials, 8), Run: o.Run, Seed: o.Seed,
+		Command: o.Command, LLMIRVersion: o.Version, Log: o.Log,
+		Exclude: func(k kernels.Kernel) string {
+			if o.Match != nil && !o.Match.MatchString(name(k.Name())) {
+				return "not matched by --match"
 			}
-		}
-		if err != nil {
-			// One task that cannot be tuned (no valid schedule, a kernel
-			// that does not lower) is that task's result; only an ended
-			// context stops the tune.
-			if ctx.Err() != nil {
-				tuneErr = fmt.Errorf("tune %s: %w", name, err)
-				mt.Tasks = append(mt.Tasks, tt)
-				break
+			if b := int64(k.Bytes()); b > o.MaxBufferBytes {
+				return fmt.Sprintf("moves %d MiB, over the %d MiB cap", b>>20, o.MaxBufferBytes>>20)
 			}
-			tt.Error = err.Error()
-		}
-		if tt.Speedup > 0 {
-			logSum += math.Log(tt.Speedup)
-			n++
-		}
-		mt.Tasks = append(mt.Tasks, tt)
-		env.logf("%s: %d trials, default %s, best %s", name, tt.Trials, results.FormatSeconds(tt.DefaultS), results.FormatSeconds(tt.BestS))
+			return ""
+		},
+	})
+	if errors.Is(tuneErr, search.ErrNoTasks) && ctx.Err() == nil {
+		tuneErr = nil // everything filtered out: an empty tune, not a failure
 	}
-	if n > 0 {
-		mt.Geomean = math.Exp(logSum / float64(n))
+	trials, cerr := copyRuns(ctx, scratch, env.Results, runID)
+	if cerr != nil && tuneErr == nil {
+		tuneErr = cerr
 	}
-	mt.ElapsedS = time.Now().Sub(start).Seconds()
+	if res != nil {
+		for _, nk := range slices.Concat(res.NoKernel, res.Skipped) {
+			mt.Skipped = append(mt.Skipped, Skip{Workload: nk.Name, Where: nk.Funcs, Reason: nk.Reason})
+		}
+		logSum, n := 0.0, 0
+		for _, tr := range res.Tasks {
+			tt := taskTune(tr, name(tr.Name), trials[tr.Workload])
+			if tt.Speedup > 0 {
+				logSum += math.Log(tt.Speedup)
+				n++
+			}
+			mt.Tasks = append(mt.Tasks, tt)
+			env.logf("%s: %d trials, default %s, best %s", tt.Benchmark, tt.Trials, results.FormatSeconds(tt.DefaultS), results.FormatSeconds(tt.BestS))
+		}
+		if n > 0 {
+			mt.Geomean = math.Exp(logSum / float64(n))
+		}
+	}
+	mt.ElapsedS = time.Since(start).Seconds()
 	summary, _ := json.Marshal(map[string]any{"preset": mt.Preset, "tasks": len(mt.Tasks), "geomean_speedup": mt.Geomean})
 	if err := env.Results.FinishRun(context.WithoutCancel(ctx), runID, summary); err != nil && tuneErr == nil {
 		tuneErr = err
@@ -152,46 +149,66 @@ func tuneModel(ctx context.Context, env *Env) (*ModelTune, error) {
 	return mt, tuneErr
 }
 
-// fill takes a task's numbers from the tuner's result.
-func (t *TaskTune) fill(tr *search.Result) {
-	t.Trials = len(tr.Measured)
-	for _, m := range tr.Measured {
-		if m.Measurement.OK() {
-			t.OK++
-		}
+// taskTune is a task's outcome: TuneModel's default and best (the best
+// confirmed next to the default), and from its records the trials and
+// where the best came (records in the order measured, confirmation
+// re-measurements of a trace not counted again).
+func taskTune(tr search.TaskReport, benchmark string, recs []tuningdb.Record) TaskTune {
+	t := TaskTune{Benchmark: benchmark, Kernel: tr.Name, Workload: tr.Workload, Trials: tr.Trials}
+	if !math.IsNaN(tr.Default) {
+		t.DefaultS = tr.Default
 	}
-	if tr.Default != nil {
-		t.DefaultS = okMedian(tr.Default.Measurement)
-	}
-	// The best was picked from the confirmation batch, which measured the
-	// default again beside it: compare within that batch.
-	for _, c := range tr.Confirmed {
-		if c.Default && c.Measurement.OK() {
-			t.DefaultS = c.Measurement.Median
-		}
-	}
-	if tr.Best != nil {
-		t.BestS = okMedian(tr.Best.Measurement)
-		if !tr.Best.Default {
-			for i, m := range tr.Measured {
-				if string(m.Trace) == string(tr.Best.Trace) {
-					t.TrialsToBest = i + 1
-					break
-				}
-			}
-		}
+	if !math.IsNaN(tr.Best) {
+		t.BestS = tr.Best
 	}
 	if t.DefaultS > 0 && t.BestS > 0 {
 		t.Speedup = t.DefaultS / t.BestS
 	}
+	seen := map[string]bool{}
+	for _, r := range recs {
+		key := string(r.Trace)
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		if r.Status == tuningdb.StatusOK {
+			t.OK++
+		}
+		// The rule-based default is each task's first trial.
+		if key == tr.BestTrace && len(seen) > 1 {
+			t.TrialsToBest = len(seen)
+		}
+	}
+	return t
+}
+
+// copyRuns copies every tuning run of the scratch database into dst under
+// the run dstRun, and returns the copied records by workload key.
+func copyRuns(ctx context.Context, src, dst *tuningdb.DB, dstRun int64) (map[string][]tuningdb.Record, error) {
+	runs, err := src.RecentRuns(ctx, math.MaxInt32)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(runs, func(a, b tuningdb.TuningRun) int { return cmp.Compare(a.ID, b.ID) })
+	out := map[string][]tuningdb.Record{}
+	for _, r := range runs {
+		recs, err := copyRun(ctx, src, dst, r.ID, dstRun)
+		for _, t := range recs {
+			out[t.WorkloadKey] = append(out[t.WorkloadKey], t.Record)
+		}
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
 }
 
 // copyRun copies the records of a scratch tuning run into dst under the
 // run dstRun, with the devices and workloads they refer to.
-func copyRun(ctx context.Context, src, dst *tuningdb.DB, srcRun, dstRun int64) error {
+func copyRun(ctx context.Context, src, dst *tuningdb.DB, srcRun, dstRun int64) ([]tuningdb.RunTrial, error) {
 	trials, err := src.RunRecords(ctx, srcRun)
 	if err != nil || len(trials) == 0 {
-		return err
+		return nil, err
 	}
 	var b tuningdb.Batch
 	seenDev, seenWl := map[string]bool{}, map[string]bool{}
@@ -199,7 +216,7 @@ func copyRun(ctx context.Context, src, dst *tuningdb.DB, srcRun, dstRun int64) e
 		if !seenDev[t.DeviceHash] {
 			d, err := src.Device(ctx, t.DeviceHash)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			b.Devices = append(b.Devices, d)
 			seenDev[t.DeviceHash] = true
@@ -207,7 +224,7 @@ func copyRun(ctx context.Context, src, dst *tuningdb.DB, srcRun, dstRun int64) e
 		if !seenWl[t.WorkloadKey] {
 			w, err := src.Workload(ctx, t.WorkloadKey)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			b.Workloads = append(b.Workloads, w)
 			seenWl[t.WorkloadKey] = true
@@ -217,9 +234,9 @@ func copyRun(ctx context.Context, src, dst *tuningdb.DB, srcRun, dstRun int64) e
 		b.Records = append(b.Records, r)
 	}
 	if _, err := dst.RecordBatch(context.WithoutCancel(ctx), b); err != nil {
-		return fmt.Errorf("copy tuning run %d: %w", srcRun, err)
+		return nil, fmt.Errorf("copy tuning run %d: %w", srcRun, err)
 	}
-	return nil
+	return trials, nil
 }
 
 // rows are the tune's bench_results: per task the best and default times,

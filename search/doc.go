@@ -12,20 +12,39 @@
 //     while measuring), and recorded in one tuningdb transaction inside a
 //     tuning run (StartRun … FinishRun).
 //   - Strategy: proposes schedules not yet seen and observes the results.
-//     Random is the only one now; evolutionary search with a cost model
-//     plugs in behind the same interface.
-//   - NewProblem, NewCandidate, CPUHardware, DeviceOf, WorkloadOf: the one
-//     place where a Kernel, a schedule and a device become a
-//     target.Problem, a target.Candidate and tuningdb identities. The
-//     conformance suite (kernels/kerneltest), the tuner and the benchmarks
-//     (bench) all go through them.
-//   - CodegenVersion: the version stamped on every record. It belongs with
-//     target/cpu/cgen; it lives here until that package exports one.
+//     Random draws from the design space (the Tuner's default);
+//     Evolutionary (NewEvolutionary) breeds children of the fastest measured
+//     trials by mutating or crossing their sampling decisions, scores them
+//     with a cost model and proposes the best, with an ε share at random.
+//   - OnlineModel: the cost model one tune shares across its tasks and
+//     strategies; it learns every ok measurement once, and is saved per
+//     device in the tuning database (LoadOnlineModel, Save) so that the next
+//     tune starts trained.
+//   - Scheduler: splits a model's trial budget (ModelBudget: total trials,
+//     time, PerTask cap) over its tasks, one step at a time, to the task
+//     with the largest expected gain in seconds per token per trial;
+//     tasks stop early when they stop improving (Patience).
+//   - TuneModel: a whole model's tune — ir.Partition into kernel groups
+//     (fused and unfused alternatives), a kernel per distinct workload, the
+//     Scheduler over them with a Tuner per step and a shared OnlineModel,
+//     then a per-token time estimate default vs tuned (ModelResult).
+//   - CompileModel: the compile side — per workload the best record by a
+//     tuningdb.Layered lookup (else the rule-based default), its C source
+//     (Source), the dispatch table over shape buckets, and per group the
+//     faster alternative.
+//   - NewProblem, NewCandidate (Source under the symbol Entry),
+//     CPUHardware, DeviceOf, WorkloadOf: the one place where a Kernel, a
+//     schedule and a device become a target.Problem, a target.Candidate and
+//     tuningdb identities. The conformance suite (kernels/kerneltest), the
+//     tuner, compile and the benchmarks (bench) all go through them.
+//
+// Records carry cgen.CodegenVersion (target/cpu/cgen): lowering and C
+// generation define what a stored trace means, so the version lives there.
 //
 // # Design choices a newcomer asks about
 //
 // Resuming. The database is the tuner's memory: on start it reads every
-// record of the workload on the device at CodegenVersion, counts them
+// record of the workload on the device at cgen.CodegenVersion, counts them
 // against the trial budget, never re-measures their traces (deduplication
 // is by compacted trace JSON), and lets their ok records compete for best.
 // An interrupted tune therefore continues where it stopped, and a second

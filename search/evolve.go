@@ -17,6 +17,7 @@ import (
 	"llmir/kernels"
 	"llmir/schedule"
 	"llmir/target/cpu"
+	"llmir/target/cpu/cgen"
 	"llmir/tuningdb"
 )
 
@@ -458,7 +459,7 @@ func NewOnlineModel(m costmodel.Model) *OnlineModel {
 // LoadOnlineModel reads the device's stored model; with none stored (or
 // one of another feature version) it starts a fresh one.
 func LoadOnlineModel(ctx context.Context, db *tuningdb.DB, device string) (*OnlineModel, error) {
-	rec, err := db.Model(ctx, device, ModelName, CodegenVersion)
+	rec, err := db.Model(ctx, device, ModelName, cgen.CodegenVersion)
 	if errors.Is(err, tuningdb.ErrNotFound) {
 		return NewOnlineModel(nil), nil
 	}
@@ -485,7 +486,7 @@ func (o *OnlineModel) Save(ctx context.Context, db *tuningdb.DB, device, llmirVe
 	if err != nil {
 		return fmt.Errorf("save cost model: %w", err)
 	}
-	err = db.PutModel(ctx, tuningdb.Model{DeviceHash: device, Name: ModelName, CodegenVersion: CodegenVersion,
+	err = db.PutModel(ctx, tuningdb.Model{DeviceHash: device, Name: ModelName, CodegenVersion: cgen.CodegenVersion,
 		Format: o.model.Format(), Data: data, TrainedOn: o.model.Trained(), LLMIRVersion: llmirVersion})
 	if err != nil {
 		return fmt.Errorf("save cost model: %w", err)

@@ -10,14 +10,8 @@ import (
 	"llmir/schedule"
 	"llmir/target"
 	"llmir/target/cpu"
-	"llmir/target/cpu/cgen"
 	"llmir/tuningdb"
 )
-
-// CodegenVersion is stamped on every record this package writes. Bump it
-// whenever lowering or cgen changes what a stored trace means.
-// It belongs in target/cpu/cgen and lives here until that package has one.
-const CodegenVersion = 1
 
 // Entry is the exported symbol of every generated candidate.
 const Entry = "llmir_kernel"
@@ -110,13 +104,7 @@ func targetDType(d schedule.DType) (target.DType, error) {
 // here is a lowering failure of this schedule (recorded as build_error by
 // the tuner), not of the infrastructure.
 func NewCandidate(id string, k kernels.Kernel, s *schedule.Schedule, hw kernels.Hardware) (target.Candidate, error) {
-	var src string
-	var err error
-	if g, ok := k.(kernels.Generator); ok {
-		src, err = g.EmitC(s, hw, Entry)
-	} else {
-		src, err = cgen.Emit(s.Nest(), cgen.Options{Entry: Entry, VectorBits: hw.VectorBits})
-	}
+	src, err := Source(k, s, hw, Entry)
 	if err != nil {
 		return target.Candidate{}, fmt.Errorf("codegen %s: %w", id, err)
 	}

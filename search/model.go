@@ -40,6 +40,10 @@ type ModelOptions struct {
 	// groups ("linear", "rms_norm+linear"; the "llmir." prefix optional);
 	// the others are listed in Skipped.
 	Only []string
+	// Exclude, when set, leaves out the kernels for which it returns a
+	// reason (listed in Skipped with it): a benchmark's name filter, a
+	// memory cap.
+	Exclude func(k kernels.Kernel) string
 	// Strategy is "evolutionary" (default) or "random".
 	Strategy string
 	Evolve   EvolveOptions
@@ -71,7 +75,8 @@ type ModelResult struct {
 	// NoKernel lists the workloads the kernel library has no kernel for;
 	// they are left out of the time estimates.
 	NoKernel []NoKernel `json:"no_kernel,omitempty"`
-	// Skipped lists the workloads left out by ModelOptions.Only.
+	// Skipped lists the workloads left out by ModelOptions.Only and
+	// ModelOptions.Exclude.
 	Skipped []NoKernel `json:"skipped,omitempty"`
 	// Decode and Prefill are the model's estimated kernel time per token
 	// (zero when the module has no such function).
@@ -263,6 +268,13 @@ func TuneModel(ctx context.Context, m *ir.Module, o ModelOptions) (*ModelResult,
 			res.NoKernel = append(res.NoKernel, NoKernel{Name: t.Workload.Name(), Group: strings.Join(t.Workload.Group, "+"),
 				Occurrences: t.Count, Funcs: t.Funcs, Reason: err.Error()})
 			continue
+		}
+		if o.Exclude != nil {
+			if why := o.Exclude(k); why != "" {
+				res.Skipped = append(res.Skipped, NoKernel{Name: t.Workload.Name(), Group: strings.Join(t.Workload.Group, "+"),
+					Occurrences: t.Count, Funcs: t.Funcs, Reason: why})
+				continue
+			}
 		}
 		key := t.Workload.Key()
 		weight := 0.0
@@ -538,8 +550,9 @@ func (t TokenTime) MarshalJSON() ([]byte, error) {
 }
 
 // Source is the C translation unit of schedule s of kernel k, its kernel
-// function named entry: what NewCandidate builds, under a symbol of the
-// caller's choosing (compile links many kernels into one library).
+// function named entry: the lowered nest through cgen, or a template
+// kernel's own generator. NewCandidate wraps it under Entry; compile calls
+// it with a symbol per kernel, as it links many into one library.
 func Source(k kernels.Kernel, s *schedule.Schedule, hw kernels.Hardware, entry string) (string, error) {
 	if g, ok := k.(kernels.Generator); ok {
 		return g.EmitC(s, hw, entry)
@@ -635,7 +648,7 @@ type CompiledModel struct {
 // or not) with the least recorded time.
 func CompileModel(ctx context.Context, m *ir.Module, o CompileOptions) (*CompiledModel, error) {
 	o.Threads = max(o.Threads, 1)
-	out := &CompiledModel{Device: o.Device.Hash, Threads: o.Threads, CodegenVersion: CodegenVersion, Dispatch: map[string][]DispatchEntry{}}
+	out := &CompiledModel{Device: o.Device.Hash, Threads: o.Threads, CodegenVersion: cgen.CodegenVersion, Dispatch: map[string][]DispatchEntry{}}
 	byIR := map[string]int{} // ir workload key → index into out.Kernels
 	noKernel := map[string]bool{}
 	sets := []map[string]int64{o.Dims}
@@ -760,7 +773,7 @@ func compileKernel(ctx context.Context, k kernels.Kernel, o CompileOptions) (Com
 		return ck, fmt.Errorf("compile %s: %w", k.Name(), err)
 	}
 	q := tuningdb.Query{WorkloadKey: wl.Key, Family: wl.Family, Bucket: wl.Bucket, DeviceHash: o.Device.Hash,
-		Kind: o.Device.Kind, Compat: o.Device.Compat, CodegenVersion: CodegenVersion}
+		Kind: o.Device.Kind, Compat: o.Device.Compat, CodegenVersion: cgen.CodegenVersion}
 	a, err := o.Lookup.Lookup(ctx, q)
 	switch {
 	case err == nil:

@@ -9,6 +9,7 @@ import (
 
 	"llmir/ir"
 	"llmir/search"
+	"llmir/target/cpu/cgen"
 )
 
 // tinyModule has a prefill of 8 tokens and a decode of 1, each with two
@@ -58,7 +59,7 @@ func (c *cancelAfterSteps) Write(p []byte) (int, error) {
 func dupRecords(t *testing.T, f fixture, device string) (n, dups int) {
 	t.Helper()
 	seen := map[string]bool{}
-	for r, err := range f.db.DeviceRecords(context.Background(), device, search.CodegenVersion) {
+	for r, err := range f.db.DeviceRecords(context.Background(), device, cgen.CodegenVersion) {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -162,7 +163,7 @@ func TestTuneModelEndToEnd(t *testing.T) {
 	if res.Decode.Tuned > res.Decode.Default*1.0001 {
 		t.Errorf("decode tuned %v slower than default %v", res.Decode.Tuned, res.Decode.Default)
 	}
-	if _, err := f.db.Model(context.Background(), res.Device, search.ModelName, search.CodegenVersion); err != nil {
+	if _, err := f.db.Model(context.Background(), res.Device, search.ModelName, cgen.CodegenVersion); err != nil {
 		t.Errorf("cost model not saved: %v", err)
 	}
 	if _, err := search.TuneModel(context.Background(), m, search.ModelOptions{Target: f.tg, DB: f.db, Strategy: "annealing"}); err == nil {

@@ -3,6 +3,7 @@ package search_test
 import (
 	"context"
 	"errors"
+	"llmir/target/cpu/cgen"
 	"llmir/target/cpu/cputest"
 	"path/filepath"
 	"testing"
@@ -52,7 +53,7 @@ func (f fixture) records(t *testing.T, tu *search.Tuner, k kernels.Kernel, threa
 	t.Helper()
 	key := search.WorkloadOf(k, threads).Key
 	var out []tuningdb.Record
-	for r, err := range f.db.DeviceRecords(context.Background(), tu.Device.Hash, search.CodegenVersion) {
+	for r, err := range f.db.DeviceRecords(context.Background(), tu.Device.Hash, cgen.CodegenVersion) {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -99,7 +100,7 @@ func TestTuneRecordsAndResumes(t *testing.T) {
 		t.Fatalf("%d records after the first tune, want 5", len(recs))
 	}
 	for _, r := range recs {
-		if r.RunID != r1.RunID || r.CodegenVersion != search.CodegenVersion || r.Status != tuningdb.StatusOK || len(r.Samples) != 3 {
+		if r.RunID != r1.RunID || r.CodegenVersion != cgen.CodegenVersion || r.Status != tuningdb.StatusOK || len(r.Samples) != 3 {
 			t.Errorf("record: run %d (want %d), codegen %d, status %s, %d samples", r.RunID, r1.RunID, r.CodegenVersion, r.Status, len(r.Samples))
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"llmir/schedule"
 	"llmir/target"
 	"llmir/target/cpu"
+	"llmir/target/cpu/cgen"
 	"llmir/tuningdb"
 )
 
@@ -173,7 +174,7 @@ func (t *Tuner) Tune(ctx context.Context, task Task, p *target.Problem) (*Result
 	}
 	seen := map[string]bool{}
 	var trials []Trial
-	for r, err := range t.DB.DeviceRecords(ctx, t.Device.Hash, CodegenVersion) {
+	for r, err := range t.DB.DeviceRecords(ctx, t.Device.Hash, cgen.CodegenVersion) {
 		if err != nil {
 			return nil, fmt.Errorf("tune %s: resume: %w", k.Name(), err)
 		}
@@ -430,7 +431,7 @@ func (t *Tuner) record(ctx context.Context, o Options, wl tuningdb.Workload, run
 			st, m.Error = tuningdb.StatusRuntimeError, "ok without samples"
 		}
 		recs[i] = tuningdb.Record{
-			WorkloadKey: wl.Key, DeviceHash: t.Device.Hash, CodegenVersion: CodegenVersion,
+			WorkloadKey: wl.Key, DeviceHash: t.Device.Hash, CodegenVersion: cgen.CodegenVersion,
 			Trace: tr.Trace, Status: st, Error: m.Error, Samples: samples,
 			// Distinct creation times keep the database's tie order (oldest
 			// first) equal to the measurement order.

@@ -44,8 +44,26 @@ Suites:
   tuning   cost-model pairwise rank accuracy (learned vs roofline, held-out
            tasks) and trials to 95% of the best (model-guided vs random) on the
            fixed datasets of --costmodel-data.
-  nightly  both, plus a short tune of --tune-preset from scratch, stored as a
+  nightly  both, plus a short tune of --tune-preset from scratch (the model
+           tune of llmir tune: every kernel group, fused and unfused,
+           evolutionary search, at most --tune-trials per task), stored as a
            tuning run whose best-latency-vs-trials curves the dashboard draws.
+
+Heavy suites (tens of minutes to hours; NOT part of nightly, run them by name).
+Each tunes every workload with --trials per workload (tuning records go to the
+results database, so a rerun resumes), then measures default and tuned in one
+batch per --threads count:
+  paged_attention    paged decode attention of llama-3-8b (32/8 heads, d=128,
+                     f32 cache): GB/s and % of read bandwidth (goal ≥80%) for
+                     --block-sizes × --contexts (default 8…256 × 128…16384);
+                     the batch is the smallest whose K+V reach --kv-mib.
+  quant              int4 and int8 vs f32 decode GEMV at --quant-shapes (goal:
+                     int4 ≥3× f32).
+  prefill_attention  causal prefill attention at --prefill-seqs: GFLOP/s, %
+                     of FMA peak.
+  layer              one decode layer of --layer-preset (no tuning: the
+                     best-known schedules of --db): fused vs unfused, default
+                     vs tuned.
 
 Rows carry the device fingerprint, git commit ($LLMIR_GIT_COMMIT, else the
 binary's VCS revision), llmir version, time, all samples, median, IQR, unit,
@@ -59,6 +77,9 @@ flagged. Rows measured so are real measurements of a slower schedule.`,
 		Example: `  llmir bench --suite kernels --results nightly.db
   llmir bench --suite nightly --results nightly.db --fail-on-regression
   llmir bench --suite tuning --json
+  llmir bench --suite paged_attention --block-sizes 16,128 --contexts 4096 --trials 8
+  llmir bench --suite quant --quant-shapes 4096x4096 --threads 1,2
+  llmir bench --suite layer --layer-context 4096
   llmir bench --suite kernels --match 'linear/M=1,' --min-time 20ms
   llmir bench --suite kernels --results t.db --slow 'linear/M=1,N=256,K=256/'   # testing aid
   llmir bench linear --threads 1`,
@@ -84,6 +105,15 @@ flagged. Rows measured so are real measurements of a slower schedule.`,
 	f.Int("search-seeds", 10, "seeds each simulated search order of the tuning suite is averaged over")
 	f.String("tune-preset", "llama-tiny", "model the nightly tunes")
 	f.Int("tune-trials", 4, "trials per task of the nightly tune")
+	f.Int("trials", 16, "heavy suites: tuning trials per workload")
+	f.Int64Slice("block-sizes", []int64{8, 16, 32, 64, 128, 256}, "paged_attention: KV-cache block sizes")
+	f.Int64Slice("contexts", []int64{128, 1024, 4096, 16384}, "paged_attention: context lengths")
+	f.Int64("kv-mib", 0, "paged_attention: least K+V MiB one call reads (0: twice the LLC, within 64..128)")
+	f.StringSlice("quant-shapes", []string{"4096x4096", "14336x4096", "4096x14336"}, "quant: decode GEMV shapes NxK")
+	f.Int64Slice("prefill-seqs", []int64{128, 256, 512, 1024, 2048}, "prefill_attention: sequence lengths")
+	f.String("layer-preset", "llama-3-8b", "layer: model whose decode layer is measured")
+	f.Int64("layer-batch", 1, "layer: decode batch")
+	f.Int64("layer-context", 2048, "layer: context length of the layer's paged attention")
 	f.String("slow", "", "TESTING AID: measure the naive schedule of kernel benchmarks matching this regular expression")
 	f.Int("window", def.Window, "regression reference: median of the last N results")
 	f.Float64("floor", def.Floor, "smallest relative change that counts (0.03 = 3%)")
@@ -111,6 +141,15 @@ func runBenchSuite(cmd *cobra.Command, args []string) error {
 	tuneTrials, _ := fl.GetInt("tune-trials")
 	searchSeeds, _ := fl.GetInt("search-seeds")
 	slow, _ := fl.GetString("slow")
+	trials, _ := fl.GetInt("trials")
+	blockSizes, _ := fl.GetInt64Slice("block-sizes")
+	contexts, _ := fl.GetInt64Slice("contexts")
+	kvMiB, _ := fl.GetInt64("kv-mib")
+	quantShapes, _ := fl.GetStringSlice("quant-shapes")
+	prefillSeqs, _ := fl.GetInt64Slice("prefill-seqs")
+	layerPreset, _ := fl.GetString("layer-preset")
+	layerBatch, _ := fl.GetInt64("layer-batch")
+	layerContext, _ := fl.GetInt64("layer-context")
 	var pol results.Policy
 	pol.Window, _ = fl.GetInt("window")
 	pol.Floor, _ = fl.GetFloat64("floor")
@@ -134,7 +173,28 @@ func runBenchSuite(cmd *cobra.Command, args []string) error {
 		}
 	}
 	o.Threads = threads
+	o.Trials, o.BlockSizes, o.Contexts, o.KVBytes, o.PrefillSeqs = trials, blockSizes, contexts, kvMiB<<20, prefillSeqs
+	o.LayerPreset, o.LayerBatch, o.LayerContext = layerPreset, layerBatch, layerContext
 	var err error
+	if o.QuantShapes, err = bench.ParseQuantShapes(quantShapes); err != nil {
+		return fmt.Errorf("--quant-shapes: %w", err)
+	}
+	for _, c := range []struct {
+		flag string
+		vs   []int64
+	}{{"--block-sizes", blockSizes}, {"--contexts", contexts}, {"--prefill-seqs", prefillSeqs}} {
+		if len(c.vs) == 0 {
+			return fmt.Errorf("%s: no values given", c.flag)
+		}
+		for _, v := range c.vs {
+			if v < 1 {
+				return fmt.Errorf("%s %d: want ≥ 1", c.flag, v)
+			}
+		}
+	}
+	if _, err := bench.ParseModels([]string{layerPreset}); err != nil || strings.Contains(layerPreset, ":") {
+		return fmt.Errorf("--layer-preset %q: want a preset name (%s)", layerPreset, strings.Join(hf.Presets(), ", "))
+	}
 	if o.Models, err = bench.ParseModels(models); err != nil {
 		return fmt.Errorf("--models: %w", err)
 	}
@@ -158,6 +218,14 @@ func runBenchSuite(cmd *cobra.Command, args []string) error {
 		return fmt.Errorf("--warmup %v: want ≥ 0", warmup)
 	case maxMiB < 1:
 		return fmt.Errorf("--max-buffer-mib %d: want ≥ 1", maxMiB)
+	case trials < 1:
+		return fmt.Errorf("--trials %d: want ≥ 1", trials)
+	case kvMiB < 0:
+		return fmt.Errorf("--kv-mib %d: want ≥ 0", kvMiB)
+	case layerBatch < 1:
+		return fmt.Errorf("--layer-batch %d: want ≥ 1", layerBatch)
+	case layerContext < 1:
+		return fmt.Errorf("--layer-context %d: want ≥ 1", layerContext)
 	case tuneTrials < 1:
 		return fmt.Errorf("--tune-trials %d: want ≥ 1", tuneTrials)
 	case searchSeeds < 1:

@@ -117,7 +117,7 @@ func TestBenchSuiteErrors(t *testing.T) {
 		want string
 	}{
 		{nil, "--suite NAME is required"},
-		{[]string{"--suite", "kernel"}, `--suite "kernel": unknown benchmark suite (known: kernels, nightly, tuning)`},
+		{[]string{"--suite", "kernel"}, `--suite "kernel": unknown benchmark suite (known: kernels, layer, nightly, paged_attention, prefill_attention, quant, tuning)`},
 		{[]string{"--suite", "kernels", "--target", "cuda"}, `--target "cuda"`},
 		{[]string{"--suite", "kernels", "--threads", "0"}, "--threads 0"},
 		{[]string{"--suite", "kernels", "--models", "gpt-9"}, `--models: model 1 "gpt-9": unknown preset`},
@@ -132,6 +132,14 @@ func TestBenchSuiteErrors(t *testing.T) {
 		{[]string{"--suite", "kernels", "--floor", "0", "--k", "0"}, "--window/--floor/--k"},
 		{[]string{"--suite", "tuning", "--costmodel-data", "nowhere/*.jsonl"}, `--costmodel-data "nowhere/*.jsonl": no such dataset`},
 		{[]string{"--suite", "kernels", "extra"}, "unknown command"},
+		{[]string{"--suite", "paged_attention", "--block-sizes", "16,0"}, "--block-sizes 0: want ≥ 1"},
+		{[]string{"--suite", "paged_attention", "--contexts", "-4"}, "--contexts -4"},
+		{[]string{"--suite", "paged_attention", "--kv-mib", "-1"}, "--kv-mib -1"},
+		{[]string{"--suite", "quant", "--quant-shapes", "4096by4096"}, `--quant-shapes: shape 1 "4096by4096": want NxK`},
+		{[]string{"--suite", "quant", "--trials", "0"}, "--trials 0"},
+		{[]string{"--suite", "prefill_attention", "--prefill-seqs", "0"}, "--prefill-seqs 0"},
+		{[]string{"--suite", "layer", "--layer-preset", "gpt-9"}, `--layer-preset "gpt-9": want a preset name`},
+		{[]string{"--suite", "layer", "--layer-context", "0"}, "--layer-context 0"},
 	} {
 		_, _, err := runCLI(t, dir, append([]string{"bench"}, c.args...)...)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -139,7 +147,8 @@ func TestBenchSuiteErrors(t *testing.T) {
 		}
 	}
 	out, _, err := runCLI(t, dir, "bench", "-h")
-	if err != nil || !strings.Contains(out, "Examples:") || !strings.Contains(out, "--suite") || !strings.Contains(out, "TESTING AID") {
+	if err != nil || !strings.Contains(out, "Examples:") || !strings.Contains(out, "--suite") || !strings.Contains(out, "TESTING AID") ||
+		!strings.Contains(out, "NOT part of nightly") || !strings.Contains(out, "--block-sizes") {
 		t.Errorf("help: %v\n%s", err, out)
 	}
 }
