@@ -116,15 +116,8 @@ type PagedResult struct {
 	ReadBWFraction float64 `json:"read_bw_fraction"`
 	GoalMet        bool    `json:"goal_met"`
 	// Knobs of the tuned schedule.
-	Knobs     map[string]int64      `json:"knobs"`
-	Measured  int                   `json:"measured"`
-	Resumed   int                   `json:"resumed"`
-	Counts    map[target.Status]int `json:"counts"`
-	RunID     int64                 `json:"run_id"`
-	Workload  string                `json:"workload"`
-	BestTrace json.RawMessage       `json:"best_trace"`
-	Default   target.Measurement    `json:"default"`
-	Tuned     target.Measurement    `json:"tuned"`
+	Knobs map[string]int64 `json:"knobs"`
+	TuneSummary
 }
 
 // Name is the benchmark's name in bench_results, e.g.
@@ -145,7 +138,7 @@ func PagedAttention(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, db 
 	var out []PagedResult
 	for _, c := range o.Contexts {
 		for _, bs := range o.BlockSizes {
-			r, err := pagedOne(ctx, tg, roof, tuner, o, bs, c)
+			r, err := pagedOne(ctx, roof, tuner, o, bs, c)
 			if err != nil {
 				return out, fmt.Errorf("bench paged attention block size %d context %d (threads %d): %w", bs, c, o.Threads, err)
 			}
@@ -162,59 +155,21 @@ func PagedAttention(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, db 
 	return out, nil
 }
 
-func pagedOne(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, tuner *search.Tuner, o PagedOptions, bs, context int64) (*PagedResult, error) {
+func pagedOne(ctx context.Context, roof *cpu.Roofline, tuner *search.Tuner, o PagedOptions, bs, context int64) (*PagedResult, error) {
 	k := PagedKernel(o, bs, context, o.KVBytes)
-	p, err := search.NewProblem(k, max(o.Tune.Seed, 1))
+	c, err := tuneAndCompare(ctx, tuner, k, o.Threads, o.Final)
 	if err != nil {
 		return nil, err
 	}
-	tr, err := tuner.Tune(ctx, search.Task{Kernel: k, Threads: o.Threads}, p)
-	if err != nil {
-		return nil, err
-	}
-	if tr.Best == nil {
-		return nil, fmt.Errorf("%w after %d trials (%v)", search.ErrNoValidSchedule, len(tr.Measured)+tr.Resumed, tr.Counts)
-	}
-	hw := tuner.Hardware(o.Threads)
-	def, err := search.DefaultSchedule(k, hw)
-	if err != nil {
-		return nil, err
-	}
-	kd, err := k.Def()
-	if err != nil {
-		return nil, err
-	}
-	bt, err := schedule.ParseTrace(tr.Best.Trace)
+	knobs, err := k.Knobs(c.hw).Read(c.best)
 	if err != nil {
 		return nil, fmt.Errorf("best trace: %w", err)
 	}
-	best, err := schedule.Replay(kd, bt)
-	if err != nil {
-		return nil, fmt.Errorf("best trace: %w", err)
-	}
-	knobs, err := k.Knobs(hw).Read(best)
-	if err != nil {
-		return nil, fmt.Errorf("best trace: %w", err)
-	}
-	dc, err := search.NewCandidate("default", k, def, hw)
-	if err != nil {
-		return nil, err
-	}
-	tc, err := search.NewCandidate("tuned", k, best, hw)
-	if err != nil {
-		return nil, err
-	}
-	again := func(c target.Candidate) target.Candidate { c.ID += "/2"; return c }
-	ms, err := target.Measure(ctx, tg, p, []target.Candidate{dc, tc, again(tc), again(dc)}, o.Final)
-	if err != nil {
-		return nil, err
-	}
+	p := c.p
 	r := &PagedResult{
 		BlockSize: bs, Context: context, Batch: k.Batch, Threads: o.Threads,
 		Kernel: fmt.Sprintf("HQ=%d,HKV=%d,D=%d/%s", k.QHeads, k.KVHeads, k.HeadDim, k.Elem), Bytes: p.Bytes,
-		Default: merged(ms, "default"), Tuned: merged(ms, "tuned"), Knobs: knobs,
-		Measured: len(tr.Measured), Resumed: tr.Resumed, Counts: tr.Counts, RunID: tr.RunID,
-		Workload: tr.Workload.Key, BestTrace: tr.Best.Trace,
+		Knobs: knobs, TuneSummary: c.summary,
 	}
 	r.DefaultS, r.TunedS = okMedian(r.Default), okMedian(r.Tuned)
 	if r.TunedS > 0 {
@@ -238,23 +193,14 @@ func pagedOne(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, tuner *se
 // rides along on the tuned row.
 func (r *PagedResult) benchResults(device string) []tuningdb.BenchResult {
 	extra, _ := json.Marshal(r)
-	mk := func(metric string, v float64, unit string, better tuningdb.Better) tuningdb.BenchResult {
-		return tuningdb.BenchResult{Suite: AttentionSuite, Name: r.Name(), DeviceHash: device, Metric: metric, Value: v, Unit: unit, Better: better}
-	}
-	timed := func(metric string, m target.Measurement) tuningdb.BenchResult {
-		b := mk(metric, okMedian(m), "s", tuningdb.BetterLower)
-		if m.OK() {
-			b.Samples = m.Samples
-		}
-		return b
-	}
-	tuned := timed("tuned_median_s", r.Tuned)
+	m := rowMaker{AttentionSuite, r.Name(), device}
+	tuned := m.timed("tuned_median_s", r.Tuned)
 	tuned.RooflineFraction, tuned.Extra = r.ReadBWFraction, extra
 	return []tuningdb.BenchResult{
 		tuned,
-		timed("default_median_s", r.Default),
-		mk("GB/s", r.GBs, "GB/s", tuningdb.BetterHigher),
-		mk("read_bw_fraction", r.ReadBWFraction, "", tuningdb.BetterHigher),
+		m.timed("default_median_s", r.Default),
+		m.value("GB/s", r.GBs, "GB/s", tuningdb.BetterHigher),
+		m.value("read_bw_fraction", r.ReadBWFraction, "", tuningdb.BetterHigher),
 	}
 }
 

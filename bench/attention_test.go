@@ -8,13 +8,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"llmir/bench"
 	"llmir/search"
 	"llmir/target"
 	"llmir/target/cpu"
-	"llmir/target/cpu/cputest"
 	"llmir/tuningdb"
 )
 
@@ -43,23 +41,7 @@ func TestPagedKernelBatch(t *testing.T) {
 // with a tiny budget: the structure of the results and what reaches the
 // database are checked, never the timings.
 func TestPagedAttentionSuite(t *testing.T) {
-	cputest.Need(t, "gcc")
-	ctx := context.Background()
-	tg, err := cpu.New(ctx, cpu.Options{CacheDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tg.Probe = cpu.RooflineOptions{Threads: []int{1}, ReadBytes: 8 << 20, FMAIters: 200_000}
-	roof, err := tg.Roofline(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := tuningdb.Open(ctx, filepath.Join(t.TempDir(), "tuning.db"), tuningdb.Options{LLMIRVersion: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	quick := target.RunOptions{Warmup: time.Millisecond, Budget: time.Millisecond, MinSamples: 3, MaxSamples: 3}
+	ctx, tg, roof, db, quick := bench.SuiteTestSetup(t, 1)
 	var log bytes.Buffer
 	o := bench.PagedOptions{
 		Threads: 1, BlockSizes: []int64{8, 32}, Contexts: []int64{40}, QHeads: 4, KVHeads: 2, HeadDim: 16,

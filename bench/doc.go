@@ -13,6 +13,11 @@
 //     LinearResult per shape; WriteLinearTable prints them.
 //   - Goal: the goal for a shape class (prefill GEMM, decode GEMV,
 //     skinny GEMM) and whether a result meets it.
+//   - TuneSummary: the tune (trials, run, best trace) and the closing
+//     batch's default and tuned measurements, embedded in the result of
+//     every suite that tunes (LinearResult, PagedResult, PrefillResult,
+//     QuantKernel); compare.go holds the one tune-then-measure sequence
+//     they share.
 //
 // # Design choice a newcomer asks about
 //

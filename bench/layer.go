@@ -331,43 +331,11 @@ func measureLayerKernel(ctx context.Context, env *Env, w ir.Workload, o LayerOpt
 		return nil, err
 	}
 	lk.TunedFrom, lk.Note = from, note
-	defKey, err := search.TraceKey(def)
+	c, err := compareKnown(ctx, env.Target, p, k, scheduleFor{def, hw}, scheduleFor{best, hw}, "tuned", o.Run)
 	if err != nil {
 		return nil, err
 	}
-	bestKey, err := search.TraceKey(best)
-	if err != nil {
-		return nil, err
-	}
-	dc, err := search.NewCandidate("default", k, def, hw)
-	if err != nil {
-		return nil, err
-	}
-	batch := []target.Candidate{dc}
-	same := string(defKey) == string(bestKey)
-	if !same {
-		tc, err := search.NewCandidate("tuned", k, best, hw)
-		if err != nil {
-			return nil, err
-		}
-		batch = append(batch, tc)
-	}
-	// Mirrored passes (A B B' A'), samples pooled, as Linear does: drift
-	// during the batch favours neither schedule.
-	for i := len(batch) - 1; i >= 0; i-- {
-		c := batch[i]
-		c.ID += "/2"
-		batch = append(batch, c)
-	}
-	ms, err := target.Measure(ctx, env.Target, p, batch, o.Run)
-	if err != nil {
-		return nil, err
-	}
-	lk.Default = merged(ms, "default")
-	lk.Tuned = lk.Default
-	if !same {
-		lk.Tuned = merged(ms, "tuned")
-	}
+	lk.Default, lk.Tuned = c.defaultM, c.bestM
 	lk.DefaultS, lk.TunedS = okMedian(lk.Default), okMedian(lk.Tuned)
 	return lk, nil
 }

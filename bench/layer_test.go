@@ -9,13 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"llmir/ir"
 	"llmir/ir/hf"
 	"llmir/kernels"
 	"llmir/search"
-	"llmir/target"
 	"llmir/target/cpu"
 	"llmir/target/cpu/cputest"
 	"llmir/tuningdb"
@@ -117,23 +115,7 @@ func TestDecodeLayerBadOptions(t *testing.T) {
 // workload's record must be used, every other kernel is untuned (tuned =
 // default). It checks the structure and the sums, never the timings.
 func TestDecodeLayer(t *testing.T) {
-	cputest.Need(t, "gcc")
-	ctx := context.Background()
-	tg, err := cpu.New(ctx, cpu.Options{CacheDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tg.Probe = cpu.RooflineOptions{Threads: []int{1}, ReadBytes: 8 << 20, FMAIters: 200_000}
-	roof, err := tg.Roofline(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := tuningdb.Open(ctx, filepath.Join(t.TempDir(), "tuning.db"), tuningdb.Options{LLMIRVersion: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	quick := target.RunOptions{Warmup: time.Millisecond, Budget: time.Millisecond, MinSamples: 3, MaxSamples: 3}
+	ctx, tg, roof, db, quick := SuiteTestSetup(t, 1)
 
 	m, err := hf.ImportPreset("llama-tiny", hf.Options{})
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"text/tabwriter"
 
 	"llmir/kernels"
-	"llmir/schedule"
 	"llmir/search"
 	"llmir/target"
 	"llmir/target/cpu"
@@ -178,16 +177,9 @@ type LinearResult struct {
 	ReadBWFraction   float64 `json:"read_bw_fraction"`
 	Goal             Goal    `json:"goal"`
 	GoalMet          bool    `json:"goal_met"`
-	// The tune: trials measured now, found in the database, failures.
-	Measured  int                   `json:"measured"`
-	Resumed   int                   `json:"resumed"`
-	Counts    map[target.Status]int `json:"counts"`
-	RunID     int64                 `json:"run_id"`
-	Workload  string                `json:"workload"`
-	BestTrace json.RawMessage       `json:"best_trace"`
-	// The closing batch in full (all samples).
-	Default  target.Measurement `json:"default"`
-	Tuned    target.Measurement `json:"tuned"`
+	// The tune, and the default and tuned schedules of the closing batch.
+	TuneSummary
+	// OpenBLAS in the same closing batch (all samples).
 	OpenBLAS target.Measurement `json:"openblas"`
 }
 
@@ -206,7 +198,7 @@ func Linear(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, db *tuningd
 	tuner := search.NewCPUTuner(tg, roof, db, o.Tune)
 	var out []LinearResult
 	for _, sh := range shapes {
-		r, err := linearShape(ctx, tg, roof, tuner, sh, threads, o)
+		r, err := linearShape(ctx, roof, tuner, sh, threads, o)
 		if err != nil {
 			return out, fmt.Errorf("bench linear %s (threads %d): %w", sh, threads, err)
 		}
@@ -222,70 +214,20 @@ func Linear(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, db *tuningd
 	return out, nil
 }
 
-func linearShape(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, tuner *search.Tuner, sh Shape, threads int, o LinearOptions) (*LinearResult, error) {
+func linearShape(ctx context.Context, roof *cpu.Roofline, tuner *search.Tuner, sh Shape, threads int, o LinearOptions) (*LinearResult, error) {
 	k := kernels.Linear{M: sh.M, N: sh.N, K: sh.K}
-	// One problem per shape: its reference (tens of GFLOP in float64 for
-	// the prefill shapes) is computed once for the tune and the closing
-	// batch.
-	p, err := search.NewProblem(k, max(o.Tune.Seed, 1))
-	if err != nil {
-		return nil, err
-	}
-	tr, err := tuner.Tune(ctx, search.Task{Kernel: k, Threads: threads}, p)
-	if err != nil {
-		return nil, err
-	}
-	if tr.Best == nil {
-		return nil, fmt.Errorf("%w after %d trials (%v)", search.ErrNoValidSchedule, len(tr.Measured)+tr.Resumed, tr.Counts)
-	}
-	hw := tuner.Hardware(threads)
-	def, err := search.DefaultSchedule(k, hw)
-	if err != nil {
-		return nil, err
-	}
-	kd, err := k.Def()
-	if err != nil {
-		return nil, err
-	}
-	bt, err := schedule.ParseTrace(tr.Best.Trace)
-	if err != nil {
-		return nil, fmt.Errorf("best trace: %w", err)
-	}
-	best, err := schedule.Replay(kd, bt)
-	if err != nil {
-		return nil, fmt.Errorf("best trace: %w", err)
-	}
-	dc, err := search.NewCandidate("default", k, def, hw)
-	if err != nil {
-		return nil, err
-	}
-	tc, err := search.NewCandidate("tuned", k, best, hw)
-	if err != nil {
-		return nil, err
-	}
 	blas := cpu.OpenBLASCandidate("openblas", cpu.Linear{M: int(sh.M), N: int(sh.N), K: int(sh.K)}, threads)
 	blas.UnsetEnv = cpu.OpenBLASUnsetEnv
-	// Two passes in mirrored order (A B C C' B' A'), samples merged: a
-	// machine whose speed drifts during the batch (other work, clocks)
-	// favours no candidate. The second copies hit the build cache.
-	again := func(c target.Candidate) target.Candidate { c.ID += "/2"; return c }
-	ms, err := target.Measure(ctx, tg, p, []target.Candidate{dc, tc, blas, again(blas), again(tc), again(dc)}, o.Final)
+	c, err := tuneAndCompare(ctx, tuner, k, threads, o.Final, blas)
 	if err != nil {
 		return nil, err
 	}
+	p := c.p
 	r := &LinearResult{
 		Shape: sh.String(), M: sh.M, N: sh.N, K: sh.K, Threads: threads, Class: ClassOf(sh),
-		Default: merged(ms, "default"), Tuned: merged(ms, "tuned"), OpenBLAS: merged(ms, "openblas"),
-		Measured: len(tr.Measured), Resumed: tr.Resumed, Counts: tr.Counts, RunID: tr.RunID,
-		Workload: tr.Workload.Key, BestTrace: tr.Best.Trace,
+		TuneSummary: c.summary, OpenBLAS: merged(c.ms, "openblas"),
 	}
 	r.DefaultS, r.TunedS, r.OpenBLASS = okMedian(r.Default), okMedian(r.Tuned), okMedian(r.OpenBLAS)
-	ratio := func(a, b float64) float64 {
-		if a <= 0 || b <= 0 {
-			return 0
-		}
-		return a / b
-	}
 	r.Speedup = ratio(r.OpenBLASS, r.TunedS)
 	r.DefaultSpeedup = ratio(r.OpenBLASS, r.DefaultS)
 	r.TunedOverDefault = ratio(r.DefaultS, r.TunedS)
@@ -309,27 +251,6 @@ func linearShape(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, tuner 
 	return r, nil
 }
 
-// merged is the measurement of id's two passes with their samples pooled
-// (the first failure when either failed).
-func merged(ms map[string]target.Measurement, id string) target.Measurement {
-	a, b := ms[id], ms[id+"/2"]
-	if !a.OK() {
-		return a
-	}
-	if !b.OK() {
-		return b
-	}
-	a.SetSamples(append(append([]float64(nil), a.Samples...), b.Samples...))
-	return a
-}
-
-func okMedian(m target.Measurement) float64 {
-	if !m.OK() {
-		return 0
-	}
-	return m.Median
-}
-
 // benchResults are the numbers a dashboard plots: the three times with
 // all their samples (lower is better), the tuned time's ratio to OpenBLAS
 // and fraction of roofline on its row, and the derived rates (higher is
@@ -337,26 +258,17 @@ func okMedian(m target.Measurement) float64 {
 // candidate's time is 0, which the regression rule reads as a failure.
 func (r *LinearResult) benchResults(device string) []tuningdb.BenchResult {
 	extra, _ := json.Marshal(r)
-	mk := func(metric string, v float64, unit string, better tuningdb.Better) tuningdb.BenchResult {
-		return tuningdb.BenchResult{Suite: Suite, Name: r.Name(), DeviceHash: device, Metric: metric, Value: v, Unit: unit, Better: better}
-	}
-	timed := func(metric string, m target.Measurement) tuningdb.BenchResult {
-		b := mk(metric, okMedian(m), "s", tuningdb.BetterLower)
-		if m.OK() {
-			b.Samples = m.Samples
-		}
-		return b
-	}
-	tuned := timed("tuned_median_s", r.Tuned)
+	m := rowMaker{Suite, r.Name(), device}
+	tuned := m.timed("tuned_median_s", r.Tuned)
 	tuned.Baseline, tuned.BaselineRatio, tuned.RooflineFraction, tuned.Extra = "openblas", r.Speedup, r.RooflineFraction, extra
 	return []tuningdb.BenchResult{
 		tuned,
-		timed("default_median_s", r.Default),
-		timed("openblas_median_s", r.OpenBLAS),
-		mk("speedup_vs_openblas", r.Speedup, "x", tuningdb.BetterHigher),
-		mk("GFLOP/s", r.GFLOPs, "GFLOP/s", tuningdb.BetterHigher),
-		mk("GB/s", r.GBs, "GB/s", tuningdb.BetterHigher),
-		mk("roofline_fraction", r.RooflineFraction, "", tuningdb.BetterHigher),
+		m.timed("default_median_s", r.Default),
+		m.timed("openblas_median_s", r.OpenBLAS),
+		m.value("speedup_vs_openblas", r.Speedup, "x", tuningdb.BetterHigher),
+		m.value("GFLOP/s", r.GFLOPs, "GFLOP/s", tuningdb.BetterHigher),
+		m.value("GB/s", r.GBs, "GB/s", tuningdb.BetterHigher),
+		m.value("roofline_fraction", r.RooflineFraction, "", tuningdb.BetterHigher),
 	}
 }
 

@@ -2,17 +2,12 @@ package bench_test
 
 import (
 	"bytes"
-	"context"
-	"llmir/target/cpu/cputest"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"llmir/bench"
 	"llmir/search"
 	"llmir/target"
-	"llmir/target/cpu"
 	"llmir/tuningdb"
 )
 
@@ -79,23 +74,7 @@ func TestGoals(t *testing.T) {
 // with a tiny budget: the structure of the results and what reaches the
 // database are checked, never the timings.
 func TestLinearSuite(t *testing.T) {
-	cputest.Need(t, "gcc")
-	ctx := context.Background()
-	tg, err := cpu.New(ctx, cpu.Options{CacheDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tg.Probe = cpu.RooflineOptions{Threads: []int{1}, ReadBytes: 8 << 20, FMAIters: 200_000}
-	roof, err := tg.Roofline(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := tuningdb.Open(ctx, filepath.Join(t.TempDir(), "tuning.db"), tuningdb.Options{LLMIRVersion: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	quick := target.RunOptions{Warmup: time.Millisecond, Budget: time.Millisecond, MinSamples: 3, MaxSamples: 3}
+	ctx, tg, roof, db, quick := bench.SuiteTestSetup(t, 1)
 	shapes := []bench.Shape{{1, 17, 32}, {3, 33, 16}, {20, 37, 29}}
 	var log bytes.Buffer
 	rs, err := bench.Linear(ctx, tg, roof, db, shapes, bench.LinearOptions{

@@ -8,7 +8,6 @@ import (
 	"text/tabwriter"
 
 	"llmir/kernels"
-	"llmir/schedule"
 	"llmir/search"
 	"llmir/target"
 	"llmir/target/cpu"
@@ -98,15 +97,8 @@ type PrefillResult struct {
 	PeakGFLOPs    float64 `json:"peak_gflops"`
 	PeakFraction  float64 `json:"peak_fraction"`
 	// Knobs of the tuned schedule.
-	Knobs     map[string]int64      `json:"knobs"`
-	Measured  int                   `json:"measured"`
-	Resumed   int                   `json:"resumed"`
-	Counts    map[target.Status]int `json:"counts"`
-	RunID     int64                 `json:"run_id"`
-	Workload  string                `json:"workload"`
-	BestTrace json.RawMessage       `json:"best_trace"`
-	Default   target.Measurement    `json:"default"`
-	Tuned     target.Measurement    `json:"tuned"`
+	Knobs map[string]int64 `json:"knobs"`
+	TuneSummary
 }
 
 // Name is the benchmark's name in bench_results, e.g.
@@ -129,7 +121,7 @@ func PrefillAttention(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, d
 		if seq < 1 {
 			return out, fmt.Errorf("bench prefill attention: sequence length %d < 1", seq)
 		}
-		r, err := prefillOne(ctx, roof, tg, tuner, o, seq)
+		r, err := prefillOne(ctx, roof, tuner, o, seq)
 		if err != nil {
 			return out, fmt.Errorf("bench prefill attention seq %d (threads %d): %w", seq, o.Threads, err)
 		}
@@ -145,65 +137,25 @@ func PrefillAttention(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, d
 	return out, nil
 }
 
-func prefillOne(ctx context.Context, roof *cpu.Roofline, tg *cpu.Target, tuner *search.Tuner, o PrefillOptions, seq int64) (*PrefillResult, error) {
+func prefillOne(ctx context.Context, roof *cpu.Roofline, tuner *search.Tuner, o PrefillOptions, seq int64) (*PrefillResult, error) {
 	k := PrefillKernel(o, seq)
-	// One problem per length: its float64 reference (tens of GFLOP at
-	// 2048) is computed once for the tune and the closing batch.
-	p, err := search.NewProblem(k, max(o.Tune.Seed, 1))
+	c, err := tuneAndCompare(ctx, tuner, k, o.Threads, o.Final)
 	if err != nil {
 		return nil, err
 	}
-	tr, err := tuner.Tune(ctx, search.Task{Kernel: k, Threads: o.Threads}, p)
-	if err != nil {
-		return nil, err
-	}
-	if tr.Best == nil {
-		return nil, fmt.Errorf("%w after %d trials (%v)", search.ErrNoValidSchedule, len(tr.Measured)+tr.Resumed, tr.Counts)
-	}
-	hw := tuner.Hardware(o.Threads)
-	def, err := search.DefaultSchedule(k, hw)
-	if err != nil {
-		return nil, err
-	}
-	kd, err := k.Def()
-	if err != nil {
-		return nil, err
-	}
-	bt, err := schedule.ParseTrace(tr.Best.Trace)
+	knobs, err := k.Knobs(c.hw).Read(c.best)
 	if err != nil {
 		return nil, fmt.Errorf("best trace: %w", err)
-	}
-	best, err := schedule.Replay(kd, bt)
-	if err != nil {
-		return nil, fmt.Errorf("best trace: %w", err)
-	}
-	knobs, err := k.Knobs(hw).Read(best)
-	if err != nil {
-		return nil, fmt.Errorf("best trace: %w", err)
-	}
-	dc, err := search.NewCandidate("default", k, def, hw)
-	if err != nil {
-		return nil, err
-	}
-	tc, err := search.NewCandidate("tuned", k, best, hw)
-	if err != nil {
-		return nil, err
-	}
-	again := func(c target.Candidate) target.Candidate { c.ID += "/2"; return c }
-	ms, err := target.Measure(ctx, tg, p, []target.Candidate{dc, tc, again(tc), again(dc)}, o.Final)
-	if err != nil {
-		return nil, err
 	}
 	mask := "causal"
 	if o.NotCausal {
 		mask = "full"
 	}
+	p := c.p
 	r := &PrefillResult{
 		Seq: seq, Batch: o.Batch, Threads: o.Threads,
 		Kernel: fmt.Sprintf("B=%d,HQ=%d,HKV=%d,D=%d/%s,window=%d/%s", o.Batch, o.QHeads, o.KVHeads, o.HeadDim, mask, o.Window, o.DType),
-		FLOPs:  p.FLOPs, Default: merged(ms, "default"), Tuned: merged(ms, "tuned"), Knobs: knobs,
-		Measured: len(tr.Measured), Resumed: tr.Resumed, Counts: tr.Counts, RunID: tr.RunID,
-		Workload: tr.Workload.Key, BestTrace: tr.Best.Trace,
+		FLOPs:  p.FLOPs, Knobs: knobs, TuneSummary: c.summary,
 	}
 	r.DefaultS, r.TunedS = okMedian(r.Default), okMedian(r.Tuned)
 	if r.TunedS > 0 {
@@ -229,24 +181,15 @@ func prefillOne(ctx context.Context, roof *cpu.Roofline, tg *cpu.Target, tuner *
 // rides along on the tuned row.
 func (r *PrefillResult) benchResults(device string) []tuningdb.BenchResult {
 	extra, _ := json.Marshal(r)
-	mk := func(metric string, v float64, unit string, better tuningdb.Better) tuningdb.BenchResult {
-		return tuningdb.BenchResult{Suite: PrefillSuite, Name: r.Name(), DeviceHash: device, Metric: metric, Value: v, Unit: unit, Better: better}
-	}
-	timed := func(metric string, m target.Measurement) tuningdb.BenchResult {
-		b := mk(metric, okMedian(m), "s", tuningdb.BetterLower)
-		if m.OK() {
-			b.Samples = m.Samples
-		}
-		return b
-	}
-	tuned := timed("tuned_median_s", r.Tuned)
+	m := rowMaker{PrefillSuite, r.Name(), device}
+	tuned := m.timed("tuned_median_s", r.Tuned)
 	tuned.Baseline, tuned.BaselineRatio = "default", r.TunedOverDefault
 	tuned.RooflineFraction, tuned.Extra = r.PeakFraction, extra
 	return []tuningdb.BenchResult{
 		tuned,
-		timed("default_median_s", r.Default),
-		mk("GFLOP/s", r.GFLOPs, "GFLOP/s", tuningdb.BetterHigher),
-		mk("peak_fraction", r.PeakFraction, "", tuningdb.BetterHigher),
+		m.timed("default_median_s", r.Default),
+		m.value("GFLOP/s", r.GFLOPs, "GFLOP/s", tuningdb.BetterHigher),
+		m.value("peak_fraction", r.PeakFraction, "", tuningdb.BetterHigher),
 	}
 }
 

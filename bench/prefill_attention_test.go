@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"llmir/bench"
 	"llmir/search"
@@ -38,23 +37,7 @@ func TestPrefillKernelDefaults(t *testing.T) {
 // odd lengths with a tiny budget: the structure of the results and what
 // reaches the database are checked, never the timings.
 func TestPrefillAttentionSuite(t *testing.T) {
-	cputest.Need(t, "gcc")
-	ctx := context.Background()
-	tg, err := cpu.New(ctx, cpu.Options{CacheDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tg.Probe = cpu.RooflineOptions{Threads: []int{2}, ReadBytes: 8 << 20, FMAIters: 200_000}
-	roof, err := tg.Roofline(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := tuningdb.Open(ctx, filepath.Join(t.TempDir(), "tuning.db"), tuningdb.Options{LLMIRVersion: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	quick := target.RunOptions{Warmup: time.Millisecond, Budget: time.Millisecond, MinSamples: 3, MaxSamples: 3}
+	ctx, tg, roof, db, quick := bench.SuiteTestSetup(t, 2)
 	var log bytes.Buffer
 	seqs := []int64{17, 40}
 	rs, err := bench.PrefillAttention(ctx, tg, roof, db, bench.PrefillOptions{

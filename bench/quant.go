@@ -8,7 +8,6 @@ import (
 	"text/tabwriter"
 
 	"llmir/kernels"
-	"llmir/schedule"
 	"llmir/search"
 	"llmir/target"
 	"llmir/target/cpu"
@@ -62,15 +61,8 @@ type QuantKernel struct {
 	Bytes          float64 `json:"bytes"`
 	GBs            float64 `json:"gbs"`
 	ReadBWFraction float64 `json:"read_bw_fraction"`
-	// The tune: trials measured now, found in the database, failures.
-	Measured  int                   `json:"measured"`
-	Resumed   int                   `json:"resumed"`
-	Counts    map[target.Status]int `json:"counts"`
-	RunID     int64                 `json:"run_id"`
-	Workload  string                `json:"workload"`
-	BestTrace json.RawMessage       `json:"best_trace"`
-	Default   target.Measurement    `json:"default"`
-	Tuned     target.Measurement    `json:"tuned"`
+	// The tune, and the default and tuned schedules of the closing batch.
+	TuneSummary
 }
 
 // QuantResult is one N×K at one thread count: int4 (Group), int8
@@ -138,10 +130,7 @@ func Quant(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, db *tuningdb
 type quantTask struct {
 	kind   string // "int4", "int8", "f32"
 	kernel kernels.Kernel
-	p      *target.Problem
-	tune   *search.Result
-	def    target.Candidate
-	tuned  target.Candidate
+	*tunedKernel
 }
 
 func quantShape(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, tuner *search.Tuner, sh QuantShape, group int64, threads int, o QuantOptions) (*QuantResult, error) {
@@ -153,42 +142,11 @@ func quantShape(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, tuner *
 		{kind: "int8", kernel: kernels.QuantLinear{M: 1, N: sh.N, K: sh.K, Bits: 8, Group: sh.K}},
 		{kind: "f32", kernel: kernels.Linear{M: 1, N: sh.N, K: sh.K}},
 	}
-	hw := tuner.Hardware(threads)
 	var cands []target.Candidate
 	for _, t := range tasks {
-		// One problem per kernel: its reference is computed once for the
-		// tune and the closing batch.
 		var err error
-		if t.p, err = search.NewProblem(t.kernel, max(o.Tune.Seed, 1)); err != nil {
-			return nil, err
-		}
-		if t.tune, err = tuner.Tune(ctx, search.Task{Kernel: t.kernel, Threads: threads}, t.p); err != nil {
+		if t.tunedKernel, err = tuneKernel(ctx, tuner, t.kernel, threads, t.kind+"/"); err != nil {
 			return nil, fmt.Errorf("tune %s: %w", t.kind, err)
-		}
-		if t.tune.Best == nil {
-			return nil, fmt.Errorf("tune %s: %w after %d trials (%v)", t.kind, search.ErrNoValidSchedule, len(t.tune.Measured)+t.tune.Resumed, t.tune.Counts)
-		}
-		def, err := search.DefaultSchedule(t.kernel, hw)
-		if err != nil {
-			return nil, err
-		}
-		kd, err := t.kernel.Def()
-		if err != nil {
-			return nil, err
-		}
-		bt, err := schedule.ParseTrace(t.tune.Best.Trace)
-		if err != nil {
-			return nil, fmt.Errorf("%s best trace: %w", t.kind, err)
-		}
-		best, err := schedule.Replay(kd, bt)
-		if err != nil {
-			return nil, fmt.Errorf("%s best trace: %w", t.kind, err)
-		}
-		if t.def, err = search.NewCandidate(t.kind+"/default", t.kernel, def, hw); err != nil {
-			return nil, err
-		}
-		if t.tuned, err = search.NewCandidate(t.kind+"/tuned", t.kernel, best, hw); err != nil {
-			return nil, err
 		}
 		cands = append(cands, t.def, t.tuned)
 	}
@@ -222,9 +180,7 @@ func quantShape(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, tuner *
 	for _, t := range tasks {
 		qk := QuantKernel{
 			Kernel: t.kernel.Name(), Bytes: t.p.Bytes,
-			Default: merged(ms, t.def.ID), Tuned: merged(ms, t.tuned.ID),
-			Measured: len(t.tune.Measured), Resumed: t.tune.Resumed, Counts: t.tune.Counts, RunID: t.tune.RunID,
-			Workload: t.tune.Workload.Key, BestTrace: t.tune.Best.Trace,
+			TuneSummary: t.summarize(merged(ms, t.def.ID), merged(ms, t.tuned.ID)),
 		}
 		qk.DefaultS, qk.TunedS = okMedian(qk.Default), okMedian(qk.Tuned)
 		if qk.TunedS > 0 {
@@ -243,12 +199,6 @@ func quantShape(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, tuner *
 		default:
 			r.F32 = qk
 		}
-	}
-	ratio := func(a, b float64) float64 {
-		if a <= 0 || b <= 0 {
-			return 0
-		}
-		return a / b
 	}
 	r.Int4Speedup = ratio(r.F32.TunedS, r.Int4.TunedS)
 	r.Int8Speedup = ratio(r.F32.TunedS, r.Int8.TunedS)
@@ -273,18 +223,8 @@ func (r *QuantResult) benchResults(device string) []tuningdb.BenchResult {
 		{"int8", r.Int8, r.Int8Speedup},
 		{"f32", r.F32, 0},
 	} {
-		name := r.Name(v.kind)
-		mk := func(metric string, val float64, unit string, better tuningdb.Better) tuningdb.BenchResult {
-			return tuningdb.BenchResult{Suite: QuantSuite, Name: name, DeviceHash: device, Metric: metric, Value: val, Unit: unit, Better: better}
-		}
-		timed := func(metric string, m target.Measurement) tuningdb.BenchResult {
-			b := mk(metric, okMedian(m), "s", tuningdb.BetterLower)
-			if m.OK() {
-				b.Samples = m.Samples
-			}
-			return b
-		}
-		tuned := timed("tuned_median_s", v.k.Tuned)
+		m := rowMaker{QuantSuite, r.Name(v.kind), device}
+		tuned := m.timed("tuned_median_s", v.k.Tuned)
 		if v.speedup > 0 {
 			tuned.Baseline, tuned.BaselineRatio = "f32", v.speedup
 		}
@@ -292,9 +232,9 @@ func (r *QuantResult) benchResults(device string) []tuningdb.BenchResult {
 			tuned.Extra = extra
 		}
 		out = append(out, tuned,
-			timed("default_median_s", v.k.Default),
-			mk("GB/s", v.k.GBs, "GB/s", tuningdb.BetterHigher),
-			mk("read_bw_fraction", v.k.ReadBWFraction, "", tuningdb.BetterHigher))
+			m.timed("default_median_s", v.k.Default),
+			m.value("GB/s", v.k.GBs, "GB/s", tuningdb.BetterHigher),
+			m.value("read_bw_fraction", v.k.ReadBWFraction, "", tuningdb.BetterHigher))
 	}
 	return out
 }

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"llmir/bench"
 	"llmir/search"
@@ -24,23 +23,7 @@ import (
 // a tiny budget: the structure of the results, the table and what reaches
 // the database are checked, never the timings.
 func TestQuantSuite(t *testing.T) {
-	cputest.Need(t, "gcc")
-	ctx := context.Background()
-	tg, err := cpu.New(ctx, cpu.Options{CacheDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tg.Probe = cpu.RooflineOptions{Threads: []int{1}, ReadBytes: 8 << 20, FMAIters: 200_000}
-	roof, err := tg.Roofline(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := tuningdb.Open(ctx, filepath.Join(t.TempDir(), "tuning.db"), tuningdb.Options{LLMIRVersion: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	quick := target.RunOptions{Warmup: time.Millisecond, Budget: time.Millisecond, MinSamples: 3, MaxSamples: 3}
+	ctx, tg, roof, db, quick := bench.SuiteTestSetup(t, 1)
 	var log bytes.Buffer
 	shapes := []bench.QuantShape{{33, 128}}
 	rs, err := bench.Quant(ctx, tg, roof, db, bench.QuantOptions{

@@ -48,66 +48,49 @@ func (e *Env) tuneOptions() search.Options {
 // the rows back as Stored, for the count and the regression report.
 
 func runPaged(ctx context.Context, env *Env) (EntryResult, error) {
-	res := EntryResult{Suite: SuitePaged}
-	var all []PagedResult
-	var err error
-	for _, th := range env.Opts.Threads {
-		var rs []PagedResult
-		rs, err = PagedAttention(ctx, env.Target, env.Roofline, env.Results, PagedOptions{Threads: th,
+	return runPerThreads(ctx, env, SuitePaged, func(ctx context.Context, th int) ([]PagedResult, error) {
+		return PagedAttention(ctx, env.Target, env.Roofline, env.Results, PagedOptions{Threads: th,
 			BlockSizes: env.Opts.BlockSizes, Contexts: env.Opts.Contexts, KVBytes: env.Opts.KVBytes,
 			Tune: env.tuneOptions(), Final: env.Opts.Run, Log: env.Opts.Log})
-		all = append(all, rs...)
-		for i := range rs {
-			res.Stored = append(res.Stored, rs[i].benchResults(env.Device.Hash)...)
-		}
-		if err != nil {
-			break
-		}
-	}
-	res.Detail = all
-	res.Table = func(w io.Writer) error { return WriteAttentionTable(w, all) }
-	return res, err
+	}, (*PagedResult).benchResults, WriteAttentionTable)
 }
 
 func runQuant(ctx context.Context, env *Env) (EntryResult, error) {
-	res := EntryResult{Suite: SuiteQuant}
-	var all []QuantResult
-	var err error
-	for _, th := range env.Opts.Threads {
-		var rs []QuantResult
-		rs, err = Quant(ctx, env.Target, env.Roofline, env.Results, QuantOptions{Threads: th, Shapes: env.Opts.QuantShapes,
+	return runPerThreads(ctx, env, SuiteQuant, func(ctx context.Context, th int) ([]QuantResult, error) {
+		return Quant(ctx, env.Target, env.Roofline, env.Results, QuantOptions{Threads: th, Shapes: env.Opts.QuantShapes,
 			Tune: env.tuneOptions(), Final: env.Opts.Run, Log: env.Opts.Log})
-		all = append(all, rs...)
-		for i := range rs {
-			res.Stored = append(res.Stored, rs[i].benchResults(env.Device.Hash)...)
-		}
-		if err != nil {
-			break
-		}
-	}
-	res.Detail = all
-	res.Table = func(w io.Writer) error { return WriteQuantTable(w, all) }
-	return res, err
+	}, (*QuantResult).benchResults, WriteQuantTable)
 }
 
 func runPrefill(ctx context.Context, env *Env) (EntryResult, error) {
-	res := EntryResult{Suite: SuitePrefill}
-	var all []PrefillResult
+	return runPerThreads(ctx, env, SuitePrefill, func(ctx context.Context, th int) ([]PrefillResult, error) {
+		return PrefillAttention(ctx, env.Target, env.Roofline, env.Results, PrefillOptions{Threads: th, Seqs: env.Opts.PrefillSeqs,
+			Tune: env.tuneOptions(), Final: env.Opts.Run, Log: env.Opts.Log})
+	}, (*PrefillResult).benchResults, WritePrefillTable)
+}
+
+// runPerThreads runs a self-storing suite once per thread count of the
+// options: it collects the results (the table and the detail), hands their
+// rows back as Stored, and stops at the first error with the results so
+// far (those of the failing count included).
+func runPerThreads[R any](ctx context.Context, env *Env, suite string, run func(ctx context.Context, threads int) ([]R, error),
+	rows func(r *R, device string) []tuningdb.BenchResult, table func(io.Writer, []R) error) (EntryResult, error) {
+	res := EntryResult{Suite: suite}
+	var all []R
 	var err error
 	for _, th := range env.Opts.Threads {
-		var rs []PrefillResult
-		rs, err = PrefillAttention(ctx, env.Target, env.Roofline, env.Results, PrefillOptions{Threads: th, Seqs: env.Opts.PrefillSeqs,
-			Tune: env.tuneOptions(), Final: env.Opts.Run, Log: env.Opts.Log})
+		var rs []R
+		rs, err = run(ctx, th)
 		all = append(all, rs...)
 		for i := range rs {
-			res.Stored = append(res.Stored, rs[i].benchResults(env.Device.Hash)...)
+			res.Stored = append(res.Stored, rows(&rs[i], env.Device.Hash)...)
 		}
 		if err != nil {
 			break
 		}
 	}
 	res.Detail = all
-	res.Table = func(w io.Writer) error { return WritePrefillTable(w, all) }
+	res.Table = func(w io.Writer) error { return table(w, all) }
 	return res, err
 }
 

@@ -354,59 +354,23 @@ func measureKernel(ctx context.Context, env *Env, k kernels.Kernel, p *target.Pr
 		def, best, defHW, bestHW, r.Slowed = naive, naive, scalar, scalar, true
 		r.BestFrom = "naive (--slow)"
 	}
-	defKey, err := search.TraceKey(def)
-	if err != nil {
-		return nil, err
-	}
-	bestKey, err := search.TraceKey(best)
-	if err != nil {
-		return nil, err
-	}
-	r.BestTrace = bestKey
-	dc, err := search.NewCandidate("default", k, def, defHW)
-	if err != nil {
-		return nil, err
-	}
-	first := []target.Candidate{dc}
-	sameBest := string(defKey) == string(bestKey)
-	if !sameBest {
-		bc, err := search.NewCandidate("best", k, best, bestHW)
-		if err != nil {
-			return nil, err
-		}
-		first = append(first, bc)
-	}
+	var extra []target.Candidate
 	if bf, ok := baselines[r.Group]; ok {
 		if bname, bc, ok := bf(k, threads); ok {
 			bc.ID = "baseline"
 			r.Baseline = bname
-			first = append(first, bc)
+			extra = append(extra, bc)
 		}
 	}
-	batch := slices.Clone(first)
-	for i := len(first) - 1; i >= 0; i-- {
-		c := first[i]
-		c.ID += "/2"
-		batch = append(batch, c)
-	}
-	ms, err := target.Measure(ctx, env.Target, p, batch, env.Opts.Run)
+	c, err := compareKnown(ctx, env.Target, p, k, scheduleFor{def, defHW}, scheduleFor{best, bestHW}, "best", env.Opts.Run, extra...)
 	if err != nil {
 		return nil, err
 	}
-	r.Default = merged(ms, "default")
-	r.Best = r.Default
-	if !sameBest {
-		r.Best = merged(ms, "best")
-	}
+	r.BestTrace = c.bestKey
+	r.Default, r.Best = c.defaultM, c.bestM
 	r.DefaultS, r.BestS = okMedian(r.Default), okMedian(r.Best)
-	ratio := func(a, b float64) float64 {
-		if a <= 0 || b <= 0 {
-			return 0
-		}
-		return a / b
-	}
 	if r.Baseline != "" {
-		m := merged(ms, "baseline")
+		m := merged(c.ms, "baseline")
 		r.BaselineMeas = &m
 		r.BaselineS = okMedian(m)
 		r.BaselineRatio = ratio(r.BaselineS, r.BestS)

@@ -243,14 +243,7 @@ func BenchmarkRankAccuracy(b *testing.B) {
 }
 
 func rankAccuracy(b *testing.B, ex []costmodel.Example) {
-	models := []struct {
-		name string
-		new  func() costmodel.Model
-	}{
-		{"roofline", func() costmodel.Model { return &costmodel.Roofline{} }},
-		{"gbt", func() costmodel.Model { return costmodel.NewGBT(costmodel.DefaultGBTParams()) }},
-	}
-	for _, m := range models {
+	for _, m := range evalModels {
 		b.Run(fmt.Sprintf("model=%s/examples=%d", m.name, len(ex)), func(b *testing.B) {
 			var rep costmodel.EvalReport
 			for b.Loop() {
@@ -313,6 +306,30 @@ func TestLinearSpaceFeatures(t *testing.T) {
 	}
 }
 
+// evalModels are the models the evaluation benchmarks compare: the
+// roofline baseline and the learned GBT.
+var evalModels = []struct {
+	name string
+	new  func() costmodel.Model
+}{
+	{"roofline", func() costmodel.Model { return &costmodel.Roofline{} }},
+	{"gbt", func() costmodel.Model { return costmodel.NewGBT(costmodel.DefaultGBTParams()) }},
+}
+
+// benchDatasetModels runs f as the sub-benchmark
+// data=<dataset>/model=<model>/batch=4 for every committed dataset and
+// every model of evalModels (the search simulations measure in batches of
+// 4).
+func benchDatasetModels(b *testing.B, f func(b *testing.B, ex []costmodel.Example, newModel func() costmodel.Model)) {
+	for _, path := range datasets(b) {
+		ex := loadDataset(b, path)
+		name := strings.TrimSuffix(filepath.Base(path), ".jsonl")
+		for _, m := range evalModels {
+			b.Run(fmt.Sprintf("data=%s/model=%s/batch=4", name, m.name), func(b *testing.B) { f(b, ex, m.new) })
+		}
+	}
+}
+
 // BenchmarkSearchTrials is the search side of the evaluation, simulated on
 // the dataset's measured pools (SimulateSearch): the median over held-out
 // tasks of the trials needed to measure a candidate within 95% of the
@@ -320,36 +337,24 @@ func TestLinearSpaceFeatures(t *testing.T) {
 //
 //	go test ./costmodel -run '^$' -bench SearchTrials -benchtime 1x -v
 func BenchmarkSearchTrials(b *testing.B) {
-	for _, path := range datasets(b) {
-		ex := loadDataset(b, path)
-		name := strings.TrimSuffix(filepath.Base(path), ".jsonl")
-		for _, m := range []struct {
-			name string
-			new  func() costmodel.Model
-		}{
-			{"roofline", func() costmodel.Model { return &costmodel.Roofline{} }},
-			{"gbt", func() costmodel.Model { return costmodel.NewGBT(costmodel.DefaultGBTParams()) }},
-		} {
-			b.Run(fmt.Sprintf("data=%s/model=%s/batch=4", name, m.name), func(b *testing.B) {
-				var sims []costmodel.SearchSim
-				for b.Loop() {
-					var err error
-					sims, err = costmodel.SimulateSearch(ex, 4, 50, m.new)
-					if err != nil {
-						b.Fatal(err)
-					}
-				}
-				var rnd, gd []float64
-				for _, s := range sims {
-					b.Logf("%-36s pool=%3d random=%5.1f guided=%3d", s.Task, s.Pool, s.Random, s.Guided)
-					rnd = append(rnd, s.Random)
-					gd = append(gd, float64(s.Guided))
-				}
-				b.ReportMetric(costmodel.Median(rnd), "random-trials")
-				b.ReportMetric(costmodel.Median(gd), "guided-trials")
-			})
+	benchDatasetModels(b, func(b *testing.B, ex []costmodel.Example, newModel func() costmodel.Model) {
+		var sims []costmodel.SearchSim
+		for b.Loop() {
+			var err error
+			sims, err = costmodel.SimulateSearch(ex, 4, 50, newModel)
+			if err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
+		var rnd, gd []float64
+		for _, s := range sims {
+			b.Logf("%-36s pool=%3d random=%5.1f guided=%3d", s.Task, s.Pool, s.Random, s.Guided)
+			rnd = append(rnd, s.Random)
+			gd = append(gd, float64(s.Guided))
+		}
+		b.ReportMetric(costmodel.Median(rnd), "random-trials")
+		b.ReportMetric(costmodel.Median(gd), "guided-trials")
+	})
 }
 
 // BenchmarkEvolutionTrials is the evaluation of evolutionary search,
@@ -362,35 +367,23 @@ func BenchmarkSearchTrials(b *testing.B) {
 //
 //	go test ./costmodel -run '^$' -bench EvolutionTrials -benchtime 1x -v
 func BenchmarkEvolutionTrials(b *testing.B) {
-	for _, path := range datasets(b) {
-		ex := loadDataset(b, path)
-		name := strings.TrimSuffix(filepath.Base(path), ".jsonl")
-		for _, m := range []struct {
-			name string
-			new  func() costmodel.Model
-		}{
-			{"roofline", func() costmodel.Model { return &costmodel.Roofline{} }},
-			{"gbt", func() costmodel.Model { return costmodel.NewGBT(costmodel.DefaultGBTParams()) }},
-		} {
-			b.Run(fmt.Sprintf("data=%s/model=%s/batch=4", name, m.name), func(b *testing.B) {
-				var sims []costmodel.EvolutionSim
-				for b.Loop() {
-					var err error
-					sims, err = costmodel.SimulateEvolution(ex, 4, 10, m.new, costmodel.EvolveSim{})
-					if err != nil {
-						b.Fatal(err)
-					}
-				}
-				var rnd, ev []float64
-				for _, s := range sims {
-					b.Logf("%-36s pool=%3d random=%5.1f evolution=%5.1f", s.Task, s.Pool, s.Random, s.Evolution)
-					rnd = append(rnd, s.Random)
-					ev = append(ev, s.Evolution)
-				}
-				b.ReportMetric(costmodel.Median(rnd), "random-trials")
-				b.ReportMetric(costmodel.Median(ev), "evolution-trials")
-				b.ReportMetric(costmodel.Median(ev)/costmodel.Median(rnd), "evolution/random")
-			})
+	benchDatasetModels(b, func(b *testing.B, ex []costmodel.Example, newModel func() costmodel.Model) {
+		var sims []costmodel.EvolutionSim
+		for b.Loop() {
+			var err error
+			sims, err = costmodel.SimulateEvolution(ex, 4, 10, newModel, costmodel.EvolveSim{})
+			if err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
+		var rnd, ev []float64
+		for _, s := range sims {
+			b.Logf("%-36s pool=%3d random=%5.1f evolution=%5.1f", s.Task, s.Pool, s.Random, s.Evolution)
+			rnd = append(rnd, s.Random)
+			ev = append(ev, s.Evolution)
+		}
+		b.ReportMetric(costmodel.Median(rnd), "random-trials")
+		b.ReportMetric(costmodel.Median(ev), "evolution-trials")
+		b.ReportMetric(costmodel.Median(ev)/costmodel.Median(rnd), "evolution/random")
+	})
 }

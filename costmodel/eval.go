@@ -161,16 +161,15 @@ type EvalReport struct {
 // ErrTooFewTasks is returned by LeaveOneTaskOut with fewer than 2 tasks.
 var ErrTooFewTasks = errors.New("evaluation needs at least 2 tasks")
 
-// LeaveOneTaskOut trains a fresh model (from newModel) on every task but
-// one and scores that one, for each task: the held-out workload setting of
-// the issue, in which search meets a shape it has never measured. Examples
-// need Features.
-func LeaveOneTaskOut(ex []Example, k int, newModel func() Model) (EvalReport, error) {
+// groupTasks groups examples by task (Example.Task), the tasks sorted: the
+// unit the leave-one-task-out evaluations hold out. Every example needs
+// Features, and there must be at least 2 tasks (ErrTooFewTasks).
+func groupTasks(ex []Example) ([]string, map[string][]Example, error) {
 	byTask := map[string][]Example{}
 	var tasks []string
 	for i, e := range ex {
 		if len(e.Features) != NumFeatures {
-			return EvalReport{}, fmt.Errorf("example %d (%s): %d features, want %d", i, e.Workload, len(e.Features), NumFeatures)
+			return nil, nil, fmt.Errorf("example %d (%s): %d features, want %d", i, e.Workload, len(e.Features), NumFeatures)
 		}
 		if byTask[e.Task()] == nil {
 			tasks = append(tasks, e.Task())
@@ -178,33 +177,56 @@ func LeaveOneTaskOut(ex []Example, k int, newModel func() Model) (EvalReport, er
 		byTask[e.Task()] = append(byTask[e.Task()], e)
 	}
 	if len(tasks) < 2 {
-		return EvalReport{}, ErrTooFewTasks
+		return nil, nil, ErrTooFewTasks
 	}
 	slices.Sort(tasks)
+	return tasks, byTask, nil
+}
+
+// samplesOf is the features and median latencies of examples, the form
+// Model.Update and Model.Predict take.
+func samplesOf(ex []Example) ([][]float64, []float64) {
+	var fs [][]float64
+	var ss []float64
+	for _, e := range ex {
+		fs = append(fs, e.Features)
+		ss = append(ss, e.Median)
+	}
+	return fs, ss
+}
+
+// trainExcept updates m with every task but held, in tasks' order: the
+// model search would have before meeting held. The error is Update's.
+func trainExcept(m Model, tasks []string, byTask map[string][]Example, held string) error {
+	for _, t := range tasks {
+		if t == held {
+			continue
+		}
+		fs, ss := samplesOf(byTask[t])
+		if err := m.Update(t, fs, ss); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// LeaveOneTaskOut trains a fresh model (from newModel) on every task but
+// one and scores that one, for each task: the held-out workload setting of
+// the issue, in which search meets a shape it has never measured. Examples
+// need Features.
+func LeaveOneTaskOut(ex []Example, k int, newModel func() Model) (EvalReport, error) {
+	tasks, byTask, err := groupTasks(ex)
+	if err != nil {
+		return EvalReport{}, err
+	}
 	rep := EvalReport{K: k}
 	for _, held := range tasks {
 		m := newModel()
 		rep.Model = m.Name()
-		for _, t := range tasks {
-			if t == held {
-				continue
-			}
-			var fs [][]float64
-			var ss []float64
-			for _, e := range byTask[t] {
-				fs = append(fs, e.Features)
-				ss = append(ss, e.Median)
-			}
-			if err := m.Update(t, fs, ss); err != nil {
-				return EvalReport{}, fmt.Errorf("train for held-out %s: %w", held, err)
-			}
+		if err := trainExcept(m, tasks, byTask, held); err != nil {
+			return EvalReport{}, fmt.Errorf("train for held-out %s: %w", held, err)
 		}
-		var fs [][]float64
-		var ss []float64
-		for _, e := range byTask[held] {
-			fs = append(fs, e.Features)
-			ss = append(ss, e.Median)
-		}
+		fs, ss := samplesOf(byTask[held])
 		sc := m.Predict(fs)
 		ts := TaskScore{Task: held, N: len(ss), Pairwise: PairwiseAccuracy(sc, ss), TopK: TopKRecall(sc, ss, k)}
 		rep.Tasks = append(rep.Tasks, ts)
@@ -241,21 +263,10 @@ type SearchSim struct {
 // next round — the loop evolutionary search runs, on a fixed candidate
 // pool instead of mutated ones. Examples need Features.
 func SimulateSearch(ex []Example, batch, randomSeeds int, newModel func() Model) ([]SearchSim, error) {
-	byTask := map[string][]Example{}
-	var tasks []string
-	for i, e := range ex {
-		if len(e.Features) != NumFeatures {
-			return nil, fmt.Errorf("example %d (%s): %d features, want %d", i, e.Workload, len(e.Features), NumFeatures)
-		}
-		if byTask[e.Task()] == nil {
-			tasks = append(tasks, e.Task())
-		}
-		byTask[e.Task()] = append(byTask[e.Task()], e)
+	tasks, byTask, err := groupTasks(ex)
+	if err != nil {
+		return nil, err
 	}
-	if len(tasks) < 2 {
-		return nil, ErrTooFewTasks
-	}
-	slices.Sort(tasks)
 	batch = max(batch, 1)
 	var out []SearchSim
 	for _, held := range tasks {
@@ -277,19 +288,8 @@ func SimulateSearch(ex []Example, batch, randomSeeds int, newModel func() Model)
 		}
 		sim.Random /= float64(max(randomSeeds, 1))
 		m := newModel()
-		for _, t := range tasks {
-			if t == held {
-				continue
-			}
-			var fs [][]float64
-			var ss []float64
-			for _, e := range byTask[t] {
-				fs = append(fs, e.Features)
-				ss = append(ss, e.Median)
-			}
-			if err := m.Update(t, fs, ss); err != nil {
-				return nil, fmt.Errorf("simulate %s: %w", held, err)
-			}
+		if err := trainExcept(m, tasks, byTask, held); err != nil {
+			return nil, fmt.Errorf("simulate %s: %w", held, err)
 		}
 		left := make([]int, len(pool))
 		for i := range left {
@@ -399,21 +399,10 @@ func SimulateEvolution(ex []Example, batch, seeds int, newModel func() Model, o 
 		o.MaxDiff = 2
 	}
 	batch, seeds = max(batch, 1), max(seeds, 1)
-	byTask := map[string][]Example{}
-	var tasks []string
-	for i, e := range ex {
-		if len(e.Features) != NumFeatures {
-			return nil, fmt.Errorf("example %d (%s): %d features, want %d", i, e.Workload, len(e.Features), NumFeatures)
-		}
-		if byTask[e.Task()] == nil {
-			tasks = append(tasks, e.Task())
-		}
-		byTask[e.Task()] = append(byTask[e.Task()], e)
+	tasks, byTask, err := groupTasks(ex)
+	if err != nil {
+		return nil, err
 	}
-	if len(tasks) < 2 {
-		return nil, ErrTooFewTasks
-	}
-	slices.Sort(tasks)
 	var out []EvolutionSim
 	for _, held := range tasks {
 		pool := byTask[held]
@@ -434,19 +423,8 @@ func SimulateEvolution(ex []Example, batch, seeds int, newModel func() Model, o 
 		// Trained once on the other tasks, then copied per seed (through
 		// its serialization) so that every seed starts from the same model.
 		base := newModel()
-		for _, t := range tasks {
-			if t == held {
-				continue
-			}
-			var fs [][]float64
-			var ss []float64
-			for _, e := range byTask[t] {
-				fs = append(fs, e.Features)
-				ss = append(ss, e.Median)
-			}
-			if err := base.Update(t, fs, ss); err != nil {
-				return nil, fmt.Errorf("simulate %s: %w", held, err)
-			}
+		if err := trainExcept(base, tasks, byTask, held); err != nil {
+			return nil, fmt.Errorf("simulate %s: %w", held, err)
 		}
 		data, err := base.MarshalBinary()
 		if err != nil {

@@ -83,13 +83,10 @@ func appendKVFromWorkload(w ir.Workload) (Kernel, error) {
 	return a, nil
 }
 
-func (a AppendKV) bucket() int64 {
-	if a.TokensBucket > 0 {
-		return a.TokensBucket
-	}
-	return a.Tokens
-}
+func (a AppendKV) bucket() int64 { return bucketOr(a.TokensBucket, a.Tokens) }
 
+// Not bucketOr: the default divides by BlockSize, so it is computed only
+// when NumBlocks is unset (Dims may see a kernel Def would reject).
 func (a AppendKV) numBlocks() int64 {
 	if a.NumBlocks > 0 {
 		return a.NumBlocks

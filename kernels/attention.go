@@ -217,6 +217,8 @@ func (a Attention) dtype() string {
 	return a.DType
 }
 
+// bucketOr is b when set (> 0), else n: a compiled-for bucket or block
+// count that defaults to the runtime extent or a formula of it.
 func bucketOr(b, n int64) int64 {
 	if b > 0 {
 		return b
@@ -565,19 +567,27 @@ func b2i(v bool) int64 {
 // emitScores writes S[rows][BK] = Qp[rows][D] · KT[D][BK]: row blocks of
 // MR, key vectors in blocks of NR (a tail block takes the rest).
 func (a Attention) emitScores(b *strings.Builder, bk, vw, mr, nr int64) {
-	nv := bk / vw
-	b.WriteString("\n// S = Q·Kᵀ over one key tile, an MR×NR tile of vector accumulators.\n")
-	b.WriteString("static void scores(const float *restrict Qp, const float *restrict KT, float *restrict Sb, int64_t rows) {\n")
+	emitTiled(b, "\n// S = Q·Kᵀ over one key tile, an MR×NR tile of vector accumulators.\n"+
+		"static void scores(const float *restrict Qp, const float *restrict KT, float *restrict Sb, int64_t rows) {\n",
+		bk/vw, vw, mr, nr, scoreTile)
+}
+
+// emitTiled writes a function (header: its comment and opening line) that
+// loops over row blocks of MR and, in each, over nv vectors of vw lanes in
+// blocks of nr, then one tail block of the rest: tile writes one block of
+// mr rows × its nr vectors at column c.
+func emitTiled(b *strings.Builder, header string, nv, vw, mr, nr int64, tile func(b *strings.Builder, ind string, mr, nr, vw int64)) {
+	b.WriteString(header)
 	b.WriteString("  for (int64_t r = 0; r < rows; r += MR) {\n")
 	main := nv / nr * nr
 	if main > 0 {
 		fmt.Fprintf(b, "    for (int64_t c = 0; c < %d; c += %d) {\n", main*vw, nr*vw)
-		scoreTile(b, "      ", mr, nr, vw)
+		tile(b, "      ", mr, nr, vw)
 		b.WriteString("    }\n")
 	}
 	if tail := nv - main; tail > 0 {
 		fmt.Fprintf(b, "    {\n      const int64_t c = %d;\n", main*vw)
-		scoreTile(b, "      ", mr, tail, vw)
+		tile(b, "      ", mr, tail, vw)
 		b.WriteString("    }\n")
 	}
 	b.WriteString("  }\n}\n")
@@ -618,22 +628,9 @@ func scoreTile(b *strings.Builder, ind string, mr, nr, vw int64) {
 // emitPV writes Ob[rows][DVP] += P[rows][nk] · Vp[nk][DVP]: row blocks of
 // MR, value vectors in blocks of NR (a tail block takes the rest).
 func (a Attention) emitPV(b *strings.Builder, dvp, vw, mr, nr int64) {
-	nv := dvp / vw
-	b.WriteString("\n// O += P·V over one key tile, an MR×NR tile of vector accumulators.\n")
-	b.WriteString("static void pv(const float *restrict Pb, const float *restrict Vp, float *restrict Ob, int64_t rows, int64_t nk) {\n")
-	b.WriteString("  for (int64_t r = 0; r < rows; r += MR) {\n")
-	main := nv / nr * nr
-	if main > 0 {
-		fmt.Fprintf(b, "    for (int64_t c = 0; c < %d; c += %d) {\n", main*vw, nr*vw)
-		pvTile(b, "      ", mr, nr, vw)
-		b.WriteString("    }\n")
-	}
-	if tail := nv - main; tail > 0 {
-		fmt.Fprintf(b, "    {\n      const int64_t c = %d;\n", main*vw)
-		pvTile(b, "      ", mr, tail, vw)
-		b.WriteString("    }\n")
-	}
-	b.WriteString("  }\n}\n")
+	emitTiled(b, "\n// O += P·V over one key tile, an MR×NR tile of vector accumulators.\n"+
+		"static void pv(const float *restrict Pb, const float *restrict Vp, float *restrict Ob, int64_t rows, int64_t nk) {\n",
+		dvp/vw, vw, mr, nr, pvTile)
 }
 
 func pvTile(b *strings.Builder, ind string, mr, nr, vw int64) {

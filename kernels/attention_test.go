@@ -1,7 +1,6 @@
 package kernels_test
 
 import (
-	"context"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -15,19 +14,7 @@ import (
 	"llmir/schedule"
 	"llmir/search"
 	"llmir/target"
-	"llmir/target/cpu"
-	"llmir/target/cpu/cputest"
 )
-
-func newAttnTarget(t *testing.T) *cpu.Target {
-	t.Helper()
-	cputest.Need(t, "gcc")
-	tg, err := cpu.New(context.Background(), cpu.Options{CacheDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tg
-}
 
 // attnShapes are the conformance shapes: one query (s = 1) at the end of
 // 17 keys, odd s and t one past a tile, chunked prefill (t > s), more
@@ -50,7 +37,7 @@ func attnShapes() []kernels.Attention {
 // every shape and validates them against the reference, alternating one
 // and two threads.
 func TestAttentionConformance(t *testing.T) {
-	tg := newAttnTarget(t)
+	tg := kerneltest.CPU(t)
 	for i, a := range attnShapes() {
 		threads := 1 + i%2
 		t.Run(a.Name(), func(t *testing.T) {
@@ -67,7 +54,7 @@ func TestAttentionConformance(t *testing.T) {
 // its domain's size), so that no value, such as the key tail when BK is
 // not a multiple of VW·NR, is left to chance draws.
 func TestAttentionEveryKnobValue(t *testing.T) {
-	tg := newAttnTarget(t)
+	tg := kerneltest.CPU(t)
 	a := kernels.Attention{Batch: 1, Seq: 37, KVLen: 41, QHeads: 4, KVHeads: 2, HeadDim: 80, Causal: true, Window: 19}
 	hw := search.CPUHardware(tg.CPU(), 2)
 	def, err := a.Def()
@@ -103,17 +90,9 @@ func TestAttentionEveryKnobValue(t *testing.T) {
 // TestAttentionCheckFailsWrongMask shows the suite can fail here: against
 // the reference of the other mask, the kernel must be wrong_result.
 func TestAttentionCheckFailsWrongMask(t *testing.T) {
-	tg := newAttnTarget(t)
+	tg := kerneltest.CPU(t)
 	a := kernels.Attention{Batch: 1, Seq: 17, QHeads: 4, KVHeads: 2, HeadDim: 64, Causal: true}
-	cases, err := kerneltest.Check(context.Background(), tg, search.CPUHardware(tg.CPU(), 1), otherMask{a}, kerneltest.Options{Draws: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range cases {
-		if c.Measurement.Status != target.StatusWrongResult {
-			t.Errorf("%s: %s, want wrong_result", c.Name, c.Measurement.Status)
-		}
-	}
+	kerneltest.Expect(t, tg, search.CPUHardware(tg.CPU(), 1), otherMask{a}, target.StatusWrongResult)
 }
 
 type otherMask struct{ kernels.Attention }
@@ -237,7 +216,7 @@ func TestAttentionFromWorkload(t *testing.T) {
 				t.Errorf("%s: dynamic dims %v, runtime %v; want batch and seq", c.preset, def.Dims, k.Dims())
 			}
 			if c.run {
-				tg := newAttnTarget(t)
+				tg := kerneltest.CPU(t)
 				kerneltest.Run(t, tg, search.CPUHardware(tg.CPU(), 2), k, kerneltest.Options{Draws: 1})
 			}
 		}

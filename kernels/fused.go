@@ -513,17 +513,25 @@ func (g GateUpSiLU) Space(s *schedule.Schedule, hw Hardware) error { return g.kn
 // FMAs), 4 columns for a single row, and 4 tiles per chunk, as the linear's
 // decode default.
 func (g GateUpSiLU) Default(s *schedule.Schedule, hw Hardware) error {
-	mr := int64(1)
+	mr, ju := decodeTile(g.bucket(), 2, 4)
+	return g.knobs().Choose(s, map[string]int64{"mr": mr, "ju": ju, "nj": 4})
+}
+
+// decodeTile is the default register tile of the fused GEMV-style
+// kernels: mr is the largest of 1, 2, 4 rows within the bucket; a single
+// row has no other rows to share its weight loads with, so it takes
+// juOneRow weight rows per tile instead of ju.
+func decodeTile(bucket, ju, juOneRow int64) (mr, juOut int64) {
+	mr = 1
 	for _, v := range []int64{2, 4} {
-		if v <= g.bucket() {
+		if v <= bucket {
 			mr = v
 		}
 	}
-	ju := int64(2)
 	if mr == 1 {
-		ju = 4
+		return mr, juOneRow
 	}
-	return g.knobs().Choose(s, map[string]int64{"mr": mr, "ju": ju, "nj": 4})
+	return mr, ju
 }
 
 // EmitC writes the kernel for the knob values recorded in s: chunks of
@@ -707,13 +715,10 @@ func ropeAppendFromWorkload(w ir.Workload) (Kernel, error) {
 	return k, nil
 }
 
-func (k RopeAppendKV) bucket() int64 {
-	if k.TokensBucket > 0 {
-		return k.TokensBucket
-	}
-	return k.Tokens
-}
+func (k RopeAppendKV) bucket() int64 { return bucketOr(k.TokensBucket, k.Tokens) }
 
+// Not bucketOr: the default divides by BlockSize, so it is computed only
+// when NumBlocks is unset (Dims may see a kernel Def would reject).
 func (k RopeAppendKV) numBlocks() int64 {
 	if k.NumBlocks > 0 {
 		return k.NumBlocks
@@ -899,16 +904,7 @@ func (k RopeAppendKV) Space(s *schedule.Schedule, hw Hardware) error { return k.
 
 // Default: up to 4 tokens × 4 rows (16 accumulators), 8 rows for one token.
 func (k RopeAppendKV) Default(s *schedule.Schedule, hw Hardware) error {
-	mr := int64(1)
-	for _, v := range []int64{2, 4} {
-		if v <= k.bucket() {
-			mr = v
-		}
-	}
-	ju := int64(4)
-	if mr == 1 {
-		ju = 8
-	}
+	mr, ju := decodeTile(k.bucket(), 4, 8)
 	return k.knobs().Choose(s, map[string]int64{"mr": mr, "ju": ju})
 }
 

@@ -18,18 +18,7 @@ import (
 	"llmir/search"
 	"llmir/target"
 	"llmir/target/cpu"
-	"llmir/target/cpu/cputest"
 )
-
-func fusedTarget(t *testing.T) *cpu.Target {
-	t.Helper()
-	cputest.Need(t, "gcc")
-	tg, err := cpu.New(context.Background(), cpu.Options{CacheDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tg
-}
 
 // TestFusedConformance runs every fused kernel through the conformance
 // suite at odd shapes (runtime M below its bucket, N and K not multiples of
@@ -38,7 +27,7 @@ func fusedTarget(t *testing.T) *cpu.Target {
 // threads: the default schedule and one random draw each, so the whole test
 // stays at 16 builds.
 func TestFusedConformance(t *testing.T) {
-	tg := fusedTarget(t)
+	tg := kerneltest.CPU(t)
 	ks := []kernels.Kernel{
 		kernels.LinearAdd{Linear: kernels.Linear{M: 5, N: 17, K: 48, MBucket: 8}},
 		kernels.LinearAdd{Linear: kernels.Linear{M: 19, N: 37, K: 29, MBucket: 32}},
@@ -197,17 +186,9 @@ func TestFusedRejectsBadWorkloads(t *testing.T) {
 // kernel: against a reference with the other pairing style, the (correct)
 // kernel must come back wrong_result.
 func TestFusedCheckFailsWrongRope(t *testing.T) {
-	tg := fusedTarget(t)
+	tg := kerneltest.CPU(t)
 	k := kernels.RopeAppendKV{Tokens: 2, K: 16, KVHeads: 1, HeadDim: 8, BlockSize: 4, Config: ref.RopeConfig{Theta: 10000, Style: ref.Neox}}
-	cases, err := kerneltest.Check(context.Background(), tg, search.CPUHardware(tg.CPU(), 1), gptjReference{k}, kerneltest.Options{Draws: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range cases {
-		if c.Measurement.Status != target.StatusWrongResult {
-			t.Errorf("%s against a gptj reference: %s, want wrong_result", c.Name, c.Measurement.Status)
-		}
-	}
+	kerneltest.Expect(t, tg, search.CPUHardware(tg.CPU(), 1), gptjReference{k}, target.StatusWrongResult)
 }
 
 // gptjReference is the neox kernel checked against the gptj reference.
@@ -233,12 +214,8 @@ var (
 //
 //	go test ./kernels -run '^$' -bench BenchmarkFused -benchtime 1x -args -fused.llama -fused.threads 1
 func BenchmarkFused(b *testing.B) {
-	cputest.Need(b, "gcc")
+	tg := kerneltest.CPU(b)
 	ctx := context.Background()
-	tg, err := cpu.New(ctx, cpu.Options{CacheDir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
 	threads := max(*fusedThreads, 1)
 	hw := search.CPUHardware(tg.CPU(), threads)
 	// llama-tiny: hidden 256, intermediate 688, 2 KV heads of 32;

@@ -375,6 +375,33 @@ func rowCombine(name string, unroll int64, op func(a, b string) string) string {
 
 func cPlus(a, b string) string { return "(" + a + " + " + b + ")" }
 
+// normEmitC writes the kernel RMSNorm and LayerNorm share around their row
+// body: the prelude for the vec knob, the entry, x (bufs[0]), the
+// per-column vectors (bufs[1…], const, named as given), out, the parallel
+// row loop and the row's xr and o; row writes the body of one row.
+func normEmitC(s *schedule.Schedule, hw Hardware, name string, dt schedule.DType, entry string, n int64, vectors []string, row func(w *cSrc, vec, un, n int64)) (string, error) {
+	kv, err := rowKnobs(hw).Read(s)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", name, err)
+	}
+	var w cSrc
+	rowPrelude(&w, kv["vec"], dt)
+	w.open("int %s(void *const *bufs, const int64_t *dims)", entry)
+	w.line("const llmir_t *restrict x = (const llmir_t *)bufs[0];")
+	for i, v := range vectors {
+		w.line("const llmir_t *restrict %s = (const llmir_t *)bufs[%d];", v, i+1)
+	}
+	w.line("llmir_t *restrict out = (llmir_t *)bufs[%d];", len(vectors)+1)
+	rowLoop(&w, kv["chunk"])
+	w.line("const llmir_t *restrict xr = x + r * %d;", n)
+	w.line("llmir_t *restrict o = out + r * %d;", n)
+	row(&w, kv["vec"], kv["unroll"], n)
+	w.close()
+	w.line("return 0;")
+	w.close()
+	return w.b.String(), nil
+}
+
 // --- RMSNorm ---
 
 func (k RMSNorm) bucket() int64 { return rowBucketOr(k.Rows, k.RowsBucket) }
@@ -440,23 +467,14 @@ func (k RMSNorm) Default(s *schedule.Schedule, hw Hardware) error {
 // EmitC writes one pass summing squares into unroll vector accumulators
 // and one scaling pass, per row.
 func (k RMSNorm) EmitC(s *schedule.Schedule, hw Hardware, entry string) (string, error) {
-	kv, err := rowKnobs(hw).Read(s)
-	if err != nil {
-		return "", fmt.Errorf("rms_norm: %w", err)
-	}
-	vec, un, n := kv["vec"], kv["unroll"], k.H
-	var w cSrc
-	rowPrelude(&w, vec, k.DType)
-	w.open("int %s(void *const *bufs, const int64_t *dims)", entry)
-	w.line("const llmir_t *restrict x = (const llmir_t *)bufs[0];")
-	w.line("const llmir_t *restrict wt = (const llmir_t *)bufs[1];")
-	w.line("llmir_t *restrict out = (llmir_t *)bufs[2];")
-	rowLoop(&w, kv["chunk"])
-	w.line("const llmir_t *restrict xr = x + r * %d;", n)
-	w.line("llmir_t *restrict o = out + r * %d;", n)
-	rowAccs(&w, "acc", un, "0.0f")
+	return normEmitC(s, hw, "rms_norm", k.DType, entry, k.H, []string{"wt"}, k.emitRow)
+}
+
+// emitRow writes one row: the sum of squares, then the scaled row.
+func (k RMSNorm) emitRow(w *cSrc, vec, un, n int64) {
+	rowAccs(w, "acc", un, "0.0f")
 	w.line("float ss = 0.0f;")
-	rowSweep(&w, n, vec, un,
+	rowSweep(w, n, vec, un,
 		func(i int64, j string) string {
 			return fmt.Sprintf("{ llmir_v v = llmir_vld(xr + %s); acc%d += v * v; }", j, i)
 		},
@@ -464,17 +482,13 @@ func (k RMSNorm) EmitC(s *schedule.Schedule, hw Hardware, entry string) (string,
 	w.line("ss += llmir_vsum(%s);", rowCombine("acc", un, cPlus))
 	w.line("const float inv = llmir_rsqrt(ss * %s + %s);", cF32(1/float64(n)), cF32(k.Eps))
 	w.line("const llmir_v vinv = llmir_splat(inv);")
-	rowSweep(&w, n, vec, un,
+	rowSweep(w, n, vec, un,
 		func(_ int64, j string) string {
 			return fmt.Sprintf("llmir_vst(o + %s, llmir_vld(xr + %s) * vinv * llmir_vld(wt + %s));", j, j, j)
 		},
 		func(j string) string {
 			return fmt.Sprintf("o[%s] = llmir_st(llmir_ld(xr[%s]) * inv * llmir_ld(wt[%s]));", j, j, j)
 		})
-	w.close()
-	w.line("return 0;")
-	w.close()
-	return w.b.String(), nil
 }
 
 // --- LayerNorm ---
@@ -549,46 +563,33 @@ func (k LayerNorm) Default(s *schedule.Schedule, hw Hardware) error {
 // (two passes: E[x²] − E[x]² cancels catastrophically when |mean| ≫ std)
 // and the affine pass; the row stays in L1 between them.
 func (k LayerNorm) EmitC(s *schedule.Schedule, hw Hardware, entry string) (string, error) {
-	kv, err := rowKnobs(hw).Read(s)
-	if err != nil {
-		return "", fmt.Errorf("layer_norm: %w", err)
-	}
-	vec, un, n := kv["vec"], kv["unroll"], k.H
-	var w cSrc
-	rowPrelude(&w, vec, k.DType)
-	w.open("int %s(void *const *bufs, const int64_t *dims)", entry)
-	w.line("const llmir_t *restrict x = (const llmir_t *)bufs[0];")
-	w.line("const llmir_t *restrict wt = (const llmir_t *)bufs[1];")
-	w.line("const llmir_t *restrict bs = (const llmir_t *)bufs[2];")
-	w.line("llmir_t *restrict out = (llmir_t *)bufs[3];")
-	rowLoop(&w, kv["chunk"])
-	w.line("const llmir_t *restrict xr = x + r * %d;", n)
-	w.line("llmir_t *restrict o = out + r * %d;", n)
-	rowAccs(&w, "sum", un, "0.0f")
+	return normEmitC(s, hw, "layer_norm", k.DType, entry, k.H, []string{"wt", "bs"}, k.emitRow)
+}
+
+// emitRow writes one row: the mean, the variance around it and the affine
+// pass.
+func (k LayerNorm) emitRow(w *cSrc, vec, un, n int64) {
+	rowAccs(w, "sum", un, "0.0f")
 	w.line("float s = 0.0f;")
-	rowSweep(&w, n, vec, un,
+	rowSweep(w, n, vec, un,
 		func(i int64, j string) string { return fmt.Sprintf("sum%d += llmir_vld(xr + %s);", i, j) },
 		func(j string) string { return fmt.Sprintf("s += llmir_ld(xr[%s]);", j) })
 	w.line("const float mean = (s + llmir_vsum(%s)) * %s;", rowCombine("sum", un, cPlus), cF32(1/float64(n)))
 	w.line("const llmir_v vmean = llmir_splat(mean);")
-	rowAccs(&w, "dev", un, "0.0f")
+	rowAccs(w, "dev", un, "0.0f")
 	w.line("float d2 = 0.0f;")
-	rowSweep(&w, n, vec, un,
+	rowSweep(w, n, vec, un,
 		func(i int64, j string) string {
 			return fmt.Sprintf("{ llmir_v d = llmir_vld(xr + %s) - vmean; dev%d += d * d; }", j, i)
 		},
 		func(j string) string { return fmt.Sprintf("{ float d = llmir_ld(xr[%s]) - mean; d2 += d * d; }", j) })
 	w.line("const float inv = llmir_rsqrt((d2 + llmir_vsum(%s)) * %s + %s);", rowCombine("dev", un, cPlus), cF32(1/float64(n)), cF32(k.Eps))
 	w.line("const llmir_v vinv = llmir_splat(inv);")
-	rowSweep(&w, n, vec, un,
+	rowSweep(w, n, vec, un,
 		func(_ int64, j string) string {
 			return fmt.Sprintf("llmir_vst(o + %s, (llmir_vld(xr + %s) - vmean) * vinv * llmir_vld(wt + %s) + llmir_vld(bs + %s));", j, j, j, j)
 		},
 		func(j string) string {
 			return fmt.Sprintf("o[%s] = llmir_st((llmir_ld(xr[%s]) - mean) * inv * llmir_ld(wt[%s]) + llmir_ld(bs[%s]));", j, j, j, j)
 		})
-	w.close()
-	w.line("return 0;")
-	w.close()
-	return w.b.String(), nil
 }

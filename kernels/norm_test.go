@@ -1,7 +1,6 @@
 package kernels_test
 
 import (
-	"context"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -15,30 +14,17 @@ import (
 	"llmir/kernels/ref"
 	"llmir/schedule"
 	"llmir/search"
-	"llmir/target/cpu"
-	"llmir/target/cpu/cputest"
 )
 
 // The helpers here are shared by the tests of the element-wise, norm,
 // rope, embedding, softmax and argmax kernels.
-
-// rowTarget is a CPU target with its build cache in the test's temp dir.
-func rowTarget(t *testing.T) *cpu.Target {
-	t.Helper()
-	cputest.Need(t, "gcc")
-	tg, err := cpu.New(context.Background(), cpu.Options{CacheDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tg
-}
 
 // runConformance runs every kernel through kerneltest with the default and
 // draws random schedules, alternating one and two threads (parallel code
 // paths differ).
 func runConformance(t *testing.T, draws int, ks ...kernels.Kernel) {
 	t.Helper()
-	tg := rowTarget(t)
+	tg := kerneltest.CPU(t)
 	for i, k := range ks {
 		threads := 1 + i%2
 		t.Run(k.Name(), func(t *testing.T) {

@@ -180,19 +180,9 @@ func attrFloat(attrs map[string]string, name string) (float64, error) {
 	return v, nil
 }
 
-func (k PagedAttention) bucket() int64 {
-	if k.BatchBucket > 0 {
-		return k.BatchBucket
-	}
-	return k.Batch
-}
+func (k PagedAttention) bucket() int64 { return bucketOr(k.BatchBucket, k.Batch) }
 
-func (k PagedAttention) numBlocks() int64 {
-	if k.NumBlocks > 0 {
-		return k.NumBlocks
-	}
-	return k.Batch * k.MaxBlocks
-}
+func (k PagedAttention) numBlocks() int64 { return bucketOr(k.NumBlocks, k.Batch*k.MaxBlocks) }
 
 func (k PagedAttention) group() int64 { return k.QHeads / max(k.KVHeads, 1) }
 

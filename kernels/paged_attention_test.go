@@ -1,7 +1,6 @@
 package kernels_test
 
 import (
-	"context"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -14,19 +13,7 @@ import (
 	"llmir/kernels/kerneltest"
 	"llmir/schedule"
 	"llmir/search"
-	"llmir/target/cpu"
-	"llmir/target/cpu/cputest"
 )
-
-func pagedTarget(t *testing.T) *cpu.Target {
-	t.Helper()
-	cputest.Need(t, "gcc")
-	tg, err := cpu.New(context.Background(), cpu.Options{CacheDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tg
-}
 
 // pagedTrace is a schedule of k with the given knob values (the rest at
 // their first value), to pin split-KV on or off whatever the draws give.
@@ -52,7 +39,7 @@ func pagedTrace(t *testing.T, k kernels.PagedAttention, hw kernels.Hardware, kno
 // forced off and on in both parallel schedules on top of the default and
 // random draws, at one and two threads.
 func TestPagedAttentionConformance(t *testing.T) {
-	tg := pagedTarget(t)
+	tg := kerneltest.CPU(t)
 	cases := []kernels.PagedAttention{
 		{Batch: 5, QHeads: 4, KVHeads: 4, HeadDim: 64, BlockSize: 8, MaxBlocks: 9},
 		{Batch: 7, BatchBucket: 8, QHeads: 8, KVHeads: 2, HeadDim: 80, BlockSize: 16, MaxBlocks: 40},
@@ -92,17 +79,9 @@ func (b badTable) Reference(in [][]float64) [][]float64 {
 }
 
 func TestPagedAttentionRefusesBadTable(t *testing.T) {
-	tg := pagedTarget(t)
+	tg := kerneltest.CPU(t)
 	k := badTable{kernels.PagedAttention{Batch: 2, QHeads: 2, KVHeads: 1, HeadDim: 16, BlockSize: 4, MaxBlocks: 3}}
-	cases, err := kerneltest.Check(context.Background(), tg, search.CPUHardware(tg.CPU(), 1), k, kerneltest.Options{Draws: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range cases {
-		if c.Measurement.Status != target.StatusRuntimeError {
-			t.Errorf("%s: %s (%s), want runtime_error", c.Name, c.Measurement.Status, c.Measurement.Error)
-		}
-	}
+	kerneltest.Expect(t, tg, search.CPUHardware(tg.CPU(), 1), k, target.StatusRuntimeError)
 }
 
 // TestPagedFromWorkload makes both paged kernels from the decode (and

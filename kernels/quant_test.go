@@ -1,7 +1,6 @@
 package kernels_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -14,18 +13,7 @@ import (
 	"llmir/search"
 	"llmir/target"
 	"llmir/target/cpu"
-	"llmir/target/cpu/cputest"
 )
-
-func newQuantTarget(t *testing.T) *cpu.Target {
-	t.Helper()
-	cputest.Need(t, "gcc")
-	tg, err := cpu.New(context.Background(), cpu.Options{CacheDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tg
-}
 
 // TestQuantLinearConformance runs the quantized linear layer through the
 // conformance suite (one target, so the harness is built once): int8
@@ -35,7 +23,7 @@ func newQuantTarget(t *testing.T) *cpu.Target {
 // that starts mid-byte, threads alternating 1 and 2; then a Llama-3-8B
 // shape, every int4 unpack variant, and a wrong reference that must fail.
 func TestQuantLinearConformance(t *testing.T) {
-	tg := newQuantTarget(t)
+	tg := kerneltest.CPU(t)
 	t.Run("llama-3-8b", func(t *testing.T) { testQuantLinearLlamaDecode(t, tg) })
 	t.Run("unpack-variants", func(t *testing.T) { testQuantLinearUnpackVariants(t, tg) })
 	t.Run("wrong-reference", func(t *testing.T) { testQuantLinearCheckFailsWrongReference(t, tg) })
@@ -109,15 +97,7 @@ func testQuantLinearUnpackVariants(t *testing.T, tg *cpu.Target) {
 // disagrees with every correct schedule.
 func testQuantLinearCheckFailsWrongReference(t *testing.T, tg *cpu.Target) {
 	q := kernels.QuantLinear{M: 1, N: 9, K: 64, Bits: 4, Group: 32}
-	cases, err := kerneltest.Check(context.Background(), tg, search.CPUHardware(tg.CPU(), 1), nibbleSwapped{q}, kerneltest.Options{Draws: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range cases {
-		if c.Measurement.Status != target.StatusWrongResult {
-			t.Errorf("%s against nibble-swapped weights: %s, want wrong_result", c.Name, c.Measurement.Status)
-		}
-	}
+	kerneltest.Expect(t, tg, search.CPUHardware(tg.CPU(), 1), nibbleSwapped{q}, target.StatusWrongResult)
 }
 
 // nibbleSwapped reads the packed bytes high nibble first: a kernel that

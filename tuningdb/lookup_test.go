@@ -180,7 +180,7 @@ func TestOpenStack(t *testing.T) {
 	if s.User == nil || s.Precompiled != nil || len(s.Layers) != 1 {
 		t.Errorf("user database only: %+v", s.Layers)
 	}
-	if v, err := s.MaxCodegenVersion(ctx); err != nil || v != 4 {
+	if v, err := s.MaxCodegenVersion(ctx, ""); err != nil || v != 4 {
 		t.Errorf("MaxCodegenVersion = %d, %v; want 4", v, err)
 	}
 	if err := s.User.PutDevice(ctx, testDevice("b", KindCPU, "x")); !errors.Is(err, ErrReadOnly) {

@@ -93,11 +93,12 @@ func (s *Stack) Close() error {
 	return errors.Join(errs...)
 }
 
-// MaxCodegenVersion is the newest codegen version recorded in any layer.
-func (l Layered) MaxCodegenVersion(ctx context.Context) (int, error) {
+// MaxCodegenVersion is the newest codegen version recorded in any layer for
+// devices of the given kind ("" any).
+func (l Layered) MaxCodegenVersion(ctx context.Context, kind Kind) (int, error) {
 	v := 0
 	for _, layer := range l.Layers {
-		lv, err := layer.DB.MaxCodegenVersion(ctx)
+		lv, err := layer.DB.MaxCodegenVersion(ctx, kind)
 		if err != nil {
 			return 0, fmt.Errorf("%s database: %w", layer.Name, err)
 		}

@@ -356,11 +356,30 @@ func (db *DB) Workload(ctx context.Context, key string) (Workload, error) {
 	return w, nil
 }
 
-// MaxCodegenVersion is the newest codegen version with a record, 0 if none.
-func (db *DB) MaxCodegenVersion(ctx context.Context) (int, error) {
+// MaxCodegenVersion is the newest codegen version with a record of a device
+// of the given kind ("cpu", "cuda"; "" any), 0 if none. Each target numbers
+// its codegen versions on its own, so a CUDA record's version says nothing
+// about CPU records.
+func (db *DB) MaxCodegenVersion(ctx context.Context, kind Kind) (int, error) {
 	var v sql.NullInt64
-	if err := db.sql.QueryRowContext(ctx, `SELECT max(codegen_version) FROM records`).Scan(&v); err != nil {
+	err := db.sql.QueryRowContext(ctx, `SELECT max(r.codegen_version) FROM records r JOIN devices d ON d.id = r.device_id
+		WHERE ? = '' OR d.kind = ?`, kind, kind).Scan(&v)
+	if err != nil {
 		return 0, classify(err)
 	}
 	return int(v.Int64), nil
+}
+
+// DeviceKind is the kind of the device with this hash, "" when the database
+// does not know it.
+func (db *DB) DeviceKind(ctx context.Context, hash string) (Kind, error) {
+	var kind Kind
+	err := db.sql.QueryRowContext(ctx, `SELECT kind FROM devices WHERE hash = ?`, hash).Scan(&kind)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", classify(err)
+	}
+	return kind, nil
 }

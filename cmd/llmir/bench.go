@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -216,20 +217,18 @@ func runBenchSuite(cmd *cobra.Command, args []string) error {
 		return fmt.Errorf("--min-time %v: want ≥ 0", minTime)
 	case warmup < 0:
 		return fmt.Errorf("--warmup %v: want ≥ 0", warmup)
-	case maxMiB < 1:
-		return fmt.Errorf("--max-buffer-mib %d: want ≥ 1", maxMiB)
-	case trials < 1:
-		return fmt.Errorf("--trials %d: want ≥ 1", trials)
-	case kvMiB < 0:
-		return fmt.Errorf("--kv-mib %d: want ≥ 0", kvMiB)
-	case layerBatch < 1:
-		return fmt.Errorf("--layer-batch %d: want ≥ 1", layerBatch)
-	case layerContext < 1:
-		return fmt.Errorf("--layer-context %d: want ≥ 1", layerContext)
-	case tuneTrials < 1:
-		return fmt.Errorf("--tune-trials %d: want ≥ 1", tuneTrials)
-	case searchSeeds < 1:
-		return fmt.Errorf("--search-seeds %d: want ≥ 1", searchSeeds)
+	}
+	for _, c := range []struct {
+		flag   string
+		v, min int64
+	}{
+		{"--max-buffer-mib", maxMiB, 1}, {"--trials", int64(trials), 1}, {"--kv-mib", kvMiB, 0},
+		{"--layer-batch", layerBatch, 1}, {"--layer-context", layerContext, 1},
+		{"--tune-trials", int64(tuneTrials), 1}, {"--search-seeds", int64(searchSeeds), 1},
+	} {
+		if c.v < c.min {
+			return fmt.Errorf("%s %d: want ≥ %d", c.flag, c.v, c.min)
+		}
 	}
 	o.MaxBufferBytes = maxMiB << 20
 	if err := pol.Check(); err != nil {
@@ -264,14 +263,9 @@ func runBenchSuite(cmd *cobra.Command, args []string) error {
 	if resPath == "" {
 		return errors.New("--results: empty database path")
 	}
-	if dir := filepath.Dir(resPath); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("--results %s: %w", resPath, err)
-		}
-	}
-	rdb, err := tuningdb.Open(ctx, resPath, tuningdb.Options{LLMIRVersion: buildinfo.Version()})
+	rdb, err := createDB(ctx, "--results", resPath)
 	if err != nil {
-		return fmt.Errorf("--results %s: %w", resPath, err)
+		return err
 	}
 	defer rdb.Close()
 	// Best-known schedules: the user's tuning database (if it exists)
@@ -379,22 +373,14 @@ func runBenchLinear(cmd *cobra.Command, args []string) error {
 	}
 
 	ctx := cmd.Context()
-	tg, err := cpu.New(ctx, cpu.Options{})
-	if err != nil {
-		return err
-	}
-	if threads > tg.CPU().Cores {
-		fmt.Fprintf(cmd.ErrOrStderr(), "warning: --threads %d exceeds the %d cores; no roofline at that count\n", threads, tg.CPU().Cores)
-	}
-	roof, err := tg.Roofline(ctx)
-	if err != nil {
-		return err
-	}
-	db, err := openUserDB(cmd, false)
+	tg, roof, db, err := openCPUTuning(cmd)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	if threads > tg.CPU().Cores {
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: --threads %d exceeds the %d cores; no roofline at that count\n", threads, tg.CPU().Cores)
+	}
 
 	run := target.RunOptions{Budget: minTime}
 	opts := bench.LinearOptions{
@@ -428,6 +414,19 @@ func runBenchLinear(cmd *cobra.Command, args []string) error {
 		}
 	}
 	return err
+}
+
+// createDB opens the database at path, creating it and its folder when
+// missing; errors name the flag that gave the path.
+func createDB(ctx context.Context, flag, path string) (*tuningdb.DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("%s %s: %w", flag, path, err)
+	}
+	db, err := tuningdb.Open(ctx, path, tuningdb.Options{LLMIRVersion: buildinfo.Version()})
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", flag, path, err)
+	}
+	return db, nil
 }
 
 // isTerminal reports whether f is a terminal (the progress bar is drawn

@@ -12,13 +12,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"llmir/internal/buildinfo"
 	"llmir/search"
 	"llmir/target"
 	"llmir/target/cuda"
 	"llmir/target/cuda/cudabench"
 	cudakernels "llmir/target/cuda/kernels"
-	"llmir/tuningdb"
 )
 
 // newCudaCmd is the GPU work: inspect the device, print generated CUDA,
@@ -330,12 +328,9 @@ pipeline) at M = 512…4096 for the same four N×K, against cuBLAS.`,
 			}
 			dbPath, _ := cmd.Flags().GetString("db")
 			if dbPath != "" {
-				if err := os.MkdirAll(filepath.Dir(dbPath), 0o755); err != nil {
-					return fmt.Errorf("--db %s: %w", dbPath, err)
-				}
-				db, err := tuningdb.Open(cmd.Context(), dbPath, tuningdb.Options{LLMIRVersion: buildinfo.Version()})
+				db, err := createDB(cmd.Context(), "--db", dbPath)
 				if err != nil {
-					return fmt.Errorf("--db %s: %w", dbPath, err)
+					return err
 				}
 				defer db.Close()
 				o.DB = db

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -68,6 +69,20 @@ func openSelected(cmd *cobra.Command, readOnly bool) (*tuningdb.DB, error) {
 	return openUserDB(cmd, readOnly)
 }
 
+// readSelected opens the database openSelected picks, read-only, and
+// returns what read gets from it and its path ("" for the precompiled
+// one); the database is closed before it returns.
+func readSelected[T any](cmd *cobra.Command, read func(*tuningdb.DB, context.Context) (T, error)) (T, string, error) {
+	db, err := openSelected(cmd, true)
+	if err != nil {
+		var zero T
+		return zero, "", err
+	}
+	defer db.Close()
+	v, err := read(db, cmd.Context())
+	return v, db.Path(), err
+}
+
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -83,12 +98,7 @@ func newDBStatsCmd() *cobra.Command {
   llmir db stats --precompiled   # the database built into this binary`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			db, err := openSelected(cmd, true)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			st, err := db.Stats(cmd.Context())
+			st, _, err := readSelected(cmd, (*tuningdb.DB).Stats)
 			if err != nil {
 				return err
 			}
@@ -192,7 +202,17 @@ and which level answered, and exits non-zero when nothing does.`,
 				fmt.Fprintf(cmd.ErrOrStderr(), "note: tuning database %s does not exist; looking in the precompiled database only\n", path)
 			}
 			if q.CodegenVersion == 0 {
-				if q.CodegenVersion, err = stack.MaxCodegenVersion(ctx); err != nil {
+				// Versions are per target: take the newest of the device's kind.
+				kind := q.Kind
+				for _, layer := range stack.Layers {
+					if kind != "" || q.DeviceHash == "" {
+						break
+					}
+					if kind, err = layer.DB.DeviceKind(ctx, q.DeviceHash); err != nil {
+						return fmt.Errorf("lookup: %w", err)
+					}
+				}
+				if q.CodegenVersion, err = stack.MaxCodegenVersion(ctx, kind); err != nil {
 					return fmt.Errorf("lookup: %w", err)
 				}
 			}
@@ -300,6 +320,26 @@ fastest records per workload and device: what lookups need.`,
 	return cmd
 }
 
+// addEach opens --db for writing, adds every source of args to it with
+// add, in order, stopping at the first error, and reports what each added
+// (printImports with verb).
+func addEach(cmd *cobra.Command, verb string, args []string, add func(db *tuningdb.DB, src string) (tuningdb.ImportResult, error)) error {
+	db, err := openUserDB(cmd, false)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var results []tuningdb.ImportResult
+	for _, src := range args {
+		res, err := add(db, src)
+		if err != nil {
+			return err
+		}
+		results = append(results, res)
+	}
+	return printImports(cmd, verb, args, results)
+}
+
 // printImports reports what import or merge added, as JSON with --json.
 func printImports(cmd *cobra.Command, verb string, srcs []string, results []tuningdb.ImportResult) error {
 	if asJSON, _ := cmd.Flags().GetBool("json"); asJSON {
@@ -327,20 +367,9 @@ imports nothing from that file. "-" reads standard input.`,
   gunzip -c all.jsonl.gz | llmir db import -`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			db, err := openUserDB(cmd, false)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			var results []tuningdb.ImportResult
-			for _, src := range args {
-				res, err := importFile(cmd, db, src)
-				if err != nil {
-					return err
-				}
-				results = append(results, res)
-			}
-			return printImports(cmd, "imported", args, results)
+			return addEach(cmd, "imported", args, func(db *tuningdb.DB, src string) (tuningdb.ImportResult, error) {
+				return importFile(cmd, db, src)
+			})
 		},
 	}
 	cmd.Flags().Bool("json", false, "print JSON")
@@ -375,29 +404,17 @@ are opened read-only and never changed.`,
   llmir --db team.db db merge alice.db bob.db`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			db, err := openUserDB(cmd, false)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			var results []tuningdb.ImportResult
-			for _, src := range args {
+			return addEach(cmd, "merged", args, func(db *tuningdb.DB, src string) (tuningdb.ImportResult, error) {
 				other, err := tuningdb.Open(cmd.Context(), src, tuningdb.Options{ReadOnly: true})
 				if err != nil {
-					return err
+					return tuningdb.ImportResult{}, err
 				}
+				defer other.Close()
 				if same(other.Path(), db.Path()) {
-					other.Close()
-					return fmt.Errorf("merge %s: that is the --db database itself", src)
+					return tuningdb.ImportResult{}, fmt.Errorf("merge %s: that is the --db database itself", src)
 				}
-				res, err := db.Merge(cmd.Context(), other)
-				other.Close()
-				if err != nil {
-					return err
-				}
-				results = append(results, res)
-			}
-			return printImports(cmd, "merged", args, results)
+				return db.Merge(cmd.Context(), other)
+			})
 		},
 	}
 	cmd.Flags().Bool("json", false, "print JSON")
@@ -423,16 +440,10 @@ median, min and IQR. It changes nothing and exits non-zero on any problem.`,
   llmir db verify --precompiled`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			db, err := openSelected(cmd, true)
+			rep, name, err := readSelected(cmd, (*tuningdb.DB).Verify)
 			if err != nil {
 				return err
 			}
-			defer db.Close()
-			rep, err := db.Verify(cmd.Context())
-			if err != nil {
-				return err
-			}
-			name := db.Path()
 			if name == "" {
 				name = "precompiled database"
 			}

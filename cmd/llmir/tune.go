@@ -19,6 +19,7 @@ import (
 	"llmir/search"
 	"llmir/target"
 	"llmir/target/cpu"
+	"llmir/tuningdb"
 )
 
 // newTuneCmd builds `llmir tune`: tune every kernel workload of a model.
@@ -162,15 +163,7 @@ func runTune(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	ctx := cmd.Context()
-	tg, err := cpu.New(ctx, cpu.Options{})
-	if err != nil {
-		return err
-	}
-	roof, err := tg.Roofline(ctx)
-	if err != nil {
-		return err
-	}
-	db, err := openUserDB(cmd, false)
+	tg, roof, db, err := openCPUTuning(cmd)
 	if err != nil {
 		return err
 	}
@@ -211,6 +204,25 @@ func runTune(cmd *cobra.Command, args []string) error {
 	}
 	printTune(cmd.OutOrStdout(), name, res)
 	return err
+}
+
+// openCPUTuning opens what tuning and benchmarking on the CPU need: the
+// target, its roofline (probed on first use per device, then cached) and
+// the tuning database of --db, which the caller closes.
+func openCPUTuning(cmd *cobra.Command) (*cpu.Target, *cpu.Roofline, *tuningdb.DB, error) {
+	tg, err := cpu.New(cmd.Context(), cpu.Options{})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	roof, err := tg.Roofline(cmd.Context())
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	db, err := openUserDB(cmd, false)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return tg, roof, db, nil
 }
 
 // printTune prints the per-task table and the model's estimates.

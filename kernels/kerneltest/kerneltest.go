@@ -11,6 +11,11 @@
 // helpers the tuner and the benchmarks use, so the suite checks exactly
 // what gets tuned. Only correctness matters here, so Options shrink the
 // timing protocol to a single timed call.
+//
+// CPU (the gcc-built target every kernel test runs on, with a private
+// build cache) and Expect (the negative tests: a wrong reference or bad
+// inputs must come back with a given failure status) are what the kernel
+// packages' tests share, so that each does not grow its own copy.
 package kerneltest
 
 import (
@@ -75,6 +80,25 @@ func Run(t testing.TB, tg target.Target, hw kernels.Hardware, k kernels.Kernel, 
 		// The runner already held the outputs to their dtype's tolerance.
 		if m.Status != target.StatusOK {
 			t.Errorf("%s, %s (threads %d): %s: %s", k.Name(), c.Name, hw.Threads, m.Status, m.Error)
+		}
+	}
+	return cases
+}
+
+// Expect checks k like Run with Options{Draws: 1} (the default schedule
+// and one draw) and fails t for every schedule whose status is not want:
+// the negative tests that show the suite can fail, with a reference that
+// must disagree (StatusWrongResult) or inputs the kernel must refuse
+// (StatusRuntimeError). It returns the cases.
+func Expect(t testing.TB, tg target.Target, hw kernels.Hardware, k kernels.Kernel, want target.Status) []Case {
+	t.Helper()
+	cases, err := Check(context.Background(), tg, hw, k, Options{Draws: 1})
+	if err != nil {
+		t.Fatalf("%s: %v", k.Name(), err)
+	}
+	for _, c := range cases {
+		if m := c.Measurement; m.Status != want {
+			t.Errorf("%s, %s: %s (%s), want %s", k.Name(), c.Name, m.Status, m.Error, want)
 		}
 	}
 	return cases

@@ -1,32 +1,19 @@
 package kerneltest_test
 
 import (
-	"context"
-	"llmir/target/cpu/cputest"
 	"testing"
 
 	"llmir/kernels"
 	"llmir/kernels/kerneltest"
 	"llmir/search"
 	"llmir/target"
-	"llmir/target/cpu"
 )
-
-func newTarget(t *testing.T) *cpu.Target {
-	t.Helper()
-	cputest.Need(t, "gcc")
-	tg, err := cpu.New(context.Background(), cpu.Options{CacheDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tg
-}
 
 // TestLinear runs the linear layer through the suite at every conformance
 // shape, single-threaded and with two threads (parallel loops change the
 // generated code), with the default schedule and random draws.
 func TestLinear(t *testing.T) {
-	tg := newTarget(t)
+	tg := kerneltest.CPU(t)
 	for i, l := range kerneltest.LinearShapes() {
 		// Alternate the thread count so both code paths are covered
 		// without doubling the builds.
@@ -49,18 +36,10 @@ func TestLinear(t *testing.T) {
 // reference that is off by one everywhere, every (correct) schedule must
 // come back wrong_result rather than ok.
 func TestCheckReportsBrokenSchedules(t *testing.T) {
-	tg := newTarget(t)
+	tg := kerneltest.CPU(t)
 	l := kernels.Linear{M: 3, N: 33, K: 13}
 	hw := search.CPUHardware(tg.CPU(), 1)
-	cases, err := kerneltest.Check(context.Background(), tg, hw, offByOne{l}, kerneltest.Options{Draws: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range cases {
-		if c.Measurement.Status != target.StatusWrongResult {
-			t.Errorf("%s against a wrong reference: %s, want wrong_result", c.Name, c.Measurement.Status)
-		}
-	}
+	kerneltest.Expect(t, tg, hw, offByOne{l}, target.StatusWrongResult)
 }
 
 // offByOne is the linear layer with a reference that adds 1 to every

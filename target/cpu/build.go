@@ -1,10 +1,7 @@
 package cpu
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -19,11 +16,8 @@ import (
 	"github.com/sourcegraph/conc/pool"
 
 	"llmir/target"
+	"llmir/target/internal/harness"
 )
-
-// maxDiagnostics bounds the gcc output kept per failed candidate: a
-// generated file can produce megabytes of cascading errors.
-const maxDiagnostics = 16 << 10
 
 // buildTimeout bounds one gcc run; a pathological unroll can make gcc run
 // for minutes, which is a failure of that candidate, not of the batch.
@@ -43,14 +37,7 @@ type Builder struct {
 
 // Key is the content address of a candidate's object.
 func (b *Builder) Key(c target.Candidate) string {
-	h := sha256.New()
-	for _, part := range [][]string{{b.Version}, b.Flags, c.CFlags, {"--ld--"}, c.LDFlags, BaseLDFlags, {c.Source}} {
-		for _, s := range part {
-			h.Write([]byte(s))
-			h.Write([]byte{0})
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil))[:40]
+	return harness.ContentKey([]string{b.Version}, b.Flags, c.CFlags, []string{"--ld--"}, c.LDFlags, BaseLDFlags, []string{c.Source})
 }
 
 // Build compiles every candidate. Compile errors are per candidate
@@ -157,22 +144,8 @@ func (b *Builder) buildOne(ctx context.Context, c target.Candidate) (target.Buil
 	return r, nil
 }
 
-// runGCC runs gcc with a timeout and returns its (bounded) diagnostics.
+// runGCC runs gcc with the build timeout and returns its (bounded)
+// diagnostics.
 func runGCC(ctx context.Context, gcc string, args []string) (string, time.Duration, error) {
-	ctx, cancel := context.WithTimeout(ctx, buildTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, gcc, args...)
-	cmd.WaitDelay = 5 * time.Second
-	var buf bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &buf, &buf
-	start := time.Now()
-	err := cmd.Run()
-	if ctx.Err() == context.DeadlineExceeded && err != nil {
-		err = fmt.Errorf("%w after %v", context.DeadlineExceeded, buildTimeout)
-	}
-	d := buf.String()
-	if len(d) > maxDiagnostics {
-		d = d[:maxDiagnostics] + "\n[… diagnostics truncated]"
-	}
-	return d, time.Since(start), err
+	return harness.RunCompiler(ctx, buildTimeout, gcc, args)
 }

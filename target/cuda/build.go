@@ -1,10 +1,7 @@
 package cuda
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -19,10 +16,8 @@ import (
 	"github.com/sourcegraph/conc/pool"
 
 	"llmir/target"
+	"llmir/target/internal/harness"
 )
-
-// maxDiagnostics bounds the nvcc output kept per failed candidate.
-const maxDiagnostics = 16 << 10
 
 // buildTimeout bounds one nvcc run (a whole batch).
 const buildTimeout = 5 * time.Minute
@@ -103,14 +98,7 @@ func Symbol(i int) string { return fmt.Sprintf("llmir_entry_%d", i) }
 
 // key is the content address of a unit.
 func (b *Builder) key(unit string, cflags, ldflags []string) string {
-	h := sha256.New()
-	for _, part := range [][]string{{b.Version}, b.Flags, cflags, {"--ld--"}, ldflags, {unit}} {
-		for _, s := range part {
-			h.Write([]byte(s))
-			h.Write([]byte{0})
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil))[:40]
+	return harness.ContentKey([]string{b.Version}, b.Flags, cflags, []string{"--ld--"}, ldflags, []string{unit})
 }
 
 // Build compiles every candidate. Candidates with the same flags are
@@ -249,22 +237,8 @@ func (b *Builder) buildBatch(ctx context.Context, batch []target.Candidate) ([]t
 	return res, nil
 }
 
-// runCompiler runs nvcc with a timeout and returns its bounded diagnostics.
+// runCompiler runs nvcc (args[0]) with the build timeout and returns its
+// bounded diagnostics.
 func runCompiler(ctx context.Context, args []string) (string, time.Duration, error) {
-	ctx, cancel := context.WithTimeout(ctx, buildTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-	cmd.WaitDelay = 5 * time.Second
-	var buf bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &buf, &buf
-	start := time.Now()
-	err := cmd.Run()
-	if ctx.Err() == context.DeadlineExceeded && err != nil {
-		err = fmt.Errorf("%w after %v", context.DeadlineExceeded, buildTimeout)
-	}
-	d := buf.String()
-	if len(d) > maxDiagnostics {
-		d = d[:maxDiagnostics] + "\n[… diagnostics truncated]"
-	}
-	return d, time.Since(start), err
+	return harness.RunCompiler(ctx, buildTimeout, args[0], args[1:])
 }

@@ -1,0 +1,238 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"llmir/kernels"
+	"llmir/schedule"
+	"llmir/search"
+	"llmir/target"
+	"llmir/tuningdb"
+)
+
+// tunedKernel is one kernel after its tune: the problem it was tuned on,
+// the tune's result, its best trace replayed on the kernel, and the
+// candidates of the rule-based default and of that best schedule, built
+// for the same hardware.
+type tunedKernel struct {
+	p     *target.Problem
+	tune  *search.Result
+	hw    kernels.Hardware
+	best  *schedule.Schedule
+	def   target.Candidate // ID prefix+"default"
+	tuned target.Candidate // ID prefix+"tuned"
+}
+
+// tuneKernel tunes k at threads within the tuner's budget and makes the
+// default and tuned candidates, their IDs prefixed with prefix. One problem
+// serves the tune and the closing batch, so that its float64 reference
+// (tens of GFLOP at the suites' prefill shapes) is computed once.
+func tuneKernel(ctx context.Context, tuner *search.Tuner, k kernels.Kernel, threads int, prefix string) (*tunedKernel, error) {
+	p, err := search.NewProblem(k, max(tuner.Options.Seed, 1))
+	if err != nil {
+		return nil, err
+	}
+	tr, err := tuner.Tune(ctx, search.Task{Kernel: k, Threads: threads}, p)
+	if err != nil {
+		return nil, err
+	}
+	if tr.Best == nil {
+		return nil, fmt.Errorf("%w after %d trials (%v)", search.ErrNoValidSchedule, len(tr.Measured)+tr.Resumed, tr.Counts)
+	}
+	hw := tuner.Hardware(threads)
+	def, err := search.DefaultSchedule(k, hw)
+	if err != nil {
+		return nil, err
+	}
+	kd, err := k.Def()
+	if err != nil {
+		return nil, err
+	}
+	bt, err := schedule.ParseTrace(tr.Best.Trace)
+	if err != nil {
+		return nil, fmt.Errorf("best trace: %w", err)
+	}
+	best, err := schedule.Replay(kd, bt)
+	if err != nil {
+		return nil, fmt.Errorf("best trace: %w", err)
+	}
+	dc, err := search.NewCandidate(prefix+"default", k, def, hw)
+	if err != nil {
+		return nil, err
+	}
+	tc, err := search.NewCandidate(prefix+"tuned", k, best, hw)
+	if err != nil {
+		return nil, err
+	}
+	return &tunedKernel{p: p, tune: tr, hw: hw, best: best, def: dc, tuned: tc}, nil
+}
+
+// TuneSummary is what a suite's result tells of one kernel's tune and of
+// its closing batch.
+type TuneSummary struct {
+	// The tune: trials measured now, found in the database, failures by
+	// status, its run, its workload key and its best trace.
+	Measured  int                   `json:"measured"`
+	Resumed   int                   `json:"resumed"`
+	Counts    map[target.Status]int `json:"counts"`
+	RunID     int64                 `json:"run_id"`
+	Workload  string                `json:"workload"`
+	BestTrace json.RawMessage       `json:"best_trace"`
+	// The closing batch in full: both passes' samples pooled (a failed
+	// candidate's measurement says why).
+	Default target.Measurement `json:"default"`
+	Tuned   target.Measurement `json:"tuned"`
+}
+
+// summarize is the tune's summary with the closing batch's default and
+// tuned measurements.
+func (t *tunedKernel) summarize(def, tuned target.Measurement) TuneSummary {
+	tr := t.tune
+	return TuneSummary{Measured: len(tr.Measured), Resumed: tr.Resumed, Counts: tr.Counts, RunID: tr.RunID,
+		Workload: tr.Workload.Key, BestTrace: tr.Best.Trace, Default: def, Tuned: tuned}
+}
+
+// comparison is a tuned kernel measured in its closing batch.
+type comparison struct {
+	*tunedKernel
+	// summary has the default and tuned measurements, both passes
+	// pooled; ms holds every candidate of the batch (each pass apart), for
+	// the extra ones.
+	summary TuneSummary
+	ms      map[string]target.Measurement
+}
+
+// tuneAndCompare tunes k (tuneKernel), then measures its default and tuned
+// schedules and the extra candidates (baselines) in one mirrored batch on
+// the tuner's target with the final protocol.
+func tuneAndCompare(ctx context.Context, tuner *search.Tuner, k kernels.Kernel, threads int, final target.RunOptions, extra ...target.Candidate) (*comparison, error) {
+	t, err := tuneKernel(ctx, tuner, k, threads, "")
+	if err != nil {
+		return nil, err
+	}
+	ms, err := measureMirrored(ctx, tuner.Target, t.p, append([]target.Candidate{t.def, t.tuned}, extra...), final)
+	if err != nil {
+		return nil, err
+	}
+	return &comparison{tunedKernel: t, summary: t.summarize(merged(ms, t.def.ID), merged(ms, t.tuned.ID)), ms: ms}, nil
+}
+
+// measureMirrored measures the candidates in one batch, twice in mirrored
+// order (A B C C' B' A', the second copies' IDs ending in "/2"): a machine
+// whose speed drifts during the batch (other work, clocks) favours no
+// candidate. The second copies hit the build cache; merged pools the two
+// passes of an ID.
+func measureMirrored(ctx context.Context, tg target.Target, p *target.Problem, first []target.Candidate, run target.RunOptions) (map[string]target.Measurement, error) {
+	batch := slices.Clone(first)
+	for i := len(first) - 1; i >= 0; i-- {
+		c := first[i]
+		c.ID += "/2"
+		batch = append(batch, c)
+	}
+	return target.Measure(ctx, tg, p, batch, run)
+}
+
+// scheduleFor is a schedule and the hardware its candidate is built for.
+type scheduleFor struct {
+	s  *schedule.Schedule
+	hw kernels.Hardware
+}
+
+// knownComparison is a kernel's default and best-known schedules measured
+// in one batch.
+type knownComparison struct {
+	// defaultM and bestM pool both passes; bestM is defaultM when the best
+	// schedule's trace is the default's (it was measured once).
+	defaultM, bestM target.Measurement
+	bestKey         json.RawMessage // the best schedule's trace key
+	ms              map[string]target.Measurement
+}
+
+// compareKnown measures k's default schedule and a best-known one (under
+// the candidate ID bestID, left out when its trace is the default's) with
+// the extra candidates in one mirrored batch. The suites that measure
+// schedules from the database, not from a tune of their own, share it.
+func compareKnown(ctx context.Context, tg target.Target, p *target.Problem, k kernels.Kernel, def, best scheduleFor, bestID string, run target.RunOptions, extra ...target.Candidate) (*knownComparison, error) {
+	defKey, err := search.TraceKey(def.s)
+	if err != nil {
+		return nil, err
+	}
+	bestKey, err := search.TraceKey(best.s)
+	if err != nil {
+		return nil, err
+	}
+	dc, err := search.NewCandidate("default", k, def.s, def.hw)
+	if err != nil {
+		return nil, err
+	}
+	first := []target.Candidate{dc}
+	same := string(defKey) == string(bestKey)
+	if !same {
+		bc, err := search.NewCandidate(bestID, k, best.s, best.hw)
+		if err != nil {
+			return nil, err
+		}
+		first = append(first, bc)
+	}
+	ms, err := measureMirrored(ctx, tg, p, append(first, extra...), run)
+	if err != nil {
+		return nil, err
+	}
+	c := &knownComparison{defaultM: merged(ms, "default"), bestKey: bestKey, ms: ms}
+	c.bestM = c.defaultM
+	if !same {
+		c.bestM = merged(ms, bestID)
+	}
+	return c, nil
+}
+
+// merged is the measurement of id's two passes with their samples pooled
+// (the first failure when either failed).
+func merged(ms map[string]target.Measurement, id string) target.Measurement {
+	a, b := ms[id], ms[id+"/2"]
+	if !a.OK() {
+		return a
+	}
+	if !b.OK() {
+		return b
+	}
+	a.SetSamples(append(append([]float64(nil), a.Samples...), b.Samples...))
+	return a
+}
+
+func okMedian(m target.Measurement) float64 {
+	if !m.OK() {
+		return 0
+	}
+	return m.Median
+}
+
+// ratio is a / b, 0 when either is not positive (a failed measurement).
+func ratio(a, b float64) float64 {
+	if a <= 0 || b <= 0 {
+		return 0
+	}
+	return a / b
+}
+
+// rowMaker makes the bench_results rows of one benchmark of a suite that
+// stores them itself.
+type rowMaker struct{ suite, name, device string }
+
+func (m rowMaker) value(metric string, v float64, unit string, better tuningdb.Better) tuningdb.BenchResult {
+	return tuningdb.BenchResult{Suite: m.suite, Name: m.name, DeviceHash: m.device, Metric: metric, Value: v, Unit: unit, Better: better}
+}
+
+// timed is a time row: the median with all its samples (lower is better);
+// a failed measurement's row is 0, which the regression rule reads as a
+// failure.
+func (m rowMaker) timed(metric string, meas target.Measurement) tuningdb.BenchResult {
+	b := m.value(metric, okMedian(meas), "s", tuningdb.BetterLower)
+	if meas.OK() {
+		b.Samples = meas.Samples
+	}
+	return b
+}
