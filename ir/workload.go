@@ -131,25 +131,13 @@ type Task struct {
 
 // Tasks lists the distinct workloads of m, in first-occurrence order.
 // dims gives the actual extent of each symbolic dim; missing ones come from
-// each function's llmir.dims attribute. Until fusion exists, one op is one
-// workload.
+// each function's llmir.dims attribute. One op is one workload (Partition
+// and GroupTasks list the fused alternatives).
 func Tasks(m *Module, dims map[string]int64) ([]Task, error) {
 	var tasks []Task
 	index := map[string]int{}
 	for _, f := range m.Funcs {
-		env := map[string]int64{}
-		if a, ok := f.Attrs.Get(DimsAttr); ok {
-			if d, ok := a.(DictAttr); ok {
-				for _, e := range d {
-					if v, ok := e.Value.(IntAttr); ok {
-						env[e.Name] = v.V
-					}
-				}
-			}
-		}
-		for k, v := range dims {
-			env[k] = v
-		}
+		env := funcEnv(f, dims)
 		for _, op := range f.Body {
 			def, ok := LookupOp(op.Name)
 			if !ok || def.Traits&NotAKernel != 0 {
