@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -192,16 +191,10 @@ func pagedOne(ctx context.Context, roof *cpu.Roofline, tuner *search.Tuner, o Pa
 // the tuned GB/s and its fraction of read bandwidth; the whole result
 // rides along on the tuned row.
 func (r *PagedResult) benchResults(device string) []tuningdb.BenchResult {
-	extra, _ := json.Marshal(r)
 	m := rowMaker{AttentionSuite, r.Name(), device}
-	tuned := m.timed("tuned_median_s", r.Tuned)
-	tuned.RooflineFraction, tuned.Extra = r.ReadBWFraction, extra
-	return []tuningdb.BenchResult{
-		tuned,
-		m.timed("default_median_s", r.Default),
+	return m.tunedRows(r, r.TuneSummary, r.ReadBWFraction,
 		m.value("GB/s", r.GBs, "GB/s", tuningdb.BetterHigher),
-		m.value("read_bw_fraction", r.ReadBWFraction, "", tuningdb.BetterHigher),
-	}
+		m.value("read_bw_fraction", r.ReadBWFraction, "", tuningdb.BetterHigher))
 }
 
 // WriteAttentionTable prints results as an aligned table with the goal.

@@ -226,6 +226,19 @@ func (m rowMaker) value(metric string, v float64, unit string, better tuningdb.B
 	return tuningdb.BenchResult{Suite: m.suite, Name: m.name, DeviceHash: m.device, Metric: metric, Value: v, Unit: unit, Better: better}
 }
 
+// tunedRows are a tuned kernel's time rows — the tuned median (with the
+// default as its baseline, the roofline fraction, and the whole result
+// riding along as extra) and the default median — then the rate rows.
+func (m rowMaker) tunedRows(result any, s TuneSummary, roofline float64, rates ...tuningdb.BenchResult) []tuningdb.BenchResult {
+	extra, _ := json.Marshal(result)
+	tuned := m.timed("tuned_median_s", s.Tuned)
+	if d, t := okMedian(s.Default), okMedian(s.Tuned); d > 0 && t > 0 {
+		tuned.Baseline, tuned.BaselineRatio = "default", d/t
+	}
+	tuned.RooflineFraction, tuned.Extra = roofline, extra
+	return append([]tuningdb.BenchResult{tuned, m.timed("default_median_s", s.Default)}, rates...)
+}
+
 // timed is a time row: the median with all its samples (lower is better);
 // a failed measurement's row is 0, which the regression rule reads as a
 // failure.

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -180,17 +179,10 @@ func prefillOne(ctx context.Context, roof *cpu.Roofline, tuner *search.Tuner, o 
 // the tuned GFLOP/s and its fraction of the FMA peak; the whole result
 // rides along on the tuned row.
 func (r *PrefillResult) benchResults(device string) []tuningdb.BenchResult {
-	extra, _ := json.Marshal(r)
 	m := rowMaker{PrefillSuite, r.Name(), device}
-	tuned := m.timed("tuned_median_s", r.Tuned)
-	tuned.Baseline, tuned.BaselineRatio = "default", r.TunedOverDefault
-	tuned.RooflineFraction, tuned.Extra = r.PeakFraction, extra
-	return []tuningdb.BenchResult{
-		tuned,
-		m.timed("default_median_s", r.Default),
+	return m.tunedRows(r, r.TuneSummary, r.PeakFraction,
 		m.value("GFLOP/s", r.GFLOPs, "GFLOP/s", tuningdb.BetterHigher),
-		m.value("peak_fraction", r.PeakFraction, "", tuningdb.BetterHigher),
-	}
+		m.value("peak_fraction", r.PeakFraction, "", tuningdb.BetterHigher))
 }
 
 // WritePrefillTable prints results as an aligned table.

@@ -257,9 +257,7 @@ func TestBenchSuiteNightly(t *testing.T) {
 // TestMakeNightly checks the Makefile's nightly target as make reads it
 // (dry run): the suite into RESULTS, then the dashboard of RESULTS into SITE.
 func TestMakeNightly(t *testing.T) {
-	if _, err := exec.LookPath("make"); err != nil {
-		t.Skip("no make")
-	}
+	cputest.Need(t, "make")
 	out, err := exec.Command("make", "-n", "-C", "../..", "nightly", "RESULTS=/r/n.db", "SITE=/r/site", "NIGHTLY_FLAGS=--fail-on-regression").CombinedOutput()
 	if err != nil {
 		t.Fatalf("make -n nightly: %v\n%s", err, out)

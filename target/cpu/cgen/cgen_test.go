@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"llmir/target/cpu/cputest"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -134,11 +133,7 @@ func TestGoldenC(t *testing.T) {
 // k step is 6 broadcasts and 12 register-to-register vfmadd231ps, as in a
 // hand-written kernel.
 func TestMicrokernelAssembly(t *testing.T) {
-	needGCC(t)
-	cputest.Need(t, "objdump")
-	if cpu, err := os.ReadFile("/proc/cpuinfo"); err != nil || !bytes.Contains(cpu, []byte("avx512f")) {
-		t.Skip("needs an avx512f CPU")
-	}
+	needAVX512Objdump(t)
 	d := linear(t, 48, 128, 64, false)
 	s := newSched(t, d)
 	_, err := schedtest.GEMM(s, "out", schedtest.GEMMTiles{MR: 6, NR: 32, NC: 64, KC: 32})
@@ -177,11 +172,7 @@ func TestMicrokernelAssembly(t *testing.T) {
 // a guarded unroll) and the write-back is a horizontal sum: no zmm is
 // reloaded from the stack between the first and the last FMA.
 func TestGEMVAssembly(t *testing.T) {
-	needGCC(t)
-	cputest.Need(t, "objdump")
-	if cpu, err := os.ReadFile("/proc/cpuinfo"); err != nil || !bytes.Contains(cpu, []byte("avx512f")) {
-		t.Skip("needs an avx512f CPU")
-	}
+	needAVX512Objdump(t)
 	s := newSched(t, linear(t, 4, 256, 512, true))
 	_, err := schedtest.GEMV(s, "out", schedtest.GEMVTiles{JB: 16, KV: 16, MR: 4, JU: 4, Parallel: true})
 	must(t, err)

@@ -1,6 +1,7 @@
 package cgen
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -22,6 +23,18 @@ import (
 var gccFlags = []string{"-O3", "-march=native", "-fopenmp", "-Werror=implicit-function-declaration"}
 
 func needGCC(t testing.TB) { cputest.Need(t, "gcc") }
+
+// needAVX512Objdump is for the tests that read zmm instructions back from
+// the object code: gcc and objdump (a failure in CI), and a CPU whose
+// -march=native has AVX-512 (a property of the machine, not a missing tool).
+func needAVX512Objdump(t testing.TB) {
+	t.Helper()
+	needGCC(t)
+	cputest.Need(t, "objdump")
+	if cpu, err := os.ReadFile("/proc/cpuinfo"); err != nil || !bytes.Contains(cpu, []byte("avx512f")) {
+		t.Skip("needs an avx512f CPU")
+	}
+}
 
 var (
 	driverOnce sync.Once

@@ -1,7 +1,6 @@
 package cgen
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -13,7 +12,6 @@ import (
 
 	"llmir/schedule"
 	"llmir/schedule/schedtest"
-	"llmir/target/cpu/cputest"
 )
 
 // tailCases are register-tiled schedules with and without a tail in the
@@ -149,11 +147,7 @@ func splitVectors(t testing.TB, s *schedule.Schedule) {
 // of an accumulator: some backward jump closes a loop with ≥ 12 such FMAs
 // and no zmm store.
 func TestTailAssembly(t *testing.T) {
-	needGCC(t)
-	cputest.Need(t, "objdump")
-	if cpu, err := os.ReadFile("/proc/cpuinfo"); err != nil || !bytes.Contains(cpu, []byte("avx512f")) {
-		t.Skip("needs an avx512f CPU")
-	}
+	needAVX512Objdump(t)
 	s := newSched(t, linear(t, 24, 688, 64, false))
 	_, err := schedtest.GEMM(s, "out", schedtest.GEMMTiles{MR: 6, NR: 32, NC: 256, KC: 32})
 	must(t, err)
