@@ -84,8 +84,8 @@ precompiled-db: deps-go
 
 # Re-measures the cost model's dataset on this CPU (run on an idle machine).
 costmodel-data: deps-test
-	LLMIR_COSTMODEL_GEN=$(CURDIR)/costmodel/testdata/local2core-linear.jsonl \
-	  $(GO) test ./costmodel -count=1 -run TestGenerateDataset -v -timeout 30m
+	LLMIR_COSTMODEL_GEN=$(CURDIR)/costmodel/testdata/local2core-llama3.jsonl \
+	  nice -n 10 $(GO) test ./costmodel -count=1 -run '^TestGenerateDataset$$' -v -timeout 30m
 
 clean:
 	rm -rf bin

@@ -200,17 +200,17 @@ func (r *PagedResult) benchResults(device string) []tuningdb.BenchResult {
 // WriteAttentionTable prints results as an aligned table with the goal.
 func WriteAttentionTable(w io.Writer, rs []PagedResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "block\tcontext\tbatch\tthreads\tMiB read\tdefault ms\ttuned ms\tdefault GB/s\ttuned GB/s\tread GB/s\t% read BW\ttrials\tgoal\tmet\tknobs (split,par,vec,unroll,heads,pf,tile)\t")
+	fmt.Fprintln(tw, "block\tcontext\tbatch\tthreads\tMiB read\tdefault ms\ttuned ms\tdefault GB/s\ttuned GB/s\tread GB/s\t% read BW\ttrials\tgoal\tmet\tknobs (split,par,vec,unroll,heads,pf,tile,streams)\t")
 	for _, r := range rs {
 		met := "no"
 		if r.GoalMet {
 			met = "yes"
 		}
 		kn := r.Knobs
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%.0f\t%s\t%s\t%.1f\t%.1f\t%.1f\t%.0f%%\t%d+%d\t≥%.0f%%\t%s\t%d,%d,%d,%d,%d,%d,%d\t\n",
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%.0f\t%s\t%s\t%.1f\t%.1f\t%.1f\t%.0f%%\t%d+%d\t≥%.0f%%\t%s\t%d,%d,%d,%d,%d,%d,%d,%d\t\n",
 			r.BlockSize, r.Context, r.Batch, r.Threads, r.Bytes/(1<<20), ms(r.DefaultS), ms(r.TunedS), r.DefaultGBs, r.GBs,
 			r.ReadGBs, 100*r.ReadBWFraction, r.Resumed, r.Measured, 100*PagedGoal, met,
-			kn["split"], kn["parallel"], kn["vec"], kn["unroll"], kn["heads"], kn["prefetch"], kn["tile"])
+			kn["split"], kn["parallel"], kn["vec"], kn["unroll"], kn["heads"], kn["prefetch"], kn["tile"], kn["streams"])
 	}
 	return tw.Flush()
 }

@@ -4,14 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
 	"llmir/costmodel"
-	"llmir/kernels"
-	"llmir/schedule"
+	"llmir/search"
 	"llmir/tuningdb"
 )
 
@@ -44,7 +42,7 @@ type TuningDetail struct {
 	CostModel []CostModelScore `json:"costmodel"`
 	Search    []SearchScore    `json:"search"`
 	// Skipped counts dataset examples that could not be used (a trace
-	// that no longer replays, a workload that is not a linear layer).
+	// that no longer replays, a workload without a kernel).
 	Skipped map[string]int `json:"skipped,omitempty"`
 }
 
@@ -151,7 +149,7 @@ func loadCostModelData(path string) ([]costmodel.Example, int, error) {
 	var out []costmodel.Example
 	skipped := 0
 	for _, e := range raw {
-		f, err := exampleFeatures(e)
+		f, err := search.ExampleFeatures(e)
 		if err != nil {
 			skipped++
 			continue
@@ -163,37 +161,6 @@ func loadCostModelData(path string) ([]costmodel.Example, int, error) {
 		return nil, skipped, fmt.Errorf("dataset %s: none of its %d examples replays", path, len(raw))
 	}
 	return out, skipped, nil
-}
-
-// exampleFeatures replays an example's trace on its linear layer and
-// extracts the features on the device it was measured on.
-func exampleFeatures(e costmodel.Example) ([]float64, error) {
-	var l kernels.Linear
-	if _, err := fmt.Sscanf(e.Workload, "linear/M=%d,N=%d,K=%d/f32", &l.M, &l.N, &l.K); err != nil {
-		return nil, fmt.Errorf("workload %q is not a linear layer", e.Workload)
-	}
-	def, err := l.Def()
-	if err != nil {
-		return nil, err
-	}
-	tr, err := schedule.ParseTrace(e.Trace)
-	if err != nil {
-		return nil, err
-	}
-	s, err := schedule.Replay(def, tr)
-	if err != nil {
-		return nil, err
-	}
-	f, err := costmodel.Features(s.Nest(), e.Device, l.Dims())
-	if err != nil {
-		return nil, err
-	}
-	for _, v := range f {
-		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return nil, fmt.Errorf("non-finite feature")
-		}
-	}
-	return f, nil
 }
 
 // WriteTuningTable prints the cost-model and search rows.

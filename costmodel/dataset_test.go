@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"llmir/target/cpu/cputest"
 	"math"
 	"os"
 	"path/filepath"
@@ -13,16 +12,18 @@ import (
 	"time"
 
 	"llmir/costmodel"
+	"llmir/ir"
+	"llmir/ir/hf"
 	"llmir/kernels"
 	"llmir/schedule"
 	"llmir/search"
 	"llmir/target"
 	"llmir/target/cpu"
+	"llmir/target/cpu/cputest"
 )
 
-// genShapes are small linear layers, two decode (GEMV template) and three
-// prefill (GEMM template) shapes: each measures in milliseconds, so the
-// dataset regenerates in a few minutes on a busy 2-core machine.
+// genShapes are small linear layers (LLMIR_COSTMODEL_SHAPES=default):
+// two decode (GEMV template) and four prefill (GEMM template) shapes.
 var genShapes = []kernels.Linear{
 	{M: 1, N: 512, K: 512},
 	{M: 4, N: 384, K: 768},
@@ -32,112 +33,209 @@ var genShapes = []kernels.Linear{
 	{M: 96, N: 384, K: 384},
 }
 
-// linearOf parses a kernels.Linear name.
-func linearOf(name string) (kernels.Linear, error) {
-	var l kernels.Linear
-	if _, err := fmt.Sscanf(name, "linear/M=%d,N=%d,K=%d/f32", &l.M, &l.N, &l.K); err != nil {
-		return l, fmt.Errorf("workload %q is not a linear layer: %w", name, err)
-	}
-	return l, nil
+// exampleFeatures is the features search scores the example by.
+func exampleFeatures(e costmodel.Example) ([]float64, error) { return search.ExampleFeatures(e) }
+
+// genEnv reads the generator's settings (see TestGenerateDataset).
+type genEnv struct {
+	out      string
+	per      int
+	threads  int
+	shapes   string
+	preset   string
+	dims     map[string]int64
+	maxBytes int64
+	perGroup int
+	budget   time.Duration
 }
 
-// exampleFeatures replays an example's trace on its kernel and extracts
-// the features at the current FeatureVersion on the device it ran on.
-func exampleFeatures(e costmodel.Example) ([]float64, error) {
-	l, err := linearOf(e.Workload)
-	if err != nil {
-		return nil, err
+func readGenEnv(t *testing.T) genEnv {
+	g := genEnv{out: os.Getenv("LLMIR_COSTMODEL_GEN"), per: 40, threads: 2, preset: "llama-3-8b",
+		dims: map[string]int64{"batch": 1, "seq": 16}, maxBytes: 600 << 20, perGroup: 1, budget: 15 * time.Minute,
+		shapes: os.Getenv("LLMIR_COSTMODEL_SHAPES")}
+	ints := []struct {
+		env string
+		dst *int
+	}{{"LLMIR_COSTMODEL_N", &g.per}, {"LLMIR_COSTMODEL_THREADS", &g.threads}, {"LLMIR_COSTMODEL_PER_GROUP", &g.perGroup}}
+	for _, v := range ints {
+		if s := os.Getenv(v.env); s != "" {
+			if _, err := fmt.Sscan(s, v.dst); err != nil || *v.dst < 1 {
+				t.Fatalf("%s=%q: want a positive integer", v.env, s)
+			}
+		}
 	}
-	def, err := l.Def()
-	if err != nil {
-		return nil, err
+	if s := os.Getenv("LLMIR_COSTMODEL_PRESET"); s != "" {
+		g.preset = s
 	}
-	tr, err := schedule.ParseTrace(e.Trace)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", e.Workload, err)
+	if s := os.Getenv("LLMIR_COSTMODEL_DIMS"); s != "" {
+		g.dims = map[string]int64{}
+		for _, kv := range strings.Split(s, ",") {
+			k, v, ok := strings.Cut(kv, "=")
+			var n int64
+			if _, err := fmt.Sscan(v, &n); !ok || err != nil || n < 1 {
+				t.Fatalf("LLMIR_COSTMODEL_DIMS entry %q: want NAME=N", kv)
+			}
+			g.dims[k] = n
+		}
 	}
-	s, err := schedule.Replay(def, tr)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", e.Workload, err)
+	if s := os.Getenv("LLMIR_COSTMODEL_BUDGET"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			t.Fatalf("LLMIR_COSTMODEL_BUDGET=%q: want a duration", s)
+		}
+		g.budget = d
 	}
-	return costmodel.ScheduleFeatures(s, costmodel.Work{FLOPs: l.FLOPs(), Bytes: l.Bytes()}, e.Device, l.Dims())
+	return g
+}
+
+// genKernels are the workloads to measure: the linear shapes of
+// LLMIR_COSTMODEL_SHAPES ("default": genShapes), else the preset model's
+// workloads at the dims — per op group and function, the first
+// perGroup workloads with a kernel whose buffers fit maxBytes — decode
+// and prefill interleaved, so that a budget cut still leaves every op
+// kind.
+func genKernels(t *testing.T, g genEnv) []kernels.Kernel {
+	if g.shapes != "" {
+		shapes := genShapes
+		if g.shapes != "default" {
+			shapes = nil
+			for _, f := range strings.Split(g.shapes, ",") {
+				var l kernels.Linear
+				if _, err := fmt.Sscanf(f, "%dx%dx%d", &l.M, &l.N, &l.K); err != nil {
+					t.Fatalf("LLMIR_COSTMODEL_SHAPES entry %q: want MxNxK: %v", f, err)
+				}
+				shapes = append(shapes, l)
+			}
+		}
+		out := make([]kernels.Kernel, len(shapes))
+		for i, l := range shapes {
+			out[i] = l
+		}
+		return out
+	}
+	m, err := hf.ImportPreset(g.preset, hf.Options{DType: "f32"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ir.InferShapes(m); err != nil {
+		t.Fatal(err)
+	}
+	groups, err := ir.Partition(m, g.dims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byFunc := map[string][]kernels.Kernel{}
+	taken := map[string]int{}
+	for _, task := range ir.GroupTasks(groups) {
+		k, err := kernels.FromWorkload(task.Workload)
+		if err != nil {
+			continue // no kernel for this op group
+		}
+		p, err := search.NewProblem(k, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var bytes int64
+		for _, b := range p.Buffers {
+			bytes += b.Bytes()
+		}
+		fn := task.Funcs[0]
+		id := fn + "/" + strings.Join(task.Workload.Group, "+")
+		if bytes > g.maxBytes || taken[id] >= g.perGroup {
+			continue
+		}
+		taken[id]++
+		byFunc[fn] = append(byFunc[fn], k)
+	}
+	var out []kernels.Kernel
+	d, p := byFunc["decode"], byFunc["prefill"]
+	for i := range max(len(d), len(p)) {
+		if i < len(d) {
+			out = append(out, d[i])
+		}
+		if i < len(p) {
+			out = append(out, p[i])
+		}
+	}
+	return out
 }
 
 // TestGenerateDataset measures the evaluation dataset: $LLMIR_COSTMODEL_GEN
-// names the output file (make costmodel-data sets it to testdata/linear.jsonl);
-// unset, the test is skipped. Per shape: the rule-based default and up to
-// $LLMIR_COSTMODEL_N (default 30) distinct random draws of kernels.Linear's
-// space, one thread, tiny time budgets. $LLMIR_COSTMODEL_SHAPES
-// ("1x512x512,32x256x512") replaces the default shapes.
+// names the output file (make costmodel-data sets it); unset, the test is
+// skipped. By default the workloads are llama-3-8b's (f32) that the tuner
+// tunes, at batch=1, seq=16 (decode GEMVs at full size, prefill as skinny
+// GEMMs), one per op group and function, buffers up to 600 MB (the
+// embedding and lm_head tables are left out): linear at M=1 and 16,
+// rms_norm(+linear), rope, append_kv, attention, paged attention, the
+// fused gate/up+silu·mul, linear+add, elementwise ops, argmax. Per
+// workload: the rule-based default and up to $LLMIR_COSTMODEL_N (40)
+// distinct random draws, at $LLMIR_COSTMODEL_THREADS (2) threads, with
+// short time budgets (5 ms warm-up, 20 ms timed); workloads are measured
+// until $LLMIR_COSTMODEL_BUDGET (15m) has passed. Other settings:
+// $LLMIR_COSTMODEL_PRESET, $LLMIR_COSTMODEL_DIMS ("batch=1,seq=16"),
+// $LLMIR_COSTMODEL_PER_GROUP (1), and $LLMIR_COSTMODEL_SHAPES
+// ("1x512x512,32x256x512", or "default" for genShapes) for linear layers
+// only, as the committed linear files were made.
 func TestGenerateDataset(t *testing.T) {
-	out := os.Getenv("LLMIR_COSTMODEL_GEN")
-	if out == "" {
+	g := readGenEnv(t)
+	if g.out == "" {
 		t.Skip("set LLMIR_COSTMODEL_GEN=FILE to measure the dataset")
 	}
 	cputest.Need(t, "gcc")
-	per := 30
-	if v := os.Getenv("LLMIR_COSTMODEL_N"); v != "" {
-		if _, err := fmt.Sscan(v, &per); err != nil {
-			t.Fatalf("LLMIR_COSTMODEL_N=%q: %v", v, err)
-		}
-	}
-	shapes := genShapes
-	if v := os.Getenv("LLMIR_COSTMODEL_SHAPES"); v != "" {
-		shapes = nil
-		for _, f := range strings.Split(v, ",") {
-			var l kernels.Linear
-			if _, err := fmt.Sscanf(f, "%dx%dx%d", &l.M, &l.N, &l.K); err != nil {
-				t.Fatalf("LLMIR_COSTMODEL_SHAPES entry %q: want MxNxK: %v", f, err)
-			}
-			shapes = append(shapes, l)
-		}
-	}
 	ctx := context.Background()
 	tg, err := cpu.New(ctx, cpu.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	const threads = 1
-	hw := search.CPUHardware(tg.CPU(), threads)
-	dev := costmodel.Device{VectorBits: hw.VectorBits, Threads: threads, L1: hw.L1, L2: hw.L2, LLC: hw.LLC}
+	hw := search.CPUHardware(tg.CPU(), g.threads)
+	var roof *cpu.Roofline
 	if _, err := os.Stat(tg.RooflinePath()); err == nil {
-		if roof, err := tg.Roofline(ctx); err == nil {
-			if p, ok := roof.At(threads); ok {
-				dev.PeakGFLOPs, dev.ReadGBs = p.PeakGFLOPs, p.ReadGBs
-			}
+		if roof, err = tg.Roofline(ctx); err != nil {
+			roof = nil
 		}
 	}
+	dev := search.CostDevice(hw, roof)
 	opts := target.RunOptions{Warmup: 5 * time.Millisecond, Budget: 20 * time.Millisecond, MinSamples: 5, Timeout: 20 * time.Second}
+	start := time.Now()
 	var all []costmodel.Example
-	for _, l := range shapes {
-		p, err := search.NewProblem(l, 1)
+	for _, k := range genKernels(t, g) {
+		if time.Since(start) > g.budget {
+			t.Logf("budget %v spent: %s and later workloads left out", g.budget, k.Name())
+			break
+		}
+		p, err := search.NewProblem(k, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		irJSON, err := json.Marshal(k.Workload())
 		if err != nil {
 			t.Fatal(err)
 		}
 		seen := map[string]bool{}
-		var scheds []*schedule.Schedule
+		var keys []string
 		var cands []target.Candidate
 		add := func(s *schedule.Schedule) {
 			key, err := search.TraceKey(s)
 			if err != nil || seen[string(key)] {
 				return
 			}
-			c, err := search.NewCandidate(fmt.Sprintf("c%d", len(cands)), l, s, hw)
+			c, err := search.NewCandidate(fmt.Sprintf("c%d", len(cands)), k, s, hw)
 			if err != nil {
 				return
 			}
 			seen[string(key)] = true
-			scheds = append(scheds, s)
+			keys = append(keys, string(key))
 			cands = append(cands, c)
 		}
-		if s, err := search.DefaultSchedule(l, hw); err == nil {
+		if s, err := search.DefaultSchedule(k, hw); err == nil {
 			add(s)
 		}
-		for seed := uint64(1); len(cands) < per+1 && seed < uint64(20*per); seed++ {
-			if s, err := search.SampleSchedule(l, hw, seed); err == nil {
+		for seed := uint64(1); len(cands) < g.per+1 && seed < uint64(20*g.per); seed++ {
+			if s, err := search.SampleSchedule(k, hw, seed); err == nil {
 				add(s)
 			}
 		}
+		t0 := time.Now()
 		ms, err := target.Measure(ctx, tg, p, cands, opts)
 		if err != nil {
 			t.Fatal(err)
@@ -146,27 +244,19 @@ func TestGenerateDataset(t *testing.T) {
 		for i, c := range cands {
 			m := ms[c.ID]
 			if m.Status != target.StatusOK {
-				t.Logf("%s %s: %s %s", l.Name(), c.ID, m.Status, m.Error)
+				t.Logf("%s %s: %s %s", k.Name(), c.ID, m.Status, m.Error)
 				continue
 			}
-			tr, err := search.TraceKey(scheds[i])
-			if err != nil {
-				t.Fatal(err)
-			}
-			f, err := costmodel.Features(scheds[i].Nest(), dev, l.Dims())
-			if err != nil {
-				t.Fatal(err)
-			}
-			all = append(all, costmodel.Example{Workload: l.Name(), Key: search.WorkloadOf(l, threads).Key, Threads: threads,
-				Device: dev, Trace: json.RawMessage(tr), Features: f, Median: m.Median})
+			all = append(all, costmodel.Example{Workload: k.Name(), Key: search.WorkloadOf(k, g.threads).Key, IR: irJSON,
+				Threads: g.threads, Device: dev, Trace: json.RawMessage(keys[i]), Median: m.Median})
 			ok++
 		}
-		t.Logf("%s: %d of %d candidates ok", l.Name(), ok, len(cands))
+		t.Logf("%s: %d of %d candidates ok (%v)", k.Name(), ok, len(cands), time.Since(t0).Round(time.Second))
 	}
-	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(g.out), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Create(out)
+	f, err := os.Create(g.out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,4 +476,44 @@ func BenchmarkEvolutionTrials(b *testing.B) {
 		b.ReportMetric(costmodel.Median(ev), "evolution-trials")
 		b.ReportMetric(costmodel.Median(ev)/costmodel.Median(rnd), "evolution/random")
 	})
+}
+
+// TestGenKernels: the generator's default selection covers the op kinds
+// the tuner tunes (decode and prefill), each with a design space of more
+// than one schedule, and leaves out the gigabyte tables.
+func TestGenKernels(t *testing.T) {
+	t.Setenv("LLMIR_COSTMODEL_GEN", "")
+	g := readGenEnv(t)
+	g.shapes = ""
+	ks := genKernels(t, g)
+	hw := kernels.Hardware{VectorBits: 512, Threads: 2, L1: 48 << 10, L2: 1 << 20, LLC: 32 << 20}
+	groups := map[string]bool{}
+	for _, k := range ks {
+		w := k.Workload()
+		groups[strings.Join(w.Group, "+")] = true
+		if strings.Contains(k.Name(), "vocab") || strings.Contains(k.Name(), "N=128256,K=") {
+			t.Errorf("%s: a vocabulary-sized workload was selected", k.Name())
+		}
+		seen := map[string]bool{}
+		for seed := range uint64(24) {
+			s, err := search.SampleSchedule(k, hw, seed)
+			if err != nil {
+				t.Fatalf("%s seed %d: %v", k.Name(), seed, err)
+			}
+			key, err := search.TraceKey(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen[string(key)] = true
+		}
+		t.Logf("%-60s %d distinct of 24 draws", k.Name(), len(seen))
+		if len(seen) < 2 {
+			t.Errorf("%s: one schedule in 24 draws", k.Name())
+		}
+	}
+	for _, want := range []string{"llmir.linear", "llmir.rms_norm", "llmir.rope", "llmir.paged_attention", "llmir.attention"} {
+		if !groups[want] {
+			t.Errorf("op group %s not selected (have %v)", want, groups)
+		}
+	}
 }

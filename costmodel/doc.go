@@ -118,6 +118,9 @@
 //	log_kernel_bytes      the kernel's minimum bytes moved
 //	log_kernel_ai         FLOPs per byte (log2(1+x))
 //	knobs                 number of sampling steps in the trace
+//	kind                  the compute definition's name hashed to [0, 1)
+//	                      (KindCode; 0 from Features): which kernel the knobs
+//	                      belong to
 //
 // Then, for the first MaxKnobs sampling steps of the trace, in trace order
 // (the order the kernel's Space samples them, so the same knob across a

@@ -18,8 +18,12 @@ import (
 // Example is one measured candidate of the evaluation dataset: a line of
 // testdata/*.jsonl.
 type Example struct {
-	Workload string          `json:"workload"`          // kernel name, e.g. linear/M=1,N=512,K=512/f32
-	Key      string          `json:"key,omitempty"`     // tuningdb workload key
+	Workload string `json:"workload"`      // kernel name, e.g. linear/M=1,N=512,K=512/f32
+	Key      string `json:"key,omitempty"` // tuningdb workload key
+	// IR is the kernel's IR workload (ir.Workload JSON), from which the
+	// kernel is rebuilt to replay the trace; absent in linear-only datasets
+	// written before, whose Workload name says the shape.
+	IR       json.RawMessage `json:"ir,omitempty"`
 	Threads  int             `json:"threads"`           // threads it ran with
 	Device   Device          `json:"device"`            // the machine it was measured on
 	Trace    json.RawMessage `json:"trace"`             // schedule trace JSON
@@ -195,8 +199,9 @@ func samplesOf(ex []Example) ([][]float64, []float64) {
 	return fs, ss
 }
 
-// trainExcept updates m with every task but held, in tasks' order: the
-// model search would have before meeting held. The error is Update's.
+// trainExcept updates m with every task but held, in tasks' order, then
+// announces held (an empty Update): the model search would have on
+// meeting held. The error is Update's.
 func trainExcept(m Model, tasks []string, byTask map[string][]Example, held string) error {
 	for _, t := range tasks {
 		if t == held {
@@ -207,7 +212,7 @@ func trainExcept(m Model, tasks []string, byTask map[string][]Example, held stri
 			return err
 		}
 	}
-	return nil
+	return m.Update(held, nil, nil)
 }
 
 // LeaveOneTaskOut trains a fresh model (from newModel) on every task but

@@ -115,8 +115,9 @@ var NumFeatures = len(globalFeatureNames) + LoopLevels*len(loopFeatureNames) + T
 
 // FeatureVersion changes whenever the meaning of the vector changes; a
 // serialized model trained on another version is rejected.
-// Version 2 added the work and knob features (ScheduleFeatures).
-const FeatureVersion = 2
+// Version 2 added the work and knob features (ScheduleFeatures), version 3
+// the kind feature.
+const FeatureVersion = 3
 
 // lg is the log transform for counts and sizes: log2(1+x), 0 at 0.
 func lg(x float64) float64 { return math.Log2(1 + math.Max(x, 0)) }
@@ -753,7 +754,7 @@ func (a *Analysis) vector() []float64 {
 	}
 	// Work features from the nest's own counts; knob features need the
 	// trace (ScheduleFeatures) and stay zero here.
-	v = append(v, 0, lg(a.FLOPs), lg(a.IdealBytes), lg(a.FLOPs/math.Max(a.IdealBytes, 1)), 0)
+	v = append(v, 0, lg(a.FLOPs), lg(a.IdealBytes), lg(a.FLOPs/math.Max(a.IdealBytes, 1)), 0, 0)
 	v = append(v, make([]float64, MaxKnobs*len(knobFeatureNames))...)
 	return v
 }

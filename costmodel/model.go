@@ -16,7 +16,9 @@ type Model interface {
 	// Predict scores feature vectors (each NumFeatures long).
 	Predict(features [][]float64) []float64
 	// Update adds measurements of one task (median seconds per candidate,
-	// in the order of features) and retrains as needed.
+	// in the order of features) and retrains as needed. An Update without
+	// measurements announces that task's candidates are scored next (a
+	// model that weighs the current task may refit).
 	Update(task string, features [][]float64, seconds []float64) error
 	// Trained is the number of measurements the model has learned from.
 	Trained() int

@@ -287,3 +287,90 @@ func BenchmarkGBTFit(b *testing.B) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestGBTRooflineBase: with the roofline as the trees' starting point and
+// measurements that follow the roofline exactly, the residual is zero, so
+// the model ranks unseen candidates as the roofline does, with or without
+// trees; without the base, the model only knows what its trees learned.
+func TestGBTRooflineBase(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	vec := func(lr float64) []float64 {
+		f := make([]float64, NumFeatures)
+		for i := range f {
+			f[i] = rng.Float64()
+		}
+		f[rooflineIndex] = lr
+		return f
+	}
+	p := DefaultGBTParams()
+	p.RooflineBase, p.MinTrain = 1, 8
+	g := NewGBT(p)
+	for task := range 3 {
+		var fs [][]float64
+		var ss []float64
+		for range 16 {
+			lr := -20 + 4*rng.Float64()
+			fs = append(fs, vec(lr))
+			ss = append(ss, math.Exp2(lr))
+		}
+		if err := g.Update(fmt.Sprint("t", task), fs, ss); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if g.Trained() == 0 {
+		t.Fatal("not trained")
+	}
+	var test [][]float64
+	var secs []float64
+	for range 20 {
+		lr := -20 + 4*rng.Float64()
+		test = append(test, vec(lr))
+		secs = append(secs, math.Exp2(lr))
+	}
+	if acc := PairwiseAccuracy(g.Predict(test), secs); acc < 0.99 {
+		t.Errorf("roofline-based GBT on roofline-exact data: pairwise %.3f, want ≈ 1", acc)
+	}
+}
+
+// TestGBTFocusWeight: when the task updated last contradicts what the
+// other tasks taught (its time grows with a knob's value, theirs shrinks),
+// a focus weight makes its own samples decide its ranking; without one,
+// the majority's (four tasks to one) rule wins.
+func TestGBTFocusWeight(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	sample := func(n int, sign float64) ([][]float64, []float64) {
+		var fs [][]float64
+		var ss []float64
+		for range n {
+			f := make([]float64, NumFeatures)
+			f[0] = float64(rng.IntN(5)) / 4 // a knob's position in its domain
+			fs = append(fs, f)
+			ss = append(ss, math.Exp(sign*2*f[0]))
+		}
+		return fs, ss
+	}
+	for _, c := range []struct {
+		weight float64
+		follow bool // ranks the focus task by its own rule
+	}{{0, false}, {20, true}} {
+		p := DefaultGBTParams()
+		p.FocusWeight, p.MinTrain = c.weight, 8
+		g := NewGBT(p)
+		for task := range 4 {
+			fs, ss := sample(40, -1)
+			if err := g.Update(fmt.Sprint("other", task), fs, ss); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fs, ss := sample(40, 1)
+		if err := g.Update("focus", fs, ss); err != nil {
+			t.Fatal(err)
+		}
+		test, secs := sample(30, 1)
+		acc := PairwiseAccuracy(g.Predict(test), secs)
+		t.Logf("focus weight %v: pairwise %.2f", c.weight, acc)
+		if (c.follow && acc < 0.8) || (!c.follow && acc > 0.2) {
+			t.Errorf("focus weight %v: pairwise %.2f on the focus task's rule, want following it: %v", c.weight, acc, c.follow)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package costmodel
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"runtime"
 
@@ -24,7 +25,7 @@ type Work struct {
 const MaxKnobs = 8
 
 // workFeatureNames follow the nest's features; doc.go documents them.
-var workFeatureNames = []string{"template", "log_kernel_flops", "log_kernel_bytes", "log_kernel_ai", "knobs"}
+var workFeatureNames = []string{"template", "log_kernel_flops", "log_kernel_bytes", "log_kernel_ai", "knobs", "kind"}
 
 var knobFeatureNames = []string{"log_value", "frac"}
 
@@ -55,7 +56,20 @@ func ScheduleFeatures(s *schedule.Schedule, w Work, dev Device, dims []int64) ([
 		}
 	}
 	knobs(v, s.Trace())
+	if s.Def != nil {
+		v[workOffset+5] = KindCode(s.Def.Name)
+	}
 	return v, nil
+}
+
+// KindCode is the "kind" feature of a compute definition's name: a stable
+// number in [0, 1) (FNV-1a), so that trees can split the knob features of
+// one kind of kernel (what knob 0 means differs between a GEMM template
+// and a rope nest) from another's.
+func KindCode(def string) float64 {
+	h := fnv.New32a()
+	h.Write([]byte(def))
+	return float64(h.Sum32()) / (1 << 32)
 }
 
 // ScheduleFeaturesBatch is ScheduleFeatures over a population of one task

@@ -108,6 +108,10 @@ func TestScheduleFeaturesNest(t *testing.T) {
 			}
 		case len(name) > 4 && name[:4] == "knob":
 		case name == "template" || name == "log_kernel_bytes" || name == "log_kernel_ai":
+		case name == "kind":
+			if want := costmodel.KindCode(s.Def.Name); full[i] != want || want <= 0 || want >= 1 || nest[i] != 0 {
+				t.Errorf("kind %v (Features: %v), want KindCode(%q) = %v in (0, 1)", full[i], nest[i], s.Def.Name, want)
+			}
 		default:
 			if full[i] != nest[i] {
 				t.Errorf("%s: %v, Features says %v", name, full[i], nest[i])

@@ -34,10 +34,13 @@ func pagedTrace(t *testing.T, k kernels.PagedAttention, hw kernels.Hardware, kno
 }
 
 // TestPagedAttentionConformance runs decode attention through the suite at
-// head_dim 64/80/128, GQA 1/4/8, block sizes 8/16/256 and ragged batches
+// head_dim 32/64/80/128, GQA 1/3/4/8, block sizes 8/16/256 and ragged batches
 // (lengths 1, bs−1, bs, bs+1, the longest and random ones), with split-KV
 // forced off and on in both parallel schedules on top of the default and
-// random draws, at one and two threads.
+// random draws, at one and two threads. The pinned schedules also take
+// streams whose ranges end mid-block and mid-tile (4 streams of 16-token
+// tiles; 8 streams of 2-token tiles, many of them empty for short
+// sequences), so the masked slots of partial tiles are exercised.
 func TestPagedAttentionConformance(t *testing.T) {
 	tg := kerneltest.CPU(t)
 	cases := []kernels.PagedAttention{
@@ -45,14 +48,16 @@ func TestPagedAttentionConformance(t *testing.T) {
 		{Batch: 7, BatchBucket: 8, QHeads: 8, KVHeads: 2, HeadDim: 80, BlockSize: 16, MaxBlocks: 40},
 		{Batch: 3, QHeads: 16, KVHeads: 2, HeadDim: 128, BlockSize: 256, MaxBlocks: 3, Window: 300},
 		{Batch: 6, QHeads: 8, KVHeads: 2, HeadDim: 64, BlockSize: 16, MaxBlocks: 24, Elem: schedule.BF16},
+		// A group of 3 query heads: chunks padded, the general softmax path.
+		{Batch: 4, QHeads: 6, KVHeads: 2, HeadDim: 32, BlockSize: 8, MaxBlocks: 5},
 	}
 	for i, k := range cases {
 		threads := 1 + i%2
 		t.Run(k.Name(), func(t *testing.T) {
 			hw := search.CPUHardware(tg.CPU(), threads)
 			opts := kerneltest.Options{Draws: 1, Seed: uint64(i + 1), Traces: []*schedule.Trace{
-				pagedTrace(t, k, hw, map[string]int64{"split": 256, "parallel": 1, "unroll": 4, "heads": k.KVHeads, "prefetch": 2, "tile": 16}),
-				pagedTrace(t, k, hw, map[string]int64{"split": 0, "parallel": 0, "vec": 4, "unroll": 1, "heads": 1, "prefetch": 1, "tile": 8}),
+				pagedTrace(t, k, hw, map[string]int64{"split": 256, "parallel": 1, "unroll": 4, "heads": k.KVHeads, "prefetch": 2, "tile": 16, "streams": 4}),
+				pagedTrace(t, k, hw, map[string]int64{"split": 0, "parallel": 0, "vec": 4, "unroll": 1, "heads": 1, "prefetch": 1, "tile": 2, "streams": 8}),
 			}}
 			kerneltest.Run(t, tg, hw, k, opts)
 		})

@@ -83,3 +83,22 @@ func checkArity(w ir.Workload, inputs, outputs int) error {
 	}
 	return nil
 }
+
+// Rows is the number of rows of an activation: the product of all but its
+// last dim (batch·seq of [batch, seq, hidden]). Other targets' registries
+// flatten IR tensors the way this library's kernels do.
+func Rows(s ir.TensorSig) int64 { return rows(s) }
+
+// PagedKV is the part of a !llmir.paged_kv type a kernel is specialised on.
+type PagedKV struct{ BlockSize, KVHeads, HeadDim int64 }
+
+// ParsePagedKV reads a workload's cache signature as the CPU paged
+// attention does ("paged_kv<block_size=16,kv_heads=8,head_dim=128>", extra
+// fields accepted), so that every target reads one format.
+func ParsePagedKV(s string) (PagedKV, error) {
+	kv, err := parsePagedKV(s)
+	if err != nil {
+		return PagedKV{}, err
+	}
+	return PagedKV(kv), nil
+}

@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"llmir/ir"
@@ -43,5 +44,40 @@ func TestLinearFromWorkload(t *testing.T) {
 	bad.Group = []string{"llmir.no_such_op"}
 	if _, err := FromWorkload(bad); !errors.Is(err, ErrNoKernel) {
 		t.Errorf("unknown group: %v", err)
+	}
+}
+
+// TestExportedWorkloadHelpers: other targets' registries read IR tensors
+// through Rows and ParsePagedKV exactly as this library's kernels do.
+func TestExportedWorkloadHelpers(t *testing.T) {
+	for _, tc := range []struct {
+		shape []int64
+		rows  int64
+	}{{[]int64{4096}, 1}, {[]int64{1, 4096}, 1}, {[]int64{2, 512, 4096}, 1024}, {[]int64{3, 5, 7, 11}, 105}} {
+		if got := Rows(ir.TensorSig{Shape: tc.shape}); got != tc.rows {
+			t.Errorf("Rows(%v) = %d, want %d", tc.shape, got, tc.rows)
+		}
+	}
+	for _, tc := range []struct {
+		in   string
+		want PagedKV
+		err  string
+	}{
+		{"paged_kv<block_size=16,kv_heads=8,head_dim=128>", PagedKV{16, 8, 128}, ""},
+		{"!llmir.paged_kv<block_size = 32, kv_heads = 2, head_dim = 64, elem = bf16, layers = 32>", PagedKV{32, 2, 64}, ""},
+		{"paged_kv<block_size=16,head_dim=128>", PagedKV{}, "no kv_heads"},
+		{"tensor<4xbf16>", PagedKV{}, "want paged_kv<"},
+		{"paged_kv<block_size=0,kv_heads=8,head_dim=128>", PagedKV{}, "positive integer"},
+	} {
+		got, err := ParsePagedKV(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("ParsePagedKV(%q) err = %v, want %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("ParsePagedKV(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
 	}
 }

@@ -24,7 +24,12 @@
 //   - Schedule: a nest plus the Trace being recorded. Primitives: Split,
 //     Tile, Reorder, Fuse, Vectorize, Unroll, Parallel, Bind, CacheRead,
 //     CacheWrite, SetScope, ComputeAt, ReverseComputeAt, ComputeInline,
-//     DecomposeReduction, RFactor; sampling steps SamplePerfectTile and
+//     DecomposeReduction, RFactor, Prefetch (an annotation: each iteration
+//     of a loop requests what iteration +d reads of a global buffer; a
+//     backend may ignore it, results never change), and for GPUs Tensorize (a 16×8×16 loop
+//     nest onto mma.sync); Bind of an rfactor write-back's reduction loop
+//     to threadIdx.x is a cross-thread reduction (CrossThreadReduction);
+//     sampling steps SamplePerfectTile and
 //     SampleCategorical (seeded RNG). Every primitive checks legality and
 //     returns an error wrapping ErrIllegal, leaving the schedule unchanged.
 //   - Trace: the instruction list as JSON; Replay(def, trace) rebuilds the

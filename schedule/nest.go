@@ -146,11 +146,12 @@ const (
 	Parallel
 	Vectorized
 	Unrolled
-	Bound // bound to a GPU axis (Loop.Thread)
+	Bound      // bound to a GPU axis (Loop.Thread)
+	Tensorized // outermost loop of a region mapped to a tensor-core instruction (Loop.Intrin)
 )
 
 func (k LoopKind) String() string {
-	return [...]string{"serial", "parallel", "vectorized", "unrolled", "bound"}[k]
+	return [...]string{"serial", "parallel", "vectorized", "unrolled", "bound", "tensorized"}[k]
 }
 
 // Stmt is a statement of the nest: *Loop or *Block.
@@ -163,7 +164,11 @@ type Loop struct {
 	Extent Expr
 	Kind   LoopKind
 	Thread string // GPU axis for Bound loops, e.g. "blockIdx.x"
-	Body   []Stmt
+	Intrin string // instruction of a Tensorized loop, e.g. "mma_m16n8k16_bf16"
+	// Prefetch lists software prefetches each iteration issues
+	// (Schedule.Prefetch); backends may ignore them.
+	Prefetch []Prefetch
+	Body     []Stmt
 }
 
 // BlockAxis is an iteration axis of a block.
@@ -246,6 +251,7 @@ func cloneStmts(ss []Stmt) []Stmt {
 		switch s := s.(type) {
 		case *Loop:
 			l := *s
+			l.Prefetch = append([]Prefetch(nil), s.Prefetch...)
 			l.Body = cloneStmts(s.Body)
 			out[i] = &l
 		case *Block:
@@ -298,6 +304,12 @@ func printStmts(b *strings.Builder, n *Nest, ss []Stmt, depth int) {
 				if s.Kind == Bound {
 					kind += "(" + s.Thread + ")"
 				}
+				if s.Kind == Tensorized {
+					kind += "(" + s.Intrin + ")"
+				}
+			}
+			for _, p := range s.Prefetch {
+				kind += " " + p.String()
 			}
 			fmt.Fprintf(b, "%sfor %s in 0..%s%s:\n", ind, s.Name, s.Extent, kind)
 			n.printAllocs(b, s.Name, depth+1)

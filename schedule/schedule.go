@@ -90,6 +90,9 @@ func (s *Schedule) apply(inst Inst, f func(n *Nest) ([]string, error)) ([]string
 	var bad error
 	walk(&c.Body, nil, func(st Stmt, _ loc) bool {
 		if l, ok := st.(*Loop); ok && (l.Kind == Parallel || l.Kind == Bound) {
+			if l.Kind == Bound && CrossThreadReduction(l) != nil {
+				return true
+			}
 			if err := checkDisjoint(inst.Op, c, l); err != nil {
 				bad = fmt.Errorf("%w (after this %s, %s loop %s would race)", err, inst.Op, l.Kind, l.Name)
 				return false
@@ -517,7 +520,7 @@ func (s *Schedule) Vectorize(loop string) error {
 		if _, ok := n.ranges(at.anc).Bound(l.Extent); !ok {
 			return nil, illegal("vectorize", "loop %s has no bounded extent", loop)
 		}
-		if l.Kind == Parallel || l.Kind == Bound {
+		if l.Kind == Parallel || l.Kind == Bound || l.Kind == Tensorized {
 			return nil, illegal("vectorize", "loop %s is already %s", loop, l.Kind)
 		}
 		l.Kind = Vectorized
@@ -541,7 +544,7 @@ func (s *Schedule) Unroll(loop string) error {
 		if iv.Hi > 1024 {
 			return nil, illegal("unroll", "loop %s has up to %d iterations (at most 1024 unroll)", loop, iv.Hi)
 		}
-		if l.Kind == Parallel || l.Kind == Bound || l.Kind == Vectorized {
+		if l.Kind == Parallel || l.Kind == Bound || l.Kind == Vectorized || l.Kind == Tensorized {
 			return nil, illegal("unroll", "loop %s is already %s", loop, l.Kind)
 		}
 		l.Kind = Unrolled
@@ -629,6 +632,15 @@ func (s *Schedule) Bind(loop, thread string) error {
 			if a.Kind == Bound && a.Thread == thread {
 				return nil, illegal("bind", "axis %s is already bound by enclosing loop %s", thread, a.Name)
 			}
+		}
+		if _, red := feedsReduction(l, loop); red && strings.HasPrefix(thread, "threadIdx.") {
+			// A cross-thread reduction (the write-back of an rfactor):
+			// backends lower it to a warp-shuffle tree.
+			if err := checkCrossThread(l); err != nil {
+				return nil, err
+			}
+			l.Kind, l.Thread = Bound, thread
+			return nil, nil
 		}
 		if err := checkParallel("bind", n, l, at); err != nil {
 			return nil, err

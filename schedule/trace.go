@@ -148,6 +148,17 @@ func (s *Schedule) step(in Inst) error {
 		if err = args(2); err == nil {
 			err = s.Bind(in.Args[0], in.Args[1])
 		}
+	case "tensorize":
+		if err = args(2); err == nil {
+			err = s.Tensorize(in.Args[0], in.Args[1])
+		}
+	case "prefetch":
+		if err = args(2); err == nil && len(in.Ints) != 1 {
+			err = fmt.Errorf("want 1 integer operand (distance), got %d", len(in.Ints))
+		}
+		if err == nil {
+			err = s.Prefetch(in.Args[0], in.Args[1], refs()[0])
+		}
 	case "cache_read":
 		if err = args(3); err == nil {
 			_, err = s.CacheRead(in.Args[0], in.Args[1], Scope(in.Args[2]), in.Layout)

@@ -23,7 +23,16 @@
 //   - Scheduler: splits a model's trial budget (ModelBudget: total trials,
 //     time, PerTask cap) over its tasks, one step at a time, to the task
 //     with the largest expected gain in seconds per token per trial;
-//     tasks stop early when they stop improving (Patience).
+//     tasks stop early when they stop improving (Patience). Its first,
+//     round-robin pass goes by decreasing weight (decode's workloads, which
+//     run once per token, before prefill's); under a time budget each
+//     step is sized to StepTime by the task's seconds per trial and picks
+//     weigh the gain per second.
+//   - budget.go: what sizes a tune to kernels of very different cost —
+//     RunFor (fewer minimum samples and a call-scaled timeout for slow
+//     kernels), TrialCost and CallEstimate (a priori from the roofline,
+//     then from the measured default), FuncsExcluded (ModelOptions.Funcs,
+//     `llmir tune --function`), and the cap on problems kept in memory.
 //   - TuneModel: a whole model's tune — ir.Partition into kernel groups
 //     (fused and unfused alternatives), a kernel per distinct workload, the
 //     Scheduler over them with a Tuner per step and a shared OnlineModel,
@@ -32,14 +41,29 @@
 //     tuningdb.Layered lookup (else the rule-based default), its C source
 //     (Source), the dispatch table over shape buckets, and per group the
 //     faster alternative.
+//   - Backend: a target kind as the tuner, TuneModel and CompileModel
+//     see it — the kernel of an IR workload, the printer of a schedule,
+//     the device and codegen version records carry. CPUBackend prints C
+//     (cgen, template generators); cudabench.Backend prints CUDA C++
+//     through the cudakernels generators. NewTuner makes a Tuner for any
+//     backend; ModelOptions.Backend and CompileOptions.Backend select one
+//     (nil: the CPU, as before).
 //   - NewProblem, NewCandidate (Source under the symbol Entry),
 //     CPUHardware, DeviceOf, WorkloadOf: the one place where a Kernel, a
 //     schedule and a device become a target.Problem, a target.Candidate and
 //     tuningdb identities. The conformance suite (kernels/kerneltest), the
 //     tuner, compile and the benchmarks (bench) all go through them.
 //
-// Records carry cgen.CodegenVersion (target/cpu/cgen): lowering and C
-// generation define what a stored trace means, so the version lives there.
+// Records carry the backend's codegen version: cgen.CodegenVersion
+// (target/cpu/cgen) for the CPU, cudakernels.CodegenVersion for CUDA;
+// lowering and generation define what a stored trace means, so each
+// version lives with its printer.
+//
+// The cost model on CUDA: the template kernels have no loop nest, so the
+// features are costmodel's template features (knob decisions plus the
+// work's roofline terms), on a device described by the GPU's read
+// bandwidth (probed, else a nominal H100 figure), L2 and SM count; the
+// model is saved per device like the CPU's.
 //
 // # Design choices a newcomer asks about
 //

@@ -3,6 +3,7 @@ package search
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -14,6 +15,7 @@ import (
 	"github.com/sourcegraph/conc/pool"
 
 	"llmir/costmodel"
+	"llmir/ir"
 	"llmir/kernels"
 	"llmir/schedule"
 	"llmir/target/cpu"
@@ -217,6 +219,7 @@ func (e *Evolutionary) Propose(ctx context.Context, n int, seen map[string]bool)
 	if err != nil {
 		return nil, fmt.Errorf("evolve %s: features: %w", e.Kernel.Name(), err)
 	}
+	e.Model.Focus(e.Task)
 	scores := e.Model.Predict(fs)
 	order := make([]int, len(pop))
 	for i := range order {
@@ -413,6 +416,62 @@ func (e *Evolutionary) Observe(trials []Trial) {
 	_ = e.Model.Learn(context.Background(), e.Kernel, e.Task, e.Device, learn)
 }
 
+// ExampleKernel is the kernel an evaluation example was measured on:
+// rebuilt from its IR workload (kernels.FromWorkload) when the example
+// carries one, else the linear layer its name spells (datasets written
+// before examples carried the workload).
+func ExampleKernel(e costmodel.Example) (kernels.Kernel, error) {
+	if len(e.IR) > 0 {
+		var w ir.Workload
+		if err := json.Unmarshal(e.IR, &w); err != nil {
+			return nil, fmt.Errorf("example %s: ir workload: %w", e.Workload, err)
+		}
+		k, err := kernels.FromWorkload(w)
+		if err != nil {
+			return nil, fmt.Errorf("example %s: %w", e.Workload, err)
+		}
+		return k, nil
+	}
+	var l kernels.Linear
+	if _, err := fmt.Sscanf(e.Workload, "linear/M=%d,N=%d,K=%d/f32", &l.M, &l.N, &l.K); err != nil {
+		return nil, fmt.Errorf("example %q: no ir workload and not a linear layer's name", e.Workload)
+	}
+	return l, nil
+}
+
+// ExampleFeatures replays an example's trace on its kernel and extracts
+// the features search scores candidates by (costmodel.ScheduleFeatures)
+// on the device it was measured on, so that evaluations see exactly what
+// the tuner's model sees.
+func ExampleFeatures(e costmodel.Example) ([]float64, error) {
+	k, err := ExampleKernel(e)
+	if err != nil {
+		return nil, err
+	}
+	def, err := k.Def()
+	if err != nil {
+		return nil, fmt.Errorf("example %s: %w", e.Workload, err)
+	}
+	tr, err := schedule.ParseTrace(e.Trace)
+	if err != nil {
+		return nil, fmt.Errorf("example %s: %w", e.Workload, err)
+	}
+	s, err := schedule.Replay(def, tr)
+	if err != nil {
+		return nil, fmt.Errorf("example %s: %w", e.Workload, err)
+	}
+	f, err := costmodel.ScheduleFeatures(s, WorkOf(k), e.Device, k.Dims())
+	if err != nil {
+		return nil, fmt.Errorf("example %s: %w", e.Workload, err)
+	}
+	for i, v := range f {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil, fmt.Errorf("example %s: feature %s = %v", e.Workload, costmodel.FeatureNames()[i], v)
+		}
+	}
+	return f, nil
+}
+
 // WorkOf is the kernel's schedule-independent cost for the features.
 func WorkOf(k kernels.Kernel) costmodel.Work {
 	return costmodel.Work{FLOPs: k.FLOPs(), Bytes: k.Bytes()}
@@ -442,6 +501,7 @@ type OnlineModel struct {
 	// loaded models already learned the records of earlier runs, which
 	// come back as resumed trials and must not be learned twice.
 	loaded bool
+	focus  string // the task announced or learned last
 }
 
 // ModelName is the name under which the model is stored per device.
@@ -501,6 +561,20 @@ func (o *OnlineModel) Trained() int {
 	return o.model.Trained()
 }
 
+// Focus announces that the task's candidates are scored next (an empty
+// costmodel.Model Update): a model that weighs the current task's own
+// measurements (GBTParams.FocusWeight) refits around it. Best effort: an
+// error leaves the model as it was.
+func (o *OnlineModel) Focus(task string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.focus == task {
+		return
+	}
+	o.focus = task
+	_ = o.model.Update(task, nil, nil)
+}
+
 // Predict scores feature vectors (higher = faster).
 func (o *OnlineModel) Predict(fs [][]float64) []float64 {
 	o.mu.Lock()
@@ -556,6 +630,7 @@ func (o *OnlineModel) Learn(ctx context.Context, k kernels.Kernel, task string, 
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.focus = task
 	if err := o.model.Update(task, fs, secs); err != nil {
 		return fmt.Errorf("learn %s: %w", k.Name(), err)
 	}

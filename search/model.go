@@ -27,6 +27,9 @@ import (
 // ModelOptions configures TuneModel. Target and DB are required.
 type ModelOptions struct {
 	Target *cpu.Target
+	// Backend, when set, is the target kind tuned for (CUDA); Target and
+	// Roofline are then unused.
+	Backend Backend
 	// Roofline gives the cost model its ceilings and each task its lower
 	// bound (nil: defaults, and no bound).
 	Roofline *cpu.Roofline
@@ -40,6 +43,9 @@ type ModelOptions struct {
 	// groups ("linear", "rms_norm+linear"; the "llmir." prefix optional);
 	// the others are listed in Skipped.
 	Only []string
+	// Funcs, when not empty, restricts the tune to workloads occurring in
+	// these functions ("decode", "prefill"; FuncsExcluded).
+	Funcs []string
 	// Exclude, when set, leaves out the kernels for which it returns a
 	// reason (listed in Skipped with it): a benchmark's name filter, a
 	// memory cap.
@@ -215,7 +221,8 @@ var ErrNoTasks = errors.New("no workload of the module has a kernel")
 // model's kernel time per decode and prefill token, default vs tuned. On
 // cancellation it returns the partial result with the context's error.
 func TuneModel(ctx context.Context, m *ir.Module, o ModelOptions) (*ModelResult, error) {
-	if o.Target == nil || o.DB == nil {
+	be, err := o.backend()
+	if err != nil || o.DB == nil {
 		return nil, errors.New("tune model: a target and a database are required")
 	}
 	if o.Now == nil {
@@ -236,10 +243,16 @@ func TuneModel(ctx context.Context, m *ir.Module, o ModelOptions) (*ModelResult,
 	if err != nil {
 		return nil, fmt.Errorf("tune model: %w", err)
 	}
-	tu := NewCPUTuner(o.Target, o.Roofline, o.DB, Options{
+	if err := checkFuncs(m, o.Funcs); err != nil {
+		return nil, fmt.Errorf("tune model: %w", err)
+	}
+	tu, err := NewTuner(be, o.DB, Options{
 		BatchSize: o.Step, Run: o.Run, Seed: o.Seed, Progress: o.Progress, Command: o.Command,
 		LLMIRVersion: o.LLMIRVersion, Now: o.Now, Confirm: -1,
 	})
+	if err != nil {
+		return nil, err
+	}
 	res := &ModelResult{Device: tu.Device.Hash, Threads: o.Threads, Strategy: o.Strategy}
 	model, err := LoadOnlineModel(ctx, o.DB, tu.Device.Hash)
 	if err != nil {
@@ -260,7 +273,12 @@ func TuneModel(ctx context.Context, m *ir.Module, o ModelOptions) (*ModelResult,
 				Occurrences: t.Count, Funcs: t.Funcs, Reason: "not selected"})
 			continue
 		}
-		k, err := kernels.FromWorkload(t.Workload)
+		if why := FuncsExcluded(o.Funcs, t.Funcs); why != "" {
+			res.Skipped = append(res.Skipped, NoKernel{Name: t.Workload.Name(), Group: strings.Join(t.Workload.Group, "+"),
+				Occurrences: t.Count, Funcs: t.Funcs, Reason: why})
+			continue
+		}
+		k, err := be.Kernel(t.Workload)
 		if err != nil {
 			if !errors.Is(err, kernels.ErrNoKernel) {
 				return nil, fmt.Errorf("tune model: %w", err)
@@ -281,16 +299,11 @@ func TuneModel(ctx context.Context, m *ir.Module, o ModelOptions) (*ModelResult,
 		for f, c := range counts {
 			weight += float64(c[key]) / float64(max(tokens[f], 1))
 		}
-		bound := 0.0
-		if o.Roofline != nil {
-			if d, err := o.Roofline.Bound(o.Threads, k.FLOPs(), k.Bytes()); err == nil {
-				bound = d.Seconds()
-			}
-		}
+		bound := be.Bound(o.Threads, k)
 		byKey[key] = len(runs)
 		runs = append(runs, &taskRun{kernel: k, key: key})
 		wl := WorkloadOf(k, o.Threads)
-		sched = append(sched, SchedTask{Name: k.Name(), Weight: weight, Bound: bound})
+		sched = append(sched, SchedTask{Name: k.Name(), Weight: weight, Bound: bound, Cost: TrialCost(bound, o.Run)})
 		res.Tasks = append(res.Tasks, TaskReport{Name: k.Name(), Workload: wl.Key, Group: wl.Group,
 			Occurrences: t.Count, Funcs: t.Funcs, Weight: weight, Default: math.NaN(), Best: math.NaN(), Speedup: math.NaN()})
 	}
@@ -316,16 +329,19 @@ func TuneModel(ctx context.Context, m *ir.Module, o ModelOptions) (*ModelResult,
 			if err != nil {
 				return StepResult{Best: math.Inf(1)}, err
 			}
+			computeOutside(p)
 			r.problem = p
+			retainProblems(runs, i, maxProblemBytes)
 		}
 		stepNo++
 		seed := o.Seed + uint64(stepNo)*0x9e3779b97f4a7c15
 		hw := tu.Hardware(o.Threads)
-		dev := CostDevice(hw, o.Roofline)
+		dev := be.CostDevice(hw)
 		wlKey := res.Tasks[i].Workload
 		opts := tu.Options
 		opts.Budget = Budget{Trials: trials}
 		opts.Seed = seed
+		opts.Run = RunFor(o.Run, CallEstimate(r.last, sched[i].Bound), BufferBytes(r.kernel))
 		if o.Strategy == "evolutionary" {
 			opts.NewStrategy = func(k kernels.Kernel, hw kernels.Hardware, seed uint64) Strategy {
 				return NewEvolutionary(k, hw, dev, wlKey, model, seed, o.Evolve)
@@ -379,6 +395,7 @@ func TuneModel(ctx context.Context, m *ir.Module, o ModelOptions) (*ModelResult,
 			}
 			opts := tu.Options
 			opts.Budget = Budget{Trials: max(states[i].Trials, 1)}
+			opts.Run = RunFor(o.Run, CallEstimate(r.last, sched[i].Bound), BufferBytes(r.kernel))
 			opts.Confirm = o.Confirm
 			if opts.Confirm == 0 {
 				opts.Confirm = 3
@@ -562,6 +579,9 @@ func Source(k kernels.Kernel, s *schedule.Schedule, hw kernels.Hardware, entry s
 
 // CompileOptions configures CompileModel.
 type CompileOptions struct {
+	// Backend is the target kind compiled for (nil: the CPU, with
+	// Hardware).
+	Backend Backend
 	// Lookup is where records are looked up (user, then precompiled).
 	Lookup tuningdb.Layered
 	// Device is the device compiled for (hash, kind and compat class).
@@ -629,6 +649,7 @@ type DispatchEntry struct {
 
 // CompiledModel is what `llmir compile` writes.
 type CompiledModel struct {
+	Target         string           `json:"target"` // backend kind: cpu, cuda
 	Device         string           `json:"device"`
 	Threads        int              `json:"threads"`
 	CodegenVersion int              `json:"codegen_version"`
@@ -648,7 +669,8 @@ type CompiledModel struct {
 // or not) with the least recorded time.
 func CompileModel(ctx context.Context, m *ir.Module, o CompileOptions) (*CompiledModel, error) {
 	o.Threads = max(o.Threads, 1)
-	out := &CompiledModel{Device: o.Device.Hash, Threads: o.Threads, CodegenVersion: cgen.CodegenVersion, Dispatch: map[string][]DispatchEntry{}}
+	be := o.backend()
+	out := &CompiledModel{Target: string(be.Kind()), Device: o.Device.Hash, Threads: o.Threads, CodegenVersion: be.CodegenVersion(), Dispatch: map[string][]DispatchEntry{}}
 	byIR := map[string]int{} // ir workload key → index into out.Kernels
 	noKernel := map[string]bool{}
 	sets := []map[string]int64{o.Dims}
@@ -673,7 +695,7 @@ func CompileModel(ctx context.Context, m *ir.Module, o CompileOptions) (*Compile
 			if _, done := byIR[key]; done || noKernel[key] {
 				continue
 			}
-			k, err := kernels.FromWorkload(t.Workload)
+			k, err := be.Kernel(t.Workload)
 			if err != nil {
 				if !errors.Is(err, kernels.ErrNoKernel) {
 					return nil, fmt.Errorf("compile: %w", err)
@@ -766,14 +788,14 @@ func compileKernel(ctx context.Context, k kernels.Kernel, o CompileOptions) (Com
 	wl := WorkloadOf(k, o.Threads)
 	ck := CompiledKernel{Name: k.Name(), Workload: wl.Key, Group: wl.Group, Family: wl.Family, Bucket: wl.Bucket,
 		Symbol: "llmir_" + wl.Key[:16], From: FromDefault, Level: "rule"}
-	hw := o.Hardware
-	hw.Threads = o.Threads
+	be := o.backend()
+	hw := be.Hardware(o.Threads)
 	def, err := k.Def()
 	if err != nil {
 		return ck, fmt.Errorf("compile %s: %w", k.Name(), err)
 	}
 	q := tuningdb.Query{WorkloadKey: wl.Key, Family: wl.Family, Bucket: wl.Bucket, DeviceHash: o.Device.Hash,
-		Kind: o.Device.Kind, Compat: o.Device.Compat, CodegenVersion: cgen.CodegenVersion}
+		Kind: o.Device.Kind, Compat: o.Device.Compat, CodegenVersion: be.CodegenVersion()}
 	a, err := o.Lookup.Lookup(ctx, q)
 	switch {
 	case err == nil:
@@ -787,7 +809,7 @@ func compileKernel(ctx context.Context, k kernels.Kernel, o CompileOptions) (Com
 		}
 		var src string
 		if perr == nil {
-			src, perr = Source(k, s, hw, ck.Symbol)
+			src, perr = be.Source(k, s, hw, ck.Symbol)
 		}
 		if perr != nil {
 			ck.Note = fmt.Sprintf("%s record (%s) does not fit this kernel: %v; rule-based default used", a.Layer, a.Level, perr)
@@ -806,7 +828,7 @@ func compileKernel(ctx context.Context, k kernels.Kernel, o CompileOptions) (Com
 	if ck.Trace, err = TraceKey(s); err != nil {
 		return ck, fmt.Errorf("compile %s: %w", k.Name(), err)
 	}
-	if ck.Source, err = Source(k, s, hw, ck.Symbol); err != nil {
+	if ck.Source, err = be.Source(k, s, hw, ck.Symbol); err != nil {
 		return ck, fmt.Errorf("compile %s (rule-based default): %w", k.Name(), err)
 	}
 	return ck, nil

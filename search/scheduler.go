@@ -1,9 +1,11 @@
 package search
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -17,6 +19,10 @@ type SchedTask struct {
 	// Bound is a lower bound on the task's time in seconds (its roofline
 	// time; 0 when unknown): the opportunity left is best − Bound.
 	Bound float64
+	// Cost is the a-priori wall time of one trial in seconds (TrialCost;
+	// 0 when unknown). After each step the scheduler uses the observed
+	// seconds per trial instead.
+	Cost float64
 }
 
 // ModelBudget bounds a model-level tune. Zero fields are unbounded; with
@@ -52,6 +58,11 @@ type TaskState struct {
 	Best    float64
 	Steps   int
 	Stopped string // empty while it may still get trials
+	// Seconds is the wall time the task's steps took; PerTrial the
+	// seconds per trial of its last step that measured anything (0:
+	// none yet).
+	Seconds  float64
+	PerTrial float64
 	// history is the best after each step, with the trials at that step.
 	history []point
 	stalled int
@@ -77,11 +88,20 @@ type point struct {
 // recent improvement slope (seconds per trial), fwd an optimistic slope
 // assuming the remaining opportunity shrinks as fast as it did on average
 // so far. gain_i is seconds per token saved per trial; ties go to the
-// earlier task. A task stops when it reaches PerTask trials, its strategy
+// earlier task. Under a time budget the pick divides gain_i by the task's
+// seconds per trial (observed, else SchedTask.Cost): a trial of a prefill
+// GEMM takes seconds, one of a decode norm a fraction of one, and time,
+// not trials, is what runs out. A task stops when it reaches PerTask trials, its strategy
 // is exhausted, or Patience of its steps in a row improved its best by less
 // than MinGain (early stop). The run ends when the total trials reach
 // Budget.Trials, Budget.Time has passed (checked between steps), every
 // task stopped, or the context ends.
+//
+// The round-robin pass visits the tasks by decreasing weight, so that the
+// workloads that run most per token (decode's, one call per token) are
+// reached before a time budget can run out on prefill's. With StepTime
+// set, a task's steps are sized to about that much wall time: between
+// MinStep and Step trials, by its seconds per trial.
 type Scheduler struct {
 	Tasks  []SchedTask
 	Budget ModelBudget
@@ -95,8 +115,17 @@ type Scheduler struct {
 	// steps in a row under 1% better).
 	Patience int
 	MinGain  float64
+	// StepTime is the wall time a step aims at (see above). Default: with
+	// a time budget, Budget.Time / (2 × tasks), so that the round-robin
+	// pass takes about half the budget; without one, 0 (every step Step
+	// trials).
+	StepTime time.Duration
 	Now      func() time.Time
 }
+
+// MinStep is the fewest trials a sized step asks for: the default and one
+// candidate on a task's first step.
+const MinStep = 2
 
 func (s *Scheduler) defaults() {
 	if s.Step <= 0 {
@@ -120,6 +149,39 @@ func (s *Scheduler) defaults() {
 	if s.Budget.Trials <= 0 && s.Budget.Time <= 0 {
 		s.Budget.Trials = DefaultTrials * max(len(s.Tasks), 1)
 	}
+	if s.StepTime <= 0 && s.Budget.Time > 0 {
+		s.StepTime = s.Budget.Time / time.Duration(2*max(len(s.Tasks), 1))
+	}
+}
+
+// perTrial is the task's seconds per trial: observed, else a priori (0:
+// unknown).
+func (s *Scheduler) perTrial(i int, t TaskState) float64 {
+	if t.PerTrial > 0 {
+		return t.PerTrial
+	}
+	return s.Tasks[i].Cost
+}
+
+// stepSize is how many trials task i's next step asks for.
+func (s *Scheduler) stepSize(i int, t TaskState) int {
+	c := s.perTrial(i, t)
+	if s.StepTime <= 0 || c <= 0 {
+		return s.Step
+	}
+	n := int(s.StepTime.Seconds() / c)
+	return min(max(n, MinStep), s.Step)
+}
+
+// roundRobin is the order of the first pass: by decreasing weight, ties
+// in task order.
+func (s *Scheduler) roundRobin() []int {
+	order := make([]int, len(s.Tasks))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(s.Tasks[b].Weight, s.Tasks[a].Weight) })
+	return order
 }
 
 // StepFunc runs task i until it has (at least tried to reach) trials
@@ -149,9 +211,15 @@ func (s *Scheduler) Run(ctx context.Context, step StepFunc) ([]TaskState, error)
 		if s.Budget.PerTask > 0 {
 			target = min(target, s.Budget.PerTask)
 		}
+		t0 := s.Now()
 		r, err := step(ctx, i, target)
+		dt := s.Now().Sub(t0).Seconds()
 		t := &st[i]
 		t.Steps++
+		t.Seconds += dt
+		if n := r.Trials - t.Trials; n > 0 && dt > 0 {
+			t.PerTrial = dt / float64(n)
+		}
 		prev := t.Best
 		t.Trials, t.Best = max(r.Trials, t.Trials), min(r.Best, t.Best)
 		t.history = append(t.history, point{t.Trials, t.Best})
@@ -176,18 +244,18 @@ func (s *Scheduler) Run(ctx context.Context, step StepFunc) ([]TaskState, error)
 	// Round robin: every task's first step, the default included; a total
 	// budget smaller than one step per task is shared evenly (at least
 	// the default of each).
-	first := s.Step
+	share := s.Step
 	if s.Budget.Trials > 0 && len(s.Tasks) > 0 {
-		first = max(min(first, s.Budget.Trials/len(s.Tasks)), 1)
+		share = max(s.Budget.Trials/len(s.Tasks), 1)
 	}
-	for i := range s.Tasks {
+	for n, i := range s.roundRobin() {
 		if err := ctx.Err(); err != nil {
 			return st, err
 		}
-		if timeUp() && i > 0 {
+		if timeUp() && n > 0 {
 			break
 		}
-		if err := do(i, first); err != nil {
+		if err := do(i, min(s.stepSize(i, st[i]), share)); err != nil {
 			return st, err
 		}
 	}
@@ -206,7 +274,7 @@ func (s *Scheduler) Run(ctx context.Context, step StepFunc) ([]TaskState, error)
 		if i < 0 {
 			return st, nil // every task stopped
 		}
-		if err := do(i, st[i].Trials+min(s.Step, left)); err != nil {
+		if err := do(i, st[i].Trials+min(s.stepSize(i, st[i]), left)); err != nil {
 			return st, err
 		}
 	}
@@ -246,7 +314,11 @@ func (s *Scheduler) pick(st []TaskState) int {
 		if t.Stopped != "" {
 			continue
 		}
-		if g := s.Gain(i, t); g > bestGain {
+		g := s.Gain(i, t)
+		if c := s.perTrial(i, t); s.Budget.Time > 0 && c > 0 {
+			g /= c
+		}
+		if g > bestGain {
 			best, bestGain = i, g
 		}
 	}

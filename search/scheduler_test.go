@@ -40,7 +40,7 @@ func runSynth(t *testing.T, sc *search.Scheduler, tasks []synthTask) ([]search.T
 	return st, order
 }
 
-// TestSchedulerAllocation: one round-robin pass in task order, then the
+// TestSchedulerAllocation: one round-robin pass by decreasing weight, then the
 // budget goes where weight × slope is largest; budgets, per-task caps,
 // exhaustion and convergence stop tasks.
 func TestSchedulerAllocation(t *testing.T) {
@@ -57,8 +57,8 @@ func TestSchedulerAllocation(t *testing.T) {
 			synth:  []synthTask{{start: 1e-3, floor: 1e-4, rate: 40}, {start: 1e-3, floor: 1e-4, rate: 40}},
 			budget: search.ModelBudget{Trials: 96},
 			check: func(t *testing.T, st []search.TaskState, order []int) {
-				if order[0] != 0 || order[1] != 1 {
-					t.Errorf("round robin order %v, want 0 then 1 first", order[:2])
+				if order[0] != 1 || order[1] != 0 {
+					t.Errorf("round robin order %v, want the heavy task 1 first, then 0", order[:2])
 				}
 				if st[1].Trials < 3*st[0].Trials {
 					t.Errorf("heavy task got %d trials, light %d: want ≥ 3×", st[1].Trials, st[0].Trials)
@@ -168,5 +168,88 @@ func TestSchedulerStopsOnTimeAndCancel(t *testing.T) {
 	})
 	if !errors.Is(err, context.Canceled) || st[0].Trials != 4 || st[1].Trials != 4 {
 		t.Errorf("cancel: err %v, states %+v", err, st)
+	}
+}
+
+// TestSchedulerSizesStepsByCost: under a time budget the round-robin pass
+// visits the heaviest task first, sizes each task's step to StepTime by
+// its seconds per trial (a priori Cost, then as observed), never below
+// MinStep nor above Step, and later picks divide the gain by those
+// seconds.
+func TestSchedulerSizesStepsByCost(t *testing.T) {
+	now := time.Unix(0, 0)
+	clock := func() time.Time { return now }
+	cases := []struct {
+		name      string
+		tasks     []search.SchedTask
+		perTrial  []float64 // true seconds per trial of each task
+		budget    search.ModelBudget
+		stepTime  time.Duration
+		wantOrder []int // first len(wantOrder) steps
+		wantFirst []int // trials of each task's first step
+	}{
+		{
+			name: "decode-before-prefill",
+			tasks: []search.SchedTask{
+				{Name: "prefill-gemm", Weight: 0.125, Cost: 4},
+				{Name: "prefill-lm-head", Weight: 0.002, Cost: 40},
+				{Name: "decode-gemv", Weight: 64, Cost: 0.5},
+			},
+			perTrial:  []float64{4, 40, 0.5},
+			budget:    search.ModelBudget{Time: 10 * time.Minute},
+			stepTime:  16 * time.Second,
+			wantOrder: []int{2, 0, 1},
+			wantFirst: []int{4, search.MinStep, 8},
+		},
+		{
+			name:      "default-step-time-half-the-budget",
+			tasks:     []search.SchedTask{{Name: "a", Weight: 1, Cost: 10}, {Name: "b", Weight: 2, Cost: 1}},
+			perTrial:  []float64{10, 1},
+			budget:    search.ModelBudget{Time: 2 * time.Minute}, // StepTime 30 s
+			wantOrder: []int{1, 0},
+			wantFirst: []int{3, 8},
+		},
+		{
+			name:      "trial-budget-unsized",
+			tasks:     []search.SchedTask{{Name: "a", Weight: 1, Cost: 10}, {Name: "b", Weight: 1, Cost: 1}},
+			perTrial:  []float64{10, 1},
+			budget:    search.ModelBudget{Trials: 64},
+			wantOrder: []int{0, 1},
+			wantFirst: []int{8, 8},
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			sc := &search.Scheduler{Tasks: c.tasks, Budget: c.budget, Step: 8, StepTime: c.stepTime, Now: clock}
+			var order []int
+			first := make([]int, len(c.tasks))
+			trials := make([]int, len(c.tasks))
+			st, err := sc.Run(context.Background(), func(_ context.Context, i, target int) (search.StepResult, error) {
+				order = append(order, i)
+				n := target - trials[i]
+				if first[i] == 0 {
+					first[i] = n
+				}
+				trials[i] = target
+				now = now.Add(time.Duration(float64(n) * c.perTrial[i] * float64(time.Second)))
+				return search.StepResult{Best: 1 / float64(target), Trials: target}, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for j, want := range c.wantOrder {
+				if j >= len(order) || order[j] != want {
+					t.Fatalf("steps %v, want %v first", order, c.wantOrder)
+				}
+			}
+			for i, want := range c.wantFirst {
+				if first[i] != want {
+					t.Errorf("task %s: first step %d trials, want %d", c.tasks[i].Name, first[i], want)
+				}
+				if st[i].Steps > 0 && math.Abs(st[i].PerTrial-c.perTrial[i]) > 1e-9 {
+					t.Errorf("task %s: observed %v s per trial, want %v", c.tasks[i].Name, st[i].PerTrial, c.perTrial[i])
+				}
+			}
+		})
 	}
 }

@@ -17,7 +17,6 @@ import (
 	"llmir/schedule"
 	"llmir/target"
 	"llmir/target/cpu"
-	"llmir/target/cpu/cgen"
 	"llmir/tuningdb"
 )
 
@@ -132,6 +131,9 @@ type Tuner struct {
 	Device   tuningdb.Device
 	DB       *tuningdb.DB
 	Options  Options
+	// Backend prints candidates and names the codegen version of records
+	// (nil: the CPU's C printers and cgen.CodegenVersion).
+	Backend Backend
 }
 
 // NewCPUTuner is a tuner for the CPU target; roof (may be nil) is stored
@@ -144,6 +146,7 @@ func NewCPUTuner(tg *cpu.Target, roof *cpu.Roofline, db *tuningdb.DB, opts Optio
 		Device:   DeviceOf(fp, roof),
 		DB:       db,
 		Options:  opts.WithDefaults(),
+		Backend:  NewCPUBackend(tg, roof),
 	}
 }
 
@@ -174,7 +177,7 @@ func (t *Tuner) Tune(ctx context.Context, task Task, p *target.Problem) (*Result
 	}
 	seen := map[string]bool{}
 	var trials []Trial
-	for r, err := range t.DB.DeviceRecords(ctx, t.Device.Hash, cgen.CodegenVersion) {
+	for r, err := range t.DB.DeviceRecords(ctx, t.Device.Hash, t.codegenVersion()) {
 		if err != nil {
 			return nil, fmt.Errorf("tune %s: resume: %w", k.Name(), err)
 		}
@@ -385,7 +388,7 @@ func (t *Tuner) measure(ctx context.Context, k kernels.Kernel, p *target.Problem
 	for i, pr := range props {
 		id := fmt.Sprintf("t%d", base+i)
 		trials[i] = Trial{Index: base + i, Default: pr.Key == defKey, Trace: json.RawMessage(pr.Key)}
-		c, err := NewCandidate(id, k, pr.Schedule, hw)
+		c, err := t.candidate(id, k, pr.Schedule, hw)
 		if err != nil {
 			trials[i].Measurement = target.Measurement{CandidateID: id, Status: target.StatusBuildError, Error: err.Error(), Threads: hw.Threads}
 			continue
@@ -431,7 +434,7 @@ func (t *Tuner) record(ctx context.Context, o Options, wl tuningdb.Workload, run
 			st, m.Error = tuningdb.StatusRuntimeError, "ok without samples"
 		}
 		recs[i] = tuningdb.Record{
-			WorkloadKey: wl.Key, DeviceHash: t.Device.Hash, CodegenVersion: cgen.CodegenVersion,
+			WorkloadKey: wl.Key, DeviceHash: t.Device.Hash, CodegenVersion: t.codegenVersion(),
 			Trace: tr.Trace, Status: st, Error: m.Error, Samples: samples,
 			// Distinct creation times keep the database's tie order (oldest
 			// first) equal to the measurement order.

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -8,12 +10,15 @@ import (
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"llmir/ir/hf"
 	"llmir/search"
 	"llmir/target/cpu"
+	"llmir/target/cuda/cudabench"
+	cudakernels "llmir/target/cuda/kernels"
 	"llmir/tuningdb"
 )
 
@@ -40,11 +45,24 @@ this shape, the kernel's rule-based default. It writes into DIR:
                       dispatch table (family → bucket → symbol); per group the
                       chosen alternative (fused or unfused) by recorded times
 
-and prints a table saying where each schedule came from.`,
+and prints a table saying where each schedule came from.
+
+With --target cuda the kernels are the CUDA template kernels (bf16: decode
+GEMV/skinny GEMM for M <= 16 rows, tensor-core GEMM above, paged attention,
+rms_norm, silu, mul, add) and DIR gets kernels/<symbol>.cu (CUDA C++, device
+pointers, launched on the default stream). No GPU is needed: records are
+looked up under the GPU chosen by --gpu, which is an arch (sm_90: the newest
+recorded GPU of that arch, or, with none, rule-based defaults for it), a
+device hash prefix, or part of a recorded GPU's name (H100); by default the
+newest GPU recorded in the user's or the precompiled database. The table
+names the GPU used. CUDA kernels are specialised on their shape bucket:
+callers pad activations to the bucket the dispatch table returns.`,
 		Example: `  llmir compile model.mlir -o build/
   llmir compile --preset llama-tiny --db tuning.db -o build/ --threads 2
   llmir compile model.mlir -o build/ --buckets seq=1,seq=16,seq=128,seq=2048
-  llmir compile model.mlir -o build/ --no-precompiled --json`,
+  llmir compile model.mlir -o build/ --no-precompiled --json
+  llmir compile --target cuda --preset llama-3-8b --dtype bf16 -o build-cuda/
+  llmir compile --target cuda model.mlir --gpu sm_90 -o build-cuda/`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			preset, _ := cmd.Flags().GetString("preset")
 			switch {
@@ -71,6 +89,8 @@ and prints a table saying where each schedule came from.`,
 	f.StringSlice("buckets", nil, "more dim settings to compile, NAME=N each (e.g. seq=16,seq=512): one kernel per bucket in the dispatch tables")
 	f.Bool("no-precompiled", false, "look in --db only, not in the precompiled database")
 	f.Bool("json", false, "print the manifest instead of the table")
+	f.String("target", "cpu", "target to compile for: cpu (C) or cuda (CUDA C++; no GPU needed)")
+	f.String("gpu", "", "with --target cuda: whose records to use: an arch (sm_90), a device hash prefix or part of a GPU name (default: the newest recorded GPU)")
 	return cmd
 }
 
@@ -82,8 +102,18 @@ func runCompile(cmd *cobra.Command, args []string) error {
 	noPre, _ := fl.GetBool("no-precompiled")
 	asJSON, _ := fl.GetBool("json")
 	dbPath, _ := fl.GetString("db")
+	tgName, _ := fl.GetString("target")
+	gpu, _ := fl.GetString("gpu")
 	if threads < 1 || threads > 1024 {
 		return fmt.Errorf("--threads %d: want 1..1024", threads)
+	}
+	switch {
+	case tgName != "cpu" && tgName != "cuda":
+		return fmt.Errorf("--target %q: want cpu or cuda", tgName)
+	case tgName == "cuda" && threads != 1:
+		return fmt.Errorf("--threads %d: CUDA kernels are recorded at threads 1 (their launch picks the GPU threads)", threads)
+	case tgName != "cuda" && gpu != "":
+		return errors.New("--gpu needs --target cuda")
 	}
 	dims, err := parseDims("dims", dimsArg)
 	if err != nil {
@@ -103,10 +133,6 @@ func runCompile(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	ctx := cmd.Context()
-	tg, err := cpu.New(ctx, cpu.Options{})
-	if err != nil {
-		return err
-	}
 	stack, err := tuningdb.OpenStack(ctx, dbPath, !noPre)
 	if err != nil {
 		return err
@@ -115,13 +141,29 @@ func runCompile(cmd *cobra.Command, args []string) error {
 	if stack.User == nil {
 		fmt.Fprintf(cmd.ErrOrStderr(), "note: tuning database %s does not exist; using the precompiled database and rule-based defaults\n", dbPath)
 	}
-	fp := tg.CPU()
-	cm, err := search.CompileModel(ctx, m, search.CompileOptions{
-		Lookup: stack.Layered, Device: search.DeviceOf(fp, nil),
-		Hardware: search.CPUHardware(fp, threads), Threads: threads, Dims: dims, Buckets: buckets,
-	})
+	co := search.CompileOptions{Lookup: stack.Layered, Threads: threads, Dims: dims, Buckets: buckets}
+	ext := ".c"
+	if tgName == "cuda" {
+		be, note, err := cudaCompileBackend(ctx, stack, gpu)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(cmd.ErrOrStderr(), note)
+		co.Backend, co.Device, ext = be, be.Device(), ".cu"
+	} else {
+		tg, err := cpu.New(ctx, cpu.Options{})
+		if err != nil {
+			return err
+		}
+		fp := tg.CPU()
+		co.Device, co.Hardware = search.DeviceOf(fp, nil), search.CPUHardware(fp, threads)
+	}
+	cm, err := search.CompileModel(ctx, m, co)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
+	}
+	if tgName == "cuda" && len(cm.Kernels) == 0 {
+		return fmt.Errorf("%s: no workload has a CUDA kernel (%d without one; the CUDA kernels are bf16: import with --dtype bf16)", name, len(cm.NoKernel))
 	}
 	kdir := filepath.Join(outDir, "kernels")
 	if err := os.MkdirAll(kdir, 0o755); err != nil {
@@ -129,7 +171,7 @@ func runCompile(cmd *cobra.Command, args []string) error {
 	}
 	files := make([]string, len(cm.Kernels))
 	for i, k := range cm.Kernels {
-		files[i] = filepath.Join("kernels", k.Symbol+".c")
+		files[i] = filepath.Join("kernels", k.Symbol+ext)
 		src := fmt.Sprintf("/* %s\n * workload %s, schedule from %s (%s)\n */\n%s", k.Name, k.Workload, k.From, k.Level, k.Source)
 		if err := writeFileAtomic(filepath.Join(outDir, files[i]), func(w io.Writer) error {
 			_, err := io.WriteString(w, src)
@@ -150,6 +192,7 @@ func runCompile(cmd *cobra.Command, args []string) error {
 	}
 	manifest := struct {
 		Model          string                            `json:"model"`
+		Target         string                            `json:"target"`
 		Device         string                            `json:"device"`
 		Threads        int                               `json:"threads"`
 		CodegenVersion int                               `json:"codegen_version"`
@@ -157,7 +200,7 @@ func runCompile(cmd *cobra.Command, args []string) error {
 		Dispatch       map[string][]search.DispatchEntry `json:"dispatch"`
 		Groups         []search.CompiledGroup            `json:"groups"`
 		NoKernel       []search.NoKernel                 `json:"no_kernel,omitempty"`
-	}{Model: name, Device: cm.Device, Threads: cm.Threads, CodegenVersion: cm.CodegenVersion,
+	}{Model: name, Target: cm.Target, Device: cm.Device, Threads: cm.Threads, CodegenVersion: cm.CodegenVersion,
 		Dispatch: cm.Dispatch, Groups: cm.Groups, NoKernel: cm.NoKernel}
 	for i, k := range cm.Kernels {
 		manifest.Kernels = append(manifest.Kernels, kernelFile{k, files[i]})
@@ -197,4 +240,96 @@ func runCompile(cmd *cobra.Command, args []string) error {
 	fmt.Fprintf(out, "\n%d kernels (%d from the user database, %d precompiled, %d rule-based defaults), %d without a kernel; %d groups, %d fused; wrote %s\n",
 		len(cm.Kernels), counts[tuningdb.LayerUser], counts[tuningdb.LayerPrecompiled], counts[search.FromDefault], len(cm.NoKernel), len(cm.Groups), fused, outDir)
 	return nil
+}
+
+// cudaCompileBackend picks the GPU a CUDA compile looks records up under
+// and prints for (see compile's help): among the CUDA devices with records
+// at the CUDA codegen version in the stack's databases, those matching gpu
+// (an arch, a hash prefix, or part of the name; "" matches all), the one
+// whose newest record is newest. An arch nobody recorded still compiles
+// (rule-based defaults); a name or hash that matches nothing is an error
+// listing the recorded GPUs. note says which GPU was used.
+func cudaCompileBackend(ctx context.Context, stack *tuningdb.Stack, gpu string) (be *cudabench.Backend, note string, err error) {
+	type recorded struct {
+		dev    tuningdb.Device
+		name   string
+		layer  string
+		newest time.Time
+	}
+	var all []recorded
+	for _, layer := range stack.Layers {
+		st, err := layer.DB.Stats(ctx)
+		if err != nil {
+			return nil, "", fmt.Errorf("--gpu: %s database: %w", layer.Name, err)
+		}
+		for _, d := range st.PerDevice {
+			if d.Kind != tuningdb.KindCUDA || d.Records == 0 {
+				continue
+			}
+			dev, err := layer.DB.Device(ctx, d.Hash)
+			if err != nil {
+				return nil, "", fmt.Errorf("--gpu: %s database: %w", layer.Name, err)
+			}
+			r := recorded{dev: dev, layer: layer.Name}
+			for rec, err := range layer.DB.DeviceRecords(ctx, d.Hash, cudakernels.CodegenVersion) {
+				if err != nil {
+					return nil, "", fmt.Errorf("--gpu: %s database: %w", layer.Name, err)
+				}
+				if rec.CreatedAt.After(r.newest) {
+					r.newest = rec.CreatedAt
+				}
+			}
+			if r.newest.IsZero() {
+				continue // records of other codegen versions only
+			}
+			var fp struct {
+				Name string `json:"name"`
+			}
+			_ = json.Unmarshal(dev.Fingerprint, &fp)
+			r.name = fp.Name
+			all = append(all, r)
+		}
+	}
+	isArch := strings.HasPrefix(gpu, "sm_") || strings.HasPrefix(gpu, "compute_")
+	isHash := len(gpu) >= 8 && strings.Trim(strings.ToLower(gpu), "0123456789abcdef") == ""
+	var best *recorded
+	for i, r := range all {
+		ok := false
+		switch {
+		case gpu == "":
+			ok = true
+		case isArch:
+			ok = r.dev.Compat == gpu
+		case isHash:
+			ok = strings.HasPrefix(r.dev.Hash, strings.ToLower(gpu))
+		default:
+			ok = strings.Contains(strings.ToLower(r.name), strings.ToLower(gpu))
+		}
+		// Ties go to the earlier layer (the user's database).
+		if ok && (best == nil || r.newest.After(best.newest)) {
+			best = &all[i]
+		}
+	}
+	if best != nil {
+		be, err := cudabench.NewSourceBackend(best.dev)
+		if err != nil {
+			return nil, "", fmt.Errorf("--gpu: %w", err)
+		}
+		return be, fmt.Sprintf("cuda: records of %s (%s, device %.12s, %s database, newest record %s)",
+			best.name, best.dev.Compat, best.dev.Hash, best.layer, best.newest.UTC().Format(time.DateOnly)), nil
+	}
+	if isArch {
+		return cudabench.NewArchBackend(gpu), fmt.Sprintf("cuda: no GPU of arch %s recorded; rule-based defaults for %s (H100 sizes)", gpu, gpu), nil
+	}
+	var known []string
+	for _, r := range all {
+		known = append(known, fmt.Sprintf("%s %s %.12s (%s)", r.name, r.dev.Compat, r.dev.Hash, r.layer))
+	}
+	if gpu == "" {
+		return nil, "", errors.New("--target cuda: no GPU recorded in the databases; give --gpu ARCH (e.g. sm_90) to compile rule-based defaults")
+	}
+	if len(known) == 0 {
+		known = []string{"none"}
+	}
+	return nil, "", fmt.Errorf("--gpu %q: no recorded GPU matches (recorded: %s); an arch such as sm_90 always works", gpu, strings.Join(known, "; "))
 }

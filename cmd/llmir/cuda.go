@@ -237,7 +237,7 @@ func newCudaCheckCmd() *cobra.Command {
 		Short: "Validate every CUDA kernel's default and sampled schedules against the Go reference on odd shapes",
 		Long: `Builds the conformance suite (GEMV with N, K one past a vector; ragged and empty
 sequences in paged attention at block sizes 7, 16, 128 and head_dim 64, 128;
-odd rms_norm and silu_mul rows), validates each schedule and the cuBLAS baseline,
+odd rms_norm, silu_mul, silu, mul and add rows), validates each schedule and the cuBLAS baseline,
 and exits with an error listing every candidate that crashed, timed out or was
 wrong. Knob combinations a generator refuses are not failures.`,
 		Example: `  llmir cuda check
@@ -274,16 +274,18 @@ func newCudaBenchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Tune llama-3-8b's decode kernels briefly on the GPU and compare with cuBLAS, SDPA and the copy bandwidth",
-		Long: `Runs the llama-3-8b decode suite: GEMV bf16 at M = 1 and 16 for the four linear
-shapes (against cuBLAS GemmEx in the same harness run), paged decode attention
-bf16 (batch 32, 32/8 heads of 128, context 4096) at block sizes 16, 32, 64, 128
+		Long: `Runs the llama-3-8b decode suite, built from the IR workloads of the imported
+bf16 model (so its records are those 'llmir compile --target cuda' looks up):
+GEMV bf16 at batch 1 and 16 for the linears (q/o, k/v, gate/up, down, lm_head;
+against cuBLAS GemmEx in the same harness run), paged decode attention bf16
+(batch 32, 32/8 heads of 128, context 4096) at block sizes 16, 32, 64, 128
 (against PyTorch SDPA on contiguous KV when --sdpa gives its times, from
-scripts/sdpa_baseline.py), rms_norm and silu·mul. Each kernel is measured at its
+scripts/sdpa_baseline.py), rms_norm, silu, mul and add. Each kernel is measured at its
 rule-based default and --samples sampled schedules; every measurement is
 recorded in the tuning database (--db) under the GPU's fingerprint, and results
 are related to the copy bandwidth measured first. --suite prefill runs the
 prefill linears instead: bf16 GEMM on tensor cores (mma.sync, cp.async
-pipeline) at M = 512…4096 for the same four N×K, against cuBLAS.`,
+pipeline) at M = 512…4096 for the same N×K, against cuBLAS.`,
 		Example: `  llmir cuda bench --out out/bench
   python3 scripts/sdpa_baseline.py > sdpa.json && llmir cuda bench --sdpa sdpa.json
   llmir cuda bench --match attention --samples 24 --min-time 200ms
@@ -292,17 +294,25 @@ pipeline) at M = 512…4096 for the same four N×K, against cuBLAS.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			suite, _ := cmd.Flags().GetString("suite")
 			var tasks []cudabench.Task
+			var err error
 			switch suite {
 			case "decode":
-				tasks = cudabench.Llama3Decode()
+				tasks, err = cudabench.Llama3Decode()
 			case "prefill":
-				tasks = cudabench.Llama3Prefill()
+				tasks, err = cudabench.Llama3Prefill()
 			case "all":
 				// Prefill first: it is the newer code, and a run cut short by
 				// a time limit keeps its rows.
-				tasks = append(cudabench.Llama3Prefill(), cudabench.Llama3Decode()...)
+				var dec []cudabench.Task
+				if tasks, err = cudabench.Llama3Prefill(); err == nil {
+					dec, err = cudabench.Llama3Decode()
+					tasks = append(tasks, dec...)
+				}
 			default:
 				return fmt.Errorf("--suite %q: want decode, prefill or all", suite)
+			}
+			if err != nil {
+				return err
 			}
 			su, err := readCudaSuiteFlags(cmd, tasks, cudabench.Options{Command: "llmir cuda bench"})
 			if err != nil {

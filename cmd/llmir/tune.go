@@ -19,6 +19,8 @@ import (
 	"llmir/search"
 	"llmir/target"
 	"llmir/target/cpu"
+	"llmir/target/cuda"
+	"llmir/target/cuda/cudabench"
 	"llmir/tuningdb"
 )
 
@@ -45,10 +47,18 @@ so a rerun with the same --trials measures nothing new.
 
 At the end: a table per workload (occurrences, default and best time, speedup,
 trials) and the model's estimated kernel time per decode and per prefill token
-(sum over groups of the fastest alternative), default vs tuned.`,
+(sum over groups of the fastest alternative), default vs tuned.
+
+--target cuda tunes the CUDA template kernels of a bf16 model (decode
+GEMV/skinny GEMM for M <= 16 rows, tensor-core GEMM above, paged attention,
+rms_norm, silu, mul, add; fused groups through their unfused alternatives) on
+GPU 0, built with nvcc and recorded under the GPU's fingerprint. It needs
+nvidia-smi, nvcc and an NVIDIA GPU on this machine; 'llmir compile --target
+cuda' then works anywhere.`,
 		Example: `  llmir tune --preset llama-tiny --trials 200
   llmir tune model.mlir --time 30m --threads 2
-  llmir tune model.mlir --trials 500 --per-task 64 --db tuning.db --json > tune.json`,
+  llmir tune model.mlir --trials 500 --per-task 64 --db tuning.db --json > tune.json
+  llmir tune --target cuda --preset llama-3-8b --function decode --trials 96`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			preset, _ := cmd.Flags().GetString("preset")
 			switch {
@@ -66,7 +76,8 @@ trials) and the model's estimated kernel time per decode and per prefill token
 	f := cmd.Flags()
 	f.String("preset", "", "built-in model: "+strings.Join(hf.Presets(), ", "))
 	f.String("dtype", "", "with --preset: tensor dtype f32, bf16 or f16 (default: the preset's; the CPU linear kernels are f32)")
-	f.String("target", "cpu", "target to tune for (cpu)")
+	f.String("target", "cpu", "target to tune for: cpu, or cuda (needs nvcc and an NVIDIA GPU)")
+	cudaTargetFlags(cmd)
 	f.Int("trials", 0, "total trial budget over all workloads, database records included (default: 32 per workload when --time is not set)")
 	f.Duration("time", 0, "wall-clock budget, e.g. 10m (checked between batches)")
 	f.Int("per-task", 0, "cap on one workload's trials (0: none)")
@@ -75,6 +86,7 @@ trials) and the model's estimated kernel time per decode and per prefill token
 	f.String("strategy", "evolutionary", "search strategy: evolutionary or random")
 	f.StringSlice("dims", nil, "symbolic dims, NAME=N (default: each function's llmir.dims)")
 	f.StringSlice("only", nil, "tune only workloads of these op groups, e.g. linear,rms_norm+linear")
+	f.StringSlice("function", nil, "tune only workloads of these functions, e.g. decode (default: all)")
 	f.Uint64("seed", 1, "seed of the search and of the inputs")
 	f.Duration("min-time", 0, "timed budget per candidate (0: the protocol's 100ms)")
 	f.Int("confirm", 3, "re-measure each workload's N fastest trials next to its default at the end (0: off)")
@@ -130,13 +142,16 @@ func runTune(cmd *cobra.Command, args []string) error {
 	strategy, _ := fl.GetString("strategy")
 	dimsArg, _ := fl.GetStringSlice("dims")
 	only, _ := fl.GetStringSlice("only")
+	funcs, _ := fl.GetStringSlice("function")
 	seed, _ := fl.GetUint64("seed")
 	minTime, _ := fl.GetDuration("min-time")
 	confirm, _ := fl.GetInt("confirm")
 	asJSON, _ := fl.GetBool("json")
 	switch {
-	case tgName != "cpu":
-		return fmt.Errorf("--target %q: only cpu is supported", tgName)
+	case tgName != "cpu" && tgName != "cuda":
+		return fmt.Errorf("--target %q: want cpu or cuda", tgName)
+	case tgName == "cuda" && threads != 1:
+		return fmt.Errorf("--threads %d: CUDA kernels are tuned at threads 1 (their launch picks the GPU threads)", threads)
 	case trials < 0:
 		return fmt.Errorf("--trials %d: want ≥ 0", trials)
 	case budget < 0:
@@ -163,8 +178,25 @@ func runTune(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	ctx := cmd.Context()
-	tg, roof, db, err := openCPUTuning(cmd)
-	if err != nil {
+	var (
+		tg      *cpu.Target
+		roof    *cpu.Roofline
+		db      *tuningdb.DB
+		backend search.Backend
+	)
+	if tgName == "cuda" {
+		ctg, err := openCudaTarget(cmd)
+		if errors.Is(err, cuda.ErrNoCUDA) {
+			return fmt.Errorf("--target cuda: %w (tune needs nvidia-smi, nvcc and an NVIDIA GPU here; 'llmir compile --target cuda' does not)", err)
+		}
+		if err != nil {
+			return fmt.Errorf("--target cuda: %w", err)
+		}
+		if db, err = openUserDB(cmd, false); err != nil {
+			return err
+		}
+		backend = cudabench.NewBackend(ctg, cuda.Bandwidth{})
+	} else if tg, roof, db, err = openCPUTuning(cmd); err != nil {
 		return err
 	}
 	defer db.Close()
@@ -172,9 +204,9 @@ func runTune(cmd *cobra.Command, args []string) error {
 		confirm = -1
 	}
 	o := search.ModelOptions{
-		Target: tg, Roofline: roof, DB: db, Threads: threads,
+		Target: tg, Roofline: roof, Backend: backend, DB: db, Threads: threads,
 		Budget: search.ModelBudget{Trials: trials, Time: budget, PerTask: perTask},
-		Dims:   dims, Only: only, Strategy: strategy, Step: batch, Seed: seed, Confirm: confirm,
+		Dims:   dims, Only: only, Funcs: funcs, Strategy: strategy, Step: batch, Seed: seed, Confirm: confirm,
 		Run:          target.RunOptions{Budget: minTime},
 		Command:      "llmir " + strings.Join(os.Args[1:], " "),
 		LLMIRVersion: buildinfo.Version(),
@@ -185,6 +217,9 @@ func runTune(cmd *cobra.Command, args []string) error {
 		o.Log = cmd.ErrOrStderr()
 	}
 	res, err := search.TuneModel(ctx, m, o)
+	if tgName == "cuda" && errors.Is(err, search.ErrNoTasks) {
+		err = fmt.Errorf("%w (the CUDA kernels are bf16: import with --dtype bf16)", err)
+	}
 	if res == nil {
 		return err
 	}
@@ -242,7 +277,7 @@ func printTune(w io.Writer, name string, res *search.ModelResult) {
 		}
 	}
 	if len(res.Skipped) > 0 {
-		fmt.Fprintf(w, "\n%d workloads not selected by --only (left out of the estimates)\n", len(res.Skipped))
+		fmt.Fprintf(w, "\n%d workloads not selected by --only or --function (left out of the estimates)\n", len(res.Skipped))
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -8,7 +8,9 @@
 //     over column blocks (what a hand-written microkernel does).
 //   - GEMV: the decode shape — the reduction vectorized over k with an
 //     MR×JU tile of vector accumulators and a horizontal sum, w streamed
-//     once, parallel over row chunks of w.
+//     once, parallel over row chunks of w; optionally the MR-row blocks
+//     inside each tile (RowsInner) and a software prefetch of w's rows
+//     (Prefetch, the schedule.Prefetch annotation on the k loop).
 //
 // The recipes take schedule.Ref knobs; a literal is schedule.Lit(v).
 package recipe

@@ -114,10 +114,20 @@ func GEMM(s *schedule.Schedule, block string, t GEMMTiles) (map[string]string, e
 // NJ, MR and JU may be sampled values; KV is a literal (the vector lanes,
 // which must divide K for rfactor).
 type GEMVTiles struct {
-	NJ       schedule.Ref // register tiles per parallel chunk: a chunk holds NJ·JU rows of w
-	KV       int64        // k lanes accumulated in vectors (16 = one zmm of f32); must divide K
-	MR       schedule.Ref // rows of a per register tile; 0 = all of M
-	JU       schedule.Ref // rows of w per register tile; 0 = 1
+	NJ schedule.Ref // register tiles per parallel chunk: a chunk holds NJ·JU rows of w
+	KV int64        // k lanes accumulated in vectors (16 = one zmm of f32); must divide K
+	MR schedule.Ref // rows of a per register tile; 0 = all of M
+	JU schedule.Ref // rows of w per register tile; 0 = 1
+	// RowsInner puts the MR-row blocks of a inside the JU-row tiles of w
+	// (for j1, for i0) instead of outside them: the tile's JU rows of w are
+	// read from memory by the first block and from L2 by the others, while
+	// the whole chunk of NJ·JU rows would not stay in L2 across all blocks.
+	RowsInner bool
+	// Prefetch is how many k vectors ahead each row of the tile's weights
+	// (buffer Stream) is prefetched: 0 none, else a prefetch annotation on
+	// the k loop.
+	Prefetch schedule.Ref
+	Stream   string
 	Parallel bool
 }
 
@@ -129,10 +139,10 @@ type GEMVTiles struct {
 // finishes each output.
 //
 //	for j0 (N/JB, parallel)
-//	  for i0 (M/MR)
+//	  for i0 (M/MR)                        // inside j1 with RowsInner
 //	    for j1 (JB/JU)
 //	      acc[MR][JU][KV] = 0              // MR·JU vector registers
-//	      for k0 (K/KV)
+//	      for k0 (K/KV)                    // prefetch w[j, k + Prefetch·KV]
 //	        for i1 (MR, unrolled)
 //	          for j2 (JU, unrolled)
 //	            for k1 (KV, vectorized)
@@ -172,14 +182,18 @@ func GEMV(s *schedule.Schedule, block string, t GEMVTiles) (map[string]string, e
 	if err := step(err, "split k"); err != nil {
 		return nil, err
 	}
-	if err := step(s.Reorder(js[0], is[0], js[1], ks[0], is[1], js[2], ks[1]), "reorder"); err != nil {
+	order, tile := []string{js[0], is[0], js[1]}, js[1]
+	if t.RowsInner {
+		order, tile = []string{js[0], js[1], is[0]}, is[0]
+	}
+	if err := step(s.Reorder(append(order, ks[0], is[1], js[2], ks[1])...), "reorder"); err != nil {
 		return nil, err
 	}
 	rf, err := s.RFactor(block, ks[1], 2)
 	if err := step(err, "rfactor"); err != nil {
 		return nil, err
 	}
-	if err := step(s.ReverseComputeAt(block, js[1]), "reverse_compute_at"); err != nil {
+	if err := step(s.ReverseComputeAt(block, tile), "reverse_compute_at"); err != nil {
 		return nil, err
 	}
 	if err := step(s.SetScope(rf, schedule.Register), "set_scope"); err != nil {
@@ -210,6 +224,13 @@ func GEMV(s *schedule.Schedule, block string, t GEMVTiles) (map[string]string, e
 	}
 	for _, l := range wl[len(wl)-3:] {
 		if err := step(s.Unroll(l), "unroll "+l); err != nil {
+			return nil, err
+		}
+	}
+	// A sampled distance is applied even when it is 0 (a legal no-op), so
+	// that a trace mutated to another distance replays to a neighbour.
+	if t.Prefetch.Name != "" || t.Prefetch.Value > 0 {
+		if err := step(s.Prefetch(ks[0], t.Stream, t.Prefetch), "prefetch"); err != nil {
 			return nil, err
 		}
 	}

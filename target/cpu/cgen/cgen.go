@@ -46,7 +46,7 @@ func Emit(n *schedule.Nest, opt Options) (string, error) {
 	if !ident.MatchString(opt.Entry) {
 		return "", fmt.Errorf("%w: entry name %q is not a C identifier", ErrUnsupported, opt.Entry)
 	}
-	g := &gen{n: n, opt: opt, lanes: int64(opt.VectorBits / 32), reg: map[string]*regInfo{}, pin: map[string]int64{}, noVersion: map[string]bool{}}
+	g := &gen{n: n, opt: opt, lanes: int64(opt.VectorBits / 32), reg: map[string]*regInfo{}, pin: map[string]int64{}, noVersion: map[string]bool{}, guarded: map[string]bool{}}
 	if err := g.checkNames(); err != nil {
 		return "", err
 	}
@@ -141,6 +141,9 @@ func (g *gen) checkNames() error {
 		if err == nil && l.Kind == schedule.Bound {
 			err = fmt.Errorf("%w: loop %s is bound to GPU axis %s", ErrUnsupported, l.Name, l.Thread)
 		}
+		if err == nil && l.Kind == schedule.Tensorized {
+			err = fmt.Errorf("%w: loop %s is tensorized to %s, a GPU tensor-core instruction (print it with target/cuda/cgen)", ErrUnsupported, l.Name, l.Intrin)
+		}
 	})
 	return err
 }
@@ -181,6 +184,13 @@ type gen struct {
 	// register tile out of memory anyway, so versioning them is pure growth.
 	dry       *dryRun
 	noVersion map[string]bool
+	// guarded lists owner loops whose full copy drops the guards of
+	// unrolled tails (min(MR, M - i*MR)): worth a version even when both
+	// copies keep the tile in registers.
+	guarded map[string]bool
+	// pf holds the prefetch annotations of the loops whose body is being
+	// printed, innermost last.
+	pf []*prefetchAt
 }
 
 func (g *gen) walkLoops(ss []schedule.Stmt, anc []*schedule.Loop, f func(*schedule.Loop, []*schedule.Loop)) {
@@ -482,6 +492,9 @@ func (g *gen) loop(l *schedule.Loop) error {
 		if !ok || iv.Hi > g.opt.MaxUnroll {
 			break
 		}
+		if g.dry != nil {
+			g.noteGuard(ext, iv.Hi)
+		}
 		g.line("{")
 		g.ind++
 		g.line("const int64_t %s_n = %s;", l.Name, g.cInt(ext))
@@ -601,6 +614,13 @@ func (g *gen) bodyIn(l *schedule.Loop, format string, args ...any) error {
 }
 
 func (g *gen) body(l *schedule.Loop) error {
+	if len(l.Prefetch) == 0 {
+		return g.versionedBody(l)
+	}
+	return g.prefetchBody(l)
+}
+
+func (g *gen) versionedBody(l *schedule.Loop) error {
 	ts := g.tails(l)
 	if len(ts) == 0 {
 		if err := g.allocs(l.Name); err != nil {
@@ -620,7 +640,9 @@ func (g *gen) body(l *schedule.Loop) error {
 	// min(32, e) >= 16 is 32 >= 16.
 	var conds []string
 	for _, t := range ts {
-		if c, ok := g.rg.Simplify(g.pinned(t.e)).(schedule.Int); ok && c.V >= t.c {
+		if t.guard {
+			g.guarded[l.Name] = true
+		} else if c, ok := g.rg.Simplify(g.pinned(t.e)).(schedule.Int); ok && c.V >= t.c {
 			continue
 		}
 		conds = append(conds, fmt.Sprintf("%s >= %d", g.cInt(t.e), t.c))
@@ -660,9 +682,12 @@ func (g *gen) body(l *schedule.Loop) error {
 
 // tail is an extent (or part of one) min(c, e) that versioning pins to c.
 type tail struct {
-	key string // printed form of min(c, e)
+	key string // printed form of min(c, e), or of e for a guard
 	c   int64
 	e   schedule.Expr
+	// guard: e is the whole extent of a guarded unrolled loop (bounded by
+	// c), pinned to c; the full copy then has no guards at all.
+	guard bool
 }
 
 // tails returns the tails to version the body of l on: the subexpressions
@@ -743,6 +768,31 @@ func (g *gen) noteTail(ext schedule.Expr) {
 	d.ts = append(d.ts, tail{key: key, c: c.V, e: e})
 }
 
+// noteGuard records the extent of a guarded unrolled loop (bounded by hi)
+// as a tail: its min(C, e) parts as noteTail does, or, when it is no min —
+// d_M - i*4 once the bucket bounds it by 4 — the whole extent, pinned to
+// hi. Every guard inside a full register tile then disappears: gcc does
+// not unswitch a k loop with one guard per FMA, and the branches cost as
+// much as the FMAs in a decode tile.
+func (g *gen) noteGuard(ext schedule.Expr, hi int64) {
+	if m, ok := ext.(schedule.Bin); ok && m.Op == schedule.OpMin {
+		g.noteTail(ext)
+		return
+	}
+	d := g.dry
+	key := ext.String()
+	if _, ok := ext.(schedule.Bin); !ok || d.seen[key] || hi <= 0 {
+		return
+	}
+	for v := range d.inner {
+		if schedule.UsesVar(ext, v) {
+			return
+		}
+	}
+	d.seen[key] = true
+	d.ts = append(d.ts, tail{key: key, c: hi, e: ext, guard: true})
+}
+
 // pinned replaces the pinned tails in e by their constants.
 func (g *gen) pinned(e schedule.Expr) schedule.Expr {
 	b, ok := e.(schedule.Bin)
@@ -770,6 +820,9 @@ func (g *gen) versionGain() bool {
 		at := g.n.Buffer(name).AllocAt
 		versioned[at] = true
 		if e := g.reg[strings.TrimSuffix(key, "/full")+"/edge"]; e != nil && e.array && !r.array {
+			gain[at] = true
+		}
+		if g.guarded[at] && !r.array {
 			gain[at] = true
 		}
 	}
@@ -964,6 +1017,7 @@ func (g *gen) scalarRef(r ref) string {
 		}
 		return name
 	}
+	g.notePrefetch(r)
 	return fmt.Sprintf("%s[%s]", r.buf.Name, g.cInt(g.offset(r)))
 }
 
@@ -1298,6 +1352,84 @@ func (g *gen) vecRef(r ref) (func(string) string, string) {
 	if name, _, ok := g.local(r, true); ok {
 		return func(v string) string { return name + " = " + v }, name
 	}
+	g.notePrefetch(r)
 	p := fmt.Sprintf("&%s[%s]", r.buf.Name, g.cInt(g.offset(r)))
 	return func(v string) string { return "llmir_vstore(" + p + ", " + v + ")" }, "llmir_vload(" + p + ")"
+}
+
+// --- software prefetch --------------------------------------------------------
+
+// prefetchAt collects, while a loop body with prefetch annotations is
+// printed, the addresses the iteration Dist ahead will read.
+type prefetchAt struct {
+	loop  string
+	dist  map[string]int64 // buffer → iterations ahead
+	scope map[string]bool  // loop variables declared at the top of the body
+	seen  map[string]bool
+	lines []string
+}
+
+// prefetchBody prints the body of a loop annotated by Schedule.Prefetch:
+// the body is printed first (so unrolled inner loops have substituted their
+// constants and every access is seen as printed), then a
+// __builtin_prefetch of each distinct address the annotated buffers are
+// read at, with the loop variable advanced by the distance, is put at the
+// top of the body. Addresses that use a variable of an inner, not unrolled
+// loop are skipped: they are not in scope there. One prefetch per access
+// rather than per cache line keeps the printer simple; the decode recipe
+// reads one 64-byte line per row per iteration, so they coincide. Reading
+// past the end of the buffer is harmless: a prefetch never faults.
+func (g *gen) prefetchBody(l *schedule.Loop) error {
+	p := &prefetchAt{loop: l.Name, dist: map[string]int64{}, scope: map[string]bool{}, seen: map[string]bool{}}
+	for _, a := range l.Prefetch {
+		p.dist[a.Buf] = a.Dist
+	}
+	for v := range g.rg.Vars {
+		p.scope[v] = true
+	}
+	p.scope[l.Name] = true
+	g.pf = append(g.pf, p)
+	start, ind := g.w.Len(), g.ind
+	err := g.versionedBody(l)
+	g.pf = g.pf[:len(g.pf)-1]
+	if err != nil {
+		return err
+	}
+	text := g.w.String()
+	g.w.Reset()
+	g.w.WriteString(text[:start])
+	g.ind = ind
+	for _, ln := range p.lines {
+		g.line("%s", ln)
+	}
+	g.w.WriteString(text[start:])
+	return nil
+}
+
+// notePrefetch records the prefetch of access r for every enclosing
+// annotated loop that prefetches its buffer.
+func (g *gen) notePrefetch(r ref) {
+	for _, p := range g.pf {
+		d, ok := p.dist[r.buf.Name]
+		if !ok {
+			continue
+		}
+		off := g.offset(r)
+		if !schedule.UsesVar(off, p.loop) {
+			continue
+		}
+		inScope := true
+		for _, v := range schedule.Vars(off) {
+			inScope = inScope && p.scope[v]
+		}
+		if !inScope {
+			continue
+		}
+		ahead := g.rg.Simplify(schedule.Subst(off, map[string]schedule.Expr{p.loop: schedule.Add(schedule.V(p.loop), schedule.C(d))}))
+		ln := fmt.Sprintf("__builtin_prefetch(&%s[%s], 0, 3);", r.buf.Name, g.cInt(ahead))
+		if !p.seen[ln] {
+			p.seen[ln] = true
+			p.lines = append(p.lines, ln)
+		}
+	}
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"llmir/ir"
+	"llmir/ir/hf"
 	"llmir/kernels"
 	"llmir/schedule"
 	"llmir/search"
@@ -26,39 +28,112 @@ type Task struct {
 	Baseline cudakernels.Kernel
 }
 
-// Llama3Decode is the decode suite of llama-3-8b (hidden 4096, 32 query and
-// 8 KV heads of 128, MLP 14336) at batch 1 and 16 for the linears and
-// batch 32 at context 4096 for attention, at KV block sizes 16…128.
-func Llama3Decode() []Task {
+// Llama3Decode is the decode suite of llama-3-8b (bf16), built from the IR
+// workloads of the imported model so that its records land under the keys
+// `llmir compile --target cuda` looks up: every decode workload with a CUDA
+// kernel (q/o, k/v, gate/up, down and lm_head GEMVs, rms_norm, silu, mul,
+// add) at batch 1 and 16, and paged attention at batch 32, context 4096,
+// KV block sizes 16…128. Linears carry their cuBLAS baseline.
+func Llama3Decode() ([]Task, error) {
 	var ts []Task
-	for _, m := range []int64{1, 16} {
-		for _, nk := range [][2]int64{{6144, 4096}, {4096, 4096}, {28672, 4096}, {4096, 14336}} {
-			g := cudakernels.GEMV{M: m, N: nk[0], K: nk[1]}
-			ts = append(ts, Task{Kernel: g, Baseline: cudakernels.GEMVCuBLAS{GEMV: g}})
+	seen := map[string]bool{}
+	for _, batch := range []int64{1, 16} {
+		more, err := ModelTasks("llama-3-8b", hf.Options{DType: "bf16"}, "decode", map[string]int64{"batch": batch}, seen)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range more {
+			if _, attn := cudakernels.Unwrap(t.Kernel).(cudakernels.PagedAttention); !attn {
+				ts = append(ts, t)
+			}
 		}
 	}
 	for _, bs := range []int64{16, 32, 64, 128} {
-		ts = append(ts, Task{Kernel: cudakernels.PagedAttention{Batch: 32, QHeads: 32, KVHeads: 8, HeadDim: 128, BlockSize: bs, Context: 4096}})
-	}
-	ts = append(ts,
-		Task{Kernel: cudakernels.RMSNorm{M: 16, H: 4096}},
-		Task{Kernel: cudakernels.SiluMul{M: 16, I: 14336}},
-	)
-	return ts
-}
-
-// Llama3Prefill is llama-3-8b's four linear shapes (N×K: qkv 6144×4096,
-// o 4096×4096, gate·up 28672×4096, down 4096×14336) as bf16 GEMMs on
-// tensor cores at M = 512…4096 prompt tokens, against cuBLAS GemmEx.
-func Llama3Prefill() []Task {
-	var ts []Task
-	for _, m := range []int64{512, 1024, 2048, 4096} {
-		for _, nk := range [][2]int64{{6144, 4096}, {4096, 4096}, {28672, 4096}, {4096, 14336}} {
-			g := cudakernels.GEMM{M: m, N: nk[0], K: nk[1]}
-			ts = append(ts, Task{Kernel: g, Baseline: cudakernels.GEMMCuBLAS{GEMM: g}})
+		more, err := ModelTasks("llama-3-8b", hf.Options{DType: "bf16", BlockSize: bs, DecodeContext: 4096}, "decode", map[string]int64{"batch": 32}, seen)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range more {
+			if _, attn := cudakernels.Unwrap(t.Kernel).(cudakernels.PagedAttention); attn {
+				ts = append(ts, t)
+			}
 		}
 	}
-	return ts
+	return ts, nil
+}
+
+// Llama3Prefill is llama-3-8b's prefill linears (q/o 4096×4096, k/v
+// 1024×4096, gate/up 14336×4096, down 4096×14336) as bf16 GEMMs on tensor
+// cores at 512…4096 prompt tokens (batch 1), and the lm_head (128256×4096)
+// at 512, built from the IR workloads, against cuBLAS GemmEx.
+func Llama3Prefill() ([]Task, error) {
+	var ts []Task
+	seen := map[string]bool{}
+	for _, seq := range []int64{512, 1024, 2048, 4096} {
+		more, err := ModelTasks("llama-3-8b", hf.Options{DType: "bf16"}, "prefill", map[string]int64{"batch": 1, "seq": seq}, seen)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range more {
+			g, gemm := cudakernels.Unwrap(t.Kernel).(cudakernels.GEMM)
+			// The lm_head over a whole prompt only at 512: engines take the
+			// last token's logits, and its larger GEMMs (up to 4 TFLOP,
+			// seconds of reference) would double the suite's time.
+			if gemm && (g.N != lmHeadVocab || seq == 512) {
+				ts = append(ts, t)
+			}
+		}
+	}
+	return ts, nil
+}
+
+// lmHeadVocab is llama-3-8b's vocabulary: the lm_head linear's N.
+const lmHeadVocab = 128256
+
+// ModelTasks is a task per distinct workload of function fn of a preset
+// (fused and unfused alternatives, as the tuner sees them) that has a CUDA
+// kernel, at the given dims, skipping keys in seen (and adding its own).
+// Linear kernels get their cuBLAS baseline.
+func ModelTasks(preset string, o hf.Options, fn string, dims map[string]int64, seen map[string]bool) ([]Task, error) {
+	m, err := hf.ImportPreset(preset, o)
+	if err != nil {
+		return nil, fmt.Errorf("suite %s: %w", preset, err)
+	}
+	if err := ir.InferShapes(m); err != nil {
+		return nil, fmt.Errorf("suite %s: %w", preset, err)
+	}
+	groups, err := ir.Partition(m, dims)
+	if err != nil {
+		return nil, fmt.Errorf("suite %s: %w", preset, err)
+	}
+	var ts []Task
+	for _, t := range ir.GroupTasks(groups) {
+		key := t.Workload.Key()
+		if seen[key] || !slices.Contains(t.Funcs, fn) {
+			continue
+		}
+		k, err := cudakernels.FromWorkload(t.Workload)
+		if errors.Is(err, kernels.ErrNoKernel) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("suite %s: %w", preset, err)
+		}
+		seen[key] = true
+		ts = append(ts, Task{Kernel: k, Baseline: baselineOf(k)})
+	}
+	return ts, nil
+}
+
+// baselineOf is the vendor kernel of the same problem (nil: none).
+func baselineOf(k cudakernels.Kernel) cudakernels.Kernel {
+	switch g := cudakernels.Unwrap(k).(type) {
+	case cudakernels.GEMV:
+		return cudakernels.GEMVCuBLAS{GEMV: g}
+	case cudakernels.GEMM:
+		return cudakernels.GEMMCuBLAS{GEMM: g}
+	}
+	return nil
 }
 
 // Conformance is the check suite: odd shapes (primes, one past a vector,
@@ -86,7 +161,21 @@ func Conformance() []Task {
 		Task{Kernel: cudakernels.RMSNorm{M: 1, H: 130}},
 		Task{Kernel: cudakernels.SiluMul{M: 3, I: 1000}},
 		Task{Kernel: cudakernels.SiluMul{M: 1, I: 14}},
+		Task{Kernel: cudakernels.Pointwise{Op: cudakernels.OpSiLU, M: 3, H: 1000}},
+		Task{Kernel: cudakernels.Pointwise{Op: cudakernels.OpMul, M: 1, H: 14}},
+		Task{Kernel: cudakernels.Pointwise{Op: cudakernels.OpAdd, M: 5, H: 4104}},
 	)
+	// The kernels printed from the loop-nest IR (target/cuda/cgen), on the
+	// odd shapes their recipes accept.
+	for _, g := range []cudakernels.GEMV{{M: 1, N: 37, K: 512}, {M: 3, N: 257, K: 1024}, {M: 16, N: 130, K: 768}} {
+		ts = append(ts, Task{Kernel: cudakernels.LoopNestGEMV{GEMV: g}, Baseline: cudakernels.GEMVCuBLAS{GEMV: g}})
+	}
+	for _, g := range []cudakernels.GEMM{{M: 16, N: 8, K: 16}, {M: 64, N: 48, K: 32}, {M: 256, N: 384, K: 512}} {
+		ts = append(ts, Task{Kernel: cudakernels.LoopNestGEMM{GEMM: g}, Baseline: cudakernels.GEMMCuBLAS{GEMM: g}})
+	}
+	for _, p := range []cudakernels.Pointwise{{Op: cudakernels.OpMul, M: 3, H: 1000}, {Op: cudakernels.OpAdd, M: 5, H: 4104}, {Op: cudakernels.OpMul, M: 1, H: 14}} {
+		ts = append(ts, Task{Kernel: cudakernels.LoopNestElementwise{Pointwise: p}, Baseline: p})
+	}
 	return ts
 }
 
@@ -219,10 +308,7 @@ func Run(ctx context.Context, tg *cuda.Target, tasks []Task, o Options) (*Report
 	var dbDev tuningdb.Device
 	var runID int64
 	if o.DB != nil {
-		dbDev = tuningdb.Device{Hash: dev.Hash, Kind: tuningdb.KindCUDA, Compat: dev.Compat, Fingerprint: dev.JSON}
-		if o.Bandwidth.CopyGBps > 0 {
-			dbDev.Roofline.Points = []tuningdb.RooflinePoint{{Threads: 0, ReadGBps: o.Bandwidth.ReadGBps}}
-		}
+		dbDev = DeviceOf(tg.GPU(), o.Bandwidth)
 		if err := o.DB.PutDevice(ctx, dbDev); err != nil {
 			return nil, fmt.Errorf("cuda bench: %w", err)
 		}
@@ -430,7 +516,7 @@ func relate(r *Row, t Task, o Options) {
 	if r.Default != nil && r.Default.Measurement.OK() {
 		r.DefaultGBps = r.Bytes / r.Default.Measurement.Median / 1e9
 	}
-	a, ok := t.Kernel.(cudakernels.PagedAttention)
+	a, ok := cudakernels.Unwrap(t.Kernel).(cudakernels.PagedAttention)
 	if !ok || a.Ragged || r.Best == nil {
 		return
 	}
@@ -472,9 +558,8 @@ func record(ctx context.Context, db *tuningdb.DB, dev tuningdb.Device, runID int
 	return nil
 }
 
-// CodegenVersion is stamped on the CUDA records: bump it when a generator
-// changes what a stored knob trace means (2: cuda_gemm gained group_m).
-const CodegenVersion = 2
+// CodegenVersion is the CUDA records' version (cudakernels.CodegenVersion).
+const CodegenVersion = cudakernels.CodegenVersion
 
 // Line is the row in one line of text.
 func (r Row) Line() string {

@@ -4,6 +4,9 @@ import (
 	"strings"
 	"testing"
 
+	"llmir/ir"
+	"llmir/ir/hf"
+	"llmir/search"
 	"llmir/target"
 	cudakernels "llmir/target/cuda/kernels"
 )
@@ -80,7 +83,15 @@ func TestRelate(t *testing.T) {
 }
 
 func TestSuites(t *testing.T) {
-	for name, tasks := range map[string][]Task{"llama3": Llama3Decode(), "prefill": Llama3Prefill(), "conformance": Conformance()} {
+	decode, err := Llama3Decode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefill, err := Llama3Prefill()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tasks := range map[string][]Task{"llama3": decode, "prefill": prefill, "conformance": Conformance()} {
 		seen := map[string]bool{}
 		for _, task := range tasks {
 			if _, err := task.Kernel.Def(); err != nil {
@@ -92,15 +103,68 @@ func TestSuites(t *testing.T) {
 			seen[task.Kernel.Name()] = true
 		}
 	}
-	if n := len(Llama3Decode()); n != 14 {
-		t.Errorf("llama3 decode suite has %d kernels, want 14", n)
+	// The suite's kernels answer with IR workloads; relate must still see
+	// attention behind the wrapper to pair it with SDPA.
+	for _, task := range decode {
+		if _, ok := cudakernels.Unwrap(task.Kernel).(cudakernels.PagedAttention); !ok {
+			continue
+		}
+		r := &Row{Kernel: task.Kernel.Name(), Bytes: 4e8, Trials: []Trial{{ID: "t0", Default: true, Measurement: ok(1e-4)}}}
+		r.Default, r.Best = &r.Trials[0], &r.Trials[0]
+		relate(r, task, Options{SDPA: []SDPAResult{{Batch: 32, QHeads: 32, KVHeads: 8, HeadDim: 128, Context: 4096, MedianS: 2e-4}}})
+		if r.VsSDPA != 2 {
+			t.Errorf("%s: vs SDPA %g, want 2", task.Kernel.Name(), r.VsSDPA)
+		}
 	}
-	for _, task := range Llama3Prefill() {
+	// Per batch (1, 16): rms_norm, add, silu, mul and five GEMVs (q/o,
+	// k/v, gate/up, down, lm_head); attention at four block sizes.
+	if n := len(decode); n != 22 {
+		t.Errorf("llama3 decode suite has %d kernels, want 22", n)
+	}
+	for _, task := range prefill {
 		if _, ok := task.Baseline.(cudakernels.GEMMCuBLAS); !ok {
 			t.Errorf("%s: baseline %T, want cuBLAS", task.Kernel.Name(), task.Baseline)
 		}
 	}
-	if n := len(Llama3Prefill()); n != 16 {
-		t.Errorf("prefill suite has %d kernels, want 16 (4 M × 4 N×K)", n)
+	if n := len(prefill); n != 17 {
+		t.Errorf("prefill suite has %d kernels, want 17 (4 M × 4 N×K, and the lm_head at M=512)", n)
+	}
+}
+
+// TestSuiteKeysAreIRKeys: the suites' records must land under the keys a
+// compile of the imported model looks up (the IR workload with threads=1),
+// not under keys of hand-made shapes.
+func TestSuiteKeysAreIRKeys(t *testing.T) {
+	decode, err := Llama3Decode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := hf.ImportPreset("llama-3-8b", hf.Options{DType: "bf16"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ir.InferShapes(m); err != nil {
+		t.Fatal(err)
+	}
+	groups, err := ir.Partition(m, map[string]int64{"batch": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for _, task := range ir.GroupTasks(groups) {
+		if k, err := cudakernels.FromWorkload(task.Workload); err == nil {
+			want[search.WorkloadOf(k, 1).Key] = true
+		}
+	}
+	found := 0
+	for _, task := range decode {
+		if want[search.WorkloadOf(task.Kernel, 1).Key] {
+			found++
+		}
+	}
+	// Every batch-1 decode workload with a CUDA kernel except attention
+	// (measured at batch 32 in the suite) and the prefill ones.
+	if found != 9 {
+		t.Errorf("%d of the suite's tasks have IR keys of the batch-1 module, want 9", found)
 	}
 }

@@ -1,14 +1,25 @@
-// Package cudabench measures the CUDA kernels on the GPU: a conformance
-// check (every kernel's default and sampled schedules validated against
-// its Go reference on odd shapes) and a benchmark suite (llama-3-8b's
-// decode kernels: a short random tune per kernel, the vendor baseline in
-// the same harness run, every result related to the measured copy
-// bandwidth), recording every measurement in the tuning database under the
-// GPU's fingerprint.
+// Package cudabench measures the CUDA kernels on the GPU and connects them
+// to the tuner: a conformance check (every kernel's default and sampled
+// schedules validated against its Go reference on odd shapes), benchmark
+// suites (llama-3-8b's decode and prefill kernels, built from the IR
+// workloads of the imported bf16 model: a short random tune per kernel,
+// the vendor baseline in the same harness run, every result related to
+// the measured copy bandwidth), and Backend, the CUDA target as
+// search.Tuner, search.TuneModel and search.CompileModel see it.
 //
-// Why not search.Tuner: its candidates are printed by the CPU's C
-// generators. This driver does the same steps (default + sampled traces,
-// one build batch, one measured batch, one database transaction per task)
-// for CUDA candidates; when the tuner takes a candidate printer per target
-// this package shrinks to the suites.
+// Every measurement is recorded in the tuning database under the GPU's
+// fingerprint (DeviceOf) and the IR workload's key (search.WorkloadOf with
+// threads=1), so `llmir compile --target cuda` finds the suites' records as
+// well as those of `llmir tune --target cuda`.
+//
+// Why the suites keep their own loop instead of search.Tuner: a suite
+// builds every task's candidates in one nvcc batch (batches then span
+// tasks and keep all cores busy) and measures each task next to its
+// baseline in one harness session; the tuner works task by task in
+// rounds. Both use the same pieces: search.NewProblem, DefaultSchedule,
+// SampleSchedule, TraceKey and WorkloadOf, cudakernels.NewCandidate and
+// cudakernels.CodegenVersion.
+//
+// Why Backend lives here and not in search: the CUDA kernels' tests
+// import search, so search cannot import them.
 package cudabench

@@ -165,3 +165,8 @@ func parallelRows(n int, f func(i int)) {
 	close(next)
 	wg.Wait()
 }
+
+// CodegenVersion is stamped on the CUDA records: bump it when a generator
+// changes what a stored knob trace means (2: cuda_gemm gained group_m).
+// The CPU's version (cgen.CodegenVersion) moves independently.
+const CodegenVersion = 2

@@ -10,11 +10,13 @@
 // schedule is the list of knob choices (kernels.Knobs), and the generator
 // reads them back and prints the source.
 //
-// Why templates and not the loop-nest printer: the kernels that pay on a
-// GPU at decode time are memory-bound streams with warp-level reductions,
-// online softmax and indirect (paged) loads; the loop-nest IR does not yet
-// express thread bindings, shared memory or shuffles, so these generators
-// are hand-written per op (as FlashInfer's and vLLM's kernels are templates
+// Two kinds of kernel live here. The linear and element-wise kernels of
+// loopnest.go are schedules in the loop-nest IR (thread bindings, shared
+// and register buffers, warp-shuffle reductions, mma.sync by Tensorize),
+// printed by target/cuda/cgen. The others are templates: paged attention's
+// indirect loads and online softmax, and the pipelined (cp.async) GEMM,
+// need constructs the loop-nest IR does not express, so their generators
+// are written per op (as FlashInfer's and vLLM's kernels are templates
 // instantiated per configuration). The golden files under testdata/ are
 // the generated sources of the default schedules; `go test -update`
 // rewrites them.

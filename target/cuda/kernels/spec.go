@@ -17,6 +17,13 @@ var specFields = map[string][]string{
 	"paged_attention": {"B", "QH", "KVH", "D", "BS", "ctx"},
 	"rms_norm":        {"M", "H"},
 	"silu_mul":        {"M", "I"},
+	"silu":            {"M", "H"},
+	"mul":             {"M", "H"},
+	"add":             {"M", "H"},
+	"loopnest_gemv":   {"M", "N", "K"},
+	"loopnest_gemm":   {"M", "N", "K"},
+	"loopnest_mul":    {"M", "H"},
+	"loopnest_add":    {"M", "H"},
 }
 
 // SpecKinds lists the kernel kinds ParseSpec knows.
@@ -81,6 +88,13 @@ func ParseSpec(spec string) (Kernel, error) {
 		k = RMSNorm{M: vals["M"], H: vals["H"]}
 	case "silu_mul":
 		k = SiluMul{M: vals["M"], I: vals["I"]}
+	case "silu", "mul", "add":
+		k = Pointwise{Op: PointwiseOp(kind), M: vals["M"], H: vals["H"]}
+	default:
+		var err error
+		if k, err = loopNestFromSpec(kind, vals); err != nil {
+			return nil, fmt.Errorf("kernel spec %q: %w", spec, err)
+		}
 	}
 	if _, err := k.Def(); err != nil {
 		return nil, fmt.Errorf("kernel spec %q: %w", spec, err)
