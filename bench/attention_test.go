@@ -67,7 +67,7 @@ func TestPagedAttentionSuite(t *testing.T) {
 		if r.GBs <= 0 || r.DefaultGBs <= 0 || r.ReadGBs <= 0 || r.ReadBWFraction <= 0 || r.GoalMet != (r.ReadBWFraction >= bench.PagedGoal) {
 			t.Errorf("%s: derived numbers %+v", r.Name(), r)
 		}
-		if len(r.Knobs) != 7 || r.Measured != 2 || len(r.BestTrace) == 0 || r.RunID == 0 {
+		if len(r.Knobs) != 8 || r.Measured != 2 || len(r.BestTrace) == 0 || r.RunID == 0 {
 			t.Errorf("%s: knobs %v, measured %d, run %d", r.Name(), r.Knobs, r.Measured, r.RunID)
 		}
 		got, err := db.BenchResults(ctx, bench.AttentionSuite, r.Name())

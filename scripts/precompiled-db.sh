@@ -21,7 +21,9 @@ trap 'rm -rf "$tmp"' EXIT
 CGO_ENABLED=1 "$GO" build -o "$tmp/llmir" ./cmd/llmir
 db=()
 [ -n "$src" ] && db=(--db "$src")
-export_args=(--best "$BEST")
+# Samples: 64 order statistics per record are plenty for a lookup layer
+# (a GPU record of a µs kernel holds thousands; the file is built into llmir).
+export_args=(--best "$BEST" --max-samples "${MAX_SAMPLES:-64}")
 [ -n "${CODEGEN_VERSION:-}" ] && export_args+=(--codegen-version "$CODEGEN_VERSION")
 
 "$tmp/llmir" "${db[@]}" db verify

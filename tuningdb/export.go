@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // Format and FormatVersion name the export format: JSON Lines whose first
@@ -52,6 +53,12 @@ type ExportOptions struct {
 	BestK int
 	// CodegenVersion > 0 keeps only records of that codegen version.
 	CodegenVersion int
+	// MaxSamples > 0 writes at most that many samples per record: evenly
+	// spaced order statistics of its samples (the smallest and largest
+	// included), while median, min and IQR stay as measured. A GPU record
+	// of a microsecond kernel holds thousands of samples, which lookups
+	// never read; the precompiled database is built into the binary.
+	MaxSamples int
 }
 
 // Export writes the database as JSON Lines in a stable order (devices by
@@ -178,6 +185,7 @@ func exportConn(ctx context.Context, conn *sql.Conn, w io.Writer, opts ExportOpt
 			func(s scanner) (Line, error) {
 				r, err := scanRecord(s)
 				r.RunID = 0
+				r.Samples = thinSamples(r.Samples, opts.MaxSamples)
 				return Line{Type: "record", Record: &r}, err
 			})
 	}
@@ -372,4 +380,22 @@ func (db *DB) Merge(ctx context.Context, other *DB) (ImportResult, error) {
 		return ImportResult{}, fmt.Errorf("merge %s: %w", other.path, err)
 	}
 	return res, nil
+}
+
+// thinSamples returns n evenly spaced order statistics of xs (all of xs,
+// in their order, when n ≤ 0 or xs has no more than n).
+func thinSamples(xs []float64, n int) []float64 {
+	if n <= 0 || len(xs) <= n {
+		return xs
+	}
+	sorted := slices.Clone(xs)
+	slices.Sort(sorted)
+	if n == 1 {
+		return sorted[len(sorted)/2 : len(sorted)/2+1]
+	}
+	out := make([]float64, n)
+	for i := range out {
+		out[i] = sorted[i*(len(sorted)-1)/(n-1)]
+	}
+	return out
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -248,4 +249,37 @@ func FuzzImport(f *testing.F) {
 			t.Fatalf("re-import of an export of accepted input: %v", err)
 		}
 	})
+}
+
+func TestExportMaxSamples(t *testing.T) {
+	if got := thinSamples([]float64{5, 1, 4, 2, 3, 9, 7}, 3); !slices.Equal(got, []float64{1, 4, 9}) {
+		t.Errorf("3 of 7: %v, want min, median, max [1 4 9]", got)
+	}
+	if got := thinSamples([]float64{3, 1, 2}, 5); !slices.Equal(got, []float64{3, 1, 2}) {
+		t.Errorf("fewer than asked: %v, want the samples unchanged", got)
+	}
+	ctx := context.Background()
+	src := openTest(t)
+	w, d := testWorkload("linear", 16), testDevice("g", KindCUDA, "sm_90")
+	r := testRecord(w, d, 2, 0, StatusOK, time.Unix(1e9, 0))
+	r.Samples = make([]float64, 1000)
+	for i := range r.Samples {
+		r.Samples[i] = float64(1000-i) * 1e-6
+	}
+	r.Median, r.Min, r.IQR = 500.5e-6, 1e-6, 500e-6
+	mustBatch(t, src, Batch{Devices: []Device{d}, Workloads: []Workload{w}, Records: []Record{r}})
+	dst := openTest(t)
+	if _, err := dst.Import(ctx, bytes.NewReader(export(t, src, ExportOptions{BestK: 1, MaxSamples: 16}))); err != nil {
+		t.Fatal(err)
+	}
+	got, err := dst.BestRecord(ctx, w.Key, d.Hash, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Samples) != 16 || got.Samples[0] != 1e-6 || got.Samples[15] != 1000e-6 || got.Median != r.Median || got.Min != r.Min || got.IQR != r.IQR {
+		t.Errorf("thinned record: %d samples [%v … %v], median %v min %v iqr %v", len(got.Samples), got.Samples[0], got.Samples[len(got.Samples)-1], got.Median, got.Min, got.IQR)
+	}
+	if rep, err := dst.Verify(ctx); err != nil || !rep.OK() {
+		t.Errorf("verify after import: %v %+v", err, rep)
+	}
 }

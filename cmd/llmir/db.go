@@ -286,9 +286,10 @@ fastest records per workload and device: what lookups need.`,
 			f := cmd.Flags()
 			var opts tuningdb.ExportOptions
 			opts.BestK, _ = f.GetInt("best")
+			opts.MaxSamples, _ = f.GetInt("max-samples")
 			opts.CodegenVersion, _ = f.GetInt("codegen-version")
-			if opts.BestK < 0 || opts.CodegenVersion < 0 {
-				return errors.New("--best and --codegen-version must not be negative")
+			if opts.BestK < 0 || opts.CodegenVersion < 0 || opts.MaxSamples < 0 {
+				return errors.New("--best, --codegen-version and --max-samples must not be negative")
 			}
 			db, err := openSelected(cmd, true)
 			if err != nil {
@@ -315,6 +316,7 @@ fastest records per workload and device: what lookups need.`,
 	}
 	cmd.Flags().StringP("output", "o", "", "output file (default: standard output)")
 	cmd.Flags().Int("best", 0, "keep only the N fastest ok records per workload, device and codegen version (0: everything)")
+	cmd.Flags().Int("max-samples", 0, "write at most N samples per record, evenly spaced order statistics (median, min and IQR stay as measured; 0: all)")
 	cmd.Flags().Int("codegen-version", 0, "keep only records of this codegen version (0: all)")
 	cmd.Flags().Bool("precompiled", false, "export the precompiled database built into llmir instead of --db")
 	return cmd
