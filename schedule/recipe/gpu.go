@@ -101,18 +101,9 @@ func GPUGEMVSpace(s *schedule.Schedule, n, k int64) (GPUGEMVTiles, error) {
 //
 // K must be a multiple of Lanes·Vec (rfactor needs a constant extent).
 func GPUGEMV(s *schedule.Schedule, block string, t GPUGEMVTiles) (map[string]string, error) {
-	ls, err := s.Loops(block)
+	ls, step, err := matmulLoops(s, block, "gpu gemv")
 	if err != nil {
 		return nil, err
-	}
-	if len(ls) != 3 {
-		return nil, fmt.Errorf("gpu gemv: block %s has %d loops, want 3 (i, j, k)", block, len(ls))
-	}
-	step := func(err error, what string) error {
-		if err != nil {
-			return fmt.Errorf("gpu gemv %s: %w", what, err)
-		}
-		return nil
 	}
 	per := t.PerWarp
 	if per == (schedule.Ref{}) {
@@ -330,18 +321,9 @@ func GPUGEMMSpace(s *schedule.Schedule, m, n, k int64) (GPUGEMMTiles, error) {
 // The printer inserts the barriers around the shared tiles. The shape must
 // be a multiple of the block tile (Fits).
 func GPUGEMM(s *schedule.Schedule, block string, t GPUGEMMTiles) (map[string]string, error) {
-	ls, err := s.Loops(block)
+	ls, step, err := matmulLoops(s, block, "gpu gemm")
 	if err != nil {
 		return nil, err
-	}
-	if len(ls) != 3 {
-		return nil, fmt.Errorf("gpu gemm: block %s has %d loops, want 3 (i, j, k)", block, len(ls))
-	}
-	step := func(err error, what string) error {
-		if err != nil {
-			return fmt.Errorf("gpu gemm %s: %w", what, err)
-		}
-		return nil
 	}
 	wb, err := s.CacheWrite(block, schedule.Register)
 	if err := step(err, "cache_write"); err != nil {

@@ -36,21 +36,12 @@ type GEMMTiles struct {
 //
 // It returns the names of the loops it made, keyed by role.
 func GEMM(s *schedule.Schedule, block string, t GEMMTiles) (map[string]string, error) {
-	ls, err := s.Loops(block)
+	ls, step, err := matmulLoops(s, block, "gemm")
 	if err != nil {
 		return nil, err
 	}
-	if len(ls) != 3 {
-		return nil, fmt.Errorf("gemm: block %s has %d loops, want 3 (i, j, k)", block, len(ls))
-	}
 	if t.NR <= 0 {
 		return nil, fmt.Errorf("gemm: NR %d must be positive", t.NR)
-	}
-	step := func(err error, what string) error {
-		if err != nil {
-			return fmt.Errorf("gemm %s: %w", what, err)
-		}
-		return nil
 	}
 	is, err := s.SplitBy(ls[0], schedule.Lit(-1), t.MR)
 	if err := step(err, "split i"); err != nil {
@@ -149,18 +140,9 @@ type GEMVTiles struct {
 //	              acc[i1][j2][k1] += a[i, k] * w[j, k]
 //	      out[i, j] = sum(k1, acc[i1][j2][k1])
 func GEMV(s *schedule.Schedule, block string, t GEMVTiles) (map[string]string, error) {
-	ls, err := s.Loops(block)
+	ls, step, err := matmulLoops(s, block, "gemv")
 	if err != nil {
 		return nil, err
-	}
-	if len(ls) != 3 {
-		return nil, fmt.Errorf("gemv: block %s has %d loops, want 3 (i, j, k)", block, len(ls))
-	}
-	step := func(err error, what string) error {
-		if err != nil {
-			return fmt.Errorf("gemv %s: %w", what, err)
-		}
-		return nil
 	}
 	ju := t.JU
 	if ju.Name == "" && ju.Value <= 0 {
@@ -240,4 +222,23 @@ func GEMV(s *schedule.Schedule, block string, t GEMVTiles) (map[string]string, e
 		}
 	}
 	return map[string]string{"j0": js[0], "i0": is[0], "j1": js[1], "k0": ks[0], "i1": is[1], "j2": js[2], "k1": ks[1], "rf": rf, "init": init}, nil
+}
+
+// matmulLoops returns the (i, j, k) loops of a matmul block, and a step
+// that wraps a primitive's error with the recipe's name and the step.
+func matmulLoops(s *schedule.Schedule, block, recipe string) ([]string, func(error, string) error, error) {
+	ls, err := s.Loops(block)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(ls) != 3 {
+		return nil, nil, fmt.Errorf("%s: block %s has %d loops, want 3 (i, j, k)", recipe, block, len(ls))
+	}
+	step := func(err error, what string) error {
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", recipe, what, err)
+		}
+		return nil
+	}
+	return ls, step, nil
 }
