@@ -46,9 +46,11 @@ type TuningDetail struct {
 	Skipped map[string]int `json:"skipped,omitempty"`
 }
 
-// SearchBatch is the simulated search's batch size (costmodel's
-// BenchmarkSearchTrials and BenchmarkEvolutionTrials use the same).
-const SearchBatch = 4
+// SearchBatch is the simulated search's batch size: the evolutionary
+// strategy's own (the tuner measures its candidates in batches of that
+// size and the model learns after each); costmodel's BenchmarkSearchTrials
+// and BenchmarkEvolutionTrials use the same.
+const SearchBatch = search.DefaultEvolveBatch
 
 // runCostModelEval evaluates the cost models on the fixed datasets: held-
 // out pairwise rank accuracy of the learned model against the roofline

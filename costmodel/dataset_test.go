@@ -227,8 +227,12 @@ func TestGenerateDataset(t *testing.T) {
 			keys = append(keys, string(key))
 			cands = append(cands, c)
 		}
+		defKey := ""
 		if s, err := search.DefaultSchedule(k, hw); err == nil {
 			add(s)
+			if len(keys) == 1 {
+				defKey = keys[0]
+			}
 		}
 		for seed := uint64(1); len(cands) < g.per+1 && seed < uint64(20*g.per); seed++ {
 			if s, err := search.SampleSchedule(k, hw, seed); err == nil {
@@ -248,7 +252,7 @@ func TestGenerateDataset(t *testing.T) {
 				continue
 			}
 			all = append(all, costmodel.Example{Workload: k.Name(), Key: search.WorkloadOf(k, g.threads).Key, IR: irJSON,
-				Threads: g.threads, Device: dev, Trace: json.RawMessage(keys[i]), Median: m.Median})
+				Threads: g.threads, Device: dev, Trace: json.RawMessage(keys[i]), Median: m.Median, Default: keys[i] == defKey})
 			ok++
 		}
 		t.Logf("%s: %d of %d candidates ok (%v)", k.Name(), ok, len(cands), time.Since(t0).Round(time.Second))
@@ -451,30 +455,37 @@ func BenchmarkSearchTrials(b *testing.B) {
 // replayed on the dataset's measured pools (SimulateEvolution: the
 // population each round is the pool's part of the parents' mutation
 // neighbourhood plus random draws, ranked by the model, ε-greedy, batch
-// 4): the median over held-out tasks of the trials to measure a candidate
-// within 95% of the pool's best, random order vs evolution guided by each
-// model (means over 10 seeds per task).
+// 4, the first batch led by the best of the same op's other tasks): the
+// median over held-out tasks of the trials to measure a candidate within
+// 95% of the pool's best, random order vs evolution guided by each model
+// (means over 10 seeds per task); first=pool as the tuning suite reports
+// it, first=default with the rule-based default as both strategies' first
+// trial, as the tuner measures it.
 //
 //	go test ./costmodel -run '^$' -bench EvolutionTrials -benchtime 1x -v
 func BenchmarkEvolutionTrials(b *testing.B) {
 	benchDatasetModels(b, func(b *testing.B, ex []costmodel.Example, newModel func() costmodel.Model) {
-		var sims []costmodel.EvolutionSim
-		for b.Loop() {
-			var err error
-			sims, err = costmodel.SimulateEvolution(ex, 4, 10, newModel, costmodel.EvolveSim{})
-			if err != nil {
-				b.Fatal(err)
-			}
+		for _, first := range []string{"pool", "default"} {
+			b.Run("first="+first, func(b *testing.B) {
+				var sims []costmodel.EvolutionSim
+				for b.Loop() {
+					var err error
+					sims, err = costmodel.SimulateEvolution(ex, 4, 10, newModel, costmodel.EvolveSim{DefaultFirst: first == "default"})
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				var rnd, ev []float64
+				for _, s := range sims {
+					b.Logf("%-36s pool=%3d random=%5.1f evolution=%5.1f", s.Task, s.Pool, s.Random, s.Evolution)
+					rnd = append(rnd, s.Random)
+					ev = append(ev, s.Evolution)
+				}
+				b.ReportMetric(costmodel.Median(rnd), "random-trials")
+				b.ReportMetric(costmodel.Median(ev), "evolution-trials")
+				b.ReportMetric(costmodel.Median(ev)/costmodel.Median(rnd), "evolution/random")
+			})
 		}
-		var rnd, ev []float64
-		for _, s := range sims {
-			b.Logf("%-36s pool=%3d random=%5.1f evolution=%5.1f", s.Task, s.Pool, s.Random, s.Evolution)
-			rnd = append(rnd, s.Random)
-			ev = append(ev, s.Evolution)
-		}
-		b.ReportMetric(costmodel.Median(rnd), "random-trials")
-		b.ReportMetric(costmodel.Median(ev), "evolution-trials")
-		b.ReportMetric(costmodel.Median(ev)/costmodel.Median(rnd), "evolution/random")
 	})
 }
 

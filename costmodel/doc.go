@@ -24,10 +24,15 @@
 //     over a population in parallel (conc pool): what search calls per round.
 //   - FeaturesBatch and Rank: nest features of a population in parallel and
 //     the model's order over it.
-//   - PairwiseAccuracy, TopKRecall, LeaveOneTaskOut, SimulateSearch: the
-//     evaluation; Example/ReadDataset/WriteDataset: the JSONL datasets of
-//     measured candidates (testdata/*.jsonl, see its README), run by
-//     BenchmarkRankAccuracy and BenchmarkSearchTrials.
+//   - PairwiseAccuracy, TopKRecall, LeaveOneTaskOut, SimulateSearch,
+//     SimulateEvolution: the evaluation; Example/ReadDataset/WriteDataset:
+//     the JSONL datasets of measured candidates (testdata/*.jsonl, see its
+//     README), run by BenchmarkRankAccuracy, BenchmarkSearchTrials and
+//     BenchmarkEvolutionTrials. SimulateEvolution mirrors search's
+//     Evolutionary step for step (options, batch, transfer from the same
+//     op's other tasks) on the measured pools, so a change to one is a
+//     change to the other; EvolveSim.DefaultFirst adds the tuner's
+//     rule-based default as every strategy's first trial.
 //
 // Storing a model (search does this; costmodel does not import tuningdb):
 //

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 
 	"llmir/schedule"
 )
@@ -29,6 +30,9 @@ type Example struct {
 	Trace    json.RawMessage `json:"trace"`             // schedule trace JSON
 	Features []float64       `json:"features,omitzero"` // at FeatureVersion, when stored
 	Median   float64         `json:"median"`            // seconds
+	// Default marks the kernel's rule-based default schedule, which the
+	// tuner measures first whatever the strategy (EvolveSim.DefaultFirst).
+	Default bool `json:"default,omitempty"`
 }
 
 // Task is the example's task: its workload at its thread count (the same
@@ -366,6 +370,18 @@ type EvolveSim struct {
 	// MaxDiff is how many sampling decisions a child may differ from its
 	// parent in (default 2: search mutates one or two).
 	MaxDiff int
+	// Transfer is how many of the best traces of the other tasks of the
+	// same kernel group lead the first batch (default 1, < 0: none), as
+	// search.EvolveOptions.Transfer: siblings ordered by their best time,
+	// each its pool's fastest. One that aligns with the task's traces but
+	// is not in its pool counts as a trial that missed (search would have
+	// measured it; its time is unknown here): pessimistic for evolution.
+	Transfer int
+	// DefaultFirst makes a task's Default example its first trial, for
+	// random order and evolution alike, as search.Tuner measures the
+	// rule-based default first (in evolution's first batch, ahead of the
+	// transferred traces and the model's picks).
+	DefaultFirst bool
 }
 
 // EvolutionSim is the result of SimulateEvolution for one held-out task.
@@ -384,7 +400,9 @@ type EvolutionSim struct {
 // — the pool's part of the mutation neighbourhood search would breed —
 // plus a RandomShare of fresh unmeasured ones; the model ranks it, the
 // batch's best are measured with an ε share at random, and the model
-// learns them. It counts trials until a candidate within 95% of the pool's
+// learns them; the first batch leads with the best trace of the other
+// tasks of the same kernel group (EvolveSim.Transfer), as search's
+// TuneModel hands them over. It counts trials until a candidate within 95% of the pool's
 // best is measured, averaged over seeds 1..seeds (ε and the random share
 // draw). Examples need Features and traces with sampling decisions.
 func SimulateEvolution(ex []Example, batch, seeds int, newModel func() Model, o EvolveSim) ([]EvolutionSim, error) {
@@ -403,6 +421,9 @@ func SimulateEvolution(ex []Example, batch, seeds int, newModel func() Model, o 
 	if o.MaxDiff <= 0 {
 		o.MaxDiff = 2
 	}
+	if o.Transfer == 0 {
+		o.Transfer = 1
+	}
 	batch, seeds = max(batch, 1), max(seeds, 1)
 	tasks, byTask, err := groupTasks(ex)
 	if err != nil {
@@ -418,6 +439,10 @@ func SimulateEvolution(ex []Example, batch, seeds int, newModel func() Model, o 
 				return nil, fmt.Errorf("simulate %s: example %d: %w", held, i, err)
 			}
 			decs[i] = d
+		}
+		lead, err := transferLead(tasks, byTask, held, max(o.Transfer, 0))
+		if err != nil {
+			return nil, fmt.Errorf("simulate %s: %w", held, err)
 		}
 		best := math.Inf(1)
 		for _, e := range pool {
@@ -435,19 +460,18 @@ func SimulateEvolution(ex []Example, batch, seeds int, newModel func() Model, o 
 		if err != nil {
 			return nil, fmt.Errorf("simulate %s: %w", held, err)
 		}
+		def := -1
+		if o.DefaultFirst {
+			def = slices.IndexFunc(pool, func(e Example) bool { return e.Default })
+		}
 		for seed := range seeds {
 			rng := rand.New(rand.NewPCG(uint64(seed+1), uint64(seed+1)))
-			for n, i := range rng.Perm(len(pool)) {
-				if good(i) {
-					sim.Random += float64(n + 1)
-					break
-				}
-			}
+			sim.Random += randomTrials(len(pool), def, good, rng)
 			m, err := Unmarshal(base.Format(), data)
 			if err != nil {
 				return nil, fmt.Errorf("simulate %s: %w", held, err)
 			}
-			n, err := evolveOnPool(pool, decs, good, m, held, batch, o, rng)
+			n, err := evolveOnPool(pool, decs, def, lead, good, m, held, batch, o, rng)
 			if err != nil {
 				return nil, err
 			}
@@ -462,69 +486,46 @@ func SimulateEvolution(ex []Example, batch, seeds int, newModel func() Model, o 
 
 // evolveOnPool runs one seed of SimulateEvolution on one pool and returns
 // the trials until a good candidate is measured.
-func evolveOnPool(pool []Example, decs [][]string, good func(int) bool, m Model, task string, batch int, o EvolveSim, rng *rand.Rand) (int, error) {
+func evolveOnPool(pool []Example, decs [][]string, def int, lead []leadTrace, good func(int) bool, m Model, task string, batch int, o EvolveSim, rng *rand.Rand) (int, error) {
 	measured := make([]bool, len(pool))
 	var done []int
 	trials := 0
-	for len(done) < len(pool) {
-		parents := slices.Clone(done)
-		slices.SortStableFunc(parents, func(a, b int) int { return cmp.Compare(pool[a].Median, pool[b].Median) })
-		parents = parents[:min(len(parents), o.Parents)]
-		var near, far []int
-		for i := range pool {
-			if measured[i] {
-				continue
-			}
-			isNear := false
-			for _, p := range parents {
-				if diffCount(decs[i], decs[p]) <= o.MaxDiff {
-					isNear = true
-					break
-				}
-			}
-			if isNear {
-				near = append(near, i)
-			} else {
-				far = append(far, i)
-			}
+	// The default (def ≥ 0) and the transferred traces lead the first
+	// batch, as the tuner and search's first Propose put them: those in the
+	// pool are measured (and learned), the others are trials that missed
+	// (-1).
+	var first []int
+	if def >= 0 {
+		first, measured[def] = append(first, def), true
+	}
+	for _, l := range lead {
+		if len(first) == batch {
+			break
 		}
-		rng.Shuffle(len(near), func(a, b int) { near[a], near[b] = near[b], near[a] })
-		rng.Shuffle(len(far), func(a, b int) { far[a], far[b] = far[b], far[a] })
-		nRandom := int(math.Ceil(o.RandomShare * float64(o.Population)))
-		if len(parents) == 0 {
-			nRandom = o.Population
+		if !slices.ContainsFunc(pool, func(e Example) bool { return alignOf(e.Trace) == l.align }) {
+			continue // does not align with this kernel's traces: search skips it
 		}
-		pop := append(near[:min(len(near), o.Population-min(nRandom, len(far)))], far[:min(len(far), nRandom)]...)
-		if len(pop) == 0 {
-			pop = append(near, far...)
+		i := slices.IndexFunc(decs, func(d []string) bool { return slices.Equal(d, l.decs) })
+		if i >= 0 && slices.Contains(first, i) {
+			continue
 		}
-		fs := make([][]float64, len(pop))
-		for j, i := range pop {
-			fs[j] = pool[i].Features
+		first = append(first, i)
+		if i >= 0 {
+			measured[i] = true // not proposed again in this batch
 		}
-		sc := m.Predict(fs)
-		order := make([]int, len(pop))
-		for j := range order {
-			order[j] = j
+	}
+	for round := 0; len(done) < len(pool); round++ {
+		pick := pickBatch(pool, decs, measured, done, m, batch, o, rng)
+		if round == 0 && len(first) > 0 {
+			pick = append(first, pickBatch(pool, decs, measured, done, m, batch-len(first), o, rng)...)
 		}
-		slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(sc[b], sc[a]) })
-		n := min(batch, len(pop))
-		explore := 0
-		if o.Epsilon > 0 {
-			explore = int(math.Round(o.Epsilon * float64(n)))
-			if n >= 4 {
-				explore = max(explore, 1)
-			}
-		}
-		pick := slices.Clone(order[:n-explore])
-		rest := slices.Clone(order[n-explore:])
-		rng.Shuffle(len(rest), func(a, b int) { rest[a], rest[b] = rest[b], rest[a] })
-		pick = append(pick, rest[:min(explore, len(rest))]...)
 		var bf [][]float64
 		var bs []float64
-		for _, j := range pick {
-			i := pop[j]
+		for _, i := range pick {
 			trials++
+			if i < 0 {
+				continue
+			}
 			if good(i) {
 				return trials, nil
 			}
@@ -538,6 +539,164 @@ func evolveOnPool(pool []Example, decs [][]string, good func(int) bool, m Model,
 		}
 	}
 	return trials, nil
+}
+
+// randomTrials is the trials random order needs to measure a good one of
+// n candidates: def (≥ 0) first, then a random permutation of the others.
+func randomTrials(n, def int, good func(int) bool, rng *rand.Rand) float64 {
+	trials := 0
+	if def >= 0 {
+		if trials++; good(def) {
+			return 1
+		}
+	}
+	for _, i := range rng.Perm(n) {
+		if i == def {
+			continue
+		}
+		if trials++; good(i) {
+			return float64(trials)
+		}
+	}
+	return float64(trials)
+}
+
+// pickBatch is one Propose of search's evolutionary strategy on the pool:
+// the population is the unmeasured candidates near the parents (the
+// fastest of done) plus a random share of far ones, ranked by m, the
+// best n taken with an ε share at random. Pool indices, in measuring
+// order.
+func pickBatch(pool []Example, decs [][]string, measured []bool, done []int, m Model, n int, o EvolveSim, rng *rand.Rand) []int {
+	if n <= 0 {
+		return nil
+	}
+	parents := slices.Clone(done)
+	slices.SortStableFunc(parents, func(a, b int) int { return cmp.Compare(pool[a].Median, pool[b].Median) })
+	parents = parents[:min(len(parents), o.Parents)]
+	var near, far []int
+	for i := range pool {
+		if measured[i] {
+			continue
+		}
+		isNear := false
+		for _, p := range parents {
+			if diffCount(decs[i], decs[p]) <= o.MaxDiff {
+				isNear = true
+				break
+			}
+		}
+		if isNear {
+			near = append(near, i)
+		} else {
+			far = append(far, i)
+		}
+	}
+	rng.Shuffle(len(near), func(a, b int) { near[a], near[b] = near[b], near[a] })
+	rng.Shuffle(len(far), func(a, b int) { far[a], far[b] = far[b], far[a] })
+	nRandom := int(math.Ceil(o.RandomShare * float64(o.Population)))
+	if len(parents) == 0 {
+		nRandom = o.Population
+	}
+	pop := append(near[:min(len(near), o.Population-min(nRandom, len(far)))], far[:min(len(far), nRandom)]...)
+	if len(pop) == 0 {
+		pop = append(near, far...)
+	}
+	fs := make([][]float64, len(pop))
+	for j, i := range pop {
+		fs[j] = pool[i].Features
+	}
+	sc := m.Predict(fs)
+	order := make([]int, len(pop))
+	for j := range order {
+		order[j] = j
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(sc[b], sc[a]) })
+	n = min(n, len(pop))
+	explore := 0
+	if o.Epsilon > 0 {
+		explore = int(math.Round(o.Epsilon * float64(n)))
+		if n >= 4 {
+			explore = max(explore, 1)
+		}
+	}
+	pick := slices.Clone(order[:n-explore])
+	rest := slices.Clone(order[n-explore:])
+	rng.Shuffle(len(rest), func(a, b int) { rest[a], rest[b] = rest[b], rest[a] })
+	pick = append(pick, rest[:min(explore, len(rest))]...)
+	out := make([]int, len(pick))
+	for k, j := range pick {
+		out[k] = pop[j]
+	}
+	return out
+}
+
+// leadTrace is a transferred trace: its sampling decisions (decisionsOf)
+// and its structure (alignOf).
+type leadTrace struct {
+	decs  []string
+	align string
+}
+
+// transferLead is the best trace of each other task of held's kernel
+// group (the same IR op group, or for examples without IR the same name
+// before the first '/'), the siblings ordered by their best time — what
+// search.TuneModel hands Evolutionary.Transfer — at most n.
+func transferLead(tasks []string, byTask map[string][]Example, held string, n int) ([]leadTrace, error) {
+	if n <= 0 {
+		return nil, nil
+	}
+	g := groupOf(byTask[held][0])
+	var bests []Example
+	for _, t := range tasks {
+		if t == held || groupOf(byTask[t][0]) != g {
+			continue
+		}
+		bests = append(bests, slices.MinFunc(byTask[t], func(a, b Example) int { return cmp.Compare(a.Median, b.Median) }))
+	}
+	slices.SortStableFunc(bests, func(a, b Example) int { return cmp.Compare(a.Median, b.Median) })
+	var out []leadTrace
+	for _, e := range bests[:min(n, len(bests))] {
+		d, err := decisionsOf(e.Trace)
+		if err != nil {
+			return nil, fmt.Errorf("transfer from %s: %w", e.Task(), err)
+		}
+		out = append(out, leadTrace{decs: d, align: alignOf(e.Trace)})
+	}
+	return out, nil
+}
+
+// groupOf is the example's kernel group: its IR workload's op group, else
+// its name up to the first '/'.
+func groupOf(e Example) string {
+	var w struct {
+		Group []string `json:"group"`
+	}
+	if len(e.IR) > 0 && json.Unmarshal(e.IR, &w) == nil && len(w.Group) > 0 {
+		return strings.Join(w.Group, "+")
+	}
+	name, _, _ := strings.Cut(e.Workload, "/")
+	return name
+}
+
+// alignOf is a trace's structure with its decisions left out: two traces
+// with the same one align as search's aligned requires (the same steps;
+// the same operands, domains and decision lengths of every sampling step),
+// so either's decisions are legal on the other's kernel. "" when it does
+// not parse.
+func alignOf(trace json.RawMessage) string {
+	t, err := schedule.ParseTrace(trace)
+	if err != nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, in := range t.Insts {
+		fmt.Fprint(&b, in.Op)
+		if in.Decision != nil {
+			fmt.Fprint(&b, in.Args, in.Ints, "#", len(in.Decision))
+		}
+		b.WriteByte(';')
+	}
+	return b.String()
 }
 
 // decisionsOf lists a trace's sampling decisions, each with its step's

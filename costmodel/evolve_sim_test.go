@@ -74,3 +74,52 @@ func TestSimulateEvolution(t *testing.T) {
 		t.Error("one task accepted")
 	}
 }
+
+// TestSimulateEvolutionTransfer: the first batch leads with the best of
+// the other tasks of the same group (the name before '/'). With a model
+// that knows nothing, a sibling with the same landscape hands over the
+// optimum: one trial. A sibling's best that is not in the held-out pool
+// costs a trial that missed, and one that is in it but slower too: with a
+// perfect model the optimum then comes second. Transfer < 0 is the plain
+// walk, and tasks of another group transfer nothing.
+func TestSimulateEvolutionTransfer(t *testing.T) {
+	rng := rand.New(rand.NewPCG(2, 2))
+	noise := append(synthPool("op/a", false, rng), synthPool("op/b", false, rng)...)
+	for _, c := range []struct {
+		name     string
+		ex       []Example
+		transfer int
+		check    func(s EvolutionSim) bool
+	}{
+		{"same landscape", noise, 1, func(s EvolutionSim) bool { return s.Evolution == 1 }},
+		{"off", noise, -1, func(s EvolutionSim) bool { return s.Evolution > 1 }},
+		{"other group", append(synthPool("x/a", false, rng), synthPool("y/b", false, rng)...), 1, func(s EvolutionSim) bool { return s.Evolution > 1 }},
+		{"absent or slower", withoutOptimum(append(synthPool("op/a", true, rng), synthPool("op/b", true, rng)...), "op/b"), 1,
+			func(s EvolutionSim) bool { return s.Evolution == 2 }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// The population is the whole pool: a perfect model's first
+			// picks hold the optimum.
+			sims, err := SimulateEvolution(c.ex, 4, 3, func() Model { return &Roofline{} }, EvolveSim{Population: 64, Transfer: c.transfer})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range sims {
+				if !c.check(s) {
+					t.Errorf("%s: %v trials", s.Task, s.Evolution)
+				}
+			}
+		})
+	}
+}
+
+// withoutOptimum drops task's fastest example.
+func withoutOptimum(ex []Example, task string) []Example {
+	best := -1
+	for i, e := range ex {
+		if e.Workload == task && (best < 0 || e.Median < ex[best].Median) {
+			best = i
+		}
+	}
+	return append(ex[:best:best], ex[best+1:]...)
+}

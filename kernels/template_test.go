@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -91,5 +92,113 @@ func TestTemplateDefRejectsComputedAndDuplicates(t *testing.T) {
 	y := schedule.Compute("y", schedule.F32, []schedule.Axis{i}, x.At(i))
 	if _, err := schedule.NewTemplateDef("t", "", []*schedule.Tensor{x}, y); err == nil {
 		t.Error("computed output accepted")
+	}
+}
+
+// TestKnobsWhere: sampling, choosing and enumerating under a validity
+// predicate never yield a refused point, stay deterministic under the
+// seed, and leave the traces of spaces without refusals as Sample writes
+// them.
+func TestKnobsWhere(t *testing.T) {
+	def := templateDef(t)
+	ks := Knobs{{"vec", []int64{1, 4, 8, 16}}, {"unroll", []int64{1, 2}}, {"split", []int64{1, 2, 4}}}
+	valid := func(p map[string]int64) error {
+		if p["vec"]*p["unroll"] > 16 {
+			return errors.New("more than 16 lanes")
+		}
+		if 6%p["split"] != 0 {
+			return errors.New("split does not divide 6")
+		}
+		return nil
+	}
+	pts, err := ks.Points(valid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := ks.Points(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 24 || len(pts) != 14 {
+		t.Fatalf("%d points, %d valid; want 24 and 14", len(all), len(pts))
+	}
+	if pts[0]["vec"] != 1 || pts[0]["unroll"] != 1 || pts[0]["split"] != 1 || pts[1]["split"] != 2 {
+		t.Errorf("points not in domain order: %v, %v", pts[0], pts[1])
+	}
+	seen := map[string]bool{}
+	for seed := uint64(1); seed <= 200; seed++ {
+		var keys [2]string
+		for i := range keys {
+			s, err := schedule.New(def, seed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ks.SampleWhere(s, valid); err != nil {
+				t.Fatal(err)
+			}
+			p, err := ks.Read(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := valid(p); err != nil {
+				t.Fatalf("seed %d: sampled %v: %v", seed, p, err)
+			}
+			if err := ks.Check(s, valid); err != nil {
+				t.Fatalf("seed %d: Check: %v", seed, err)
+			}
+			r, err := schedule.Replay(def, s.Trace())
+			if err != nil {
+				t.Fatalf("seed %d: replay: %v", seed, err)
+			}
+			if q, _ := ks.Read(r); formatPoint(ks, q) != formatPoint(ks, p) {
+				t.Fatalf("seed %d: replayed %v, sampled %v", seed, q, p)
+			}
+			keys[i] = formatPoint(ks, p)
+		}
+		if keys[0] != keys[1] {
+			t.Fatalf("seed %d: two draws %s and %s", seed, keys[0], keys[1])
+		}
+		seen[keys[0]] = true
+	}
+	if len(seen) != len(pts) {
+		t.Errorf("200 seeds reached %d of %d valid points", len(seen), len(pts))
+	}
+	// Without a predicate the trace is Sample's, bit for bit.
+	a, _ := schedule.New(def, 7)
+	b, _ := schedule.New(def, 7)
+	if err := ks.Sample(a); err != nil {
+		t.Fatal(err)
+	}
+	if err := ks.SampleWhere(b, func(map[string]int64) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	ja, _ := a.Trace().JSON()
+	jb, _ := b.Trace().JSON()
+	if string(ja) != string(jb) {
+		t.Errorf("an all-valid predicate changed the trace:\n%s\n%s", ja, jb)
+	}
+	// A refused default, a mutated refused point, an empty space.
+	s, _ := schedule.New(def, 1)
+	if err := ks.ChooseWhere(s, map[string]int64{"vec": 16, "unroll": 2}, valid); !errors.Is(err, ErrInvalidKnobs) || !strings.Contains(err.Error(), "vec=16 unroll=2 split=1") {
+		t.Errorf("refused default: %v", err)
+	}
+	s, _ = schedule.New(def, 1)
+	if err := ks.ChooseWhere(s, map[string]int64{"vec": 8, "unroll": 2, "split": 2}, valid); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := s.Trace().WithDecision(2, []int64{2}) // split 4
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := schedule.Replay(def, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ks.Check(m, valid); !errors.Is(err, ErrInvalidKnobs) {
+		t.Errorf("mutated to split=4: %v", err)
+	}
+	s, _ = schedule.New(def, 1)
+	if err := ks.SampleWhere(s, func(map[string]int64) error { return errors.New("no") }); !errors.Is(err, ErrNoValidPoint) {
+		t.Errorf("empty space: %v", err)
 	}
 }

@@ -9,9 +9,9 @@
 #   4. llama-3-8b decode kernels: a short tune per kernel, cuBLAS in the same
 #      harness run, results related to the measured copy bandwidth, every
 #      measurement recorded in $OUT/tuning.db (llmir cuda bench)
-#   5. llama-3-8b decode, whole model: llmir tune --target cuda --function
-#      decode with a short budget (TUNE_ARGS) into its own database, merged
-#      into tuning.db; then llmir compile --target cuda from that database
+#   5. llama-3-8b, whole model: llmir tune --target cuda --function F for
+#      each F in TUNE_FUNCTIONS (default decode) with a short budget
+#      (TUNE_ARGS) into its own database, merged into tuning.db; then llmir compile --target cuda from that database
 #      (compile.log and manifest.json in the report say, per workload,
 #      whether its schedule came from a record or the rule-based default)
 # Results are written to $WORK/report (env.txt, summary.txt with every
@@ -42,6 +42,9 @@ TUNE_TIMEOUT=${TUNE_TIMEOUT:-420}
 # 9 decode workloads with CUDA kernels at batch 1: a default and a batch of
 # 7 draws each; --time ends the tune (between batches) before the timeout.
 TUNE_ARGS=${TUNE_ARGS:---trials 72 --time 5m --confirm 0}
+# The llama-3-8b functions tuned, one `llmir tune --function` each (TUNE_ARGS
+# applies to each): e.g. TUNE_FUNCTIONS='decode prefill'.
+TUNE_FUNCTIONS=${TUNE_FUNCTIONS:-decode}
 # Objects stay outside $OUT: they are large and not results.
 export LLMIR_CUDA_CACHE=${LLMIR_CUDA_CACHE:-/tmp/llmir-cuda-cache}
 WORK=${WORK:-/tmp/llmir-gpu-check}
@@ -106,7 +109,7 @@ emit_compile() {
   for spec in 'gemv:M=1,N=4096,K=4096' 'gemv:M=16,N=4096,K=14336' 'cublas_gemv:M=16,N=4096,K=4096' \
     'gemm:M=512,N=4096,K=4096' 'gemm:M=77,N=130,K=264' 'cublas_gemm:M=512,N=4096,K=4096' \
     'paged_attention:B=32,QH=32,KVH=8,D=128,BS=16,ctx=4096' 'paged_attention:B=5,QH=8,KVH=2,D=64,BS=7,ctx=300' \
-    'rms_norm:M=16,H=4096' 'silu_mul:M=16,I=14336'; do
+    'rms_norm:M=16,H=4096' 'silu_mul:M=16,I=14336' 'rope:T=1,H=32,D=128' 'append_kv:T=16,KVH=8,D=128,BS=16'; do
     "$LLMIR" cuda emit "$spec" >"$dir/$i.cu" || return 1
     (nvcc -O3 -arch=sm_90 -std=c++17 -shared -Xcompiler -fPIC -o "/tmp/emit-$i.so" "$dir/$i.cu" -lcublas >"$dir/$i.log" 2>&1 &&
       echo "ok $spec" || { echo "FAIL $spec"; cat "$dir/$i.log"; }) &
@@ -128,12 +131,18 @@ rm -f "$WORK/tuning.db"
 step bench "$R" "$BENCH_TIMEOUT" "$LLMIR" --db "$WORK/tuning.db" cuda bench --out "$WORK/bench" "${sdpa[@]}" $BENCH_ARGS
 for f in report.md report.json; do [ -f "$WORK/bench/$f" ] && cp "$WORK/bench/$f" "$R/$f"; done
 [ -f "$R/report.md" ] && cat "$R/report.md"
-# The tune gets its own database: the bench's records of the same workloads
-# would count against its trial budget.
-rm -f "$WORK/tune.db"
-step tune "$R" "$TUNE_TIMEOUT" "$LLMIR" --db "$WORK/tune.db" tune --target cuda --preset llama-3-8b --function decode $TUNE_ARGS
-if [ -f "$WORK/tune.db" ]; then
-  step merge "$R" 60 "$LLMIR" --db "$WORK/tuning.db" db merge "$WORK/tune.db"
+# Each tuned function gets its own database: the bench's records of the
+# same workloads would count against its trial budget.
+tuned=0
+for fn in $TUNE_FUNCTIONS; do
+  rm -f "$WORK/tune-$fn.db"
+  step "tune-$fn" "$R" "$TUNE_TIMEOUT" "$LLMIR" --db "$WORK/tune-$fn.db" tune --target cuda --preset llama-3-8b --function "$fn" $TUNE_ARGS
+  if [ -f "$WORK/tune-$fn.db" ]; then
+    step "merge-$fn" "$R" 60 "$LLMIR" --db "$WORK/tuning.db" db merge "$WORK/tune-$fn.db"
+    tuned=1
+  fi
+done
+if [ $tuned = 1 ]; then
   step compile "$R" 120 "$LLMIR" --db "$WORK/tuning.db" compile --target cuda --preset llama-3-8b --no-precompiled --gpu sm_90 -o "$WORK/compile"
   [ -f "$WORK/compile/manifest.json" ] && cp "$WORK/compile/manifest.json" "$R/manifest.json"
 fi

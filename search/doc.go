@@ -16,6 +16,11 @@
 //     Evolutionary (NewEvolutionary) breeds children of the fastest measured
 //     trials by mutating or crossing their sampling decisions, scores them
 //     with a cost model and proposes the best, with an ε share at random.
+//     It asks the Tuner for batches of EvolveOptions.Batch (4), so that the
+//     model learns between them, and at cold start leads its first batch
+//     with the best trace of another workload of the same kernel group
+//     (Evolutionary.Transfer; TuneModel hands over the tune's results),
+//     which costmodel.SimulateEvolution mirrors on measured pools.
 //   - OnlineModel: the cost model one tune shares across its tasks and
 //     strategies; it learns every ok measurement once, and is saved per
 //     device in the tuning database (LoadOnlineModel, Save) so that the next

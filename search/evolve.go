@@ -45,7 +45,22 @@ type EvolveOptions struct {
 	// Workers bounds the goroutines generating, replaying and scoring
 	// (default GOMAXPROCS).
 	Workers int
+	// Batch is the most candidates measured between two model updates
+	// (default DefaultEvolveBatch): the tuner measures batches no larger
+	// (Tuner.Tune asks the strategy), so the model learns from every few
+	// measurements instead of once per scheduler step.
+	Batch int
+	// Transfer is how many of Evolutionary.Transfer's traces (the best of
+	// other workloads of the same kernel group) lead the task's first
+	// proposal, before it has a measured parent of its own (default 1;
+	// < 0: none).
+	Transfer int
 }
+
+// DefaultEvolveBatch is EvolveOptions.Batch's default, and the batch size
+// of the tuning suite's simulated evolution (bench.SearchBatch), which
+// mirrors this strategy.
+const DefaultEvolveBatch = 4
 
 func (o EvolveOptions) withDefaults() EvolveOptions {
 	if o.Population <= 0 {
@@ -65,6 +80,12 @@ func (o EvolveOptions) withDefaults() EvolveOptions {
 	}
 	if o.Workers <= 0 {
 		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	if o.Batch <= 0 {
+		o.Batch = DefaultEvolveBatch
+	}
+	if o.Transfer == 0 {
+		o.Transfer = 1
 	}
 	return o
 }
@@ -87,11 +108,19 @@ type Evolutionary struct {
 	// Task names the workload in the model's training data (its key).
 	Task string
 	Opts EvolveOptions
+	// Transfer are the best traces of other workloads of the same kernel
+	// group on the device, best first (TuneModel passes the tune's results
+	// so far). A new shape of a known op is cold for the model, but its
+	// sibling's best schedule is often near-best for it too (the decode and
+	// prefill shapes of an elementwise op, say): the first proposal leads
+	// with up to Opts.Transfer of them that replay on this kernel.
+	Transfer []json.RawMessage
 
-	rng     *rand.Rand
-	def     *schedule.Def
-	parents []parent
-	known   map[string]bool // ok or failed: observed keys
+	rng         *rand.Rand
+	def         *schedule.Def
+	parents     []parent
+	known       map[string]bool // ok or failed: observed keys
+	transferred bool
 }
 
 type parent struct {
@@ -110,6 +139,10 @@ func NewEvolutionary(k kernels.Kernel, hw kernels.Hardware, dev costmodel.Device
 }
 
 func (e *Evolutionary) Name() string { return "evolutionary" }
+
+// BatchSize is the most candidates the tuner should measure before the
+// next Propose (Opts.Batch): the model learns between batches.
+func (e *Evolutionary) BatchSize() int { return e.Opts.Batch }
 
 // genKind is how one child of the population is made.
 type genKind int
@@ -138,6 +171,14 @@ func (e *Evolutionary) Propose(ctx context.Context, n int, seen map[string]bool)
 			return nil, fmt.Errorf("evolve %s: %w", e.Kernel.Name(), err)
 		}
 		e.def = def
+	}
+	var lead []Proposal
+	if !e.transferred && len(e.parents) == 0 {
+		e.transferred = true
+		lead = e.transfer(min(n, max(o.Transfer, 0)), seen)
+		if n -= len(lead); n == 0 {
+			return lead, nil
+		}
 	}
 	slices.SortStableFunc(e.parents, func(a, b parent) int { return cmp.Compare(a.median, b.median) })
 	parents := e.parents[:min(len(e.parents), o.Parents)]
@@ -201,6 +242,9 @@ func (e *Evolutionary) Propose(ctx context.Context, n int, seen map[string]bool)
 	}
 	var pop []*child
 	local := map[string]bool{}
+	for _, p := range lead {
+		local[p.Key] = true
+	}
 	for _, c := range kids {
 		if c == nil || seen[c.key] || e.known[c.key] || local[c.key] {
 			continue
@@ -209,7 +253,7 @@ func (e *Evolutionary) Propose(ctx context.Context, n int, seen map[string]bool)
 		pop = append(pop, c)
 	}
 	if len(pop) == 0 {
-		return nil, nil
+		return lead, nil
 	}
 	ss := make([]*schedule.Schedule, len(pop))
 	for i, c := range pop {
@@ -248,11 +292,48 @@ func (e *Evolutionary) Propose(ctx context.Context, n int, seen map[string]bool)
 	}
 	e.rng.Shuffle(len(rest), func(a, b int) { rest[a], rest[b] = rest[b], rest[a] })
 	picked = append(picked, rest[:min(explore, len(rest))]...)
-	out := make([]Proposal, len(picked))
-	for j, i := range picked {
-		out[j] = Proposal{Schedule: pop[i].s, Key: pop[i].key}
+	out := lead
+	for _, i := range picked {
+		out = append(out, Proposal{Schedule: pop[i].s, Key: pop[i].key})
 	}
 	return out, nil
+}
+
+// transfer is up to n of e.Transfer's traces that lie in this kernel's
+// design space and are not in seen, in order. A trace of another shape
+// whose steps do not align with this kernel's own draws (another template,
+// other knob domains) or that does not replay (a tile that does not
+// divide) is skipped: it would be a schedule search could never propose.
+func (e *Evolutionary) transfer(n int, seen map[string]bool) []Proposal {
+	if n <= 0 || len(e.Transfer) == 0 {
+		return nil
+	}
+	var refs []*schedule.Trace
+	for range 4 {
+		if s, err := SampleSchedule(e.Kernel, e.Hardware, e.rng.Uint64()); err == nil {
+			refs = append(refs, s.Trace())
+		}
+	}
+	var out []Proposal
+	for _, raw := range e.Transfer {
+		if len(out) >= n {
+			break
+		}
+		t, err := schedule.ParseTrace(raw)
+		if err != nil || !slices.ContainsFunc(refs, func(r *schedule.Trace) bool { return aligned(t, r) }) {
+			continue
+		}
+		s, err := e.replay(t)
+		if err != nil {
+			continue
+		}
+		key, err := TraceKey(s)
+		if err != nil || seen[string(key)] || e.known[string(key)] || slices.ContainsFunc(out, func(p Proposal) bool { return p.Key == string(key) }) {
+			continue
+		}
+		out = append(out, Proposal{Schedule: s, Key: string(key)})
+	}
+	return out
 }
 
 // pickParent favours the fastest: the minimum of two uniform draws
@@ -300,7 +381,26 @@ func (e *Evolutionary) mutate(rng *rand.Rand, t *schedule.Trace) (*schedule.Sche
 	if !changed {
 		return nil, errNoChild
 	}
-	return schedule.Replay(e.def, cur)
+	return e.replay(cur)
+}
+
+// replay replays a bred trace and keeps it only if the kernel accepts its
+// point: a kernel with a validity predicate (kernels.Validator, e.g. a
+// CUDA template whose generator refuses a split that does not divide K)
+// samples only valid points, but a mutation or a crossover may combine
+// decisions into one it refuses, which would otherwise cost a trial as a
+// build error.
+func (e *Evolutionary) replay(t *schedule.Trace) (*schedule.Schedule, error) {
+	s, err := schedule.Replay(e.def, t)
+	if err != nil {
+		return nil, err
+	}
+	if v, ok := e.Kernel.(kernels.Validator); ok {
+		if err := v.Valid(s, e.Hardware); err != nil {
+			return nil, errNoChild
+		}
+	}
+	return s, nil
 }
 
 // mutateDecision draws another decision of a sampling step: another
@@ -372,7 +472,7 @@ func (e *Evolutionary) crossover(rng *rand.Rand, a, b *schedule.Trace) (*schedul
 		}
 		cur = next
 	}
-	return schedule.Replay(e.def, cur)
+	return e.replay(cur)
 }
 
 func aligned(a, b *schedule.Trace) bool {

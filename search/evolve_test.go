@@ -11,6 +11,8 @@ import (
 	"llmir/schedule"
 	"llmir/search"
 	"llmir/target"
+	"llmir/target/cuda"
+	cudakernels "llmir/target/cuda/kernels"
 )
 
 var testHW = kernels.Hardware{VectorBits: 512, Threads: 1, L1: 48 << 10, L2: 1 << 20, LLC: 32 << 20}
@@ -151,5 +153,145 @@ func TestEvolutionaryBreedsFromParents(t *testing.T) {
 	}
 	if near < len(props)/2 {
 		t.Errorf("%d of %d proposals within two decisions of a parent", near, len(props))
+	}
+}
+
+// TestEvolutionaryTransfer: at cold start the first proposal leads with
+// the sibling traces that lie in this kernel's space (another shape of the
+// same op), skipping those that do not align (another op's trace) or are
+// already measured, at most Opts.Transfer of them; later proposals and a
+// strategy with parents of its own do not transfer; Transfer < 0 turns it
+// off. BatchSize reports Opts.Batch (default DefaultEvolveBatch).
+func TestEvolutionaryTransfer(t *testing.T) {
+	k := kernels.RMSNorm{Rows: 16, H: 256, Eps: 1e-5}
+	sibling := kernels.RMSNorm{Rows: 1, H: 256, Eps: 1e-5}
+	key := func(k kernels.Kernel, seed uint64) json.RawMessage {
+		s, err := search.SampleSchedule(k, testHW, seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := search.TraceKey(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return key
+	}
+	other := key(kernels.Linear{M: 3, N: 33, K: 16}, 1) // another op: does not align
+	sib1, sib2 := key(sibling, 1), key(sibling, 2)
+	for seed := uint64(3); string(sib2) == string(sib1); seed++ {
+		sib2 = key(sibling, seed)
+	}
+	dev := search.CostDevice(testHW, nil)
+	for _, c := range []struct {
+		name     string
+		opts     search.EvolveOptions
+		transfer []json.RawMessage
+		seen     []json.RawMessage
+		parents  bool
+		want     []json.RawMessage
+	}{
+		{"default one", search.EvolveOptions{}, []json.RawMessage{other, sib1, sib2}, nil, false, []json.RawMessage{sib1}},
+		{"two", search.EvolveOptions{Transfer: 2}, []json.RawMessage{sib1, other, sib2}, nil, false, []json.RawMessage{sib1, sib2}},
+		{"seen skipped", search.EvolveOptions{}, []json.RawMessage{sib1, sib2}, []json.RawMessage{sib1}, false, []json.RawMessage{sib2}},
+		{"off", search.EvolveOptions{Transfer: -1}, []json.RawMessage{sib1}, nil, false, nil},
+		{"has parents", search.EvolveOptions{}, []json.RawMessage{sib1}, nil, true, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ev := search.NewEvolutionary(k, testHW, dev, "task", nil, 7, c.opts)
+			if ev.BatchSize() != search.DefaultEvolveBatch {
+				t.Errorf("BatchSize %d, want %d", ev.BatchSize(), search.DefaultEvolveBatch)
+			}
+			ev.Transfer = c.transfer
+			if c.parents {
+				ev.Observe(fakeTrials(t, k, 3, 4))
+			}
+			seen := map[string]bool{}
+			for _, s := range c.seen {
+				seen[string(s)] = true
+			}
+			props, err := ev.Propose(context.Background(), 4, seen)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(props) != 4 {
+				t.Fatalf("%d proposals, want 4", len(props))
+			}
+			for i, w := range c.want {
+				if props[i].Key != string(w) {
+					t.Errorf("proposal %d is not transferred trace %d", i, i)
+				}
+			}
+			if len(c.want) == 0 {
+				// No transfer: the very proposals of a strategy without one.
+				ref := search.NewEvolutionary(k, testHW, dev, "task", nil, 7, c.opts)
+				if c.parents {
+					ref.Observe(fakeTrials(t, k, 3, 4))
+				}
+				want, err := ref.Propose(context.Background(), 4, seen)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range want {
+					if props[i].Key != want[i].Key {
+						t.Fatalf("proposal %d differs from a strategy without transfer", i)
+					}
+				}
+			}
+			again, err := ev.Propose(context.Background(), 4, map[string]bool{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(c.want) > 0 && again[0].Key == string(c.want[0]) {
+				t.Error("second proposal leads with the transferred trace again")
+			}
+		})
+	}
+}
+
+// TestEvolutionaryBreedsOnlyValidPoints: a kernel whose generator refuses
+// part of its knob space (a CUDA paged attention: a cp.async ring with
+// 4-wide vectors, rings over the shared-memory limit) samples only valid
+// points, and mutation and crossover of its measured traces must not
+// propose a refused one either: it would cost a trial as a build error.
+func TestEvolutionaryBreedsOnlyValidPoints(t *testing.T) {
+	k := cudakernels.Checked(cudakernels.PagedAttention{Batch: 4, QHeads: 8, KVHeads: 2, HeadDim: 128, BlockSize: 16, Context: 300})
+	v, ok := k.(kernels.Validator)
+	if !ok {
+		t.Fatalf("%T is not a kernels.Validator", k)
+	}
+	hw := cudakernels.Hardware(cuda.H100)
+	ev := search.NewEvolutionary(k, hw, search.CostDevice(hw, nil), "task", nil, 3,
+		search.EvolveOptions{Population: 96, RandomShare: 0.01, Epsilon: -1})
+	var obs []search.Trial
+	rng := rand.New(rand.NewPCG(4, 4))
+	for len(obs) < 8 {
+		s, err := search.SampleSchedule(k, hw, rng.Uint64())
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := search.TraceKey(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := target.Measurement{CandidateID: fmt.Sprint("t", len(obs)), Status: target.StatusOK, Threads: 1}
+		m.SetSamples([]float64{1e-6 * (1 + rng.Float64())})
+		obs = append(obs, search.Trial{Index: len(obs), Trace: json.RawMessage(key), Measurement: m})
+	}
+	ev.Observe(obs)
+	seen := map[string]bool{}
+	for round := range 4 {
+		props, err := ev.Propose(context.Background(), 16, seen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(props) == 0 {
+			t.Fatalf("round %d: no proposals", round)
+		}
+		for _, p := range props {
+			seen[p.Key] = true
+			if err := v.Valid(p.Schedule, hw); err != nil {
+				t.Errorf("round %d: proposal %s is a refused point: %v", round, p.Key, err)
+			}
+		}
 	}
 }

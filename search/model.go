@@ -343,8 +343,11 @@ func TuneModel(ctx context.Context, m *ir.Module, o ModelOptions) (*ModelResult,
 		opts.Seed = seed
 		opts.Run = RunFor(o.Run, CallEstimate(r.last, sched[i].Bound), BufferBytes(r.kernel))
 		if o.Strategy == "evolutionary" {
+			transfer := siblingBests(runs, res.Tasks, i)
 			opts.NewStrategy = func(k kernels.Kernel, hw kernels.Hardware, seed uint64) Strategy {
-				return NewEvolutionary(k, hw, dev, wlKey, model, seed, o.Evolve)
+				e := NewEvolutionary(k, hw, dev, wlKey, model, seed, o.Evolve)
+				e.Transfer = transfer
+				return e
 			}
 		}
 		t := *tu
@@ -863,4 +866,26 @@ func (c *CompiledModel) Header() string {
 	}
 	b.WriteString("\n#endif\n")
 	return b.String()
+}
+
+// siblingBests are the best traces found so far for the other tasks of
+// task i's kernel group (Evolutionary.Transfer), fastest first.
+func siblingBests(runs []*taskRun, tasks []TaskReport, i int) []json.RawMessage {
+	type best struct {
+		trace  json.RawMessage
+		median float64
+	}
+	var bs []best
+	for j, r := range runs {
+		if j == i || tasks[j].Group != tasks[i].Group || r.last == nil || r.last.Best == nil {
+			continue
+		}
+		bs = append(bs, best{r.last.Best.Trace, r.last.Best.Measurement.Median})
+	}
+	slices.SortStableFunc(bs, func(a, b best) int { return cmp.Compare(a.median, b.median) })
+	out := make([]json.RawMessage, len(bs))
+	for k, b := range bs {
+		out[k] = b.trace
+	}
+	return out
 }

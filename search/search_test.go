@@ -3,6 +3,7 @@ package search_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"llmir/target/cpu/cgen"
 	"llmir/target/cpu/cputest"
 	"path/filepath"
@@ -372,5 +373,44 @@ func TestWorkloadOf(t *testing.T) {
 	// M=5 and M=7 share bucket 8, hence the workload.
 	if search.WorkloadOf(kernels.Linear{M: 7, N: 17, K: 48}, 1).Key != w1.Key {
 		t.Error("M=5 and M=7 differ although both are in bucket 8")
+	}
+}
+
+// batchedRandom is random search that asks for batches of at most max and
+// records what the tuner asked of it.
+type batchedRandom struct {
+	*search.Random
+	max   int
+	asked []int
+}
+
+func (b *batchedRandom) BatchSize() int { return b.max }
+
+func (b *batchedRandom) Propose(ctx context.Context, n int, seen map[string]bool) ([]search.Proposal, error) {
+	b.asked = append(b.asked, n)
+	return b.Random.Propose(ctx, n, seen)
+}
+
+// TestTuneHonoursStrategyBatch: a strategy that learns between batches
+// (Evolutionary.BatchSize) gets batches no larger than it asks for, even
+// when Options.BatchSize is larger: the first is the default plus one.
+func TestTuneHonoursStrategyBatch(t *testing.T) {
+	f := newFixture(t)
+	k := kernels.Linear{M: 3, N: 33, K: 13}
+	var strat *batchedRandom
+	tu := f.tuner(search.Options{Budget: search.Budget{Trials: 5}, BatchSize: 8, Seed: 3, Confirm: -1,
+		NewStrategy: func(k kernels.Kernel, hw kernels.Hardware, seed uint64) search.Strategy {
+			strat = &batchedRandom{Random: search.NewRandom(k, hw, seed), max: 2}
+			return strat
+		}})
+	r, err := tu.Tune(context.Background(), search.Task{Kernel: k, Threads: 1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Measured) != 5 {
+		t.Fatalf("measured %d, want 5", len(r.Measured))
+	}
+	if want := []int{1, 2, 1}; fmt.Sprint(strat.asked) != fmt.Sprint(want) {
+		t.Errorf("proposals asked %v, want %v (default + 1, a batch of 2, the budget's last one)", strat.asked, want)
 	}
 }

@@ -38,7 +38,9 @@ const DefaultTrials = 32
 type Options struct {
 	Budget Budget
 	// BatchSize is the number of candidates built (in parallel) and then
-	// measured per round and per database transaction (default 8).
+	// measured per round and per database transaction (default 8; a
+	// strategy that learns between batches may ask for smaller ones, see
+	// EvolveOptions.Batch).
 	BatchSize int
 	// Run is the timing protocol (zero: the protocol's defaults).
 	Run target.RunOptions
@@ -79,6 +81,10 @@ func (o Options) WithDefaults() Options {
 	}
 	return o
 }
+
+// batchSizer is a strategy that learns between batches and wants them no
+// larger than BatchSize (Evolutionary: its model updates after each).
+type batchSizer interface{ BatchSize() int }
 
 // Task is one kernel to tune at a thread count.
 type Task struct {
@@ -241,6 +247,9 @@ func (t *Tuner) Tune(ctx context.Context, task Task, p *target.Problem) (*Result
 			break
 		}
 		n := o.BatchSize
+		if b, ok := strat.(batchSizer); ok && b.BatchSize() > 0 {
+			n = min(n, b.BatchSize())
+		}
 		if o.Budget.Trials > 0 {
 			n = min(n, o.Budget.Trials-len(trials))
 		}

@@ -62,7 +62,8 @@ func newCudaEmitCmd() *cobra.Command {
 		Use:   "emit KERNEL",
 		Short: "Print the CUDA source of a kernel's default (or a sampled) schedule",
 		Long: `KERNEL is KIND:F=V,… with KIND one of: gemv (M,N,K), cublas_gemv (M,N,K),
-paged_attention (B,QH,KVH,D,BS,ctx[,ragged]), rms_norm (M,H), silu_mul (M,I).
+paged_attention (B,QH,KVH,D,BS,ctx[,ragged]), rms_norm (M,H), silu_mul (M,I),
+rope (T,H,D: Llama-3's rope), append_kv (T,KVH,D,BS).
 Without --seed the rule-based default schedule (for --sms SMs) is printed.`,
 		Example: `  llmir cuda emit 'gemv:M=16,N=28672,K=4096'
   llmir cuda emit 'paged_attention:B=32,QH=32,KVH=8,D=128,BS=16,ctx=4096' --seed 7
@@ -83,7 +84,8 @@ Without --seed the rule-based default schedule (for --sms SMs) is printed.`,
 			s, err := search.DefaultSchedule(k, hw)
 			if cmd.Flags().Changed("seed") {
 				seed, _ := cmd.Flags().GetUint64("seed")
-				s, err = search.SampleSchedule(k, hw, seed)
+				// Sample only points the generator accepts, as the tuner does.
+				s, err = search.SampleSchedule(cudakernels.Checked(k), hw, seed)
 			}
 			if err != nil {
 				return err
@@ -237,9 +239,11 @@ func newCudaCheckCmd() *cobra.Command {
 		Short: "Validate every CUDA kernel's default and sampled schedules against the Go reference on odd shapes",
 		Long: `Builds the conformance suite (GEMV with N, K one past a vector; ragged and empty
 sequences in paged attention at block sizes 7, 16, 128 and head_dim 64, 128;
-odd rms_norm, silu_mul, silu, mul and add rows), validates each schedule and the cuBLAS baseline,
-and exits with an error listing every candidate that crashed, timed out or was
-wrong. Knob combinations a generator refuses are not failures.`,
+odd rms_norm, silu_mul, silu, mul and add rows; rope in neox and gptj styles with
+partial rotary_dim and llama3/yarn scaling; append_kv at block sizes 4, 7, 16, 128), validates
+each schedule and the cuBLAS baseline, and exits with an error listing every candidate that
+crashed, timed out or was wrong. Knob combinations a generator refuses are outside the
+design space and never sampled, so a refusal here is a failure.`,
 		Example: `  llmir cuda check
   llmir cuda check --samples 16 --out out/check`,
 		Args: cobra.NoArgs,
@@ -280,7 +284,7 @@ GEMV bf16 at batch 1 and 16 for the linears (q/o, k/v, gate/up, down, lm_head;
 against cuBLAS GemmEx in the same harness run), paged decode attention bf16
 (batch 32, 32/8 heads of 128, context 4096) at block sizes 16, 32, 64, 128
 (against PyTorch SDPA on contiguous KV when --sdpa gives its times, from
-scripts/sdpa_baseline.py), rms_norm, silu, mul and add. Each kernel is measured at its
+scripts/sdpa_baseline.py), rms_norm, rope, append_kv, silu, mul and add. Each kernel is measured at its
 rule-based default and --samples sampled schedules; every measurement is
 recorded in the tuning database (--db) under the GPU's fingerprint, and results
 are related to the copy bandwidth measured first. --suite prefill runs the

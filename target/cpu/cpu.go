@@ -107,6 +107,12 @@ func (t *Target) Build(ctx context.Context, cands []target.Candidate) (map[strin
 
 // Run implements target.Target.
 func (t *Target) Run(ctx context.Context, p *target.Problem, built []target.Built, opts target.RunOptions) (map[string]target.Measurement, error) {
+	// The Go reference can take seconds on large shapes; compute it (it is
+	// memoised in p) before taking the machine lock so that other processes'
+	// timed runs are not held up by it.
+	if _, err := p.Expected(); err != nil {
+		return nil, fmt.Errorf("run %s: reference: %w", p.Name, err)
+	}
 	unlock, err := lockDevice(ctx, true)
 	if err != nil {
 		return nil, fmt.Errorf("run %s: %w", p.Name, err)

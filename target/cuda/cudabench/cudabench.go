@@ -13,6 +13,7 @@ import (
 	"llmir/ir"
 	"llmir/ir/hf"
 	"llmir/kernels"
+	"llmir/kernels/ref"
 	"llmir/schedule"
 	"llmir/search"
 	"llmir/target"
@@ -65,7 +66,8 @@ func Llama3Decode() ([]Task, error) {
 // Llama3Prefill is llama-3-8b's prefill linears (q/o 4096×4096, k/v
 // 1024×4096, gate/up 14336×4096, down 4096×14336) as bf16 GEMMs on tensor
 // cores at 512…4096 prompt tokens (batch 1), and the lm_head (128256×4096)
-// at 512, built from the IR workloads, against cuBLAS GemmEx.
+// at 512, built from the IR workloads, against cuBLAS GemmEx; and the rope
+// (q and k) and append_kv of 512 and 4096 tokens, without a baseline.
 func Llama3Prefill() ([]Task, error) {
 	var ts []Task
 	seen := map[string]bool{}
@@ -75,12 +77,20 @@ func Llama3Prefill() ([]Task, error) {
 			return nil, err
 		}
 		for _, t := range more {
-			g, gemm := cudakernels.Unwrap(t.Kernel).(cudakernels.GEMM)
-			// The lm_head over a whole prompt only at 512: engines take the
-			// last token's logits, and its larger GEMMs (up to 4 TFLOP,
-			// seconds of reference) would double the suite's time.
-			if gemm && (g.N != lmHeadVocab || seq == 512) {
-				ts = append(ts, t)
+			switch k := cudakernels.Unwrap(t.Kernel).(type) {
+			case cudakernels.GEMM:
+				// The lm_head over a whole prompt only at 512: engines take
+				// the last token's logits, and its larger GEMMs (up to 4
+				// TFLOP, seconds of reference) would double the suite's time.
+				if k.N != lmHeadVocab || seq == 512 {
+					ts = append(ts, t)
+				}
+			case cudakernels.Rope, cudakernels.AppendKV:
+				// Memory-bound rows that only a prompt makes large enough
+				// to relate to the copy bandwidth.
+				if seq == 512 || seq == 4096 {
+					ts = append(ts, t)
+				}
 			}
 		}
 	}
@@ -165,6 +175,30 @@ func Conformance() []Task {
 		Task{Kernel: cudakernels.Pointwise{Op: cudakernels.OpMul, M: 1, H: 14}},
 		Task{Kernel: cudakernels.Pointwise{Op: cudakernels.OpAdd, M: 5, H: 4104}},
 	)
+	// Rope at one and odd token counts, head counts that are not powers of
+	// two, head_dim 64 and 128, both styles, a partial rotary dim and the
+	// scalings whose frequencies (llama3) or attention factor (yarn) differ
+	// from plain rope; append_kv into pools of odd block sizes with padding
+	// slots and rows a 16-byte vector does not tile.
+	llama3 := &ref.RopeScaling{Type: "llama3", Factor: 8, OriginalMaxPositions: 8192, LowFreqFactor: 1, HighFreqFactor: 4}
+	yarn := &ref.RopeScaling{Type: "yarn", Factor: 4, OriginalMaxPositions: 4096}
+	for _, r := range []cudakernels.Rope{
+		{Tokens: 1, Heads: 32, HeadDim: 128, Config: ref.RopeConfig{Theta: 500000, Style: ref.Neox, Scaling: llama3}},
+		{Tokens: 7, Heads: 5, HeadDim: 64, Config: ref.RopeConfig{Theta: 10000, Style: ref.Neox}},
+		{Tokens: 3, Heads: 3, HeadDim: 128, Config: ref.RopeConfig{Theta: 10000, Style: ref.GPTJ, RotaryDim: 64}},
+		{Tokens: 9, Heads: 6, HeadDim: 64, Config: ref.RopeConfig{Theta: 10000, Style: ref.Neox, RotaryDim: 48, Scaling: yarn}},
+		{Tokens: 33, Heads: 8, HeadDim: 128, Config: ref.RopeConfig{Theta: 500000, Style: ref.Neox, Scaling: llama3}},
+	} {
+		ts = append(ts, Task{Kernel: r})
+	}
+	for _, a := range []cudakernels.AppendKV{
+		{Tokens: 1, KVHeads: 8, HeadDim: 128, BlockSize: 16},
+		{Tokens: 13, KVHeads: 3, HeadDim: 64, BlockSize: 7},
+		{Tokens: 5, KVHeads: 1, HeadDim: 6, BlockSize: 4},
+		{Tokens: 37, KVHeads: 8, HeadDim: 128, BlockSize: 128},
+	} {
+		ts = append(ts, Task{Kernel: a})
+	}
 	// The kernels printed from the loop-nest IR (target/cuda/cgen), on the
 	// odd shapes their recipes accept.
 	for _, g := range []cudakernels.GEMV{{M: 1, N: 37, K: 512}, {M: 3, N: 257, K: 1024}, {M: 16, N: 130, K: 768}} {
@@ -244,10 +278,15 @@ type Row struct {
 	Trials   []Trial `json:"trials"`
 	// Counts of this task's trials by status (baseline excluded).
 	Counts map[target.Status]int `json:"counts"`
-	// Failures lists trials that failed other than by an emit error (a
-	// knob combination the generator refuses).
+	// Failures lists every trial that did not measure ok. Knob points a
+	// generator refuses are not in the design space (cudakernels.Checked),
+	// so a refusal here is a disagreement between predicate and generator.
 	Failures []string `json:"failures,omitempty"`
-	Bytes    float64  `json:"bytes"`
+	// SpaceValid of SpaceTotal points of the kernel's design space are
+	// ones its generator accepts (0 of 0: a loop-nest space, not counted).
+	SpaceValid int     `json:"space_valid,omitempty"`
+	SpaceTotal int     `json:"space_total,omitempty"`
+	Bytes      float64 `json:"bytes"`
 	// BestGBps is Bytes over the best median; CopyFraction relates it to
 	// the measured copy bandwidth; VsBaseline is baseline median over best
 	// median (> 1: faster than the baseline); VsSDPA the same for PyTorch.
@@ -294,7 +333,9 @@ type Report struct {
 	Rows      []Row           `json:"rows"`
 }
 
-// errEmit marks trials whose schedule the generator refused.
+// errEmit marks trials whose schedule the generator refused: since the
+// samples come from the valid points only, a bug (in a predicate or in a
+// rule-based default).
 var errEmit = errors.New("emit")
 
 // Run measures every task on tg and returns the report. A task's failure
@@ -377,6 +418,8 @@ type prepared struct {
 	trials []*Trial
 	cands  []target.Candidate
 	base   *Trial
+
+	spaceValid, spaceTotal int
 }
 
 func prepare(t Task, gpu cuda.GPU, hw kernels.Hardware, o Options, salt uint64) (*prepared, error) {
@@ -386,6 +429,12 @@ func prepare(t Task, gpu cuda.GPU, hw kernels.Hardware, o Options, salt uint64) 
 		return nil, err
 	}
 	pr := &prepared{task: t, p: p}
+	// Samples come from the points the generator accepts: a refused point
+	// never reaches nvcc nor counts as a trial.
+	sk := cudakernels.Checked(k)
+	if pr.spaceValid, pr.spaceTotal, err = cudakernels.SpaceSize(sk, hw); err != nil {
+		return nil, err
+	}
 	add := func(id string, trace json.RawMessage, isDef bool, s *schedule.Schedule) {
 		tr := &Trial{ID: id, Default: isDef, Trace: trace}
 		c, err := cudakernels.NewCandidate(id, k, s, gpu)
@@ -407,7 +456,7 @@ func prepare(t Task, gpu cuda.GPU, hw kernels.Hardware, o Options, salt uint64) 
 	seen := map[string]bool{string(key): true}
 	add("t0", key, true, def)
 	for i := range o.Samples {
-		s, err := search.SampleSchedule(k, hw, o.Seed*1000003+salt*7919+uint64(i)+1)
+		s, err := search.SampleSchedule(sk, hw, o.Seed*1000003+salt*7919+uint64(i)+1)
 		if err != nil {
 			return nil, err
 		}
@@ -441,7 +490,7 @@ func prepare(t Task, gpu cuda.GPU, hw kernels.Hardware, o Options, salt uint64) 
 func measureTask(ctx context.Context, tg *cuda.Target, pr *prepared, built map[string]target.Built, i int, o Options) (*Row, error) {
 	start := time.Now()
 	k := pr.task.Kernel
-	row := &Row{Kernel: k.Name(), Counts: map[target.Status]int{}, Bytes: k.Bytes()}
+	row := &Row{Kernel: k.Name(), Counts: map[target.Status]int{}, Bytes: k.Bytes(), SpaceValid: pr.spaceValid, SpaceTotal: pr.spaceTotal}
 	order := make([]target.Built, 0, len(pr.cands))
 	for _, c := range pr.cands {
 		b, ok := built[fmt.Sprintf("k%d/%s", i, c.ID)]
@@ -469,7 +518,7 @@ func measureTask(ctx context.Context, tg *cuda.Target, pr *prepared, built map[s
 		}
 		m := tr.Measurement
 		row.Counts[m.Status]++
-		if m.Status != target.StatusOK && !strings.HasPrefix(m.Error, errEmit.Error()+":") {
+		if m.Status != target.StatusOK {
 			row.Failures = append(row.Failures, fmt.Sprintf("%s (%s): %s", tr.ID, m.Status, firstLines(m.Error, 6)))
 		}
 		row.Trials = append(row.Trials, *tr)
@@ -598,6 +647,9 @@ func (r Row) Line() string {
 		st = append(st, fmt.Sprintf("%s=%d", s, n))
 	}
 	slices.Sort(st)
+	if r.SpaceTotal > 0 {
+		fmt.Fprintf(&b, " space %d/%d", r.SpaceValid, r.SpaceTotal)
+	}
 	fmt.Fprintf(&b, " [%s]", strings.Join(st, " "))
 	return b.String()
 }
@@ -631,9 +683,13 @@ func (rep *Report) Markdown() string {
 		return fmt.Sprintf(f, v)
 	}
 	for _, r := range rep.Rows {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d ok / %d |\n", r.Kernel, us(r.Default), us(r.Best),
+		space := ""
+		if r.SpaceTotal > 0 {
+			space = fmt.Sprintf(" (space %d/%d)", r.SpaceValid, r.SpaceTotal)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d ok / %d%s |\n", r.Kernel, us(r.Default), us(r.Best),
 			num(r.BestGBps, "%.0f"), num(100*r.CopyFraction, "%.0f%%"), tflops(r.BestTFLOPS), us(r.Baseline), num(r.VsBaseline, "%.2f×"),
-			num(r.SDPAMedian*1e6, "%.2f"), num(r.VsSDPA, "%.2f×"), r.Counts[target.StatusOK], len(r.Trials))
+			num(r.SDPAMedian*1e6, "%.2f"), num(r.VsSDPA, "%.2f×"), r.Counts[target.StatusOK], len(r.Trials), space)
 	}
 	return b.String()
 }

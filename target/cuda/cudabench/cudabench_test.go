@@ -1,6 +1,7 @@
 package cudabench
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -8,6 +9,7 @@ import (
 	"llmir/ir/hf"
 	"llmir/search"
 	"llmir/target"
+	"llmir/target/cuda"
 	cudakernels "llmir/target/cuda/kernels"
 )
 
@@ -116,18 +118,34 @@ func TestSuites(t *testing.T) {
 			t.Errorf("%s: vs SDPA %g, want 2", task.Kernel.Name(), r.VsSDPA)
 		}
 	}
-	// Per batch (1, 16): rms_norm, add, silu, mul and five GEMVs (q/o,
-	// k/v, gate/up, down, lm_head); attention at four block sizes.
-	if n := len(decode); n != 22 {
-		t.Errorf("llama3 decode suite has %d kernels, want 22", n)
+	// Per batch (1, 16): rms_norm, add, silu, mul, five GEMVs (q/o, k/v,
+	// gate/up, down, lm_head), rope of q and of k, append_kv; attention at
+	// four block sizes.
+	if n := len(decode); n != 28 {
+		t.Errorf("llama3 decode suite has %d kernels, want 28", n)
 	}
+	kinds := map[string]int{}
+	for _, task := range decode {
+		kinds[fmt.Sprintf("%T", cudakernels.Unwrap(task.Kernel))]++
+	}
+	if kinds["cudakernels.Rope"] != 4 || kinds["cudakernels.AppendKV"] != 2 {
+		t.Errorf("decode suite kernels by type %v: want 4 Rope and 2 AppendKV", kinds)
+	}
+	gemms := 0
 	for _, task := range prefill {
-		if _, ok := task.Baseline.(cudakernels.GEMMCuBLAS); !ok {
-			t.Errorf("%s: baseline %T, want cuBLAS", task.Kernel.Name(), task.Baseline)
+		switch cudakernels.Unwrap(task.Kernel).(type) {
+		case cudakernels.GEMM:
+			gemms++
+			if _, ok := task.Baseline.(cudakernels.GEMMCuBLAS); !ok {
+				t.Errorf("%s: baseline %T, want cuBLAS", task.Kernel.Name(), task.Baseline)
+			}
+		case cudakernels.Rope, cudakernels.AppendKV:
+		default:
+			t.Errorf("prefill suite has %s", task.Kernel.Name())
 		}
 	}
-	if n := len(prefill); n != 17 {
-		t.Errorf("prefill suite has %d kernels, want 17 (4 M × 4 N×K, and the lm_head at M=512)", n)
+	if gemms != 17 || len(prefill) != 23 {
+		t.Errorf("prefill suite has %d kernels, %d GEMMs; want 23: 17 GEMMs (4 M × 4 N×K, and the lm_head at M=512), rope q, rope k and append_kv at 512 and 4096 tokens", len(prefill), gemms)
 	}
 }
 
@@ -162,9 +180,51 @@ func TestSuiteKeysAreIRKeys(t *testing.T) {
 			found++
 		}
 	}
-	// Every batch-1 decode workload with a CUDA kernel except attention
+	// Every batch-1 decode workload with a CUDA kernel (rope of q and k and
+	// append_kv included) except attention
 	// (measured at batch 32 in the suite) and the prefill ones.
-	if found != 9 {
-		t.Errorf("%d of the suite's tasks have IR keys of the batch-1 module, want 9", found)
+	if found != 12 {
+		t.Errorf("%d of the suite's tasks have IR keys of the batch-1 module, want 12", found)
+	}
+}
+
+// TestPrepareSamplesValidPoints: the check's candidates are the default
+// and samples of the valid points only, so no kernel of the conformance
+// suite (whose shapes make generators refuse many points) hands a refused
+// point to nvcc, and each row knows the size of its space. Runs without a
+// GPU: prepare only prints sources.
+func TestPrepareSamplesValidPoints(t *testing.T) {
+	hw := cudakernels.Hardware(cuda.H100)
+	refusing := 0
+	for i, task := range Conformance() {
+		pr, err := prepare(task, cuda.H100, hw, Options{Samples: 6, Seed: 1}, uint64(i))
+		if err != nil {
+			t.Fatalf("%s: %v", task.Kernel.Name(), err)
+		}
+		for _, tr := range pr.trials {
+			if tr.Measurement.Status != "" {
+				t.Errorf("%s %s: refused before the build: %s", task.Kernel.Name(), tr.ID, tr.Measurement.Error)
+			}
+		}
+		if want := len(pr.trials); task.Baseline != nil {
+			want++
+			if len(pr.cands) != want {
+				t.Errorf("%s: %d candidates for %d trials and a baseline", task.Kernel.Name(), len(pr.cands), len(pr.trials))
+			}
+		}
+		if pr.spaceTotal > 0 && pr.spaceValid < pr.spaceTotal {
+			refusing++
+		}
+		switch task.Kernel.(type) {
+		case cudakernels.LoopNestGEMV, cudakernels.LoopNestGEMM, cudakernels.LoopNestElementwise:
+			// Loop-nest spaces (tiles, not knobs) are not enumerated.
+		default:
+			if pr.spaceTotal == 0 {
+				t.Errorf("%s: design space not counted", task.Kernel.Name())
+			}
+		}
+	}
+	if refusing < 5 {
+		t.Errorf("only %d conformance kernels have refused points: the test shapes no longer exercise the predicate", refusing)
 	}
 }

@@ -59,7 +59,7 @@ func (a PagedAttention) knobs() kernels.Knobs {
 		{Name: "heads_per_block", Values: hpb},
 		{Name: "vec", Values: []int64{8, 16, 4}},
 		{Name: "unroll", Values: []int64{1, 2, 4, 8}},
-		{Name: "prefetch", Values: []int64{0, 1}},
+		{Name: "prefetch", Values: []int64{0, 1, 2, 3, 4}},
 	}
 }
 
@@ -199,25 +199,35 @@ func (a PagedAttention) Space(s *schedule.Schedule, _ kernels.Hardware) error {
 	return a.knobs().Sample(s)
 }
 
-// Default (the H200 tune's winner at block size 16): all query heads of a
-// KV head in one block (each key is loaded once), 16 dims per lane, two
-// tokens per lane group per step with the next step's loads issued before
-// this step's math, and split-KV partitions when sequences × KV heads
-// alone give fewer than four blocks per SM.
+// Default (the H200 tune's winner at block size 16, then the microbenchmark
+// of the cp.async ring): all query heads of a KV head in one block (each
+// key is loaded once), 16 dims per lane with four tokens per lane group
+// per step and a two-stage cp.async ring (the next step's copies in flight
+// during this step's math, registers left free), else 8 dims per lane with
+// two tokens per step prefetched into registers, and split-KV partitions
+// when sequences × KV heads alone give fewer than one block per SM (ring)
+// or four (registers).
 func (a PagedAttention) Default(s *schedule.Schedule, hw kernels.Hardware) error {
 	v := map[string]int64{"warps": 4, "partition": 0, "heads_per_block": a.group(), "vec": 8, "unroll": 2, "prefetch": 1}
 	// 16 dims per lane when the head allows: half the shuffles per score
 	// of 8, for twice the registers.
 	switch {
 	case a.HeadDim%16 == 0 && 32%(a.HeadDim/16) == 0:
-		v["vec"] = 16
+		v["vec"], v["unroll"], v["prefetch"] = 16, 4, 2
 	case a.HeadDim%8 != 0 || 32%(a.HeadDim/8) != 0:
 		v["vec"] = 4
 	}
 	blocks := a.Batch * a.KVHeads
 	sms := int64(max(hw.Threads, 1))
+	// With the ring one block per SM already streams (batch 32: 256 blocks
+	// unsplit, 139 µs against 145 µs in 2048-token partitions on an H200);
+	// register prefetch wants four.
+	enough := 4 * sms
+	if v["prefetch"] >= 2 {
+		enough = sms
+	}
 	for _, p := range []int64{2048, 1024, 512, 256} {
-		if blocks >= 4*sms {
+		if blocks >= enough {
 			break
 		}
 		if a.Context > p {
@@ -248,6 +258,12 @@ func (a PagedAttention) EmitCUDA(s *schedule.Schedule, _ cuda.GPU, entry string)
 	if smem := 4 * W * HPB * (a.HeadDim + 2); smem > 48<<10 {
 		return "", fmt.Errorf("paged attention: %d bytes of shared memory for warps %d × heads %d (max 48 KiB)", smem, W, HPB)
 	}
+	if PF >= 2 && V == 4 {
+		return "", fmt.Errorf("paged attention: a cp.async ring (prefetch %d) copies 16 bytes per lane, vec %d is 8", PF, V)
+	}
+	if ring := ringBytes(W, U, V, PF); ring+4*W*HPB*(a.HeadDim+2) > maxSmemPerBlock {
+		return "", fmt.Errorf("paged attention: %d bytes of shared memory for a %d-stage ring of warps %d × unroll %d (max %d)", ring, PF, W, U, maxSmemPerBlock)
+	}
 	span := a.maxBlocks() * a.BlockSize
 	if P == 0 || P >= span {
 		P = 0
@@ -274,6 +290,9 @@ constexpr float SCALE_LOG2 = %.9ef;  // log2(e) / sqrt(D)
 `, a.Name(), W, P, HPB, V, U, PF, a.Batch, a.QHeads, a.KVHeads, a.HeadDim, a.BlockSize, a.maxBlocks(),
 		HPB, W, V, U, PF == 1, part, parts, a.numBlocks(), math.Log2E/math.Sqrt(float64(a.HeadDim)))
 	b.WriteString(unpackLoad(V))
+	if PF >= 2 {
+		b.WriteString(ringHelpers(V, PF))
+	}
 	b.WriteString(`
 // load_kv loads the keys and values of tokens t0 + u·WARPS·TPW (u < U)
 // of this lane's dims; ok[u] says whether token u exists.
@@ -323,15 +342,9 @@ __global__ void __launch_bounds__(WARPS * 32) attn(const __nv_bfloat16 *__restri
   // The U tokens of a step are loaded first (U loads in flight per lane),
   // scored, and folded into the online softmax with one rescale per step;
   // with PREFETCH the next step's loads are issued before this step's math.
-  constexpr int STEP = WARPS * TPW * U;
-  vec_t kv[U], vv[U];
-  bool ok[U];
-  load_kv(pool, bt, tbeg + warp * TPW + sub, tend, kvh, d0, kv, vv, ok);
-  for (int base = tbeg + warp * TPW; base < tend; base += STEP) {
-    vec_t kn[U], vn[U];
-    bool okn[U];
-    if (PREFETCH) load_kv(pool, bt, base + STEP + sub, tend, kvh, d0, kn, vn, okn);
-    float s[U][HPB];
+`)
+	b.WriteString(loopHead(PF))
+	b.WriteString(`    float s[U][HPB];
 #pragma unroll
     for (int u = 0; u < U; u++) {
       float kf[V];
@@ -379,18 +392,9 @@ __global__ void __launch_bounds__(WARPS * 32) attn(const __nv_bfloat16 *__restri
         for (int v = 0; v < V; v++) acc[h][v] = fmaf(p, vf[v], acc[h][v]);
       }
     }
-    if (PREFETCH) {
-#pragma unroll
-      for (int u = 0; u < U; u++) {
-        kv[u] = kn[u];
-        vv[u] = vn[u];
-        ok[u] = okn[u];
-      }
-    } else {
-      load_kv(pool, bt, base + STEP + sub, tend, kvh, d0, kv, vv, ok);
-    }
-  }
-  // Merge the warp's token slots (lanes LPT apart hold the same dims).
+`)
+	b.WriteString(loopTail(PF))
+	b.WriteString(`  // Merge the warp's token slots (lanes LPT apart hold the same dims).
 #pragma unroll
   for (int o = LPT; o < 32; o <<= 1) {
 #pragma unroll
@@ -470,6 +474,13 @@ __global__ void __launch_bounds__(D) merge(const float *__restrict__ part_ml,
   out[row * D + d] = __float2bfloat16(sum > 0.f ? a / sum : 0.f);
 }
 `)
+	launchRing, ringArg := "", ""
+	if ring := ringBytes(W, U, V, PF); ring > 0 {
+		// Opted into whatever the size: with the static merge buffers a
+		// ring of 48 KiB or less can still pass the default limit.
+		ringArg = fmt.Sprintf(", %d", ring)
+		launchRing = fmt.Sprintf("  static cudaError_t opt = cudaFuncSetAttribute(attn, cudaFuncAttributeMaxDynamicSharedMemorySize, %d);\n  if (opt != cudaSuccess) return (int)opt;\n", ring)
+	}
 	fmt.Fprintf(&b, `
 static float *scratch;  // partition results, allocated at the first call
 
@@ -480,10 +491,130 @@ int %s(void *const *bufs, const int64_t *dims) {
     if (e != cudaSuccess) return (int)e;
   }
   float *ml = scratch, *pacc = scratch ? scratch + (size_t)2 * B * QH * NPART : nullptr;
-  attn<<<dim3(B, KVH * (GROUP / HPB), NPART), WARPS * 32>>>((const __nv_bfloat16 *)bufs[0],
+%s  attn<<<dim3(B, KVH * (GROUP / HPB), NPART), WARPS * 32%s>>>((const __nv_bfloat16 *)bufs[0],
       (const __nv_bfloat16 *)bufs[1], (const int *)bufs[2], (const int *)bufs[3], (__nv_bfloat16 *)bufs[4], ml, pacc);
   if (NPART > 1) merge<<<B * QH, D>>>(ml, pacc, (__nv_bfloat16 *)bufs[4]);
 %s}
-`, entry, launchCheck)
+`, entry, launchRing, ringArg, launchCheck)
 	return b.String(), nil
+}
+
+// maxSmemPerBlock is the shared memory a block may opt into on sm_90.
+const maxSmemPerBlock = 227 << 10
+
+// ringBytes is the dynamic shared memory of the cp.async ring: prefetch
+// stages of U tokens' keys and values (vec/8 16-byte pieces each) per lane.
+func ringBytes(warps, unroll, vec, prefetch int64) int64 {
+	if prefetch < 2 {
+		return 0
+	}
+	return 16 * prefetch * unroll * 2 * (vec / 8) * warps * 32
+}
+
+// loopHead opens the token loop: kv, vv and ok hold the step's keys,
+// values and flags when the body starts. prefetch 0 loads them at the end
+// of the previous step, 1 issues the next step's loads into registers
+// before this step's math, p ≥ 2 keeps p − 1 steps in flight with cp.async
+// into a ring in shared memory (deeper than registers allow, and the
+// registers stay free for more warps per SM).
+func loopHead(prefetch int64) string {
+	if prefetch < 2 {
+		return `  constexpr int STEP = WARPS * TPW * U;
+  vec_t kv[U], vv[U];
+  bool ok[U];
+  load_kv(pool, bt, tbeg + warp * TPW + sub, tend, kvh, d0, kv, vv, ok);
+  for (int base = tbeg + warp * TPW; base < tend; base += STEP) {
+    vec_t kn[U], vn[U];
+    bool okn[U];
+    if (PREFETCH) load_kv(pool, bt, base + STEP + sub, tend, kvh, d0, kn, vn, okn);
+`
+	}
+	return `  constexpr int STEP = WARPS * TPW * U;
+  vec_t kv[U], vv[U];
+  bool ok[U];
+  extern __shared__ uint4 ring[];
+#pragma unroll
+  for (int p = 0; p < PF - 1; p++) {
+    issue_kv(ring, p, pool, bt, tbeg + warp * TPW + sub + p * STEP, tend, kvh, d0);
+    cp_async_commit();
+  }
+  int slot = 0;
+  for (int base = tbeg + warp * TPW; base < tend; base += STEP) {
+    // Always commit a group (empty past the end), so that waiting for all
+    // but the newest PF − 1 groups means this step's copies have landed;
+    // each lane reads back only its own copies, so no barrier is needed.
+    issue_kv(ring, slot == 0 ? PF - 1 : slot - 1, pool, bt, base + (PF - 1) * STEP + sub, tend, kvh, d0);
+    cp_async_commit();
+    cp_async_wait<PF - 1>();
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      ok[u] = base + sub + u * WARPS * TPW < tend;
+      kv[u] = lds_kv(ring, slot, u, 0);
+      vv[u] = lds_kv(ring, slot, u, 1);
+    }
+    slot = slot + 1 == PF ? 0 : slot + 1;
+`
+}
+
+// loopTail closes the token loop of loopHead.
+func loopTail(prefetch int64) string {
+	if prefetch < 2 {
+		return `    if (PREFETCH) {
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        kv[u] = kn[u];
+        vv[u] = vn[u];
+        ok[u] = okn[u];
+      }
+    } else {
+      load_kv(pool, bt, base + STEP + sub, tend, kvh, d0, kv, vv, ok);
+    }
+  }
+`
+	}
+	return "  }\n"
+}
+
+// ringHelpers are the cp.async ring's copies and reads. The ring is
+// [PF][U][K, V][vec/8 pieces][WARPS·32 lanes] of 16-byte pieces: a piece
+// of all lanes is contiguous, so both the copies and the reads are free of
+// bank conflicts.
+func ringHelpers(vec, prefetch int64) string {
+	read := "return p[0];"
+	if vec == 16 {
+		read = "return vec_t{p[0], p[WARPS * 32]};"
+	}
+	return fmt.Sprintf(`constexpr int PF = %d;              // ring stages
+constexpr int VW = V / 8;             // 16-byte pieces per lane and token
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
+  asm volatile("cp.async.cg.shared.global [%%0], [%%1], 16;\n" ::"r"((unsigned)__cvta_generic_to_shared(smem)), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %%0;\n" ::"n"(N)); }
+
+// issue_kv copies the keys and values of tokens t0 + u·WARPS·TPW (u < U)
+// of this lane's dims into ring stage slot.
+__device__ __forceinline__ void issue_kv(uint4 *ring, int slot, const __nv_bfloat16 *__restrict__ pool,
+    const int *__restrict__ bt, int t0, int tend, int kvh, int d0) {
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+    const int t = t0 + u * WARPS * TPW;
+    if (t < tend) {
+      const size_t off = (((size_t)bt[t / BS] * BS + t %% BS) * KVH + kvh) * D + d0;
+      uint4 *k = ring + (size_t)((slot * U + u) * 2) * VW * (WARPS * 32) + threadIdx.x;
+#pragma unroll
+      for (int p = 0; p < VW; p++) {
+        cp_async16(k + p * (WARPS * 32), pool + off + p * VEC16_STRIDE);
+        cp_async16(k + (VW + p) * (WARPS * 32), pool + HALF + off + p * VEC16_STRIDE);
+      }
+    }
+  }
+}
+
+// lds_kv reads back this lane's keys (which = 0) or values (1) of token u.
+__device__ __forceinline__ vec_t lds_kv(const uint4 *ring, int slot, int u, int which) {
+  const uint4 *p = ring + (size_t)((slot * U + u) * 2 + which) * VW * (WARPS * 32) + threadIdx.x;
+  %s
+}
+`, prefetch, read)
 }

@@ -167,6 +167,7 @@ func parallelRows(n int, f func(i int)) {
 }
 
 // CodegenVersion is stamped on the CUDA records: bump it when a generator
-// changes what a stored knob trace means (2: cuda_gemm gained group_m).
+// changes what a stored knob trace means (2: cuda_gemm gained group_m; 3: cuda_gemv mma=2
+// split-K, paged attention cp.async rings and a new partition rule).
 // The CPU's version (cgen.CodegenVersion) moves independently.
-const CodegenVersion = 2
+const CodegenVersion = 3

@@ -1,7 +1,7 @@
 // Package cudakernels holds the kernels that have a CUDA side: template
 // kernels whose CUDA C++ is written by a generator from knob values (decode
 // GEMV/skinny GEMM, prefill GEMM on tensor cores with a cp.async pipeline,
-// paged decode attention, rms_norm, silu·mul), and the vendor baselines
+// paged decode attention, rms_norm, silu·mul, rope, append_kv), and the vendor baselines
 // measured beside them (cuBLAS).
 //
 // Each type implements kernels.Kernel (definition, float64 reference,
@@ -20,6 +20,22 @@
 // instantiated per configuration). The golden files under testdata/ are
 // the generated sources of the default schedules; `go test -update`
 // rewrites them.
+//
+// Why the design spaces hold only points a generator accepts (valid.go):
+// a template generator may refuse a knob combination for a shape (a split
+// that does not divide K, a ring larger than shared memory). Kernels made
+// by FromWorkload or Checked sample through kernels.Knobs.SampleWhere with
+// the generator itself as the predicate (each point emitted once per shape
+// and cached), so the tuner and `llmir cuda check` never spend a trial or
+// an nvcc run on a refused point.
+//
+// Why the decode GEMV splits K across blocks (mma=2): at M ≤ 16 the weights
+// are read once, so the kernel is a stream, and N = 4096 in 8-row tiles is
+// too few blocks to keep every SM's loads in flight. Each block stages its
+// slice of x in shared memory and writes an f32 partial to a workspace
+// allocated at the first call; a counter per n-range (self-resetting, so a
+// call needs no memset) elects the last block to sum the partials in a
+// fixed order, keeping results deterministic, unlike f32 atomics.
 //
 // Why GEMM's large-problem inputs are periodic (GEMM.Fill): the float64
 // reference of a 4096×28672×4096 product takes minutes in Go; activations

@@ -25,9 +25,13 @@ type GEMV struct {
 // valid, so sampling never wastes a trial. With mma=1
 // the tensor-core path is used: rows_per_warp counts 8-row n-tiles, unroll
 // counts 32-wide k chunks, and vec is not used (loads are 16 bytes).
+// mma=2 is the split-K tensor-core path (emitSplitK): rows_per_warp counts
+// a warp's 8-row n-tiles, a block has groups × ksplit warps on distinct
+// tiles (K is split across blocks), unroll counts the 32-wide k chunks a
+// lane has in flight; vec is not used.
 func (g GEMV) knobs() kernels.Knobs {
 	return kernels.Knobs{
-		{Name: "mma", Values: []int64{0, 1}},
+		{Name: "mma", Values: []int64{0, 1, 2}},
 		{Name: "rows_per_warp", Values: []int64{1, 2, 4}},
 		{Name: "groups", Values: []int64{1, 2, 4}},
 		{Name: "ksplit", Values: []int64{1, 2, 4, 8}},
@@ -92,23 +96,29 @@ func (g GEMV) Bytes() float64 { return 2 * float64(g.N*g.K+g.M*g.K+g.M*g.N) }
 
 func (g GEMV) Space(s *schedule.Schedule, _ kernels.Hardware) error { return g.knobs().Sample(s) }
 
-// Default (winners of the H200 tune of llama-3-8b's shapes, 32 samples
-// each): at M = 1 two rows per warp with 16-byte loads, two row groups of
-// two K-split warps per block, no unrolling (the rows already give
-// independent loads); at M ≥ 2 the tensor-core path, one 8-row tile per
-// warp, four row groups of eight K-split warps, four chunks unrolled:
-// without tensor cores the M·K f32 FMAs bound it, and with them the
-// weights' stream needs every warp the SM holds.
+// Default: at M = 1 two rows per warp with 16-byte loads, two row groups
+// of two K-split warps per block, no unrolling (the H200 tune's winner;
+// the rows already give independent loads, and it beat the tensor-core
+// paths at M = 1 in the microbenchmark); at M ≥ 2 the split-K tensor-core
+// path with one 8-row tile per warp, eight warps per block and four
+// 32-wide chunks in flight per lane (the K range per block follows from
+// the SM count, see splitKRange): of the split-K points measured on
+// llama-3-8b's shapes at M = 16 the best geomean. Long K (x's slice caps
+// a block's range, so there are many K blocks) does better with sixteen
+// warps of two chunks: 0.83× against 0.73× cuBLAS at K = 14336.
 func (g GEMV) Default(s *schedule.Schedule, hw kernels.Hardware) error {
 	v := map[string]int64{"mma": 0, "rows_per_warp": 2, "groups": 2, "ksplit": 2, "vec": 8, "unroll": 1}
 	if g.M >= 2 {
-		v = map[string]int64{"mma": 1, "rows_per_warp": 1, "groups": 4, "ksplit": 8, "vec": 8, "unroll": 4}
+		v = map[string]int64{"mma": 2, "rows_per_warp": 1, "groups": 2, "ksplit": 4, "vec": 8, "unroll": 4}
+		if g.K > 8192 {
+			v["groups"], v["unroll"] = 4, 2
+		}
 	}
 	return g.knobs().Choose(s, v)
 }
 
 // EmitCUDA writes the kernel for the knobs in s.
-func (g GEMV) EmitCUDA(s *schedule.Schedule, _ cuda.GPU, entry string) (string, error) {
+func (g GEMV) EmitCUDA(s *schedule.Schedule, gpu cuda.GPU, entry string) (string, error) {
 	if err := g.check(); err != nil {
 		return "", err
 	}
@@ -118,6 +128,9 @@ func (g GEMV) EmitCUDA(s *schedule.Schedule, _ cuda.GPU, entry string) (string, 
 	}
 	R, S, V, U := k["rows_per_warp"], k["ksplit"], k["vec"], k["unroll"]
 	W := k["groups"] * S
+	if k["mma"] == 2 {
+		return g.emitSplitK(R, W, U, gpu, entry)
+	}
 	if k["mma"] == 1 {
 		if smem := W * R * 4 * 32 * 4; S > 1 && smem > 48<<10 {
 			return "", fmt.Errorf("gemv: %d bytes of shared memory for the split-K reduction of %d warps × %d tiles (max 48 KiB)", smem, W, R)
@@ -313,6 +326,174 @@ int %s(void *const *bufs, const int64_t *dims) {
 `, entry, blocks, launchCheck)
 	return b.String()
 }
+
+// splitKSmem bounds the shared memory of x's K slice in the split-K path
+// (static shared memory stops at 48 KiB; the rest leaves room for several
+// blocks per SM).
+const splitKSmem = 40 << 10
+
+// splitKRange is the split-K path's K range per block (a multiple of
+// 32·unroll, so every step of the pipeline is whole) and the number of K
+// blocks: the fewest K blocks that give the grid about 8 warps per SM
+// (with NT·U loads in flight per lane that hides DRAM latency; 16 was
+// 0–11% slower on llama-3-8b's shapes, more K blocks costing more than the
+// occupancy gains), with x's slice of the range within splitKSmem.
+func (g GEMV) splitKRange(rows, warps, unroll int64, sms int) (kr, kblocks int64) {
+	step := 32 * unroll
+	kmax := max(step, (splitKSmem/(2*g.M)-32)/step*step)
+	nblocks := (g.N + rows - 1) / rows
+	target := int64(max(sms, 1)) * max(1, 8/warps)
+	kblocks = max(1, (target+nblocks-1)/nblocks)
+	kr = ((g.K+kblocks-1)/kblocks + step - 1) / step * step
+	kr = min(max(kr, step), kmax)
+	return kr, (g.K + kr - 1) / kr
+}
+
+// emitSplitK is the split-K tensor-core path. M ≤ 16 rows of x are
+// exactly one m16n8k16 A operand: a block stages x's slice of its K range
+// in shared memory (rows padded by 64 bytes, so the fragments' 16-byte
+// loads are free of bank conflicts), and each of its warps streams NT
+// 8-row tiles of weights over that range as B operands straight from
+// global memory: 16-byte loads, NT·U per lane in flight and the next step's
+// issued before this step's MMAs (the first before x is staged). Blocks
+// along y take the next K ranges, so that even N = 4096 gives every SM
+// several blocks: each writes its f32 partial to a workspace and the last
+// block of an n-range to arrive (a counter per n-range, reset by that
+// block) sums the partials in a fixed order and stores bf16, so results
+// are deterministic.
+func (g GEMV) emitSplitK(NT, W, U int64, gpu cuda.GPU, entry string) (string, error) {
+	rows := W * NT * 8
+	kr, kblocks := g.splitKRange(rows, W, U, gpu.SMs)
+	if smem := g.M * (kr + 32) * 2; smem > 48<<10 {
+		return "", fmt.Errorf("gemv: %d bytes of shared memory for x's slice of %d k (max 48 KiB)", smem, kr)
+	}
+	nblocks := (g.N + rows - 1) / rows
+	var b strings.Builder
+	b.WriteString(prelude)
+	fmt.Fprintf(&b, `
+// %s: mma split-K n_tiles=%d warps=%d unroll=%d k_per_block=%d k_blocks=%d
+constexpr int M = %d, N = %d, K = %d;
+constexpr int NT = %d, W = %d, U = %d;
+constexpr int KR = %d, KB = %d, NB = %d;  // k per block, K blocks (grid y), n blocks (grid x)
+constexpr int ROWS = W * NT * 8;          // weight rows per block
+constexpr int XS = KR + 32;               // x's row stride in shared memory
+`, g.Name(), NT, W, U, kr, kblocks, g.M, g.N, g.K, NT, W, U, kr, kblocks, nblocks)
+	b.WriteString(mmaHelper)
+	b.WriteString(`
+// load_w loads step c0 (k offset in the block's range) of the warp's tiles:
+// lane (g, t) takes 8 consecutive k of row g of each tile per 32-wide chunk.
+__device__ __forceinline__ void load_w(const __nv_bfloat16 *__restrict__ w, int n0, int kbeg, int c0, int g, int t,
+    uint4 (&wv)[NT][U]) {
+#pragma unroll
+  for (int j = 0; j < NT; j++)
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int n = n0 + j * 8 + g, k = kbeg + c0 + u * 32 + t * 8;
+      wv[j][u] = make_uint4(0, 0, 0, 0);
+      if (k < K && k < kbeg + KR && n < N) wv[j][u] = __ldcs(reinterpret_cast<const uint4 *>(w + (size_t)n * K + k));
+    }
+}
+
+__global__ void __launch_bounds__(W * 32) gemv_splitk(const __nv_bfloat16 *__restrict__ x,
+    const __nv_bfloat16 *__restrict__ w, __nv_bfloat16 *__restrict__ out, float *__restrict__ ws,
+    unsigned *__restrict__ count) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane >> 2, t = lane & 3;  // fragment row, column pair
+  const int kbeg = blockIdx.y * KR, klen = min(K - kbeg, KR);
+  const int n0 = blockIdx.x * ROWS + warp * NT * 8;
+  uint4 wv[NT][U];
+  load_w(w, n0, kbeg, 0, g, t, wv);
+  __shared__ __align__(16) __nv_bfloat16 xs[M][XS];
+  for (int i = threadIdx.x; i < M * (KR / 8); i += W * 32) {
+    const int m = i / (KR / 8), k = (i % (KR / 8)) * 8;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (k < klen) v = __ldg(reinterpret_cast<const uint4 *>(x + (size_t)m * K + kbeg + k));
+    *reinterpret_cast<uint4 *>(&xs[m][k]) = v;
+  }
+  __syncthreads();
+  float acc[NT][4];
+#pragma unroll
+  for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+  for (int c0 = 0; c0 < klen; c0 += 32 * U) {
+    uint4 wn[NT][U];
+    load_w(w, n0, kbeg, c0 + 32 * U, g, t, wn);
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int k = c0 + u * 32 + t * 8;
+      uint4 xa = make_uint4(0, 0, 0, 0), xb = make_uint4(0, 0, 0, 0);
+      if (g < M) xa = *reinterpret_cast<const uint4 *>(&xs[g][k]);
+      if (g + 8 < M) xb = *reinterpret_cast<const uint4 *>(&xs[g + 8][k]);
+#pragma unroll
+      for (int j = 0; j < NT; j++) {
+        mma(acc[j], xa.x, xb.x, xa.y, xb.y, wv[j][u].x, wv[j][u].y);
+        mma(acc[j], xa.z, xb.z, xa.w, xb.w, wv[j][u].z, wv[j][u].w);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+#pragma unroll
+      for (int u = 0; u < U; u++) wv[j][u] = wn[j][u];
+  }
+  // acc[j]: rows g and g+8, columns 2t and 2t+1 of tile j.
+#pragma unroll
+  for (int j = 0; j < NT; j++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const int m = g + (i >> 1) * 8, n = n0 + j * 8 + 2 * t + (i & 1);
+      if (m < M && n < N) {
+        if (KB == 1) out[(size_t)m * N + n] = __float2bfloat16(acc[j][i]);
+        else ws[((size_t)blockIdx.y * M + m) * N + n] = acc[j][i];
+      }
+    }
+  if (KB == 1) return;
+  // The last K block of this n-range sums the partials.
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    last = atomicAdd(&count[blockIdx.x], 1u) == KB - 1;
+    if (last) count[blockIdx.x] = 0;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int i = threadIdx.x; i < M * ROWS; i += W * 32) {
+    const int m = i / ROWS, n = blockIdx.x * ROWS + i % ROWS;
+    if (n >= N) continue;
+    float v = 0.f;
+#pragma unroll 4
+    for (int q = 0; q < KB; q++) v += __ldcg(ws + ((size_t)q * M + m) * N + n);
+    out[(size_t)m * N + n] = __float2bfloat16(v);
+  }
+}
+`)
+	fmt.Fprintf(&b, `
+static float *scratch;  // K-block partials, then a zeroed counter per n block
+
+int %s(void *const *bufs, const int64_t *dims) {
+  (void)dims;
+  const size_t nws = KB > 1 ? (size_t)KB * M * N : 0;
+  if (KB > 1 && !scratch) {
+    cudaError_t e = cudaMalloc(&scratch, sizeof(float) * nws + sizeof(unsigned) * NB);
+    if (e == cudaSuccess) e = cudaMemset(scratch + nws, 0, sizeof(unsigned) * NB);
+    if (e != cudaSuccess) return (int)e;
+  }
+  gemv_splitk<<<dim3(NB, KB), W * 32>>>((const __nv_bfloat16 *)bufs[0], (const __nv_bfloat16 *)bufs[1],
+      (__nv_bfloat16 *)bufs[2], scratch, scratch ? (unsigned *)(scratch + nws) : nullptr);
+%s}
+`, entry, launchCheck)
+	return b.String(), nil
+}
+
+// mmaHelper is mma.sync m16n8k16 with bf16 operands and f32 accumulators
+// (c += a·b).
+const mmaHelper = `
+__device__ __forceinline__ void mma(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+`
 
 // GEMVCuBLAS is the cuBLAS baseline of GEMV on the same buffers:
 // cublasGemmEx in bf16 with f32 accumulation, as PyTorch calls it.

@@ -1,6 +1,7 @@
 package cudakernels
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -241,6 +242,10 @@ func TestParseSpec(t *testing.T) {
 		{"conv:M=1", "", "KIND one of"},
 		{"paged_attention:B=2,QH=6,KVH=4,D=64,BS=16,ctx=100", "", "multiple of kv heads"},
 		{"rms_norm:M=1,H=4096,ragged", "", "field \"ragged\""},
+		{"rope:T=1,H=32,D=128", "cuda_rope/tokens=1,heads=32,dim=128/neox,llama3/bf16", ""},
+		{"rope:T=1,H=32,D=127", "", "must be even"},
+		{"append_kv:T=3,KVH=8,D=128,BS=16", "cuda_append_kv/T=3,HKV=8,D=128,BS=16/bf16", ""},
+		{"append_kv:T=3,KVH=8,D=128", "", "missing field BS"},
 	} {
 		k, err := ParseSpec(tc.in)
 		if tc.err != "" {
@@ -278,6 +283,91 @@ func TestNormAndSiluReferences(t *testing.T) {
 		want := g / (1 + math.Exp(-g)) * []float64{3, 0.5}[i]
 		if math.Abs(got[i]-want) > 1e-6 {
 			t.Errorf("silu_mul[%d] = %g, want %g", i, got[i], want)
+		}
+	}
+}
+
+// TestGEMVSplitKRange checks the split-K path's K ranges: whole pipeline
+// steps, every k covered by exactly the K blocks launched, x's slice within
+// shared memory, and the grid filled to about 8 warps per SM.
+func TestGEMVSplitKRange(t *testing.T) {
+	for _, tc := range []struct {
+		g                GEMV
+		rows, warps, unr int64
+		sms              int
+		wantKR, wantKB   int64
+	}{
+		// 64 n-blocks want 3 K blocks for 132 blocks of 8 warps, but x's
+		// slice caps the range at 1152 k for 16 rows (40 KiB): 4.
+		{GEMV{M: 16, N: 4096, K: 4096}, 64, 8, 4, 132, 1152, 4},
+		// Blocks of 2 warps: 256 n-blocks want 3 K blocks for 4 per SM
+		// (then capped to 4 again).
+		{GEMV{M: 16, N: 4096, K: 4096}, 16, 2, 4, 132, 1152, 4},
+		// With 2 chunks per step the cap is 1216 k.
+		{GEMV{M: 16, N: 4096, K: 14336}, 64, 8, 2, 132, 1216, 12},
+		// Enough n-blocks alone, but x's slice still splits K.
+		{GEMV{M: 16, N: 28672, K: 4096}, 64, 8, 4, 132, 1152, 4},
+		// Enough n-blocks and a short K: one K block, no workspace.
+		{GEMV{M: 4, N: 28672, K: 2048}, 64, 8, 4, 132, 2048, 1},
+		// One row of x: the whole K fits, and 224 n-blocks fill the SMs.
+		{GEMV{M: 1, N: 14336, K: 4096}, 64, 8, 4, 132, 4096, 1},
+		// 64 n-blocks × 3 K blocks of ⌈4096/3⌉ → 1408 k.
+		{GEMV{M: 1, N: 4096, K: 4096}, 64, 8, 4, 132, 1408, 3},
+		// A tail: 1032 = 8·128 + 8.
+		{GEMV{M: 16, N: 130, K: 1032}, 64, 8, 4, 132, 128, 9},
+	} {
+		kr, kb := tc.g.splitKRange(tc.rows, tc.warps, tc.unr, tc.sms)
+		if kr != tc.wantKR || kb != tc.wantKB {
+			t.Errorf("%s rows %d warps %d unroll %d: range %d × %d blocks, want %d × %d", tc.g.Name(), tc.rows, tc.warps, tc.unr, kr, kb, tc.wantKR, tc.wantKB)
+		}
+		if kr%(32*tc.unr) != 0 || kb*kr < tc.g.K || (kb-1)*kr >= tc.g.K {
+			t.Errorf("%s: range %d × %d blocks does not tile K=%d in steps of %d", tc.g.Name(), kr, kb, tc.g.K, 32*tc.unr)
+		}
+		if smem := tc.g.M * (kr + 32) * 2; smem > splitKSmem {
+			t.Errorf("%s: %d bytes of x in shared memory", tc.g.Name(), smem)
+		}
+	}
+}
+
+// TestPagedAttentionRefusals checks that cp.async rings the hardware
+// cannot hold, or cannot copy (8-byte pieces), are refused before nvcc,
+// and that a ring that fits emits its copies and opts into the shared
+// memory it needs.
+func TestPagedAttentionRefusals(t *testing.T) {
+	a := PagedAttention{Batch: 32, QHeads: 32, KVHeads: 8, HeadDim: 128, BlockSize: 16, Context: 4096}
+	for _, tc := range []struct {
+		knobs map[string]int64
+		err   string
+	}{
+		{map[string]int64{"warps": 4, "partition": 2048, "heads_per_block": 4, "vec": 4, "unroll": 2, "prefetch": 2}, "vec 4"},
+		{map[string]int64{"warps": 8, "partition": 2048, "heads_per_block": 4, "vec": 16, "unroll": 8, "prefetch": 4}, "shared memory"},
+		{map[string]int64{"warps": 4, "partition": 2048, "heads_per_block": 4, "vec": 16, "unroll": 4, "prefetch": 2}, ""},
+		{map[string]int64{"warps": 4, "partition": 2048, "heads_per_block": 4, "vec": 8, "unroll": 2, "prefetch": 3}, ""},
+	} {
+		def, err := a.Def()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := schedule.New(def, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.knobs().Choose(s, tc.knobs); err != nil {
+			t.Fatal(err)
+		}
+		src, err := a.EmitCUDA(s, cuda.H100, Entry)
+		if (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%v: err %v, want %q", tc.knobs, err, tc.err)
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		ring := ringBytes(tc.knobs["warps"], tc.knobs["unroll"], tc.knobs["vec"], tc.knobs["prefetch"])
+		for _, want := range []string{"cp.async.cg.shared.global", fmt.Sprintf("cudaFuncAttributeMaxDynamicSharedMemorySize, %d)", ring), fmt.Sprintf("WARPS * 32, %d>>>", ring)} {
+			if !strings.Contains(src, want) {
+				t.Errorf("%v: no %q in the source", tc.knobs, want)
+			}
 		}
 	}
 }

@@ -15,7 +15,7 @@ import (
 // kernels.FromWorkload does for the CPU. Groups missing here have no CUDA
 // kernel: the fused groups (rms_norm+linear, linear+add, gate_up+silu_mul,
 // linear+rope+append_kv) are tuned through their unfused alternatives,
-// which are all here except rope and append_kv.
+// which are all here (rope and append_kv in rope.go).
 var builders = map[string]func(ir.Workload) (Kernel, error){
 	"llmir.linear":          linearFromWorkload,
 	"llmir.rms_norm":        rmsNormFromWorkload,
@@ -23,6 +23,8 @@ var builders = map[string]func(ir.Workload) (Kernel, error){
 	"llmir.silu":            func(w ir.Workload) (Kernel, error) { return pointwiseFromWorkload(w, OpSiLU) },
 	"llmir.mul":             func(w ir.Workload) (Kernel, error) { return pointwiseFromWorkload(w, OpMul) },
 	"llmir.add":             func(w ir.Workload) (Kernel, error) { return pointwiseFromWorkload(w, OpAdd) },
+	"llmir.rope":            ropeFromWorkload,
+	"llmir.append_kv":       appendKVFromWorkload,
 }
 
 // GEMVMaxM is the largest M (tokens) served by the GEMV/skinny-GEMM
@@ -31,8 +33,10 @@ const GEMVMaxM = 16
 
 // FromWorkload returns the CUDA kernel of an IR workload (bf16 only): a
 // linear with M ≤ GEMVMaxM rows is the decode GEMV/skinny GEMM, a larger one
-// the prefill GEMM; rms_norm, paged_attention, silu, mul and add have their
-// own kernels. The kernel's Workload is w itself, so the records it is
+// the prefill GEMM; rms_norm, paged_attention, silu, mul, add, rope and
+// append_kv have their own kernels. Template kernels come wrapped so that
+// their design space holds only the knob points their generator accepts
+// (valid.go). The kernel's Workload is w itself, so the records it is
 // tuned under are those a compile of the same module looks up. Groups and
 // variants without a CUDA kernel (another dtype, broadcasting, a custom
 // attention scale) are errors wrapping kernels.ErrNoKernel; a malformed

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"llmir/kernels/ref"
 )
 
 // specFields are the fields of each kernel's spec, all required except
@@ -20,6 +22,8 @@ var specFields = map[string][]string{
 	"silu":            {"M", "H"},
 	"mul":             {"M", "H"},
 	"add":             {"M", "H"},
+	"rope":            {"T", "H", "D"},
+	"append_kv":       {"T", "KVH", "D", "BS"},
 	"loopnest_gemv":   {"M", "N", "K"},
 	"loopnest_gemm":   {"M", "N", "K"},
 	"loopnest_mul":    {"M", "H"},
@@ -38,7 +42,8 @@ func SpecKinds() []string {
 
 // ParseSpec reads a kernel from "KIND:F=V,F=V,…", e.g.
 // "gemv:M=1,N=4096,K=4096" or
-// "paged_attention:B=32,QH=32,KVH=8,D=128,BS=16,ctx=4096" (a trailing
+// "paged_attention:B=32,QH=32,KVH=8,D=128,BS=16,ctx=4096" or
+// "rope:T=1,H=32,D=128" (Llama-3's rope) (a trailing
 // ",ragged" draws ragged lengths). Errors name the field.
 func ParseSpec(spec string) (Kernel, error) {
 	kind, rest, ok := strings.Cut(spec, ":")
@@ -90,6 +95,12 @@ func ParseSpec(spec string) (Kernel, error) {
 		k = SiluMul{M: vals["M"], I: vals["I"]}
 	case "silu", "mul", "add":
 		k = Pointwise{Op: PointwiseOp(kind), M: vals["M"], H: vals["H"]}
+	case "rope":
+		// Llama-3's rope: neox pairs, theta 500000, llama3 scaling.
+		k = Rope{Tokens: vals["T"], Heads: vals["H"], HeadDim: vals["D"], Config: ref.RopeConfig{Theta: 500000, Style: ref.Neox,
+			Scaling: &ref.RopeScaling{Type: "llama3", Factor: 8, OriginalMaxPositions: 8192, LowFreqFactor: 1, HighFreqFactor: 4}}}
+	case "append_kv":
+		k = AppendKV{Tokens: vals["T"], KVHeads: vals["KVH"], HeadDim: vals["D"], BlockSize: vals["BS"]}
 	default:
 		var err error
 		if k, err = loopNestFromSpec(kind, vals); err != nil {

@@ -9,6 +9,9 @@ typedef struct { int64_t bucket; llmir_kernel_fn fn; const char *workload; } llm
 int llmir_7abc9cf125d493a7(void *const *bufs, const int64_t *dims); /* cuda_rms_norm/M=512,H=256/bf16, default rule */
 int llmir_0c42709b9581874e(void *const *bufs, const int64_t *dims); /* cuda_gemm/M=512,N=256,K=256/bf16, default rule */
 int llmir_1184ee533e65bffd(void *const *bufs, const int64_t *dims); /* cuda_gemm/M=512,N=64,K=256/bf16, default rule */
+int llmir_905b88f4cae656aa(void *const *bufs, const int64_t *dims); /* cuda_rope/tokens=512,heads=8,dim=32/neox/bf16, default rule */
+int llmir_65da86c0ce82f6e3(void *const *bufs, const int64_t *dims); /* cuda_rope/tokens=512,heads=2,dim=32/neox/bf16, default rule */
+int llmir_0bf4b8cb2728df4d(void *const *bufs, const int64_t *dims); /* cuda_append_kv/T=512,HKV=2,D=32,BS=16/bf16, default rule */
 int llmir_311bbcff86555997(void *const *bufs, const int64_t *dims); /* cuda_add/M=512,H=256/bf16, default rule */
 int llmir_6822b01146b58847(void *const *bufs, const int64_t *dims); /* cuda_gemm/M=512,N=688,K=256/bf16, default rule */
 int llmir_c0ac82b3d42bd750(void *const *bufs, const int64_t *dims); /* cuda_silu/M=512,H=688/bf16, default rule */
@@ -18,6 +21,9 @@ int llmir_afdfd1a7ff8fc109(void *const *bufs, const int64_t *dims); /* cuda_gemm
 int llmir_9ef7b041a794cb64(void *const *bufs, const int64_t *dims); /* cuda_rms_norm/M=1,H=256/bf16, default rule */
 int llmir_0e6699c58a5afa29(void *const *bufs, const int64_t *dims); /* cuda_gemv/M=1,N=256,K=256/bf16, user exact */
 int llmir_d201332a0b95c8fa(void *const *bufs, const int64_t *dims); /* cuda_gemv/M=1,N=64,K=256/bf16, default rule */
+int llmir_1d01de8101c27ba1(void *const *bufs, const int64_t *dims); /* cuda_rope/tokens=1,heads=2,dim=32/neox/bf16, default rule */
+int llmir_646cea45736392ac(void *const *bufs, const int64_t *dims); /* cuda_append_kv/T=1,HKV=2,D=32,BS=16/bf16, default rule */
+int llmir_0a833e8a11c88fb7(void *const *bufs, const int64_t *dims); /* cuda_rope/tokens=1,heads=8,dim=32/neox/bf16, default rule */
 int llmir_6538d53c99af95b9(void *const *bufs, const int64_t *dims); /* cuda_paged_attention/B=1,QH=8,KVH=2,D=32,BS=16,ctx=2048/bf16, default rule */
 int llmir_6cc46bc6dd8b0bb0(void *const *bufs, const int64_t *dims); /* cuda_add/M=1,H=256/bf16, default rule */
 int llmir_7f3906596f24f51e(void *const *bufs, const int64_t *dims); /* cuda_gemv/M=1,N=688,K=256/bf16, default rule */
@@ -49,6 +55,9 @@ static const llmir_bucket llmir_family_17f7e6ee84cf7c22[1] = {
 static const llmir_bucket llmir_family_261a426ffd69f02b[1] = {
 	{1, llmir_7f3906596f24f51e, "7f3906596f24f51e645c41eedcbdc7a5fa4fd8882f076eb345100882758c7882"},
 };
+static const llmir_bucket llmir_family_2f1c3162ff33789a[1] = {
+	{1, llmir_1d01de8101c27ba1, "1d01de8101c27ba19fe7347260f7874a019640d990f9b25e74d0097a4ec385f7"},
+};
 static const llmir_bucket llmir_family_3014d8704e9615fb[1] = {
 	{128, llmir_6538d53c99af95b9, "6538d53c99af95b97ddf3ceeee4fbf450d89d83297ce5b67313be6d67d3f83d5"},
 };
@@ -58,8 +67,17 @@ static const llmir_bucket llmir_family_31be1436cf359735[1] = {
 static const llmir_bucket llmir_family_4b5a9ac4625c783c[1] = {
 	{512, llmir_872c25806d71f6e3, "872c25806d71f6e395fb254f1a099de8bb4f0ad81b2babd7afba8c17ab4da006"},
 };
+static const llmir_bucket llmir_family_549ffa4114c72f66[1] = {
+	{512, llmir_65da86c0ce82f6e3, "65da86c0ce82f6e3805bf5821e52c8250cb9ea0f5e5737f6c29851b8a0dd7b03"},
+};
+static const llmir_bucket llmir_family_57bf0d1a66fd1c6a[1] = {
+	{1, llmir_0a833e8a11c88fb7, "0a833e8a11c88fb720bd0cc46206305640e97ae4e2eac1a352141a4f806c8590"},
+};
 static const llmir_bucket llmir_family_5869452855418fb1[1] = {
 	{1, llmir_6cc46bc6dd8b0bb0, "6cc46bc6dd8b0bb0d854b09083327a5ca5135c746e55b67decbda685f7ee3137"},
+};
+static const llmir_bucket llmir_family_5f91bb3e16cf5264[1] = {
+	{512, llmir_0bf4b8cb2728df4d, "0bf4b8cb2728df4d6c194b1bd6f56a427f8007da6734ea1e6e5767951dce2f2e"},
 };
 static const llmir_bucket llmir_family_722484a908a4b9b2[1] = {
 	{512, llmir_1184ee533e65bffd, "1184ee533e65bffd092741cc5ab2851e6da9e552b578abd110e5abda63706aac"},
@@ -87,6 +105,12 @@ static const llmir_bucket llmir_family_bd2030a013c49742[1] = {
 };
 static const llmir_bucket llmir_family_c17c247925999095[1] = {
 	{1, llmir_42cbfc8ad1f0eac6, "42cbfc8ad1f0eac62bb7f5443ae58f03ebcd297df5d0e134142c8f0b9b1006ec"},
+};
+static const llmir_bucket llmir_family_cd2438df2ece0e5c[1] = {
+	{1, llmir_646cea45736392ac, "646cea45736392ac9829aa761261d09baa441ab984fd452b2c94a50647a4c4a6"},
+};
+static const llmir_bucket llmir_family_e7108c2e8e9bae74[1] = {
+	{512, llmir_905b88f4cae656aa, "905b88f4cae656aa655199c0adb9f06060723010b6f8f61837a020952ab953a6"},
 };
 static const llmir_bucket llmir_family_fe01f5e8225ab7ab[1] = {
 	{1, llmir_68048d4e123c48d6, "68048d4e123c48d6fcded9f672e61ecc93e6f6711969aba0472140ab4a761b99"},

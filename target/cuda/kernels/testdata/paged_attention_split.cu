@@ -7,10 +7,10 @@
 __device__ __forceinline__ float bf_lo(uint32_t u) { return __uint_as_float(u << 16); }
 __device__ __forceinline__ float bf_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
 
-// cuda_paged_attention/B=2,QH=32,KVH=8,D=128,BS=64,ctx=4096/bf16: warps=4 partition=256 heads_per_block=4 vec=16 unroll=2 prefetch=1
+// cuda_paged_attention/B=2,QH=32,KVH=8,D=128,BS=64,ctx=4096/bf16: warps=4 partition=256 heads_per_block=4 vec=16 unroll=4 prefetch=2
 constexpr int B = 2, QH = 32, KVH = 8, D = 128, BS = 64, MAXB = 64;
-constexpr int GROUP = QH / KVH, HPB = 4, WARPS = 4, V = 16, U = 2;
-constexpr bool PREFETCH = true;
+constexpr int GROUP = QH / KVH, HPB = 4, WARPS = 4, V = 16, U = 4;
+constexpr bool PREFETCH = false;
 constexpr int LPT = D / V;            // lanes per token
 constexpr int CH = V == 16 ? 8 : V;   // elements per 16-byte load
 constexpr int VEC16_STRIDE = D / 2;   // a lane's second half, with V = 16
@@ -27,6 +27,38 @@ __device__ __forceinline__ void unpack(const vec_t &p, float *f) {
 __device__ __forceinline__ vec_t ldv(const __nv_bfloat16 *p) {
   const uint4 *q = reinterpret_cast<const uint4 *>(p);
   return vec_t{__ldcs(q), __ldcs(q + VEC16_STRIDE / 8)};
+}
+constexpr int PF = 2;              // ring stages
+constexpr int VW = V / 8;             // 16-byte pieces per lane and token
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"((unsigned)__cvta_generic_to_shared(smem)), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// issue_kv copies the keys and values of tokens t0 + u·WARPS·TPW (u < U)
+// of this lane's dims into ring stage slot.
+__device__ __forceinline__ void issue_kv(uint4 *ring, int slot, const __nv_bfloat16 *__restrict__ pool,
+    const int *__restrict__ bt, int t0, int tend, int kvh, int d0) {
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+    const int t = t0 + u * WARPS * TPW;
+    if (t < tend) {
+      const size_t off = (((size_t)bt[t / BS] * BS + t % BS) * KVH + kvh) * D + d0;
+      uint4 *k = ring + (size_t)((slot * U + u) * 2) * VW * (WARPS * 32) + threadIdx.x;
+#pragma unroll
+      for (int p = 0; p < VW; p++) {
+        cp_async16(k + p * (WARPS * 32), pool + off + p * VEC16_STRIDE);
+        cp_async16(k + (VW + p) * (WARPS * 32), pool + HALF + off + p * VEC16_STRIDE);
+      }
+    }
+  }
+}
+
+// lds_kv reads back this lane's keys (which = 0) or values (1) of token u.
+__device__ __forceinline__ vec_t lds_kv(const uint4 *ring, int slot, int u, int which) {
+  const uint4 *p = ring + (size_t)((slot * U + u) * 2 + which) * VW * (WARPS * 32) + threadIdx.x;
+  return vec_t{p[0], p[WARPS * 32]};
 }
 
 // load_kv loads the keys and values of tokens t0 + u·WARPS·TPW (u < U)
@@ -80,11 +112,27 @@ __global__ void __launch_bounds__(WARPS * 32) attn(const __nv_bfloat16 *__restri
   constexpr int STEP = WARPS * TPW * U;
   vec_t kv[U], vv[U];
   bool ok[U];
-  load_kv(pool, bt, tbeg + warp * TPW + sub, tend, kvh, d0, kv, vv, ok);
+  extern __shared__ uint4 ring[];
+#pragma unroll
+  for (int p = 0; p < PF - 1; p++) {
+    issue_kv(ring, p, pool, bt, tbeg + warp * TPW + sub + p * STEP, tend, kvh, d0);
+    cp_async_commit();
+  }
+  int slot = 0;
   for (int base = tbeg + warp * TPW; base < tend; base += STEP) {
-    vec_t kn[U], vn[U];
-    bool okn[U];
-    if (PREFETCH) load_kv(pool, bt, base + STEP + sub, tend, kvh, d0, kn, vn, okn);
+    // Always commit a group (empty past the end), so that waiting for all
+    // but the newest PF − 1 groups means this step's copies have landed;
+    // each lane reads back only its own copies, so no barrier is needed.
+    issue_kv(ring, slot == 0 ? PF - 1 : slot - 1, pool, bt, base + (PF - 1) * STEP + sub, tend, kvh, d0);
+    cp_async_commit();
+    cp_async_wait<PF - 1>();
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      ok[u] = base + sub + u * WARPS * TPW < tend;
+      kv[u] = lds_kv(ring, slot, u, 0);
+      vv[u] = lds_kv(ring, slot, u, 1);
+    }
+    slot = slot + 1 == PF ? 0 : slot + 1;
     float s[U][HPB];
 #pragma unroll
     for (int u = 0; u < U; u++) {
@@ -132,16 +180,6 @@ __global__ void __launch_bounds__(WARPS * 32) attn(const __nv_bfloat16 *__restri
 #pragma unroll
         for (int v = 0; v < V; v++) acc[h][v] = fmaf(p, vf[v], acc[h][v]);
       }
-    }
-    if (PREFETCH) {
-#pragma unroll
-      for (int u = 0; u < U; u++) {
-        kv[u] = kn[u];
-        vv[u] = vn[u];
-        ok[u] = okn[u];
-      }
-    } else {
-      load_kv(pool, bt, base + STEP + sub, tend, kvh, d0, kv, vv, ok);
     }
   }
   // Merge the warp's token slots (lanes LPT apart hold the same dims).
@@ -233,7 +271,9 @@ int llmir_kernel(void *const *bufs, const int64_t *dims) {
     if (e != cudaSuccess) return (int)e;
   }
   float *ml = scratch, *pacc = scratch ? scratch + (size_t)2 * B * QH * NPART : nullptr;
-  attn<<<dim3(B, KVH * (GROUP / HPB), NPART), WARPS * 32>>>((const __nv_bfloat16 *)bufs[0],
+  static cudaError_t opt = cudaFuncSetAttribute(attn, cudaFuncAttributeMaxDynamicSharedMemorySize, 65536);
+  if (opt != cudaSuccess) return (int)opt;
+  attn<<<dim3(B, KVH * (GROUP / HPB), NPART), WARPS * 32, 65536>>>((const __nv_bfloat16 *)bufs[0],
       (const __nv_bfloat16 *)bufs[1], (const int *)bufs[2], (const int *)bufs[3], (__nv_bfloat16 *)bufs[4], ml, pacc);
   if (NPART > 1) merge<<<B * QH, D>>>(ml, pacc, (__nv_bfloat16 *)bufs[4]);
   return (int)cudaGetLastError();
