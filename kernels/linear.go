@@ -123,6 +123,43 @@ func (l Linear) Reference(in [][]float64) [][]float64 {
 // that w is streamed once and the reduction is vectorized over k.
 func (l Linear) skinny() bool { return l.bucket() <= 16 }
 
+// outer reports whether the decode outer-product template applies: more
+// than half a vector of rows of a (bucket 16 with 512-bit vectors). There
+// the k-vectorized GEMV loads MR vectors of a (16 rows × K: beyond L1, so
+// from L2 for every tile) per MR·JU FMAs and ran at 35–46% of the FMA
+// peak; the outer product loads one vector of a's 16 rows per k step for
+// JU FMAs whose lanes are all useful.
+//
+// Only with 512-bit vectors, where it was measured (with 16 ymm registers
+// and 8 lanes, two passes over each tile of w, it is untried), and only
+// for the bare linear (a Def of one stage): the fused kernels
+// (LinearAdd, NormLinear) place their epilogue and prologue at the GEMV
+// template's loops (j0, i0, j1), and a normalized prologue computed per
+// tile would be packed again by this template's transposed copy of a.
+func (l Linear) outer(s *schedule.Schedule, hw Hardware) bool {
+	return l.skinny() && hw.lanes() >= 16 && 2*l.bucket() > hw.lanes() && len(s.Def.Stages) == 1
+}
+
+// The outer-product template's rule-based knobs. JU = 8 rows of w: eight
+// accumulator chains keep both FMA pipes busy (4 cycles of latency), 9
+// loads per 8 FMAs, and 8 divides every Llama N (a partial tile runs the
+// slower edge copy). Prefetch 8 lines (512 B) ahead per row: 8 rows ×
+// 8 lines = 4 KiB in flight, above the ~2.6 KiB that 22 GB/s (80% of the
+// FMA peak at 8 flop/B) × ~120 ns of DRAM latency needs. NJ = 4 tiles per
+// chunk: 128 chunks at N = 4096 for two threads. KB = 128 iterations of
+// KU: k blocks of 2048, whose 128 KiB slice of the transposed a stays in
+// L2 for every tile of the chunk; unblocked, a_local of 16×4096×14336
+// (896 KiB) fell out of L2 and the kernel ran at 96–116 GFLOP/s against
+// 135–140 blocked (same run, one thread, loaded machine). JU 10–12 and
+// prefetch 4 measured alike within the noise.
+const (
+	outerNJ       = 4
+	outerJU       = 8
+	outerKU       = 16 // k steps per prefetched iteration: one 64-byte line of each row of w
+	outerPrefetch = 8
+	outerKB       = 128
+)
+
 // gemvLanes is the widest k vector (in lanes) that divides K: the decode
 // template's rfactor needs K to be a multiple of it.
 func (l Linear) gemvLanes(hw Hardware) int64 {
@@ -155,9 +192,35 @@ func gemmNR(hw Hardware) int64 { return 2 * hw.lanes() }
 // its JU rows of w come from memory once and from L2 for the other blocks
 // (with the blocks outside, a chunk of NJ·JU rows had to stay in L2:
 // 16×4096×4096 went from about 7.9 to 5.4 ms), and w is prefetched
-// gemvPrefetch vectors ahead.
+// gemvPrefetch vectors ahead. Decode with more than half a vector of rows
+// (bucket 16 at 512 bits, see outer): the outer-product template with NJ
+// tiles of JU rows of w per chunk, w prefetched 0–16 lines ahead and k
+// blocks of KB·16 = 1024–4096.
 func (l Linear) Space(s *schedule.Schedule, hw Hardware) error {
 	par := hw.Threads > 1
+	if l.outer(s, hw) {
+		// JU < 6 leaves fewer FMA chains than two pipes × 4 cycles of
+		// latency need; JU > 12 rows of w at a stride of a multiple of
+		// 4 KiB all map to one set of the 12-way L1 and evict each other.
+		nj, err := s.SampleCategorical([]int64{1, 2, 4, 8}, nil)
+		if err != nil {
+			return err
+		}
+		ju, err := s.SampleCategorical([]int64{6, 8, 10, 12}, nil)
+		if err != nil {
+			return err
+		}
+		pf, err := s.SampleCategorical([]int64{0, 4, 8, 16}, nil)
+		if err != nil {
+			return err
+		}
+		kb, err := s.SampleCategorical([]int64{64, 128, 256}, nil)
+		if err != nil {
+			return err
+		}
+		_, err = recipe.GEMVOuter(s, "out", recipe.GEMVOuterTiles{MV: hw.lanes(), NJ: nj, JU: ju, KU: schedule.Lit(outerKU), KB: kb, Prefetch: pf, Stream: "w", Parallel: par})
+		return err
+	}
 	if l.skinny() {
 		// MR = 16 with JU = 1 measured at half of MR 4 × JU 4 (16 loads of
 		// a per 16 FMAs) and JU 1 streams one row of w at a time; chunks of
@@ -211,9 +274,16 @@ func (l Linear) Space(s *schedule.Schedule, hw Hardware) error {
 // to 4 rows of a by 6 rows of w per tile (8 when a has at most 2 rows): 24
 // (or ≤ 16) vector accumulators, enough independent FMA chains and w
 // streams to keep the loads in flight, and 4 tiles per parallel chunk,
-// with the row blocks inside each tile and w prefetched (see Space).
+// with the row blocks inside each tile and w prefetched (see Space); for
+// decode with more than half a vector of rows the outer-product template
+// with the outer* knobs.
 func (l Linear) Default(s *schedule.Schedule, hw Hardware) error {
 	par := hw.Threads > 1
+	if l.outer(s, hw) {
+		_, err := recipe.GEMVOuter(s, "out", recipe.GEMVOuterTiles{MV: hw.lanes(), NJ: schedule.Lit(outerNJ), JU: schedule.Lit(outerJU), KU: schedule.Lit(outerKU),
+			KB: schedule.Lit(outerKB), Prefetch: schedule.Lit(outerPrefetch), Stream: "w", Parallel: par})
+		return err
+	}
 	if l.skinny() {
 		mr := min(l.bucket(), 4)
 		ju := int64(6)

@@ -4,10 +4,13 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"llmir/kernels"
+	"llmir/kernels/kerneltest"
 	"llmir/schedule"
+	"llmir/search"
 )
 
 // interpret runs a schedule's nest on seeded inputs at the kernel's runtime
@@ -65,6 +68,11 @@ func TestLinearSchedulesMatchReference(t *testing.T) {
 		{M: 5, N: 9, K: 48, MBucket: 8},
 		{M: 17, N: 37, K: 29},
 		{M: 19, N: 65, K: 31, MBucket: 32},
+		// The outer-product decode template (bucket 16): full and partial
+		// row vectors, N and K not multiples of its tiles.
+		{M: 16, N: 37, K: 35},
+		{M: 13, N: 45, K: 48, MBucket: 16},
+		{M: 9, N: 9, K: 17, MBucket: 16},
 	} {
 		t.Run(l.Name(), func(t *testing.T) {
 			def, err := l.Def()
@@ -144,7 +152,8 @@ func TestLinearDefaultIsInSpace(t *testing.T) {
 	}{
 		{kernels.Linear{M: 1, N: 4096, K: 4096}, 1, []int64{1, 8, 4}},       // GEMV: MR, JU, NJ
 		{kernels.Linear{M: 4, N: 4096, K: 4096}, 2, []int64{4, 6, 4}},       // GEMV
-		{kernels.Linear{M: 16, N: 4096, K: 4096}, 2, []int64{4, 6, 4}},      // GEMV
+		{kernels.Linear{M: 16, N: 4096, K: 4096}, 2, []int64{4, 8, 8, 128}}, // outer product: NJ, JU, prefetch, KB
+		{kernels.Linear{M: 8, N: 4096, K: 4096}, 1, []int64{4, 6, 4}},       // GEMV: 8 rows are half a vector
 		{kernels.Linear{M: 512, N: 4096, K: 4096}, 2, []int64{12, 16, 256}}, // GEMM: MR, NB, KC
 		{kernels.Linear{M: 512, N: 4096, K: 14336}, 1, []int64{12, 16, 256}},
 		{kernels.Linear{M: 100, N: 256, K: 512, MBucket: 128}, 2, []int64{12, 2, 256}}, // NC halved to 64: 4 panels for 2 threads
@@ -161,6 +170,13 @@ func TestLinearDefaultIsInSpace(t *testing.T) {
 			}
 			if err := c.l.Default(d, hw); err != nil {
 				t.Fatal(err)
+			}
+			// Bucket 16 (more than half a 16-lane vector of rows) takes
+			// the outer-product template: its register tile is laid out
+			// with the rows of a last.
+			outer := c.l.M > 8 && c.l.M <= 16
+			if got := strings.Contains(d.Nest().String(), "register layout(tile=[0, 0, 0], order=[0, 2, 1])"); got != outer {
+				t.Errorf("outer-product template = %v, want %v", got, outer)
 			}
 			s, err := schedule.New(def, 1)
 			if err != nil {
@@ -199,6 +215,28 @@ func TestLinearDefaultIsInSpace(t *testing.T) {
 			if got, want := r.Nest().String(), d.Nest().String(); got != want {
 				t.Errorf("space at the default's knobs differs from Default:\n%s\nwant\n%s", got, want)
 			}
+		})
+	}
+}
+
+// TestLinearOuterConformance builds the outer-product decode template
+// (bucket 16) with gcc and runs it through the conformance suite: the
+// default and a sampled schedule at M = 16 and 13 (the partial row vector
+// takes the edge copy of the register tile), N and K not multiples of the
+// tiles, one and two threads. (The interpreter checks of
+// TestLinearSchedulesMatchReference cover more shapes and draws.)
+func TestLinearOuterConformance(t *testing.T) {
+	tg := kerneltest.CPU(t)
+	for i, l := range []kernels.Linear{
+		{M: 16, N: 37, K: 35},
+		{M: 13, N: 45, K: 21, MBucket: 16},
+	} {
+		t.Run(l.Name(), func(t *testing.T) {
+			hw := search.CPUHardware(tg.CPU(), 1+i%2)
+			if hw.VectorBits < 512 {
+				t.Skip("no 512-bit vectors: the GEMV template applies")
+			}
+			kerneltest.Run(t, tg, hw, l, kerneltest.Options{Draws: 1, Seed: uint64(i + 11)})
 		})
 	}
 }

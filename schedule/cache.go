@@ -841,3 +841,31 @@ func (s *Schedule) SetScope(buffer string, scope Scope) error {
 	})
 	return err
 }
+
+// SetLayout gives an intermediate buffer a physical layout, as cache_read's
+// layout argument does for a packed copy. Its use is a register tile made
+// by cache_write, whose dims follow the block's axes (out[i][j]): when the
+// vectorized loop walks i (the decode outer-product recipe keeps 16 rows of
+// a in the lanes of one vector), the layout order [1, 0] puts i last, so
+// that each row of w gets its own vector accumulator of 16 outputs.
+func (s *Schedule) SetLayout(buffer string, layout *Layout) error {
+	_, err := s.apply(Inst{Op: "set_layout", Args: []string{buffer}, Layout: layout}, func(n *Nest) ([]string, error) {
+		b := n.Buffer(buffer)
+		if b == nil {
+			return nil, illegal("set_layout", "no buffer %q", buffer)
+		}
+		if b.Param >= 0 {
+			return nil, illegal("set_layout", "buffer %s is a kernel parameter", buffer)
+		}
+		if layout == nil {
+			return nil, illegal("set_layout", "buffer %s: no layout", buffer)
+		}
+		if err := layout.check(len(b.Shape)); err != nil {
+			return nil, illegal("set_layout", "buffer %s: %v", buffer, err)
+		}
+		l := Layout{Tile: append([]int64{}, layout.Tile...), Order: append([]int{}, layout.Order...)}
+		b.Layout = &l
+		return nil, nil
+	})
+	return err
+}

@@ -23,7 +23,9 @@
 //     testdata/*.nest).
 //   - Schedule: a nest plus the Trace being recorded. Primitives: Split,
 //     Tile, Reorder, Fuse, Vectorize, Unroll, Parallel, Bind, CacheRead,
-//     CacheWrite, SetScope, ComputeAt, ReverseComputeAt, ComputeInline,
+//     CacheWrite, SetScope, SetLayout (a packed layout for an intermediate
+//     buffer, e.g. a register tile with its vector dim last), ComputeAt,
+//     ReverseComputeAt, ComputeInline,
 //     DecomposeReduction, RFactor, Prefetch (an annotation: each iteration
 //     of a loop requests what iteration +d reads of a global buffer; a
 //     backend may ignore it, results never change), and for GPUs Tensorize (a 16×8×16 loop

@@ -116,6 +116,18 @@ func TestLegality(t *testing.T) {
 		{"set_scope unknown", false, nil, func(s *schedule.Schedule) error { return s.SetScope("zz", schedule.Local) }, `no buffer "zz"`},
 		{"compute_inline unknown", false, nil, func(s *schedule.Schedule) error { return s.ComputeInline("zz") }, `no block "zz"`},
 		{"set_scope param", false, nil, func(s *schedule.Schedule) error { return s.SetScope("out", schedule.Register) }, "kernel parameter"},
+		{"set_layout unknown", false, nil, func(s *schedule.Schedule) error {
+			return s.SetLayout("zz", &schedule.Layout{Tile: []int64{0, 0}, Order: []int{1, 0}})
+		}, `no buffer "zz"`},
+		{"set_layout param", false, nil, func(s *schedule.Schedule) error {
+			return s.SetLayout("out", &schedule.Layout{Tile: []int64{0, 0}, Order: []int{1, 0}})
+		}, "kernel parameter"},
+		{"set_layout nil", false, func(s *schedule.Schedule) error { _, err := s.CacheWrite("out", schedule.Register); return err },
+			func(s *schedule.Schedule) error { return s.SetLayout("out_register", nil) }, "no layout"},
+		{"set_layout rank", false, func(s *schedule.Schedule) error { _, err := s.CacheWrite("out", schedule.Register); return err },
+			func(s *schedule.Schedule) error {
+				return s.SetLayout("out_register", &schedule.Layout{Tile: []int64{0}, Order: []int{0}})
+			}, "1 entries for a rank-2 buffer"},
 		{"sample tile n", false, nil, func(s *schedule.Schedule) error { _, err := s.SamplePerfectTile("i", 0, 0); return err }, "outside 1..8"},
 		{"sample categorical empty", false, nil, func(s *schedule.Schedule) error { _, err := s.SampleCategorical(nil, nil); return err }, "no candidates"},
 		{"sample categorical probs", false, nil, func(s *schedule.Schedule) error {

@@ -179,6 +179,10 @@ func (s *Schedule) step(in Inst) error {
 		if err = args(2); err == nil {
 			err = s.SetScope(in.Args[0], Scope(in.Args[1]))
 		}
+	case "set_layout":
+		if err = args(1); err == nil {
+			err = s.SetLayout(in.Args[0], in.Layout)
+		}
 	case "compute_inline":
 		if err = args(1); err == nil {
 			err = s.ComputeInline(in.Args[0])

@@ -11,6 +11,12 @@
 //     once, parallel over row chunks of w; optionally the MR-row blocks
 //     inside each tile (RowsInner) and a software prefetch of w's rows
 //     (Prefetch, the schedule.Prefetch annotation on the k loop).
+//   - GEMVOuter: the decode shape with M up to one vector of rows — a sum
+//     of outer products: a transposed once (k outer, rows inner), a
+//     register tile of JU vectors (one per row of w, rows of a in the
+//     lanes: cache_write + set_layout), w broadcast into the FMAs, no
+//     horizontal sums; w streamed once with one prefetch per line of each
+//     row, parallel over row chunks of w.
 //
 // The recipes take schedule.Ref knobs; a literal is schedule.Lit(v).
 package recipe

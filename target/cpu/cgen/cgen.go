@@ -1425,6 +1425,7 @@ func (g *gen) notePrefetch(r ref) {
 		if !inScope {
 			continue
 		}
+		off = g.lineStart(off, r.buf.DType.Size())
 		ahead := g.rg.Simplify(schedule.Subst(off, map[string]schedule.Expr{p.loop: schedule.Add(schedule.V(p.loop), schedule.C(d))}))
 		ln := fmt.Sprintf("__builtin_prefetch(&%s[%s], 0, 3);", r.buf.Name, g.cInt(ahead))
 		if !p.seen[ln] {
@@ -1432,4 +1433,27 @@ func (g *gen) notePrefetch(r ref) {
 			p.lines = append(p.lines, ln)
 		}
 	}
+}
+
+// lineStart rounds an element offset down to the start of its 64-byte line
+// when that is known from the expression: every variable's coefficient is a
+// multiple of the elements per line (the base pointer is 64-byte aligned),
+// so only the constant term decides the line. The outer-product decode
+// recipe reads w[j, k0·16 + k1] for 16 unrolled k1: sixteen accesses, one
+// line, so one prefetch instead of sixteen. Otherwise off is kept.
+func (g *gen) lineStart(off schedule.Expr, size int64) schedule.Expr {
+	per := 64 / size
+	zero := map[string]schedule.Expr{}
+	for _, v := range schedule.Vars(off) {
+		c, ok := g.rg.Coeff(off, v)
+		if !ok || c%per != 0 {
+			return off
+		}
+		zero[v] = schedule.C(0)
+	}
+	c, ok := g.rg.Simplify(schedule.Subst(off, zero)).(schedule.Int)
+	if !ok || c.V < 0 || c.V%per == 0 {
+		return off
+	}
+	return g.rg.Simplify(schedule.Sub(off, schedule.C(c.V%per)))
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"llmir/schedule"
+	"llmir/schedule/recipe"
 	"llmir/schedule/schedtest"
 )
 
@@ -72,6 +73,15 @@ var cases = []struct {
 	}},
 	{"gemv_decode", 4, 256, 64, 512, func(t testing.TB, s *schedule.Schedule) {
 		_, err := schedtest.GEMV(s, "out", schedtest.GEMVTiles{JB: 64, KV: 16, MR: 4, JU: 4, Parallel: true})
+		must(t, err)
+	}},
+	{"gemv_outer", 16, 40, 48, 512, func(t testing.TB, s *schedule.Schedule) {
+		// The decode outer-product recipe: a transposed copy of a, a
+		// register tile laid out rows-of-a last (one llmir_vf per row of
+		// w), w broadcast, one prefetch per line of each row of w, and a
+		// tail in N (40 rows in tiles of 2×8: the last chunk has one tile).
+		_, err := recipe.GEMVOuter(s, "out", recipe.GEMVOuterTiles{MV: 16, NJ: schedule.Lit(2), JU: schedule.Lit(8), KU: schedule.Lit(16),
+			Prefetch: schedule.Lit(2), Stream: "w", Parallel: true})
 		must(t, err)
 	}},
 	{"parallel_packed", 16, 512, 64, 512, func(t testing.TB, s *schedule.Schedule) {
@@ -216,6 +226,73 @@ func TestGEMVAssembly(t *testing.T) {
 	}
 	if fmas != 16 {
 		t.Errorf("full tile's k loop has %d FMAs before its first branch, want MR·JU = 16 (a guard left inside?):\n%s", fmas, strings.Join(lines[first:last+1], "\n"))
+	}
+}
+
+// TestGEMVOuterAssembly checks what gcc makes of the outer-product decode
+// recipe with M dynamic (bucket 16): in the full tile's k loop every FMA
+// takes its w operand as an embedded broadcast from memory
+// (vfmadd231ps mem{1to16}, so the broadcast costs no instruction), there
+// are JU·KU of them before the back edge, one prefetch per row of w, and
+// no accumulator is reloaded from the stack.
+func TestGEMVOuterAssembly(t *testing.T) {
+	needAVX512Objdump(t)
+	// Unblocked, and with k in two blocks of 8·16 (the kernels' form).
+	for _, kb := range []int64{0, 8} {
+		t.Run(fmt.Sprintf("kb=%d", kb), func(t *testing.T) { checkOuterAssembly(t, kb) })
+	}
+}
+
+func checkOuterAssembly(t *testing.T, kb int64) {
+	const ju, ku = 8, 16
+	s := newSched(t, linear(t, 16, 64, 256, true))
+	_, err := recipe.GEMVOuter(s, "out", recipe.GEMVOuterTiles{MV: 16, NJ: schedule.Lit(2), JU: schedule.Lit(ju), KU: schedule.Lit(ku),
+		KB: schedule.Lit(kb), Prefetch: schedule.Lit(4), Stream: "w", Parallel: true})
+	must(t, err)
+	src, err := Emit(s.Nest(), Options{Entry: "go", VectorBits: 512})
+	must(t, err)
+	dir := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(dir, "go.c"), []byte(src), 0o644))
+	obj := filepath.Join(dir, "go.o")
+	if out, err := exec.Command("gcc", "-O3", "-march=native", "-fopenmp", "-fPIC", "-c", "-o", obj, filepath.Join(dir, "go.c")).CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	out, err := exec.Command("objdump", "-d", "--no-show-raw-insn", obj).Output()
+	must(t, err)
+	lines := strings.Split(string(out), "\n")
+	bcastFMA := regexp.MustCompile(`vfmadd\d+ps\s+-?0x[0-9a-f]+\(%[a-z0-9]+(,%[a-z0-9]+,\d)?\)\{1to16\},%zmm\d+,%zmm\d+`)
+	jump := regexp.MustCompile(`\sj[a-z]+\s`)
+	reload := regexp.MustCompile(`\(%rsp\),%zmm\d+`)
+	// The full tile's k loop: the longest run of broadcast FMAs between
+	// two branches.
+	best, bestFrom, bestTo := 0, 0, 0
+	for from := 0; from < len(lines); {
+		to, n := from, 0
+		for to < len(lines) && !jump.MatchString(lines[to]) {
+			if bcastFMA.MatchString(lines[to]) {
+				n++
+			}
+			to++
+		}
+		if n > best {
+			best, bestFrom, bestTo = n, from, to
+		}
+		from = to + 1
+	}
+	if best != ju*ku {
+		t.Fatalf("longest branch-free run has %d embedded-broadcast FMAs, want JU·KU = %d", best, ju*ku)
+	}
+	pf := 0
+	for _, l := range lines[bestFrom:bestTo] {
+		if reload.MatchString(l) {
+			t.Fatalf("accumulator reloaded from the stack inside the k loop: %s", strings.TrimSpace(l))
+		}
+		if strings.Contains(l, "prefetch") {
+			pf++
+		}
+	}
+	if pf != ju {
+		t.Errorf("%d prefetches in the k loop, want one per row of w (%d)", pf, ju)
 	}
 }
 

@@ -89,7 +89,21 @@
 // loops have already substituted their constants (the decode tile's JU
 // rows of w give JU prefetches). Addresses that mention an inner loop's
 // variable are skipped (not in scope at the top); a prefetch past the end
-// of a buffer never faults.
+// of a buffer never faults. Accesses that provably share a 64-byte line
+// (every variable's coefficient a multiple of the elements per line, only
+// the constant term differing) share one prefetch, at the line's start: the
+// outer-product decode recipe reads w[j, k0·16 + k1] for 16 unrolled k1,
+// one line per row of w and iteration, and gets one prefetch per row.
+//
+// # Broadcast operands
+//
+// In a vector loop over the rows of a (recipe.GEMVOuter), w[j, k] does not
+// depend on the vector variable and is printed as llmir_splat(w[…]); gcc
+// folds the splat of a memory scalar into the FMA as an embedded broadcast
+// (vfmadd231ps mem{1to16}, TestGEMVOuterAssembly), so the broadcast costs
+// no instruction. The register tile is laid out [rows of w][rows of a]
+// (schedule.SetLayout), so each row of w is one llmir_vf local and the
+// write-back reads single lanes (acc_3_v0[i]).
 //
 // # Horizontal sums
 //
