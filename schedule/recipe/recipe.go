@@ -317,35 +317,8 @@ func GEMVOuter(s *schedule.Schedule, block string, t GEMVOuterTiles) (map[string
 	}
 	// Compute: k1 and j2 unrolled, i1 vectorized; init: j2 unrolled, i1
 	// vectorized; write-back: both unrolled (lane reads).
-	for _, b := range []struct {
-		name           string
-		unroll, vector int
-	}{{block, 2, 1}, {init, 1, 1}, {wb, 2, 0}} {
-		bl, err := s.Loops(b.name)
-		if err != nil {
-			return nil, err
-		}
-		n := len(bl)
-		for _, l := range bl[n-b.unroll-b.vector : n-b.vector] {
-			if err := step(s.Unroll(l), "unroll "+l); err != nil {
-				return nil, err
-			}
-		}
-		if b.vector > 0 {
-			if err := step(s.Vectorize(bl[n-1]), "vectorize "+b.name); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if t.Prefetch.Name != "" || t.Prefetch.Value > 0 {
-		if err := step(s.Prefetch(ks[0], t.Stream, t.Prefetch), "prefetch"); err != nil {
-			return nil, err
-		}
-	}
-	if t.Parallel {
-		if err := step(s.Parallel(js[0]), "parallel"); err != nil {
-			return nil, err
-		}
+	if err := outerInner(s, t, []innerLoops{{block, 2, 1}, {init, 1, 1}, {wb, 2, 0}}, ks[0], js[0], step); err != nil {
+		return nil, err
 	}
 	return map[string]string{"j0": js[0], "j1": js[1], "i0": is[0], "k0": ks[0], "k1": ks[1], "j2": js[2], "i1": is[1],
 		"acc": acc, "pack": pack, "init": init, "wb": wb}, nil
@@ -399,35 +372,8 @@ func gemvOuterBlocked(s *schedule.Schedule, block, act string, ls []string, step
 	if err := step(err, "decompose_reduction"); err != nil {
 		return nil, err
 	}
-	for _, b := range []struct {
-		name           string
-		unroll, vector int
-	}{{rf, 2, 1}, {init, 1, 1}, {block, 2, 0}} {
-		bl, err := s.Loops(b.name)
-		if err != nil {
-			return nil, err
-		}
-		n := len(bl)
-		for _, l := range bl[n-b.unroll-b.vector : n-b.vector] {
-			if err := step(s.Unroll(l), "unroll "+l); err != nil {
-				return nil, err
-			}
-		}
-		if b.vector > 0 {
-			if err := step(s.Vectorize(bl[n-1]), "vectorize "+b.name); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if t.Prefetch.Name != "" || t.Prefetch.Value > 0 {
-		if err := step(s.Prefetch(ks[1], t.Stream, t.Prefetch), "prefetch"); err != nil {
-			return nil, err
-		}
-	}
-	if t.Parallel {
-		if err := step(s.Parallel(js[0]), "parallel"); err != nil {
-			return nil, err
-		}
+	if err := outerInner(s, t, []innerLoops{{rf, 2, 1}, {init, 1, 1}, {block, 2, 0}}, ks[1], js[0], step); err != nil {
+		return nil, err
 	}
 	return map[string]string{"j0": js[0], "kb": ks[0], "j1": js[1], "i0": is[0], "k0": ks[1], "k1": ks[2], "j2": js[2], "i1": is[1],
 		"acc": acc, "pack": pack, "init": init, "rf": rf}, nil
@@ -471,4 +417,44 @@ func matmulLoops(s *schedule.Schedule, block, recipe string) ([]string, func(err
 		return nil
 	}
 	return ls, step, nil
+}
+
+// innerLoops says how many innermost loops of a block GEMVOuter unrolls,
+// and whether it vectorizes the last one.
+type innerLoops struct {
+	block          string
+	unroll, vector int
+}
+
+// outerInner finishes both forms of GEMVOuter (with and without k
+// blocks): it unrolls and vectorizes the innermost loops of each block as
+// inner says, prefetches the stream at the prefetched k loop kp and
+// parallelizes the outer loop of w's rows j0.
+func outerInner(s *schedule.Schedule, t GEMVOuterTiles, inner []innerLoops, kp, j0 string, step func(error, string) error) error {
+	for _, b := range inner {
+		bl, err := s.Loops(b.block)
+		if err != nil {
+			return err
+		}
+		n := len(bl)
+		for _, l := range bl[n-b.unroll-b.vector : n-b.vector] {
+			if err := step(s.Unroll(l), "unroll "+l); err != nil {
+				return err
+			}
+		}
+		if b.vector > 0 {
+			if err := step(s.Vectorize(bl[n-1]), "vectorize "+b.block); err != nil {
+				return err
+			}
+		}
+	}
+	if t.Prefetch.Name != "" || t.Prefetch.Value > 0 {
+		if err := step(s.Prefetch(kp, t.Stream, t.Prefetch), "prefetch"); err != nil {
+			return err
+		}
+	}
+	if t.Parallel {
+		return step(s.Parallel(j0), "parallel")
+	}
+	return nil
 }
