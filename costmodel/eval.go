@@ -612,13 +612,7 @@ func pickBatch(pool []Example, decs [][]string, measured []bool, done []int, m M
 	}
 	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(sc[b], sc[a]) })
 	n = min(n, len(pop))
-	explore := 0
-	if o.Epsilon > 0 {
-		explore = int(math.Round(o.Epsilon * float64(n)))
-		if n >= 4 {
-			explore = max(explore, 1)
-		}
-	}
+	explore := Explored(o.Epsilon, n)
 	pick := slices.Clone(order[:n-explore])
 	rest := slices.Clone(order[n-explore:])
 	rng.Shuffle(len(rest), func(a, b int) { rest[a], rest[b] = rest[b], rest[a] })
@@ -725,4 +719,19 @@ func diffCount(a, b []string) int {
 		}
 	}
 	return n
+}
+
+// Explored is how many of a batch of n the ε-greedy step draws at random
+// instead of taking the model's best: ε·n rounded, at least one in a batch
+// of 4 or more when ε > 0. search.Evolutionary and SimulateEvolution share
+// it so that the simulation stays a mirror of the search.
+func Explored(epsilon float64, n int) int {
+	if epsilon <= 0 {
+		return 0
+	}
+	explore := int(math.Round(epsilon * float64(n)))
+	if n >= 4 {
+		explore = max(explore, 1)
+	}
+	return explore
 }

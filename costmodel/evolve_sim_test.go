@@ -123,3 +123,17 @@ func withoutOptimum(ex []Example, task string) []Example {
 	}
 	return append(ex[:best:best], ex[best+1:]...)
 }
+
+// TestExplored: ε·n rounded, at least one from a batch of 4 when ε > 0,
+// none with ε ≤ 0.
+func TestExplored(t *testing.T) {
+	for _, c := range []struct {
+		eps  float64
+		n    int
+		want int
+	}{{0, 8, 0}, {-1, 8, 0}, {0.1, 4, 1}, {0.1, 3, 0}, {0.25, 8, 2}, {0.1, 16, 2}} {
+		if got := Explored(c.eps, c.n); got != c.want {
+			t.Errorf("Explored(%v, %d) = %d, want %d", c.eps, c.n, got, c.want)
+		}
+	}
+}

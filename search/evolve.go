@@ -272,13 +272,7 @@ func (e *Evolutionary) Propose(ctx context.Context, n int, seen map[string]bool)
 	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(scores[b], scores[a]) })
 
 	n = min(n, len(pop))
-	explore := 0
-	if o.Epsilon > 0 {
-		explore = int(math.Round(o.Epsilon * float64(n)))
-		if n >= 4 {
-			explore = max(explore, 1)
-		}
-	}
+	explore := costmodel.Explored(o.Epsilon, n)
 	picked := make([]int, 0, n)
 	taken := map[int]bool{}
 	for _, i := range order[:n-explore] {

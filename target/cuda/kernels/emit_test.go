@@ -13,6 +13,24 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
+// golden compares got with testdata/file, or rewrites the file with -update.
+func golden(t *testing.T, file, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", file)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./target/cuda/kernels -update)", err)
+	}
+	if got != string(want) {
+		t.Errorf("output differs from %s (go test ./target/cuda/kernels -run %s -update after checking the change)", path, t.Name())
+	}
+}
+
 // goldenKernels are the defaults whose generated source is pinned.
 var goldenKernels = []struct {
 	file string
@@ -41,19 +59,7 @@ func TestGoldenSources(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			path := filepath.Join("testdata", g.file)
-			if *update {
-				if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test -update)", err)
-			}
-			if src != string(want) {
-				t.Errorf("generated source differs from %s (go test ./target/cuda/kernels -update after checking the change)", path)
-			}
+			golden(t, g.file, src)
 			// The ABI: one C++-linkage entry of the given name.
 			if !strings.Contains(src, "int "+Entry+"(void *const *bufs, const int64_t *dims)") {
 				t.Errorf("no entry %s in the source", Entry)

@@ -1,8 +1,6 @@
 package cudakernels
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -34,19 +32,7 @@ func TestLoopNestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			path := filepath.Join("testdata", g.file)
-			if *update {
-				if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test -update)", err)
-			}
-			if src != string(want) {
-				t.Errorf("generated source differs from %s (go test ./target/cuda/kernels -run LoopNest -update after checking the change)", path)
-			}
+			golden(t, g.file, src)
 			if !strings.Contains(src, "int "+Entry+"(void *const *bufs, const int64_t *dims)") || strings.Contains(src, `extern "C"`) {
 				t.Errorf("the source does not follow the entry ABI")
 			}

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -247,19 +245,7 @@ func TestPointwiseEmit(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			path := filepath.Join("testdata", g.file)
-			if *update {
-				if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test -update)", err)
-			}
-			if src != string(want) {
-				t.Errorf("generated source differs from %s (go test ./target/cuda/kernels -update after checking the change)", path)
-			}
+			golden(t, g.file, src)
 		})
 	}
 	p := Pointwise{Op: OpMul, M: 1, H: 6} // vec 4 and 8 do not divide 6

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -39,19 +37,7 @@ func TestRopeGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			path := filepath.Join("testdata", g.file)
-			if *update {
-				if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test -update)", err)
-			}
-			if src != string(want) {
-				t.Errorf("generated source differs from %s (go test ./target/cuda/kernels -run TestRopeGolden -update after checking the change)", path)
-			}
+			golden(t, g.file, src)
 			if !strings.Contains(src, "int "+Entry+"(void *const *bufs, const int64_t *dims)") {
 				t.Errorf("no entry %s", Entry)
 			}
@@ -363,17 +349,5 @@ func TestRopeFromWorkloadGolden(t *testing.T) {
 		}
 	}
 	got := b.String()
-	path := filepath.Join("testdata", "fromworkload_rope_llama3.golden")
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update)", err)
-	}
-	if got != string(want) {
-		t.Errorf("llama-3-8b rope/append_kv kernels differ from %s:\n%s", path, got)
-	}
+	golden(t, "fromworkload_rope_llama3.golden", got)
 }
