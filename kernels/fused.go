@@ -34,6 +34,7 @@ import (
 	"llmir/kernels/ref"
 	"llmir/kvcache"
 	"llmir/schedule"
+	"llmir/target"
 )
 
 func init() {
@@ -474,6 +475,17 @@ func (g GateUpSiLU) Workload() ir.Workload {
 
 // Dims is [M].
 func (g GateUpSiLU) Dims() []int64 { return []int64{g.M} }
+
+// Fill makes x periodic (FillPeriodic), so that the two linears of the
+// reference compute at most PeriodRows rows of dot products each; the
+// silu·mul after them makes rows a period apart differ by more than a
+// scale.
+func (g GateUpSiLU) Fill(input string) func(rng *rand.Rand, v []float64) {
+	if input != "x" {
+		return nil
+	}
+	return FillPeriodic(int(g.K), target.NonZeroUniform)
+}
 
 // FLOPs is two GEMMs plus the silu and product per output.
 func (g GateUpSiLU) FLOPs() float64 { return 4*float64(g.M*g.N*g.K) + 4*float64(g.M*g.N) }

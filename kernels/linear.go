@@ -2,12 +2,14 @@ package kernels
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"runtime"
 	"sync"
 
 	"llmir/ir"
 	"llmir/schedule"
 	"llmir/schedule/recipe"
+	"llmir/target"
 )
 
 // Linear is the linear layer out[M, N] = a[M, K] · w[N, K]ᵀ with weights
@@ -91,12 +93,25 @@ func (l Linear) FLOPs() float64 { return 2 * float64(l.M*l.N*l.K) }
 // Bytes is one read of a and w and one write of out.
 func (l Linear) Bytes() float64 { return 4 * float64(l.M*l.K+l.N*l.K+l.M*l.N) }
 
-// Reference accumulates each output in float64. Prefill shapes are tens of
-// GFLOP, so columns are spread over goroutines (columns, not rows, so that
-// M = 1 uses them all).
+// Fill makes the activation periodic (FillPeriodic), so that Reference
+// computes at most PeriodRows rows of dot products: the prefill lm_head's
+// reference would otherwise take minutes, and a whole-model tune visits
+// it more than once.
+func (l Linear) Fill(input string) func(rng *rand.Rand, v []float64) {
+	if input != "a" {
+		return nil
+	}
+	return FillPeriodic(int(l.K), target.NonZeroUniform)
+}
+
+// Reference accumulates each output in float64, over the first PeriodRows
+// rows only when a is periodic (then the rest are exact scaled copies).
+// Columns are spread over goroutines (columns, not rows, so that M = 1
+// uses them all).
 func (l Linear) Reference(in [][]float64) [][]float64 {
 	a, w := in[0], in[1]
 	m, n, k := l.M, l.N, l.K
+	rows := int64(periodicRows(a, int(m), int(k)))
 	out := make([]float64, m*n)
 	workers := int64(runtime.GOMAXPROCS(0))
 	var wg sync.WaitGroup
@@ -104,18 +119,14 @@ func (l Linear) Reference(in [][]float64) [][]float64 {
 		wg.Go(func() {
 			for j := g; j < n; j += workers {
 				wr := w[j*k : (j+1)*k]
-				for i := range m {
-					ar := a[i*k : (i+1)*k]
-					var s float64
-					for p := range k {
-						s += ar[p] * wr[p]
-					}
-					out[i*n+j] = s
+				for i := range rows {
+					out[i*n+j] = target.Dot(a[i*k:(i+1)*k], wr)
 				}
 			}
 		})
 	}
 	wg.Wait()
+	extendPeriodic(out, int(rows), int(m), int(n))
 	return [][]float64{out}
 }
 

@@ -157,10 +157,12 @@ func problemBytes(p *target.Problem) int64 {
 }
 
 // retainProblems drops the problems of tasks other than cur, largest
-// first, until those kept fit maxBytes: a dropped task's next step makes
-// its problem again (the reference recomputed), which costs seconds for
-// the large ones but is rare, since the scheduler revisits light-weight
-// prefill tasks seldom.
+// first, until those kept fit maxBytes: a dropped task's next step (or its
+// confirmation) makes its problem again, inputs and reference. That costs
+// seconds for the large ones — the linears' periodic activations
+// (kernels.FillPeriodic) keep even the prefill lm_head's reference to 61
+// rows — and is rare, since the scheduler revisits light-weight prefill
+// tasks seldom.
 func retainProblems(runs []*taskRun, cur int, maxBytes int64) {
 	var total int64
 	var held []int

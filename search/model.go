@@ -322,16 +322,26 @@ func TuneModel(ctx context.Context, m *ir.Module, o ModelOptions) (*ModelResult,
 			progressbar.OptionThrottle(100*time.Millisecond))
 	}
 	stepNo := 0
-	step := func(ctx context.Context, i, trials int) (StepResult, error) {
+	// problemOf makes task i's problem when it has none (its reference
+	// computed outside the measurement lock), keeping the problems held
+	// within maxProblemBytes.
+	problemOf := func(i int) (*target.Problem, error) {
 		r := runs[i]
 		if r.problem == nil {
 			p, err := NewProblem(r.kernel, o.Seed)
 			if err != nil {
-				return StepResult{Best: math.Inf(1)}, err
+				return nil, err
 			}
 			computeOutside(p)
 			r.problem = p
 			retainProblems(runs, i, maxProblemBytes)
+		}
+		return r.problem, nil
+	}
+	step := func(ctx context.Context, i, trials int) (StepResult, error) {
+		r := runs[i]
+		if _, err := problemOf(i); err != nil {
+			return StepResult{Best: math.Inf(1)}, err
 		}
 		stepNo++
 		seed := o.Seed + uint64(stepNo)*0x9e3779b97f4a7c15
@@ -404,9 +414,14 @@ func TuneModel(ctx context.Context, m *ir.Module, o ModelOptions) (*ModelResult,
 				opts.Confirm = 3
 			}
 			opts.Progress = nil
+			p, err := problemOf(i)
+			if err != nil {
+				runErr = err
+				break
+			}
 			t := *tu
 			t.Options = opts
-			rr, err := t.Tune(ctx, Task{Kernel: r.kernel, Threads: o.Threads}, r.problem)
+			rr, err := t.Tune(ctx, Task{Kernel: r.kernel, Threads: o.Threads}, p)
 			if rr != nil {
 				r.last = rr
 				r.measured += len(rr.Measured)

@@ -185,7 +185,7 @@ func (p *Problem) compute() {
 				b.Fill(rng, v)
 			} else {
 				for i := range v {
-					v[i] = nonZeroUniform(rng)
+					v[i] = NonZeroUniform(rng)
 				}
 			}
 			for i := range v {
@@ -209,9 +209,9 @@ func (p *Problem) compute() {
 	})
 }
 
-// nonZeroUniform draws from [-1, 1] with |x| ≥ 1/64: a zero input would hide
+// NonZeroUniform draws from [-1, 1] with |x| ≥ 1/64: a zero input would hide
 // a kernel that skips a term, and tiny ones would hide it almost as well.
-func nonZeroUniform(rng *rand.Rand) float64 {
+func NonZeroUniform(rng *rand.Rand) float64 {
 	x := rng.Float64()*(2-2.0/64) - (1 - 1.0/64)
 	if x < 0 {
 		return x - 1.0/64

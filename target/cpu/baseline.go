@@ -50,7 +50,7 @@ func LinearProblem(l Linear, seed uint64) *target.Problem {
 					for j := g; j < n; j += workers {
 						wr := w[j*k : (j+1)*k]
 						for i := range m {
-							out[i*n+j] = dot(a[i*k:(i+1)*k], wr)
+							out[i*n+j] = target.Dot(a[i*k:(i+1)*k], wr)
 						}
 					}
 				})
@@ -59,25 +59,6 @@ func LinearProblem(l Linear, seed uint64) *target.Problem {
 			return [][]float64{out}
 		},
 	}
-}
-
-// dot is a float64 dot product with four accumulators: the reference of a
-// prefill shape is tens of GFLOP, and one dependent chain would take
-// minutes.
-func dot(a, b []float64) float64 {
-	b = b[:len(a)]
-	var s0, s1, s2, s3 float64
-	i := 0
-	for ; i+4 <= len(a); i += 4 {
-		s0 += a[i] * b[i]
-		s1 += a[i+1] * b[i+1]
-		s2 += a[i+2] * b[i+2]
-		s3 += a[i+3] * b[i+3]
-	}
-	for ; i < len(a); i++ {
-		s0 += a[i] * b[i]
-	}
-	return (s0 + s1) + (s2 + s3)
 }
 
 // OpenBLASCandidate calls cblas_sgemm (cblas_sgemv when M = 1, where it is
