@@ -111,7 +111,7 @@ func (l Linear) Fill(input string) func(rng *rand.Rand, v []float64) {
 func (l Linear) Reference(in [][]float64) [][]float64 {
 	a, w := in[0], in[1]
 	m, n, k := l.M, l.N, l.K
-	rows := int64(periodicRows(a, int(m), int(k)))
+	rows := int64(PeriodicRows(a, int(m), int(k)))
 	out := make([]float64, m*n)
 	workers := int64(runtime.GOMAXPROCS(0))
 	var wg sync.WaitGroup
@@ -126,7 +126,7 @@ func (l Linear) Reference(in [][]float64) [][]float64 {
 		})
 	}
 	wg.Wait()
-	extendPeriodic(out, int(rows), int(m), int(n))
+	ExtendPeriodic(out, int(rows), int(m), int(n))
 	return [][]float64{out}
 }
 

@@ -57,19 +57,19 @@ func IsPeriodic(x []float64, cols int) bool {
 	return true
 }
 
-// periodicRows is the number of rows of out[rows, ·] a product with
+// PeriodicRows is the number of rows of out[rows, ·] a product with
 // activation x ([rows, cols]) must compute: PeriodRows when x is periodic,
 // every row otherwise.
-func periodicRows(x []float64, rows, cols int) int {
+func PeriodicRows(x []float64, rows, cols int) int {
 	if rows > PeriodRows && IsPeriodic(x, cols) {
 		return PeriodRows
 	}
 	return rows
 }
 
-// extendPeriodic fills rows [from, rows) of out ([rows, n]) from its first
+// ExtendPeriodic fills rows [from, rows) of out ([rows, n]) from its first
 // PeriodRows rows (a no-op when from = rows).
-func extendPeriodic(out []float64, from, rows, n int) {
+func ExtendPeriodic(out []float64, from, rows, n int) {
 	for m := from; m < rows; m++ {
 		base, s := out[(m%PeriodRows)*n:], PeriodScale(m)
 		for j := range n {

@@ -17,6 +17,7 @@ import (
 	"llmir/ir/hf"
 	"llmir/search"
 	"llmir/target/cpu"
+	"llmir/target/cuda"
 	"llmir/target/cuda/cudabench"
 	cudakernels "llmir/target/cuda/kernels"
 	"llmir/tuningdb"
@@ -143,6 +144,7 @@ func runCompile(cmd *cobra.Command, args []string) error {
 	}
 	co := search.CompileOptions{Lookup: stack.Layered, Threads: threads, Dims: dims, Buckets: buckets}
 	ext := ".c"
+	var nvccFlags []string // how the user builds the .cu files
 	if tgName == "cuda" {
 		be, note, err := cudaCompileBackend(ctx, stack, gpu)
 		if err != nil {
@@ -150,6 +152,9 @@ func runCompile(cmd *cobra.Command, args []string) error {
 		}
 		fmt.Fprintln(cmd.ErrOrStderr(), note)
 		co.Backend, co.Device, ext = be, be.Device(), ".cu"
+		// The sources are built as the tuner measured them: on sm_90 for
+		// sm_90a, whose wgmma the prefill GEMM uses.
+		nvccFlags = []string{"-O3", cuda.ArchFlag(be.GPU().Arch), "-std=c++17"}
 	} else {
 		tg, err := cpu.New(ctx, cpu.Options{})
 		if err != nil {
@@ -196,12 +201,13 @@ func runCompile(cmd *cobra.Command, args []string) error {
 		Device         string                            `json:"device"`
 		Threads        int                               `json:"threads"`
 		CodegenVersion int                               `json:"codegen_version"`
+		NVCCFlags      []string                          `json:"nvcc_flags,omitempty"`
 		Kernels        []kernelFile                      `json:"kernels"`
 		Dispatch       map[string][]search.DispatchEntry `json:"dispatch"`
 		Groups         []search.CompiledGroup            `json:"groups"`
 		NoKernel       []search.NoKernel                 `json:"no_kernel,omitempty"`
 	}{Model: name, Target: cm.Target, Device: cm.Device, Threads: cm.Threads, CodegenVersion: cm.CodegenVersion,
-		Dispatch: cm.Dispatch, Groups: cm.Groups, NoKernel: cm.NoKernel}
+		NVCCFlags: nvccFlags, Dispatch: cm.Dispatch, Groups: cm.Groups, NoKernel: cm.NoKernel}
 	for i, k := range cm.Kernels {
 		manifest.Kernels = append(manifest.Kernels, kernelFile{k, files[i]})
 	}

@@ -288,7 +288,8 @@ scripts/sdpa_baseline.py), rms_norm, rope, append_kv, silu, mul and add. Each ke
 rule-based default and --samples sampled schedules; every measurement is
 recorded in the tuning database (--db) under the GPU's fingerprint, and results
 are related to the copy bandwidth measured first. --suite prefill runs the
-prefill linears instead: bf16 GEMM on tensor cores (mma.sync, cp.async
+prefill linears instead: bf16 GEMM on tensor cores (on sm_90 wgmma fed by
+TMA through a ring of swizzled stages, elsewhere mma.sync with a cp.async
 pipeline) at M = 512…4096 for the same N×K, against cuBLAS.`,
 		Example: `  llmir cuda bench --out out/bench
   python3 scripts/sdpa_baseline.py > sdpa.json && llmir cuda bench --sdpa sdpa.json

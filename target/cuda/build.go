@@ -29,9 +29,22 @@ const buildTimeout = 5 * time.Minute
 const DefaultBatch = 8
 
 // Flags are the nvcc flags of every build for arch (the shared-object
-// part; a candidate adds its own CFlags and LDFlags).
+// part; a candidate adds its own CFlags and LDFlags). See ArchFlag for sm_90.
 func Flags(arch string) []string {
-	return []string{"-O3", "-arch=" + arch, "-std=c++17", "-shared", "-Xcompiler", "-fPIC"}
+	return []string{"-O3", ArchFlag(arch), "-std=c++17", "-shared", "-Xcompiler", "-fPIC"}
+}
+
+// ArchFlag is nvcc's target flag for a device of arch. An sm_90 device
+// (H100, H200) is built for sm_90a, whose arch-specific features include
+// wgmma, which the prefill GEMM uses. It takes the
+// -gencode form: nvcc 13 turns -arch=sm_90a into code for compute_90 too,
+// whose ptxas pass rejects wgmma. The objects then run on sm_90 devices
+// only, the only kind a build for sm_90 is measured on.
+func ArchFlag(arch string) string {
+	if arch == "sm_90" {
+		return "-gencode=arch=compute_90a,code=sm_90a"
+	}
+	return "-arch=" + arch
 }
 
 // Builder compiles CUDA candidates into shared objects with nvcc: many

@@ -37,7 +37,25 @@ func TestCommandLinesGolden(t *testing.T) {
 	fmt.Fprintln(&out, strings.Join(b.Command("/c/u.cu", "/c/u.so", nil, nil), " "))
 	fmt.Fprintln(&out, strings.Join(b.Command("/c/u.cu", "/c/u.so", []string{"-lineinfo"}, []string{"-lcublas"}), " "))
 	fmt.Fprintln(&out, strings.Join(HarnessCommand("/usr/local/cuda/bin/nvcc", "/c/harness.cu", "/c/harness"), " "))
+	a100 := &Builder{NVCC: "/usr/local/cuda/bin/nvcc", Flags: Flags("sm_80")}
+	fmt.Fprintln(&out, strings.Join(a100.Command("/c/u.cu", "/c/u.so", nil, nil), " "))
 	golden(t, "commands.golden", out.String())
+}
+
+// TestArchFlag: an sm_90 device is built for sm_90a (wgmma) in the
+// -gencode form, which keeps nvcc from also compiling for compute_90 (whose
+// ptxas rejects wgmma); other archs build for themselves.
+func TestArchFlag(t *testing.T) {
+	for arch, want := range map[string]string{
+		"sm_90":  "-gencode=arch=compute_90a,code=sm_90a",
+		"sm_80":  "-arch=sm_80",
+		"sm_89":  "-arch=sm_89",
+		"sm_100": "-arch=sm_100",
+	} {
+		if got := ArchFlag(arch); got != want {
+			t.Errorf("ArchFlag(%s) = %s, want %s", arch, got, want)
+		}
+	}
 }
 
 func TestUnitGolden(t *testing.T) {

@@ -40,8 +40,8 @@ func (a PagedAttention) group() int64     { return a.QHeads / a.KVHeads }
 
 func (a PagedAttention) check() error {
 	if a.Batch < 1 || a.KVHeads < 1 || a.QHeads < a.KVHeads || a.QHeads%a.KVHeads != 0 ||
-		a.BlockSize < 1 || a.Context < 1 || a.HeadDim < 8 || a.HeadDim%8 != 0 || a.HeadDim > 256 {
-		return fmt.Errorf("paged attention: shape %+v (want q heads a multiple of kv heads, head_dim a multiple of 8 up to 256)", a)
+		a.BlockSize < 1 || a.Context < 1 || a.HeadDim < 8 || a.HeadDim%8 != 0 || a.HeadDim > 256 || a.Batch > 65535 {
+		return fmt.Errorf("paged attention: shape %+v (want q heads a multiple of kv heads, head_dim a multiple of 8 up to 256, batch up to 65535: the grid's y)", a)
 	}
 	return nil
 }
@@ -199,11 +199,13 @@ func (a PagedAttention) Space(s *schedule.Schedule, _ kernels.Hardware) error {
 	return a.knobs().Sample(s)
 }
 
-// Default (the H200 tune's winner at block size 16, then the microbenchmark
+// Default (the H200 tune's winner at block size 16, then the microbenchmarks
 // of the cp.async ring): all query heads of a KV head in one block (each
-// key is loaded once), 16 dims per lane with four tokens per lane group
+// key is loaded once), 16 dims per lane with two tokens per lane group
 // per step and a two-stage cp.async ring (the next step's copies in flight
-// during this step's math, registers left free), else 8 dims per lane with
+// during this step's math, registers left free; on the H100 two tokens
+// beat four by 1.2% at block size 16 and 1.8% at 128, and three stages
+// were no better), else 8 dims per lane with
 // two tokens per step prefetched into registers, and split-KV partitions
 // when sequences × KV heads alone give fewer than one block per SM (ring)
 // or four (registers).
@@ -213,7 +215,7 @@ func (a PagedAttention) Default(s *schedule.Schedule, hw kernels.Hardware) error
 	// of 8, for twice the registers.
 	switch {
 	case a.HeadDim%16 == 0 && 32%(a.HeadDim/16) == 0:
-		v["vec"], v["unroll"], v["prefetch"] = 16, 4, 2
+		v["vec"], v["unroll"], v["prefetch"] = 16, 2, 2
 	case a.HeadDim%8 != 0 || 32%(a.HeadDim/8) != 0:
 		v["vec"] = 4
 	}
@@ -310,15 +312,17 @@ __device__ __forceinline__ void load_kv(const __nv_bfloat16 *__restrict__ pool, 
   }
 }
 
-// One block: sequence blockIdx.x, KV head and query-head group blockIdx.y,
-// partition blockIdx.z. Scores are kept in log2 units (exp2f).
+// One block: KV head and query-head group blockIdx.x, sequence blockIdx.y,
+// partition blockIdx.z. The heads vary fastest, so that the blocks of one
+// sequence run together and read its pages (all heads of a token are
+// contiguous) together. Scores are kept in log2 units (exp2f).
 __global__ void __launch_bounds__(WARPS * 32) attn(const __nv_bfloat16 *__restrict__ q,
     const __nv_bfloat16 *__restrict__ pool, const int *__restrict__ block_tables,
     const int *__restrict__ context_lens, __nv_bfloat16 *__restrict__ out,
     float *__restrict__ part_ml, float *__restrict__ part_acc) {
-  const int b = blockIdx.x;
-  const int kvh = blockIdx.y / (GROUP / HPB);
-  const int h0 = kvh * GROUP + (blockIdx.y % (GROUP / HPB)) * HPB;
+  const int b = blockIdx.y;
+  const int kvh = blockIdx.x / (GROUP / HPB);
+  const int h0 = kvh * GROUP + (blockIdx.x % (GROUP / HPB)) * HPB;
   const int ctx = context_lens[b];
   const int tbeg = blockIdx.z * PART, tend = min(ctx, tbeg + PART);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -474,28 +478,29 @@ __global__ void __launch_bounds__(D) merge(const float *__restrict__ part_ml,
   out[row * D + d] = __float2bfloat16(sum > 0.f ? a / sum : 0.f);
 }
 `)
-	launchRing, ringArg := "", ""
+	launchRing, ringArg := "", "0"
 	if ring := ringBytes(W, U, V, PF); ring > 0 {
 		// Opted into whatever the size: with the static merge buffers a
 		// ring of 48 KiB or less can still pass the default limit.
-		ringArg = fmt.Sprintf(", %d", ring)
+		ringArg = fmt.Sprint(ring)
 		launchRing = fmt.Sprintf("  static cudaError_t opt = cudaFuncSetAttribute(attn, cudaFuncAttributeMaxDynamicSharedMemorySize, %d);\n  if (opt != cudaSuccess) return (int)opt;\n", ring)
 	}
 	fmt.Fprintf(&b, `
-static float *scratch;  // partition results, allocated at the first call
-
+%s
 int %s(void *const *bufs, const int64_t *dims) {
   (void)dims;
-  if (NPART > 1 && !scratch) {
-    cudaError_t e = cudaMalloc(&scratch, sizeof(float) * (size_t)B * QH * NPART * (D + 2));
+  // Partition results: (max, sum) pairs, then accumulators.
+  float *scratch = nullptr;
+  if (NPART > 1) {
+    cudaError_t e = workspace(sizeof(float) * (size_t)B * QH * NPART * (D + 2), 0, (void **)&scratch);
     if (e != cudaSuccess) return (int)e;
   }
   float *ml = scratch, *pacc = scratch ? scratch + (size_t)2 * B * QH * NPART : nullptr;
-%s  attn<<<dim3(B, KVH * (GROUP / HPB), NPART), WARPS * 32%s>>>((const __nv_bfloat16 *)bufs[0],
+%s  attn<<<dim3(KVH * (GROUP / HPB), B, NPART), WARPS * 32, %s, cudaStreamLegacy>>>((const __nv_bfloat16 *)bufs[0],
       (const __nv_bfloat16 *)bufs[1], (const int *)bufs[2], (const int *)bufs[3], (__nv_bfloat16 *)bufs[4], ml, pacc);
-  if (NPART > 1) merge<<<B * QH, D>>>(ml, pacc, (__nv_bfloat16 *)bufs[4]);
+  if (NPART > 1) merge<<<B * QH, D, 0, cudaStreamLegacy>>>(ml, pacc, (__nv_bfloat16 *)bufs[4]);
 %s}
-`, entry, launchRing, ringArg, launchCheck)
+`, workspaceHelper, entry, launchRing, ringArg, launchCheck)
 	return b.String(), nil
 }
 

@@ -168,6 +168,8 @@ func parallelRows(n int, f func(i int)) {
 
 // CodegenVersion is stamped on the CUDA records: bump it when a generator
 // changes what a stored knob trace means (2: cuda_gemm gained group_m; 3: cuda_gemv mma=2
-// split-K, paged attention cp.async rings and a new partition rule).
+// split-K, paged attention cp.async rings and a new partition rule; 4: cuda_gemm
+// mma=2 wgmma with wg_m/wg_n, cuda_gemv mma=3 and stages, paged attention's
+// head-major grid).
 // The CPU's version (cgen.CodegenVersion) moves independently.
-const CodegenVersion = 3
+const CodegenVersion = 4

@@ -29,15 +29,21 @@
 // and cached), so the tuner and `llmir cuda check` never spend a trial or
 // an nvcc run on a refused point.
 //
-// Why the decode GEMV splits K across blocks (mma=2): at M ≤ 16 the weights
-// are read once, so the kernel is a stream, and N = 4096 in 8-row tiles is
-// too few blocks to keep every SM's loads in flight. Each block stages its
-// slice of x in shared memory and writes an f32 partial to a workspace
-// allocated at the first call; a counter per n-range (self-resetting, so a
-// call needs no memset) elects the last block to sum the partials in a
-// fixed order, keeping results deterministic, unlike f32 atomics.
+// Why the decode GEMV at M ≥ 2 streams through a cp.async ring (mma=3): at
+// M ≤ 16 the weights are read once, so the kernel is a stream whose speed
+// is the bytes in flight per SM. Loads into registers (mma=2) hold a few
+// KiB per warp; a warp-private ring in shared memory holds stages − 1
+// whole stages of w and x per warp without registers, its copies reading
+// whole row segments. When the grid is still short of warps, K is split
+// across blocks: each writes an f32 partial to a workspace (one per device,
+// allocated at the first call; the entries launch on the legacy default
+// stream, so two launches never share it at once), and a counter per
+// n-range (self-resetting, so a call needs no memset) elects the last
+// block to sum the partials in a fixed order, keeping results
+// deterministic, unlike f32 atomics.
 //
-// Why GEMM's large-problem inputs are periodic (GEMM.Fill): the float64
+// Why GEMM's large-problem inputs are periodic (GEMM.Fill through
+// kernels.FillPeriodic, shared with the CPU linears): the float64
 // reference of a 4096×28672×4096 product takes minutes in Go; activations
 // whose rows repeat with power-of-two scales (exact in bf16 and in every
 // partial sum) need only 61 rows of dot products, while no two rows a

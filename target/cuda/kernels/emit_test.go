@@ -43,6 +43,7 @@ var goldenKernels = []struct {
 	{"paged_attention_split.cu", PagedAttention{Batch: 2, QHeads: 32, KVHeads: 8, HeadDim: 128, BlockSize: 64, Context: 4096}},
 	{"gemm_m512.cu", GEMM{M: 512, N: 4096, K: 4096}},
 	{"gemm_tails.cu", GEMM{M: 77, N: 130, K: 264}},
+	{"gemm_sm90_tails.cu", GEMM{M: 333, N: 200, K: 1032}},
 	{"cublas_gemm.cu", GEMMCuBLAS{GEMM{M: 2048, N: 28672, K: 4096}}},
 	{"rms_norm.cu", RMSNorm{M: 16, H: 4096}},
 	{"silu_mul.cu", SiluMul{M: 16, I: 14336}},

@@ -2,7 +2,6 @@ package cudakernels
 
 import (
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"strings"
 
@@ -14,23 +13,29 @@ import (
 )
 
 // GEMM is the prefill linear layer in bf16, out[M, N] = x[M, K] · w[N, K]ᵀ
-// for many tokens: compute-bound, on tensor cores. A block computes a
-// BM×BN tile of out from a pipeline of BK-wide slices of x and w that
-// cp.async copies from global to shared memory STAGES−1 slices ahead of
-// the math; each warp owns a WM×WN sub-tile, reads its fragments with
-// ldmatrix and multiplies them with mma.sync m16n8k16 (bf16 in, f32
-// accumulate). Tails in M, N and K are zero-filled by cp.async's source
-// size, so any shape with K a multiple of 8 is valid.
+// for many tokens: compute-bound, on tensor cores, in one of two kernels
+// (knob mma). mma=1 (any sm_80+ GPU): a block computes a BM×BN tile of out
+// from a pipeline of BK-wide slices of x and w that cp.async copies from
+// global to shared memory STAGES−1 slices ahead of the math; each warp owns
+// a WM×WN sub-tile, reads its fragments with ldmatrix and multiplies them
+// with mma.sync m16n8k16 (bf16 in, f32 accumulate); tails in M, N and K
+// are zero-filled by cp.async's source size. mma=2 (sm_90: H100, H200):
+// warpgroup MMA fed by TMA through an mbarrier ring (gemm_sm90.go), tails
+// zero-filled by TMA. Any shape with K a multiple of 8 is valid.
 type GEMM struct {
 	M, N, K int64
 }
 
-// knobs is the design space: the warp tile (wm × wn), the warp grid of a
-// block (warps_m × warps_n, so BM = wm·warps_m and BN = wn·warps_n), the
-// k slice, the pipeline depth and the raster group (group_m tile rows
-// sweep the n tiles together, for L2 reuse of w). Combinations that need more registers
-// or shared memory than an SM has are refused by EmitCUDA (a build_error
-// that costs no nvcc time).
+// knobs is the design space. mma picks the instruction: 1 is mma.sync
+// (any sm_80+ GPU), 2 warpgroup MMA with TMA (sm_90, gemm_sm90.go). For
+// mma=1: the warp tile (wm × wn), the warp grid of a block (warps_m ×
+// warps_n, so BM = wm·warps_m and BN = wn·warps_n) and the k slice bk. For
+// mma=2: the block tile wg_m × wg_n (one consumer warpgroup for 64 rows,
+// two above), k slice 64. Both: the pipeline depth and the raster group
+// (group_m tile rows sweep the n tiles together, for L2 reuse of w). The
+// knobs one instruction ignores are pinned (see GEMM.pinned), and
+// combinations that need more registers or shared memory than an SM has
+// are refused by EmitCUDA: FromWorkload's kernels never sample them.
 func (g GEMM) knobs() kernels.Knobs {
 	return kernels.Knobs{
 		{Name: "wm", Values: []int64{32, 64}},
@@ -38,8 +43,11 @@ func (g GEMM) knobs() kernels.Knobs {
 		{Name: "warps_m", Values: []int64{1, 2, 4}},
 		{Name: "warps_n", Values: []int64{1, 2, 4}},
 		{Name: "bk", Values: []int64{32, 64}},
-		{Name: "stages", Values: []int64{2, 3, 4}},
+		{Name: "stages", Values: []int64{2, 3, 4, 5, 6}},
 		{Name: "group_m", Values: []int64{1, 8, 16}},
+		{Name: "mma", Values: []int64{1, 2}},
+		{Name: "wg_m", Values: []int64{64, 128, 256}},
+		{Name: "wg_n", Values: []int64{64, 128, 256}},
 	}
 }
 
@@ -73,82 +81,30 @@ func (g GEMM) Workload() ir.Workload {
 
 func (g GEMM) Dims() []int64 { return nil }
 
-// gemmPeriod and gemmScales shape the activations of large problems: row m
-// is row m mod gemmPeriod times 2^((m / gemmPeriod) mod gemmScales). A
-// power-of-two scale is exact in bf16 and in every partial sum, so the
-// reference needs only gemmPeriod rows of dot products (a 4096×28672×4096
-// reference would take minutes in Go), while two rows are equal only
-// gemmPeriod·gemmScales = 305 rows apart: no tile of a power-of-two size
-// misplaced by whole tiles can land on an equal row.
-const (
-	gemmPeriod = 61
-	gemmScales = 5
-)
-
-func gemmScale(m int) float64 { return math.Ldexp(1, (m/gemmPeriod)%gemmScales) }
-
-// Fill gives x its periodic structure (see gemmPeriod); w stays random.
+// Fill makes x periodic (kernels.FillPeriodic), so that Reference computes
+// kernels.PeriodRows rows of dot products (a 4096×28672×4096 reference
+// would take minutes in Go); w stays random.
 func (g GEMM) Fill(input string) func(rng *rand.Rand, v []float64) {
 	if input != "x" {
 		return nil
 	}
-	K := int(g.K)
-	return func(rng *rand.Rand, v []float64) {
-		for m := range int(g.M) {
-			row := v[m*K : (m+1)*K]
-			if m < gemmPeriod {
-				for k := range row {
-					row[k] = target.Round(target.BF16, rng.Float64()*2-1)
-				}
-				continue
-			}
-			base, s := v[(m%gemmPeriod)*K:], gemmScale(m)
-			for k := range row {
-				row[k] = base[k] * s
-			}
-		}
-	}
-}
-
-// periodic tells whether x has Fill's structure, so that Reference may use
-// it (any other input gets the full product).
-func (g GEMM) periodic(x []float64) bool {
-	K := int(g.K)
-	for m := gemmPeriod; m < int(g.M); m++ {
-		base, s := x[(m%gemmPeriod)*K:], gemmScale(m)
-		for k, v := range x[m*K : (m+1)*K] {
-			if v != base[k]*s {
-				return false
-			}
-		}
-	}
-	return true
+	return kernels.FillPeriodic(int(g.K), func(rng *rand.Rand) float64 { return rng.Float64()*2 - 1 })
 }
 
 // Reference accumulates in float64; with periodic activations it computes
-// the first gemmPeriod rows and scales them (exact: powers of two).
+// the first kernels.PeriodRows rows and scales them (exact: powers of two).
 func (g GEMM) Reference(in [][]float64) [][]float64 {
 	x, w := in[0], in[1]
 	M, N, K := int(g.M), int(g.N), int(g.K)
-	rows := M
-	if M > gemmPeriod && g.periodic(x) {
-		rows = gemmPeriod
-	}
+	rows := kernels.PeriodicRows(x, M, K)
 	out := make([]float64, M*N)
 	parallelRows(N, func(n int) {
 		wr := w[n*K : (n+1)*K]
 		for m := range rows {
-			xr := x[m*K : (m+1)*K]
-			var s float64
-			for k, v := range wr {
-				s += v * xr[k]
-			}
-			out[m*N+n] = s
-		}
-		for m := rows; m < M; m++ {
-			out[m*N+n] = out[(m%gemmPeriod)*N+n] * gemmScale(m)
+			out[m*N+n] = target.Dot(x[m*K:(m+1)*K], wr)
 		}
 	})
+	kernels.ExtendPeriodic(out, rows, M, N)
 	return [][]float64{out}
 }
 
@@ -159,12 +115,18 @@ func (g GEMM) Bytes() float64 { return 2 * float64(g.N*g.K+g.M*g.K+g.M*g.N) }
 
 func (g GEMM) Space(s *schedule.Schedule, _ kernels.Hardware) error { return g.knobs().Sample(s) }
 
-// Default is the common 128×128×32 block of 8 warps (64×32 warp tiles)
-// with a 3-stage pipeline (60 KiB of shared memory, two blocks per SM) in
-// groups of 8 tile rows: the most frequent winner of the first H100 tune
-// of llama-3-8b's shapes (7 samples each, before grouping existed).
-func (g GEMM) Default(s *schedule.Schedule, _ kernels.Hardware) error {
-	return g.knobs().Choose(s, map[string]int64{"wm": 64, "wn": 32, "warps_m": 2, "warps_n": 4, "bk": 32, "stages": 3, "group_m": 8})
+// Default: from M = 128 on, the wgmma kernel with the largest block tile
+// that still fills the SMs (GEMM.wgmmaDefault); below,
+// the common mma.sync block of 128×128×32 with 8 warps (64×32 warp tiles)
+// and a 3-stage pipeline in groups of 8 tile rows, the most frequent winner
+// of the first H100 tune. A GPU without wgmma prints mma=2 points as that
+// mma.sync block (kernels.Hardware does not carry the arch).
+func (g GEMM) Default(s *schedule.Schedule, hw kernels.Hardware) error {
+	if g.M >= 128 {
+		return g.knobs().Choose(s, g.wgmmaDefault(hw.Threads))
+	}
+	return g.knobs().Choose(s, map[string]int64{"wm": 64, "wn": 32, "warps_m": 2, "warps_n": 4, "bk": 32, "stages": 3, "group_m": 8,
+		"mma": 1, "wg_m": 64, "wg_n": 64})
 }
 
 // gemmMaxSmem is the shared memory a block may opt into on sm_80/sm_90
@@ -172,13 +134,24 @@ func (g GEMM) Default(s *schedule.Schedule, _ kernels.Hardware) error {
 const gemmMaxSmem = 163 << 10
 
 // EmitCUDA writes the kernel for the knobs in s.
-func (g GEMM) EmitCUDA(s *schedule.Schedule, _ cuda.GPU, entry string) (string, error) {
+func (g GEMM) EmitCUDA(s *schedule.Schedule, gpu cuda.GPU, entry string) (string, error) {
 	if err := g.check(); err != nil {
 		return "", err
 	}
 	k, err := knobsOf(g.knobs(), s)
 	if err != nil {
 		return "", err
+	}
+	if err := g.pinned(k); err != nil {
+		return "", err
+	}
+	if k["mma"] == 2 {
+		if hasWGMMA(gpu) {
+			return g.emitWGMMA(k, entry)
+		}
+		for n, v := range gemmFallback {
+			k[n] = v
+		}
 	}
 	WM, WN, WGM, WGN, BK, ST, GM := k["wm"], k["wn"], k["warps_m"], k["warps_n"], k["bk"], k["stages"], k["group_m"]
 	BM, BN, threads := WM*WGM, WN*WGN, 32*WGM*WGN

@@ -21,22 +21,28 @@ type GEMV struct {
 }
 
 // knobs is the design space. A block has groups × ksplit warps: groups
-// of rows, each split over ksplit warps along K. Every combination is
-// valid, so sampling never wastes a trial. With mma=1
+// of rows, each split over ksplit warps along K. Only points the
+// generator accepts are sampled (see valid). With mma=1
 // the tensor-core path is used: rows_per_warp counts 8-row n-tiles, unroll
 // counts 32-wide k chunks, and vec is not used (loads are 16 bytes).
 // mma=2 is the split-K tensor-core path (emitSplitK): rows_per_warp counts
 // a warp's 8-row n-tiles, a block has groups × ksplit warps on distinct
 // tiles (K is split across blocks), unroll counts the 32-wide k chunks a
-// lane has in flight; vec is not used.
+// lane has in flight; vec is not used. mma=3 is the cp.async ring
+// (emitRing): rows_per_warp counts a warp's 8-row n-tiles (up to 8, the
+// tiles live in shared memory), a block has groups row groups of ksplit
+// warps that share the group's rows and take its stages round-robin,
+// unroll counts the 32-wide k chunks per stage and stages the ring's depth.
+// Knobs a path does not read are pinned (see valid).
 func (g GEMV) knobs() kernels.Knobs {
 	return kernels.Knobs{
-		{Name: "mma", Values: []int64{0, 1, 2}},
-		{Name: "rows_per_warp", Values: []int64{1, 2, 4}},
+		{Name: "mma", Values: []int64{0, 1, 2, 3}},
+		{Name: "rows_per_warp", Values: []int64{1, 2, 4, 8}},
 		{Name: "groups", Values: []int64{1, 2, 4}},
 		{Name: "ksplit", Values: []int64{1, 2, 4, 8}},
 		{Name: "vec", Values: []int64{8, 4}},
 		{Name: "unroll", Values: []int64{1, 2, 4, 8}},
+		{Name: "stages", Values: []int64{2, 3, 4, 6}},
 	}
 }
 
@@ -94,25 +100,82 @@ func (g GEMV) FLOPs() float64 { return 2 * float64(g.M*g.N*g.K) }
 // Bytes is the weights, activations and outputs, each once.
 func (g GEMV) Bytes() float64 { return 2 * float64(g.N*g.K+g.M*g.K+g.M*g.N) }
 
-func (g GEMV) Space(s *schedule.Schedule, _ kernels.Hardware) error { return g.knobs().Sample(s) }
+// Space samples only points the generator accepts (see valid).
+func (g GEMV) Space(s *schedule.Schedule, hw kernels.Hardware) error {
+	return g.knobs().SampleWhere(s, g.valid(hw.Threads))
+}
+
+// Valid: the point recorded in s is one the generator accepts on hw.
+func (g GEMV) Valid(s *schedule.Schedule, hw kernels.Hardware) error {
+	return g.knobs().Check(s, g.valid(hw.Threads))
+}
+
+// Knobs is the design space and its predicate (for SpaceSize).
+func (g GEMV) Knobs(hw kernels.Hardware) (kernels.Knobs, kernels.Validity) {
+	return g.knobs(), g.valid(hw.Threads)
+}
+
+// valid is the generator's refusals for a GPU of sms SMs. Knobs a path does
+// not read are pinned (vec to 8 on the tensor-core paths, which load 16
+// bytes; stages to 2 off the ring), so each kernel is one point of the
+// space; the register paths have no room for eight tiles or rows per warp.
+func (g GEMV) valid(sms int) kernels.Validity {
+	return func(k map[string]int64) error {
+		R, S, V, U, PF := k["rows_per_warp"], k["ksplit"], k["vec"], k["unroll"], k["stages"]
+		W := k["groups"] * S
+		mma := k["mma"]
+		if mma != 0 && V != 8 {
+			return fmt.Errorf("gemv: vec %d with mma=%d (the tensor-core paths load 16 bytes; pinned to 8)", V, mma)
+		}
+		if mma != 3 {
+			if PF != 2 {
+				return fmt.Errorf("gemv: stages %d without the cp.async ring (mma=3; pinned to 2)", PF)
+			}
+			if R > 4 {
+				return fmt.Errorf("gemv: rows_per_warp %d needs the registers of the cp.async ring (mma=3)", R)
+			}
+		}
+		switch mma {
+		case 0:
+			if g.K%V != 0 {
+				return fmt.Errorf("gemv: K=%d not a multiple of vec %d", g.K, V)
+			}
+		case 1:
+			if smem := W * R * 4 * 32 * 4; S > 1 && smem > 48<<10 {
+				return fmt.Errorf("gemv: %d bytes of shared memory for the split-K reduction of %d warps × %d tiles (max 48 KiB)", smem, W, R)
+			}
+		case 2:
+			kr, _ := g.splitKRange(W*R*8, W, U, sms)
+			if smem := g.M * (kr + 32) * 2; smem > 48<<10 {
+				return fmt.Errorf("gemv: %d bytes of shared memory for x's slice of %d k (max 48 KiB)", smem, kr)
+			}
+		case 3:
+			if smem := ringSmem(R, W, U, PF); smem > maxSmemPerBlock {
+				return fmt.Errorf("gemv: %d bytes of shared memory for a %d-stage ring of %d warps × %d chunks × %d tiles (max %d)", smem, PF, W, U, R, maxSmemPerBlock)
+			}
+		}
+		return nil
+	}
+}
+
+// ringSmem is the ring path's dynamic shared memory: per warp, stages ×
+// chunks × (NT + 2) 16-byte pieces per lane.
+func ringSmem(NT, W, U, PF int64) int64 { return W * PF * U * (NT + 2) * 32 * 16 }
 
 // Default: at M = 1 two rows per warp with 16-byte loads, two row groups
 // of two K-split warps per block, no unrolling (the H200 tune's winner;
 // the rows already give independent loads, and it beat the tensor-core
-// paths at M = 1 in the microbenchmark); at M ≥ 2 the split-K tensor-core
-// path with one 8-row tile per warp, eight warps per block and four
-// 32-wide chunks in flight per lane (the K range per block follows from
-// the SM count, see splitKRange): of the split-K points measured on
-// llama-3-8b's shapes at M = 16 the best geomean. Long K (x's slice caps
-// a block's range, so there are many K blocks) does better with sixteen
-// warps of two chunks: 0.83× against 0.73× cuBLAS at K = 14336.
+// paths at M = 1 in the microbenchmarks, the ring by 1–6% on the H100);
+// at M ≥ 2 the cp.async ring (mma=3) with two 8-row tiles per warp, four
+// warps splitting a block's K range, two 32-wide chunks per stage and three
+// stages (the K blocks follow from the SM count, see ringRange): of 340
+// ring points measured on llama-3-8b's shapes at M = 16 on an H100 the
+// best geomean, 0.99–1.14× cuBLAS where the split-K path (mma=2) reached
+// 0.85–0.92× (N = 1024 stays at 0.86×: 8 MiB of weights, latency-bound).
 func (g GEMV) Default(s *schedule.Schedule, hw kernels.Hardware) error {
-	v := map[string]int64{"mma": 0, "rows_per_warp": 2, "groups": 2, "ksplit": 2, "vec": 8, "unroll": 1}
+	v := map[string]int64{"mma": 0, "rows_per_warp": 2, "groups": 2, "ksplit": 2, "vec": 8, "unroll": 1, "stages": 2}
 	if g.M >= 2 {
-		v = map[string]int64{"mma": 2, "rows_per_warp": 1, "groups": 2, "ksplit": 4, "vec": 8, "unroll": 4}
-		if g.K > 8192 {
-			v["groups"], v["unroll"] = 4, 2
-		}
+		v = map[string]int64{"mma": 3, "rows_per_warp": 2, "groups": 1, "ksplit": 4, "vec": 8, "unroll": 2, "stages": 3}
 	}
 	return g.knobs().Choose(s, v)
 }
@@ -126,19 +189,18 @@ func (g GEMV) EmitCUDA(s *schedule.Schedule, gpu cuda.GPU, entry string) (string
 	if err != nil {
 		return "", err
 	}
+	if err := g.valid(gpu.SMs)(k); err != nil {
+		return "", err
+	}
 	R, S, V, U := k["rows_per_warp"], k["ksplit"], k["vec"], k["unroll"]
 	W := k["groups"] * S
-	if k["mma"] == 2 {
-		return g.emitSplitK(R, W, U, gpu, entry)
-	}
-	if k["mma"] == 1 {
-		if smem := W * R * 4 * 32 * 4; S > 1 && smem > 48<<10 {
-			return "", fmt.Errorf("gemv: %d bytes of shared memory for the split-K reduction of %d warps × %d tiles (max 48 KiB)", smem, W, R)
-		}
+	switch k["mma"] {
+	case 3:
+		return g.emitRing(R, k["groups"], S, U, k["stages"], gpu, entry), nil
+	case 2:
+		return g.emitSplitK(R, W, U, gpu, entry), nil
+	case 1:
 		return g.emitMMA(R, W, S, U, entry), nil
-	}
-	if g.K%V != 0 {
-		return "", fmt.Errorf("gemv: K=%d not a multiple of vec %d", g.K, V)
 	}
 	rowsPerBlock := W / S * R
 	blocks := (g.N + rowsPerBlock - 1) / rowsPerBlock
@@ -361,12 +423,9 @@ func (g GEMV) splitKRange(rows, warps, unroll int64, sms int) (kr, kblocks int64
 // block of an n-range to arrive (a counter per n-range, reset by that
 // block) sums the partials in a fixed order and stores bf16, so results
 // are deterministic.
-func (g GEMV) emitSplitK(NT, W, U int64, gpu cuda.GPU, entry string) (string, error) {
+func (g GEMV) emitSplitK(NT, W, U int64, gpu cuda.GPU, entry string) string {
 	rows := W * NT * 8
 	kr, kblocks := g.splitKRange(rows, W, U, gpu.SMs)
-	if smem := g.M * (kr + 32) * 2; smem > 48<<10 {
-		return "", fmt.Errorf("gemv: %d bytes of shared memory for x's slice of %d k (max 48 KiB)", smem, kr)
-	}
 	nblocks := (g.N + rows - 1) / rows
 	var b strings.Builder
 	b.WriteString(prelude)
@@ -467,23 +526,261 @@ __global__ void __launch_bounds__(W * 32) gemv_splitk(const __nv_bfloat16 *__res
   }
 }
 `)
+	b.WriteString(workspaceHelper)
 	fmt.Fprintf(&b, `
-static float *scratch;  // K-block partials, then a zeroed counter per n block
-
 int %s(void *const *bufs, const int64_t *dims) {
   (void)dims;
+  // K-block partials, then a zeroed counter per n block.
   const size_t nws = KB > 1 ? (size_t)KB * M * N : 0;
-  if (KB > 1 && !scratch) {
-    cudaError_t e = cudaMalloc(&scratch, sizeof(float) * nws + sizeof(unsigned) * NB);
-    if (e == cudaSuccess) e = cudaMemset(scratch + nws, 0, sizeof(unsigned) * NB);
+  float *scratch = nullptr;
+  if (KB > 1) {
+    cudaError_t e = workspace(sizeof(float) * nws, sizeof(unsigned) * NB, (void **)&scratch);
     if (e != cudaSuccess) return (int)e;
   }
-  gemv_splitk<<<dim3(NB, KB), W * 32>>>((const __nv_bfloat16 *)bufs[0], (const __nv_bfloat16 *)bufs[1],
+  gemv_splitk<<<dim3(NB, KB), W * 32, 0, cudaStreamLegacy>>>((const __nv_bfloat16 *)bufs[0], (const __nv_bfloat16 *)bufs[1],
       (__nv_bfloat16 *)bufs[2], scratch, scratch ? (unsigned *)(scratch + nws) : nullptr);
 %s}
 `, entry, launchCheck)
-	return b.String(), nil
+	return b.String()
 }
+
+// ringRange is the ring path's K range per block (a multiple of a
+// block's stage sweep, 32·unroll·ksplit, so that each warp of a row group
+// takes the same number of stages) and the number of K blocks: the fewest
+// that give the grid ringWarpsPerSM warps per SM. Each warp keeps
+// (stages−1)·unroll·(NT+2) 16-byte copies per lane in flight, so few warps
+// per SM already cover the DRAM latency; every extra K block costs an f32
+// partial of out per block and a longer fix-up.
+func (g GEMV) ringRange(rows, warps, sweep int64, sms int) (kr, kblocks int64) {
+	nblocks := (g.N + rows - 1) / rows
+	target := int64(max(sms, 1)) * ringWarpsPerSM
+	kblocks = max(1, (target+nblocks*warps-1)/(nblocks*warps))
+	kr = ((g.K+kblocks-1)/kblocks + sweep - 1) / sweep * sweep
+	return kr, (g.K + kr - 1) / kr
+}
+
+// ringWarpsPerSM is the ring path's occupancy target (see ringRange): on
+// the H100 at M = 16, four warps per SM (one K block for N = 4096 in
+// 16-row blocks of four warps) beat eight (two K blocks) by up to 2%, and
+// the best points of most configurations were at four.
+const ringWarpsPerSM = 4
+
+// emitRing is the cp.async ring path (mma=3): as in the split-K path,
+// M ≤ 16 rows of x are one m16n8k16 A operand and each warp's NT 8-row
+// tiles of weights are B operands, but each warp streams its rows of w and
+// the matching 16 rows of x through a warp-private ring of PF stages in
+// shared memory with cp.async: PF−1 stages stay in flight without holding
+// registers, the copies read whole row segments (consecutive lanes,
+// consecutive 16-byte pieces), only warp barriers order the ring, and x
+// needs no staging before the first weights arrive. Rows and x past the
+// shape are zero-filled by the copy itself. A block has G row groups of S warps; a group's warps
+// take its stages round-robin (together they read each row contiguously)
+// and are summed in a fixed order through shared memory. K blocks along y
+// are summed by the last block of a row range, as in emitSplitK.
+func (g GEMV) emitRing(NT, G, S, U, PF int64, gpu cuda.GPU, entry string) string {
+	W := G * S
+	rows := G * NT * 8
+	kr, kblocks := g.ringRange(rows, W, 32*U*S, gpu.SMs)
+	nblocks := (g.N + rows - 1) / rows
+	var b strings.Builder
+	b.WriteString(prelude)
+	fmt.Fprintf(&b, `
+// %s: cp.async ring n_tiles=%d groups=%d ksplit=%d unroll=%d stages=%d k_per_block=%d k_blocks=%d
+constexpr int M = %d, N = %d, K = %d;
+constexpr int NT = %d, G = %d, S = %d, U = %d, PF = %d;
+constexpr int KR = %d, KB = %d, NB = %d;  // k per block, K blocks (grid y), n blocks (grid x)
+constexpr int W = G * S;                  // warps per block
+constexpr int ROWS = G * NT * 8;          // weight rows per block
+constexpr int CPR = 4 * U;                // 16-byte pieces per row and stage (32U k)
+constexpr int SWZ = CPR >= 8 ? 4 : 0;     // piece swizzle of odd rows (conflict-free reads)
+constexpr int STAGE = (NT * 8 + 16) * CPR;  // 16-byte pieces per warp and stage: w rows, then x rows
+constexpr int SMEM = W * PF * STAGE * 16;
+`, g.Name(), NT, G, S, U, PF, kr, kblocks, g.M, g.N, g.K, NT, G, S, U, PF, kr, kblocks, nblocks)
+	b.WriteString(mmaHelper)
+	b.WriteString(`
+// cp16 copies 16 bytes, or writes 16 zero bytes when !ok (nothing is read).
+__device__ __forceinline__ void cp16(uint4 *smem, const void *gmem, bool ok) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"((unsigned)__cvta_generic_to_shared(smem)),
+               "l"(gmem), "r"(ok ? 16 : 0));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n"); }
+template <int P> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(P)); }
+
+// at is piece c of row r in a stage: odd rows swap the halves of each
+// 8-piece group, so that the fragment reads (rows g, g+1 of a quarter warp,
+// pieces 4u…4u+3) hit distinct banks.
+__device__ __forceinline__ int at(int r, int c) { return r * CPR + (c ^ ((r & 1) * SWZ)); }
+
+// issue copies the stage at k0 (absolute): the warp's NT·8 rows of w and
+// 16 rows of x (zeros past M), each row's 32U k as CPR 16-byte pieces.
+// Consecutive lanes take consecutive pieces of a row, so each copy
+// instruction reads whole 64U-byte row segments.
+__device__ __forceinline__ void issue(uint4 *st, const __nv_bfloat16 *__restrict__ x,
+    const __nv_bfloat16 *__restrict__ w, int n0, int k0, int kend, int lane) {
+#pragma unroll
+  for (int i = 0; i < NT * U; i++) {
+    const int p = i * 32 + lane, r = p / CPR, c = p % CPR, k = k0 + c * 8, n = n0 + r;
+    const bool ok = k < kend && n < N;
+    cp16(st + at(r, c), ok ? w + (size_t)n * K + k : w, ok);
+  }
+#pragma unroll
+  for (int i = 0; i < 2 * U; i++) {
+    const int p = i * 32 + lane, r = p / CPR, c = p % CPR, k = k0 + c * 8;
+    const bool ok = k < kend && r < M;
+    cp16(st + at(NT * 8 + r, c), ok ? x + (size_t)r * K + k : x, ok);
+  }
+}
+
+__global__ void __launch_bounds__(W * 32) gemv_ring(const __nv_bfloat16 *__restrict__ x,
+    const __nv_bfloat16 *__restrict__ w, __nv_bfloat16 *__restrict__ out, float *__restrict__ ws,
+    unsigned *__restrict__ count) {
+  extern __shared__ uint4 smem[];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane >> 2, t = lane & 3;  // fragment row, column pair
+  const int group = warp / S, part = warp % S;
+  const int kbeg = blockIdx.y * KR, kend = min(K, kbeg + KR);
+  const int n0 = blockIdx.x * ROWS + group * NT * 8;
+  // Stage i of this warp starts at k = kbeg + (part + i·S)·32U.
+  const int nst = (kend - kbeg + 32 * U - 1) / (32 * U);
+  const int mine = nst > part ? (nst - part + S - 1) / S : 0;
+  uint4 *ring = smem + warp * PF * STAGE;
+#pragma unroll
+  for (int p = 0; p < PF - 1; p++) {
+    if (p < mine) issue(ring + p * STAGE, x, w, n0, kbeg + (part + p * S) * 32 * U, kend, lane);
+    cp_commit();
+  }
+  float acc[NT][4];
+#pragma unroll
+  for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+  int slot = 0;
+  for (int i = 0; i < mine; i++) {
+    // Refill the slot read last step; always commit a group (empty past
+    // the end), so that all but the newest PF − 1 groups are this step's.
+    // Lanes read each other's copies: the slot refilled here was read by
+    // all lanes last step, and this step's copies land for all before use.
+    const int nxt = i + PF - 1;
+    __syncwarp();
+    if (nxt < mine) issue(ring + (slot == 0 ? PF - 1 : slot - 1) * STAGE, x, w, n0, kbeg + (part + nxt * S) * 32 * U, kend, lane);
+    cp_commit();
+    cp_wait<PF - 1>();
+    __syncwarp();
+    const uint4 *st = ring + slot * STAGE;
+    // Chunk u of lane (g, t) is piece 4u + t: k = 32u + 8t … +7 of its rows.
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const uint4 xa = st[at(NT * 8 + g, 4 * u + t)], xb = st[at(NT * 8 + g + 8, 4 * u + t)];
+#pragma unroll
+      for (int j = 0; j < NT; j++) {
+        const uint4 wv = st[at(j * 8 + g, 4 * u + t)];
+        mma(acc[j], xa.x, xb.x, xa.y, xb.y, wv.x, wv.y);
+        mma(acc[j], xa.z, xb.z, xa.w, xb.w, wv.z, wv.w);
+      }
+    }
+    slot = slot + 1 == PF ? 0 : slot + 1;
+  }
+  if (S > 1) {
+    // The group's warps, summed in order through the (drained) ring.
+    cp_wait<0>();
+    __syncthreads();
+    float *red = reinterpret_cast<float *>(smem);
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) red[((warp * NT + j) * 4 + i) * 32 + lane] = acc[j][i];
+    __syncthreads();
+    if (part == 0) {
+#pragma unroll
+      for (int j = 0; j < NT; j++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+          float s = 0.f;
+#pragma unroll
+          for (int p = 0; p < S; p++) s += red[(((warp + p) * NT + j) * 4 + i) * 32 + lane];
+          acc[j][i] = s;
+        }
+    }
+  }
+  // acc[j]: rows g and g+8, columns 2t and 2t+1 of tile j.
+  if (part == 0) {
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        const int m = g + (i >> 1) * 8, n = n0 + j * 8 + 2 * t + (i & 1);
+        if (m < M && n < N) {
+          if (KB == 1) out[(size_t)m * N + n] = __float2bfloat16(acc[j][i]);
+          else ws[((size_t)blockIdx.y * M + m) * N + n] = acc[j][i];
+        }
+      }
+  }
+  if (KB == 1) return;
+  // The last K block of this n-range sums the partials.
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    last = atomicAdd(&count[blockIdx.x], 1u) == KB - 1;
+    if (last) count[blockIdx.x] = 0;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int i = threadIdx.x; i < M * ROWS; i += W * 32) {
+    const int m = i / ROWS, n = blockIdx.x * ROWS + i % ROWS;
+    if (n >= N) continue;
+    float v = 0.f;
+#pragma unroll 4
+    for (int q = 0; q < KB; q++) v += __ldcg(ws + ((size_t)q * M + m) * N + n);
+    out[(size_t)m * N + n] = __float2bfloat16(v);
+  }
+}
+`)
+	b.WriteString(workspaceHelper)
+	fmt.Fprintf(&b, `
+int %s(void *const *bufs, const int64_t *dims) {
+  (void)dims;
+  static cudaError_t opt = cudaFuncSetAttribute(gemv_ring, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM);
+  if (opt != cudaSuccess) return (int)opt;
+  const size_t nws = KB > 1 ? (size_t)KB * M * N : 0;
+  float *scratch = nullptr;
+  if (KB > 1) {
+    cudaError_t e = workspace(sizeof(float) * nws, sizeof(unsigned) * NB, (void **)&scratch);
+    if (e != cudaSuccess) return (int)e;
+  }
+  gemv_ring<<<dim3(NB, KB), W * 32, SMEM, cudaStreamLegacy>>>((const __nv_bfloat16 *)bufs[0],
+      (const __nv_bfloat16 *)bufs[1], (__nv_bfloat16 *)bufs[2], scratch, scratch ? (unsigned *)(scratch + nws) : nullptr);
+%s}
+`, entry, launchCheck)
+	return b.String()
+}
+
+// workspaceHelper is the scratch of kernels that pass partial results
+// between blocks (or launches): one allocation per device, made at the
+// first call, its zeroed tail (counters that the kernel resets itself)
+// following the data. Two launches never share it at the same time: the
+// entries launch on the legacy default stream, which runs one kernel after
+// another and waits for every other blocking stream of the device, so a
+// launch finds the counters back at zero whichever host thread calls it.
+const workspaceHelper = `
+#include <mutex>
+static cudaError_t workspace(size_t data, size_t zeroed, void **out) {
+  static void *per_device[64];
+  static std::mutex mu;
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  if (dev < 0 || dev >= 64) return cudaErrorInvalidDevice;
+  std::lock_guard<std::mutex> lock(mu);
+  if (!per_device[dev]) {
+    void *p = nullptr;
+    if ((e = cudaMalloc(&p, data + zeroed)) != cudaSuccess) return e;
+    if (zeroed && (e = cudaMemset((char *)p + data, 0, zeroed)) != cudaSuccess) return e;
+    per_device[dev] = p;
+  }
+  *out = per_device[dev];
+  return cudaSuccess;
+}
+`
 
 // mmaHelper is mma.sync m16n8k16 with bf16 operands and f32 accumulators
 // (c += a·b).

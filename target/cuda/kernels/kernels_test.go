@@ -1,11 +1,14 @@
 package cudakernels
 
 import (
+	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"strings"
 	"testing"
 
+	"llmir/kernels"
 	"llmir/kernels/ref"
 	"llmir/kvcache"
 	"llmir/schedule"
@@ -118,7 +121,7 @@ func TestGEMMReference(t *testing.T) {
 			if rel := target.RelL2(f64s(got), want[0]); rel > 1e-6 {
 				t.Errorf("rel L2 %g against ref.Linear", rel)
 			}
-			if !g.periodic(in[0]) {
+			if !kernels.IsPeriodic(in[0], int(g.K)) {
 				t.Errorf("filled activations are not periodic")
 			}
 			// Rows a whole tile apart differ: a misplaced tile is caught.
@@ -131,7 +134,7 @@ func TestGEMMReference(t *testing.T) {
 			// must then compute every row.
 			x := append([]float64(nil), in[0]...)
 			x[len(x)-1] += 1
-			if g.M > gemmPeriod && g.periodic(x) {
+			if g.M > kernels.PeriodRows && kernels.IsPeriodic(x, int(g.K)) {
 				t.Errorf("perturbed activations still periodic")
 			}
 			full := g.Reference([][]float64{x, in[1]})[0]
@@ -158,6 +161,15 @@ func TestGEMMRefusals(t *testing.T) {
 		{map[string]int64{"wm": 64, "wn": 64, "warps_m": 4, "warps_n": 4, "bk": 32, "stages": 2}, "registers"},
 		{map[string]int64{"wm": 64, "wn": 64, "warps_m": 4, "warps_n": 2, "bk": 64, "stages": 4}, "shared memory"},
 		{map[string]int64{"wm": 32, "wn": 32, "warps_m": 1, "warps_n": 1, "bk": 32, "stages": 2}, ""},
+		// wgmma: the knobs of the other instruction are pinned, a consumer
+		// holds at most 160 accumulators, the ring fits 227 KiB.
+		{map[string]int64{"mma": 1, "wg_n": 128}, "mma=1 ignores wg_n"},
+		{map[string]int64{"mma": 2, "wm": 64, "bk": 64}, "mma=2 ignores wm"},
+		{map[string]int64{"mma": 2, "bk": 32, "wg_m": 128, "wg_n": 128}, "mma=2 ignores bk"},
+		{map[string]int64{"mma": 2, "bk": 64, "wg_m": 256, "wg_n": 256, "stages": 2}, "accumulator registers"},
+		{map[string]int64{"mma": 2, "bk": 64, "wg_m": 128, "wg_n": 256, "stages": 5}, "shared memory"},
+		{map[string]int64{"mma": 2, "bk": 64, "wg_m": 128, "wg_n": 256, "stages": 4}, ""},
+		{map[string]int64{"mma": 2, "bk": 64, "wg_m": 64, "wg_n": 128, "stages": 6}, ""},
 	} {
 		def, err := g.Def()
 		if err != nil {
@@ -186,7 +198,9 @@ func TestDesignSpaces(t *testing.T) {
 		PagedAttention{Batch: 32, QHeads: 32, KVHeads: 8, HeadDim: 128, BlockSize: 16, Context: 4096},
 		PagedAttention{Batch: 3, QHeads: 4, KVHeads: 4, HeadDim: 64, BlockSize: 7, Context: 3000},
 		RMSNorm{M: 1, H: 4104}, SiluMul{M: 16, I: 14336},
-		GEMM{M: 4096, N: 28672, K: 4096}, GEMM{M: 77, N: 130, K: 264},
+		// GEMM pins the knobs its other instruction ignores: sample only
+		// the points its generator accepts, as FromWorkload's kernels do.
+		Checked(GEMM{M: 4096, N: 28672, K: 4096}), Checked(GEMM{M: 77, N: 130, K: 264}),
 	}
 	hw := Hardware(cuda.H100)
 	for _, k := range ks {
@@ -364,10 +378,117 @@ func TestPagedAttentionRefusals(t *testing.T) {
 			continue
 		}
 		ring := ringBytes(tc.knobs["warps"], tc.knobs["unroll"], tc.knobs["vec"], tc.knobs["prefetch"])
-		for _, want := range []string{"cp.async.cg.shared.global", fmt.Sprintf("cudaFuncAttributeMaxDynamicSharedMemorySize, %d)", ring), fmt.Sprintf("WARPS * 32, %d>>>", ring)} {
+		for _, want := range []string{"cp.async.cg.shared.global", fmt.Sprintf("cudaFuncAttributeMaxDynamicSharedMemorySize, %d)", ring), fmt.Sprintf("WARPS * 32, %d, cudaStreamLegacy>>>", ring), "dim3(KVH * (GROUP / HPB), B, NPART)"} {
 			if !strings.Contains(src, want) {
 				t.Errorf("%v: no %q in the source", tc.knobs, want)
 			}
+		}
+	}
+}
+
+// TestGEMVRingRange checks the ring path's K ranges: whole sweeps of the
+// group's warps, every k covered by exactly the K blocks launched, and K
+// split only while the grid is short of ringWarpsPerSM warps per SM.
+func TestGEMVRingRange(t *testing.T) {
+	for _, tc := range []struct {
+		g                  GEMV
+		rows, warps, sweep int64
+		sms                int
+		wantKR, wantKB     int64
+	}{
+		// The default's blocks (16 rows, 4 warps): 256 n-blocks are 1024
+		// warps, over 4 per SM, so llama-3-8b's shapes take one K block.
+		{GEMV{M: 16, N: 4096, K: 4096}, 16, 4, 256, 132, 4096, 1},
+		{GEMV{M: 16, N: 4096, K: 14336}, 16, 4, 256, 132, 14336, 1},
+		// 64-row blocks of 4 warps: 256 warps want 3 K blocks for 528;
+		// ⌈4096/3⌉ rounds up to whole sweeps of 256 k.
+		{GEMV{M: 16, N: 4096, K: 4096}, 64, 4, 256, 132, 1536, 3},
+		// A tail: 9 n-blocks of 4 warps want 15 K blocks, each at least a
+		// sweep, so 1032 k take 5 blocks of 256 (the last one 8 k).
+		{GEMV{M: 16, N: 130, K: 1032}, 16, 4, 256, 132, 256, 5},
+		// K shorter than one sweep: one block.
+		{GEMV{M: 3, N: 257, K: 104}, 16, 4, 256, 132, 256, 1},
+	} {
+		kr, kb := tc.g.ringRange(tc.rows, tc.warps, tc.sweep, tc.sms)
+		if kr != tc.wantKR || kb != tc.wantKB {
+			t.Errorf("%s rows %d warps %d sweep %d: range %d × %d blocks, want %d × %d", tc.g.Name(), tc.rows, tc.warps, tc.sweep, kr, kb, tc.wantKR, tc.wantKB)
+		}
+		if kr%tc.sweep != 0 || kb*kr < tc.g.K || (kb-1)*kr >= tc.g.K {
+			t.Errorf("%s: range %d × %d blocks does not tile K=%d in sweeps of %d", tc.g.Name(), kr, kb, tc.g.K, tc.sweep)
+		}
+	}
+}
+
+// TestGEMVRefusals checks the GEMV predicate: knobs a path ignores are
+// pinned, rings beyond shared memory are refused before nvcc, the
+// generator and Valid agree, and an accepted ring emits its copies, opts
+// into its shared memory and launches on the legacy stream that keeps the
+// workspace private to one launch.
+func TestGEMVRefusals(t *testing.T) {
+	g := GEMV{M: 16, N: 4096, K: 4096}
+	hw := Hardware(cuda.H100)
+	base := map[string]int64{"mma": 3, "rows_per_warp": 2, "groups": 1, "ksplit": 4, "vec": 8, "unroll": 2, "stages": 3}
+	with := func(kv ...any) map[string]int64 {
+		v := maps.Clone(base)
+		for i := 0; i < len(kv); i += 2 {
+			v[kv[i].(string)] = int64(kv[i+1].(int))
+		}
+		return v
+	}
+	for _, tc := range []struct {
+		knobs map[string]int64
+		err   string
+	}{
+		{with(), ""},
+		{with("vec", 4), "vec 4"},
+		{with("rows_per_warp", 8, "groups", 4, "ksplit", 8, "unroll", 4, "stages", 6), "shared memory"},
+		{with("mma", 2, "rows_per_warp", 1, "stages", 3), "stages 3"},
+		{with("mma", 0, "rows_per_warp", 8, "stages", 2), "rows_per_warp 8"},
+		{with("mma", 2, "rows_per_warp", 1, "groups", 2, "stages", 2, "unroll", 4), ""},
+		{with("mma", 0, "vec", 4, "stages", 2), ""},
+	} {
+		def, err := g.Def()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := schedule.New(def, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := g.knobs().Choose(s, tc.knobs); err != nil {
+			t.Fatal(err)
+		}
+		src, err := g.EmitCUDA(s, cuda.H100, Entry)
+		if (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%v: err %v, want %q", tc.knobs, err, tc.err)
+			continue
+		}
+		verr := g.Valid(s, hw)
+		if (err == nil) != (verr == nil) || (verr != nil && !errors.Is(verr, kernels.ErrInvalidKnobs)) {
+			t.Errorf("%v: Valid says %v, the generator %v", tc.knobs, verr, err)
+		}
+		if err != nil || tc.knobs["mma"] != 3 {
+			continue
+		}
+		for _, want := range []string{"cp.async.cg.shared.global", "cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM)",
+			"constexpr int STAGE = (NT * 8 + 16) * CPR;", "W * 32, SMEM, cudaStreamLegacy>>>"} {
+			if !strings.Contains(src, want) {
+				t.Errorf("%v: no %q in the source", tc.knobs, want)
+			}
+		}
+	}
+	// 4 warps × 3 stages × (16 rows of w + 16 of x) × 8 pieces of 16 bytes.
+	if smem := ringSmem(2, 4, 2, 3); smem != 4*3*32*8*16 {
+		t.Errorf("ring of the default: %d bytes, want %d", smem, 4*3*32*8*16)
+	}
+	// Sampled points are all accepted: the space holds no refused point.
+	for seed := range uint64(16) {
+		s, err := search.SampleSchedule(g, hw, seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := g.EmitCUDA(s, cuda.H100, Entry); err != nil {
+			t.Errorf("seed %d: sampled point refused: %v", seed, err)
 		}
 	}
 }

@@ -6,138 +6,169 @@
 // bf16 pairs packed in 32 bits: low half is the first element.
 __device__ __forceinline__ float bf_lo(uint32_t u) { return __uint_as_float(u << 16); }
 __device__ __forceinline__ float bf_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
+#include <cuda.h>
 
-// cuda_gemm/M=512,N=4096,K=4096/bf16: block 128x128x32, warps 2x4 (warp tile 64x32), 3 stages, 61440 B shared, group_m 8
+// cuda_gemm/M=512,N=4096,K=4096/bf16: wgmma block 128x128x64 (2 consumer warpgroups of 64 rows, TMA producer), 6 stages, 197728 B shared, group_m 8
 constexpr int M = 512, N = 4096, K = 4096;
-constexpr int BM = 128, BN = 128, BK = 32, WM = 64, WN = 32, WARPS_M = 2, WARPS_N = 4, STAGES = 3, GROUP_M = 8;
-constexpr int THREADS = 32 * WARPS_M * WARPS_N;
-constexpr int LDS = BK + 8;              // padded row: ldmatrix rows hit distinct banks
-constexpr int MT = WM / 16, NT = WN / 8; // mma tiles per warp
-constexpr int KT = (K + BK - 1) / BK;    // k slices
-constexpr int SMEM = STAGES * (BM + BN) * LDS * 2;
+constexpr int BM = 128, BN = 128, BK = 64, STAGES = 6, GROUP_M = 8, CONSUMERS = 2;
+constexpr int WG_ROWS = BM / CONSUMERS, MW = WG_ROWS / 64; // m64 wgmmas per consumer and k step
+constexpr int THREADS = 128 * (CONSUMERS + 1);
+constexpr int A_BYTES = BM * BK * 2, B_BYTES = BN * BK * 2, STAGE_BYTES = A_BYTES + B_BYTES;
+constexpr int KT = (K + BK - 1) / BK;
+constexpr int SMEM = 197728; // stages, 1024 B of alignment slack, full and empty barriers
+
+// cuTensorMapEncodeTiled's signature (cuda.h declares the types; the
+// function comes from the driver at run time, so no -lcuda).
+typedef CUresult (*encode_tiled_t)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
+    const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave, CUtensorMapSwizzle,
+    CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+// make_map describes a [rows, K] bf16 matrix to TMA as boxes of box_rows
+// rows × 64 k (128 bytes: one 128-byte swizzle row); boxes reaching past
+// the matrix are zero-filled. Returns 0 or a non-zero error code.
+static int make_map(CUtensorMap *map, const void *ptr, uint64_t rows, uint32_t box_rows) {
+  static encode_tiled_t encode = nullptr;
+  if (!encode) {
+    void *fn = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q);
+    if (e != cudaSuccess) return (int)e;
+    if (q != cudaDriverEntryPointSuccess || fn == nullptr) return 1000;
+    encode = (encode_tiled_t)fn;
+  }
+  const cuuint64_t dims[2] = {(cuuint64_t)K, rows};
+  const cuuint64_t strides[1] = {(cuuint64_t)K * 2};
+  const cuuint32_t box[2] = {64, box_rows};
+  const cuuint32_t step[2] = {1, 1};
+  CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void *>(ptr), dims, strides, box, step,
+      CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS ? 0 : 1000 + (int)r;
+}
 
 __device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
-// 16 bytes global → shared, bypassing L1; bytes < 16 zero-fill the rest
-// (0 for a chunk outside the matrix, whose address is then clamped).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N_> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N_)); }
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t *r, uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
 }
-
-// Not volatile: a pure register operation, so the compiler may interleave
-// it with the (volatile, shared-memory-reading) ldmatrix of the next step.
-__device__ __forceinline__ void mma(float *c, const uint32_t *a, const uint32_t *b) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, int parity) {
+  asm volatile("{\n.reg .pred p;\nWAIT_%=:\n"
+               "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+               "@!p bra WAIT_%=;\n}\n" ::"r"(bar), "r"(parity) : "memory");
 }
 
-// load_tile issues the cp.async copies of one k slice of ROWS rows of a
-// [rows, K] matrix into a stage at shared address s. THREADS is a multiple
-// of the chunks per row, so a thread's chunk column is fixed and its rows
-// are RS apart: the trip count is a compile-time constant.
-template <int ROWS>
-__device__ __forceinline__ void load_tile(uint32_t s, const __nv_bfloat16 *__restrict__ g, int row0, int rows_left, int k0) {
-  constexpr int CH = BK / 8, RS = THREADS / CH, IT = (ROWS + RS - 1) / RS;
-  const int r0 = threadIdx.x / CH, c = (threadIdx.x % CH) * 8;
-  const bool kin = k0 + c < K;
-#pragma unroll
-  for (int it = 0; it < IT; it++) {
-    const int r = r0 + it * RS;
-    if (ROWS % RS == 0 || r < ROWS) {
-      const bool in = kin && r < rows_left;
-      cp_async16(s + (r * LDS + c) * 2, g + (in ? (size_t)(row0 + r) * K + k0 + c : 0), in ? 16 : 0);
-    }
-  }
+// One box of a tensor map into shared memory at dst; completion counts
+// its bytes on bar. c0 is the k coordinate, c1 the row.
+__device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, uint32_t bar, int c0, int c1) {
+  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n"
+               ::"r"(dst), "l"(map), "r"(bar), "r"(c0), "r"(c1) : "memory");
 }
 
-__global__ void __launch_bounds__(THREADS) gemm(const __nv_bfloat16 *__restrict__ x,
-    const __nv_bfloat16 *__restrict__ w, __nv_bfloat16 *__restrict__ out) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  const uint32_t sA = smem_addr(smem), sB = sA + STAGES * BM * LDS * 2;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int wm0 = (warp / WARPS_N) * WM, wn0 = (warp % WARPS_N) * WN;
-  // Grouped raster: GROUP_M consecutive tile rows sweep the n tiles
-  // together, so a tile of w is read from HBM once per group, not once
-  // per tile row (w is up to 235 MB, the L2 50 MB).
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N_> __device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N_) : "memory"); }
+
+// Shared-memory matrix descriptor of a K-major tile in the 128-byte
+// swizzle: start address >> 4, leading offset 16 B (unused when swizzled),
+// stride 1024 B between groups of 8 rows, swizzle mode 1 (128 B).
+__device__ __forceinline__ uint64_t desc(uint32_t addr) {
+  return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+
+// One m64n128k16 step: d (64 floats a thread) += A(desc a) · B(desc b)ᵀ.
+__device__ __forceinline__ void wgmma(float *d, uint64_t a, uint64_t b) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+               : "l"(a), "l"(b));
+}
+
+__global__ void __launch_bounds__(THREADS, 1) gemm(const __grid_constant__ CUtensorMap ta,
+    const __grid_constant__ CUtensorMap tb, __nv_bfloat16 *__restrict__ out) {
+  extern __shared__ unsigned char smem[];
+  // Stages start on a 1024-byte boundary: the swizzle pattern repeats
+  // every 8 rows of 128 bytes and the descriptors assume it starts there.
+  const uint32_t base = (smem_addr(smem) + 1023) & ~1023u;
+  const uint32_t sA = base, sB = base + STAGES * A_BYTES;
+  const uint32_t full = base + STAGES * STAGE_BYTES, empty = full + STAGES * 8;
+  const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
+  // Grouped raster, as in the mma.sync kernel: GROUP_M tile rows sweep
+  // the n tiles together so a tile of w is read from HBM once per group.
   constexpr int TILES_M = (M + BM - 1) / BM, TILES_N = (N + BN - 1) / BN;
   const int per_group = GROUP_M * TILES_N, first = (blockIdx.x / per_group) * GROUP_M;
   const int rows = min(TILES_M - first, GROUP_M), in_group = blockIdx.x % per_group;
   const int m0 = (first + in_group % rows) * BM, n0 = (in_group / rows) * BN;
 
-  float c[MT][NT][4];
-#pragma unroll
-  for (int i = 0; i < MT; i++)
-#pragma unroll
-    for (int j = 0; j < NT; j++) c[i][j][0] = c[i][j][1] = c[i][j][2] = c[i][j][3] = 0.f;
-
-  // Prologue: STAGES-1 slices in flight; one commit group per slice, empty
-  // past the end, so wait_group counts stay uniform.
-#pragma unroll
-  for (int s = 0; s < STAGES - 1; s++) {
-    if (s < KT) {
-      load_tile<BM>(sA + s * BM * LDS * 2, x, m0, M - m0, s * BK);
-      load_tile<BN>(sB + s * BN * LDS * 2, w, n0, N - n0, s * BK);
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; s++) {
+      mbar_init(full + 8 * s, 1);
+      mbar_init(empty + 8 * s, CONSUMERS);
     }
-    cp_async_commit();
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
-  // ldmatrix row addresses of this lane: A rows lane%16, k half lane/16;
-  // B (x4: two n tiles) rows (lane/16)*8 + lane%8, k half (lane/8)%2.
-  const uint32_t a_lane = sA + ((wm0 + lane % 16) * LDS + (lane / 16) * 8) * 2;
-  const uint32_t b_lane = sB + ((wn0 + (lane / 16) * 8 + lane % 8) * LDS + ((lane / 8) % 2) * 8) * 2;
-  int rd = 0, wr = STAGES - 1; // stage read now, stage written next
-  for (int kt = 0; kt < KT; kt++) {
-    cp_async_wait<STAGES - 2>();
-    __syncthreads(); // slice kt landed for all; stage wr (read at kt-1) is free
-    if (kt + STAGES - 1 < KT) {
-      load_tile<BM>(sA + wr * BM * LDS * 2, x, m0, M - m0, (kt + STAGES - 1) * BK);
-      load_tile<BN>(sB + wr * BN * LDS * 2, w, n0, N - n0, (kt + STAGES - 1) * BK);
-    }
-    cp_async_commit();
-    const uint32_t sa = a_lane + rd * BM * LDS * 2, sb = b_lane + rd * BN * LDS * 2;
-#pragma unroll
-    for (int kk = 0; kk < BK; kk += 16) {
-      uint32_t a[MT][4], bf[NT][2];
-#pragma unroll
-      for (int i = 0; i < MT; i++) ldmatrix_x4(a[i], sa + (i * 16 * LDS + kk) * 2);
-#pragma unroll
-      for (int j = 0; j < NT; j += 2) {
-        uint32_t r[4];
-        ldmatrix_x4(r, sb + (j * 8 * LDS + kk) * 2);
-        bf[j][0] = r[0]; bf[j][1] = r[1]; bf[j + 1][0] = r[2]; bf[j + 1][1] = r[3];
+  __syncthreads();
+
+  if (wg == 0) {
+    // Producer: one thread keeps the ring full. The n-th use of a stage
+    // waits until the consumers released its (n-1)-th.
+    if (tid == 0) {
+      for (int kt = 0; kt < KT; kt++) {
+        const int s = kt % STAGES;
+        if (kt >= STAGES) mbar_wait(empty + 8 * s, ((kt / STAGES) + 1) & 1);
+        mbar_expect_tx(full + 8 * s, STAGE_BYTES);
+        tma_load(sA + s * A_BYTES, &ta, full + 8 * s, kt * BK, m0);
+        tma_load(sB + s * B_BYTES, &tb, full + 8 * s, kt * BK, n0);
       }
-#pragma unroll
-      for (int i = 0; i < MT; i++)
-#pragma unroll
-        for (int j = 0; j < NT; j++) mma(c[i][j], a[i], bf[j]);
     }
-    rd = rd + 1 == STAGES ? 0 : rd + 1;
-    wr = wr + 1 == STAGES ? 0 : wr + 1;
+    return;
   }
-  cp_async_wait<0>();
 
-  // c[i][j]: rows g and g+8, columns 2t and 2t+1 of the 16×8 tile (i, j).
-  const int g = lane / 4, t = lane % 4;
+  const int c = wg - 1;
+  float d[MW][BN / 2];
 #pragma unroll
-  for (int i = 0; i < MT; i++)
+  for (int i = 0; i < MW; i++)
 #pragma unroll
-    for (int j = 0; j < NT; j++)
+    for (int j = 0; j < BN / 2; j++) d[i][j] = 0.f;
+  for (int kt = 0; kt < KT; kt++) {
+    const int s = kt % STAGES;
+    mbar_wait(full + 8 * s, (kt / STAGES) & 1);
+    const uint32_t a = sA + s * A_BYTES + c * WG_ROWS * 128, b = sB + s * B_BYTES;
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; kk++)
+#pragma unroll
+      for (int i = 0; i < MW; i++) wgmma(d[i], desc(a + i * 64 * 128 + kk * 32), desc(b + kk * 32));
+    wgmma_commit();
+    // One group stays in flight; the one before it is done, so its stage
+    // goes back to the producer.
+    wgmma_wait<1>();
+    if (kt > 0 && tid == 0) mbar_arrive(empty + 8 * ((kt - 1) % STAGES));
+  }
+  wgmma_wait<0>();
+
+  // d[i][4j + 2h + e]: row 16·warp + lane/4 + 8h of the i-th m64 tile,
+  // column 8j + 2(lane%4) + e.
+  const int warp = tid / 32, lane = tid % 32;
+#pragma unroll
+  for (int i = 0; i < MW; i++)
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++)
 #pragma unroll
       for (int h = 0; h < 2; h++) {
-        const int m = m0 + wm0 + i * 16 + g + h * 8, n = n0 + wn0 + j * 8 + 2 * t;
+        const int m = m0 + c * WG_ROWS + i * 64 + warp * 16 + lane / 4 + h * 8, n = n0 + j * 8 + 2 * (lane % 4);
         if (m >= M) continue;
+        const float v0 = d[i][4 * j + 2 * h], v1 = d[i][4 * j + 2 * h + 1];
         if ((N % 2) == 0 && n + 1 < N) {
-          *reinterpret_cast<__nv_bfloat162 *>(out + (size_t)m * N + n) = __floats2bfloat162_rn(c[i][j][2 * h], c[i][j][2 * h + 1]);
+          *reinterpret_cast<__nv_bfloat162 *>(out + (size_t)m * N + n) = __floats2bfloat162_rn(v0, v1);
         } else {
-          if (n < N) out[(size_t)m * N + n] = __float2bfloat16(c[i][j][2 * h]);
-          if (n + 1 < N) out[(size_t)m * N + n + 1] = __float2bfloat16(c[i][j][2 * h + 1]);
+          if (n < N) out[(size_t)m * N + n] = __float2bfloat16(v0);
+          if (n + 1 < N) out[(size_t)m * N + n + 1] = __float2bfloat16(v1);
         }
       }
 }
@@ -145,11 +176,22 @@ __global__ void __launch_bounds__(THREADS) gemm(const __nv_bfloat16 *__restrict_
 int llmir_kernel(void *const *bufs, const int64_t *dims) {
   (void)dims;
   static bool configured = false;
+  static CUtensorMap ta, tb;
+  static const void *pa = nullptr, *pb = nullptr;
   if (!configured) {
     cudaError_t e = cudaFuncSetAttribute(gemm, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM);
     if (e != cudaSuccess) return (int)e;
     configured = true;
   }
-  gemm<<<((M + BM - 1) / BM) * ((N + BN - 1) / BN), THREADS, SMEM>>>((const __nv_bfloat16 *)bufs[0], (const __nv_bfloat16 *)bufs[1], (__nv_bfloat16 *)bufs[2]);
+  // A tensor map holds its buffer's address: encode again for new buffers.
+  if (bufs[0] != pa) {
+    if (int e = make_map(&ta, bufs[0], M, BM)) return e;
+    pa = bufs[0];
+  }
+  if (bufs[1] != pb) {
+    if (int e = make_map(&tb, bufs[1], N, BN)) return e;
+    pb = bufs[1];
+  }
+  gemm<<<((M + BM - 1) / BM) * ((N + BN - 1) / BN), THREADS, SMEM>>>(ta, tb, (__nv_bfloat16 *)bufs[2]);
   return (int)cudaGetLastError();
 }

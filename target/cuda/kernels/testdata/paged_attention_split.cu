@@ -7,9 +7,9 @@
 __device__ __forceinline__ float bf_lo(uint32_t u) { return __uint_as_float(u << 16); }
 __device__ __forceinline__ float bf_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
 
-// cuda_paged_attention/B=2,QH=32,KVH=8,D=128,BS=64,ctx=4096/bf16: warps=4 partition=256 heads_per_block=4 vec=16 unroll=4 prefetch=2
+// cuda_paged_attention/B=2,QH=32,KVH=8,D=128,BS=64,ctx=4096/bf16: warps=4 partition=256 heads_per_block=4 vec=16 unroll=2 prefetch=2
 constexpr int B = 2, QH = 32, KVH = 8, D = 128, BS = 64, MAXB = 64;
-constexpr int GROUP = QH / KVH, HPB = 4, WARPS = 4, V = 16, U = 4;
+constexpr int GROUP = QH / KVH, HPB = 4, WARPS = 4, V = 16, U = 2;
 constexpr bool PREFETCH = false;
 constexpr int LPT = D / V;            // lanes per token
 constexpr int CH = V == 16 ? 8 : V;   // elements per 16-byte load
@@ -77,15 +77,17 @@ __device__ __forceinline__ void load_kv(const __nv_bfloat16 *__restrict__ pool, 
   }
 }
 
-// One block: sequence blockIdx.x, KV head and query-head group blockIdx.y,
-// partition blockIdx.z. Scores are kept in log2 units (exp2f).
+// One block: KV head and query-head group blockIdx.x, sequence blockIdx.y,
+// partition blockIdx.z. The heads vary fastest, so that the blocks of one
+// sequence run together and read its pages (all heads of a token are
+// contiguous) together. Scores are kept in log2 units (exp2f).
 __global__ void __launch_bounds__(WARPS * 32) attn(const __nv_bfloat16 *__restrict__ q,
     const __nv_bfloat16 *__restrict__ pool, const int *__restrict__ block_tables,
     const int *__restrict__ context_lens, __nv_bfloat16 *__restrict__ out,
     float *__restrict__ part_ml, float *__restrict__ part_acc) {
-  const int b = blockIdx.x;
-  const int kvh = blockIdx.y / (GROUP / HPB);
-  const int h0 = kvh * GROUP + (blockIdx.y % (GROUP / HPB)) * HPB;
+  const int b = blockIdx.y;
+  const int kvh = blockIdx.x / (GROUP / HPB);
+  const int h0 = kvh * GROUP + (blockIdx.x % (GROUP / HPB)) * HPB;
   const int ctx = context_lens[b];
   const int tbeg = blockIdx.z * PART, tend = min(ctx, tbeg + PART);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -262,19 +264,39 @@ __global__ void __launch_bounds__(D) merge(const float *__restrict__ part_ml,
   out[row * D + d] = __float2bfloat16(sum > 0.f ? a / sum : 0.f);
 }
 
-static float *scratch;  // partition results, allocated at the first call
+
+#include <mutex>
+static cudaError_t workspace(size_t data, size_t zeroed, void **out) {
+  static void *per_device[64];
+  static std::mutex mu;
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  if (dev < 0 || dev >= 64) return cudaErrorInvalidDevice;
+  std::lock_guard<std::mutex> lock(mu);
+  if (!per_device[dev]) {
+    void *p = nullptr;
+    if ((e = cudaMalloc(&p, data + zeroed)) != cudaSuccess) return e;
+    if (zeroed && (e = cudaMemset((char *)p + data, 0, zeroed)) != cudaSuccess) return e;
+    per_device[dev] = p;
+  }
+  *out = per_device[dev];
+  return cudaSuccess;
+}
 
 int llmir_kernel(void *const *bufs, const int64_t *dims) {
   (void)dims;
-  if (NPART > 1 && !scratch) {
-    cudaError_t e = cudaMalloc(&scratch, sizeof(float) * (size_t)B * QH * NPART * (D + 2));
+  // Partition results: (max, sum) pairs, then accumulators.
+  float *scratch = nullptr;
+  if (NPART > 1) {
+    cudaError_t e = workspace(sizeof(float) * (size_t)B * QH * NPART * (D + 2), 0, (void **)&scratch);
     if (e != cudaSuccess) return (int)e;
   }
   float *ml = scratch, *pacc = scratch ? scratch + (size_t)2 * B * QH * NPART : nullptr;
-  static cudaError_t opt = cudaFuncSetAttribute(attn, cudaFuncAttributeMaxDynamicSharedMemorySize, 65536);
+  static cudaError_t opt = cudaFuncSetAttribute(attn, cudaFuncAttributeMaxDynamicSharedMemorySize, 32768);
   if (opt != cudaSuccess) return (int)opt;
-  attn<<<dim3(B, KVH * (GROUP / HPB), NPART), WARPS * 32, 65536>>>((const __nv_bfloat16 *)bufs[0],
+  attn<<<dim3(KVH * (GROUP / HPB), B, NPART), WARPS * 32, 32768, cudaStreamLegacy>>>((const __nv_bfloat16 *)bufs[0],
       (const __nv_bfloat16 *)bufs[1], (const int *)bufs[2], (const int *)bufs[3], (__nv_bfloat16 *)bufs[4], ml, pacc);
-  if (NPART > 1) merge<<<B * QH, D>>>(ml, pacc, (__nv_bfloat16 *)bufs[4]);
+  if (NPART > 1) merge<<<B * QH, D, 0, cudaStreamLegacy>>>(ml, pacc, (__nv_bfloat16 *)bufs[4]);
   return (int)cudaGetLastError();
 }

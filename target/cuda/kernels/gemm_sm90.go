@@ -1,0 +1,321 @@
+package cudakernels
+
+import (
+	"fmt"
+	"strings"
+
+	"llmir/target/cuda"
+)
+
+// The Hopper path of GEMM (knob mma=2): warpgroup MMA reading both
+// operands from shared memory. A block of 128·(consumers+1) threads has one
+// producer warpgroup, whose first thread issues TMA copies
+// (cp.async.bulk.tensor) of 64-wide k slices of x and w into a ring of
+// STAGES stages, and one or two consumer warpgroups that each multiply a
+// WG_ROWS×BN slab of the block tile with wgmma.mma_async m64nBNk16. TMA
+// writes the slices in the 128-byte swizzle the wgmma descriptors name
+// (one 128-byte row of bf16 per k slice, so a slice is exactly one swizzle
+// row), and zero-fills what lies outside the matrices: tails in M, N and K
+// need no code. Full and empty mbarriers per stage hand the ring between
+// the producer and the consumers.
+//
+// The tensor maps (CUtensorMap) are encoded on the host through
+// cuTensorMapEncodeTiled, reached with cudaGetDriverEntryPointByVersion so
+// that candidates need no -lcuda, and cached per buffer address like the
+// shared-memory attribute.
+
+// wgmmaMaxSmem is the shared memory a block may opt into on sm_90
+// (227 KiB); the wgmma path runs only there, so it need not stay portable.
+const wgmmaMaxSmem = 227 << 10
+
+// hasWGMMA tells whether gpu runs wgmma and TMA: the sm_90 class (H100,
+// H200), which the builder compiles for sm_90a.
+func hasWGMMA(gpu cuda.GPU) bool { return gpu.Arch == "sm_90" || gpu.Arch == "sm_90a" }
+
+// gemmFallback is the mma.sync tile an mma=2 point prints on a GPU without
+// wgmma (the former default): the rule-based default cannot see the arch
+// (kernels.Hardware has none), so it must still run everywhere.
+var gemmFallback = map[string]int64{"wm": 64, "wn": 32, "warps_m": 2, "warps_n": 4, "bk": 32, "stages": 3}
+
+// pinned is the value each mma.sync knob must keep at mma=2 and each wgmma
+// knob at mma=1: a knob that does not change the kernel is fixed, so
+// distinct valid points are distinct kernels and the tuner never measures
+// one twice.
+func (g GEMM) pinned(k map[string]int64) error {
+	fixed := map[string]int64{"wg_m": 64, "wg_n": 64}
+	if k["mma"] == 2 {
+		fixed = map[string]int64{"wm": 32, "wn": 32, "warps_m": 1, "warps_n": 1, "bk": 64}
+	}
+	for _, kn := range g.knobs() {
+		if v, ok := fixed[kn.Name]; ok && k[kn.Name] != v {
+			return fmt.Errorf("gemm: mma=%d ignores %s (pinned to %d, got %d)", k["mma"], kn.Name, v, k[kn.Name])
+		}
+	}
+	return nil
+}
+
+// emitWGMMA writes the Hopper kernel for knob values k.
+func (g GEMM) emitWGMMA(k map[string]int64, entry string) (string, error) {
+	BM, BN, ST, GM := k["wg_m"], k["wg_n"], k["stages"], k["group_m"]
+	consumers := int64(2)
+	if BM == 64 {
+		consumers = 1
+	}
+	rows := BM / consumers // a consumer's slab: 64 or 128 rows (one or two m64 wgmmas)
+	// A block of 384 threads at one block an SM may use 168 registers a
+	// thread; 128 accumulators (the 128×256 tile) compiled to 154 with no
+	// spills on nvcc 13, so 160 accumulators is the cap.
+	if regs := rows / 64 * BN / 2; regs > 160 {
+		return "", fmt.Errorf("gemm: a consumer's %d×%d slab needs %d accumulator registers a thread (max 160)", rows, BN, regs)
+	}
+	stage := (BM + BN) * 64 * 2
+	smem := ST*stage + 1024 + 2*ST*8
+	if smem > wgmmaMaxSmem {
+		return "", fmt.Errorf("gemm: %d stages of %d×64 and %d×64 slices need %d bytes of shared memory (max %d)", ST, BM, BN, smem, wgmmaMaxSmem)
+	}
+	var b strings.Builder
+	b.WriteString(prelude)
+	b.WriteString("#include <cuda.h>\n")
+	fmt.Fprintf(&b, `
+// %s: wgmma block %dx%dx64 (%d consumer warpgroups of %d rows, TMA producer), %d stages, %d B shared, group_m %d
+constexpr int M = %d, N = %d, K = %d;
+constexpr int BM = %d, BN = %d, BK = 64, STAGES = %d, GROUP_M = %d, CONSUMERS = %d;
+constexpr int WG_ROWS = BM / CONSUMERS, MW = WG_ROWS / 64; // m64 wgmmas per consumer and k step
+constexpr int THREADS = 128 * (CONSUMERS + 1);
+constexpr int A_BYTES = BM * BK * 2, B_BYTES = BN * BK * 2, STAGE_BYTES = A_BYTES + B_BYTES;
+constexpr int KT = (K + BK - 1) / BK;
+constexpr int SMEM = %d; // stages, 1024 B of alignment slack, full and empty barriers
+`, g.Name(), BM, BN, consumers, rows, ST, smem, GM, g.M, g.N, g.K, BM, BN, ST, GM, consumers, smem)
+	b.WriteString(wgmmaDevice)
+	b.WriteString(wgmmaInstr(BN))
+	b.WriteString(wgmmaKernel)
+	fmt.Fprintf(&b, `
+int %s(void *const *bufs, const int64_t *dims) {
+  (void)dims;
+  static bool configured = false;
+  static CUtensorMap ta, tb;
+  static const void *pa = nullptr, *pb = nullptr;
+  if (!configured) {
+    cudaError_t e = cudaFuncSetAttribute(gemm, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM);
+    if (e != cudaSuccess) return (int)e;
+    configured = true;
+  }
+  // A tensor map holds its buffer's address: encode again for new buffers.
+  if (bufs[0] != pa) {
+    if (int e = make_map(&ta, bufs[0], M, BM)) return e;
+    pa = bufs[0];
+  }
+  if (bufs[1] != pb) {
+    if (int e = make_map(&tb, bufs[1], N, BN)) return e;
+    pb = bufs[1];
+  }
+  gemm<<<((M + BM - 1) / BM) * ((N + BN - 1) / BN), THREADS, SMEM>>>(ta, tb, (__nv_bfloat16 *)bufs[2]);
+%s}
+`, entry, launchCheck)
+	return b.String(), nil
+}
+
+// wgmmaInstr is the wgmma of one m64nBNk16 step: BN/2 f32 accumulators a
+// thread, both operands from shared memory through descriptors, scale-d 1
+// (the accumulators start at zero), no transposes (x and w are K-major).
+func wgmmaInstr(bn int64) string {
+	n := int(bn / 2)
+	var regs, outs []string
+	for i := range n {
+		regs = append(regs, fmt.Sprintf("%%%d", i))
+		outs = append(outs, fmt.Sprintf(`"+f"(d[%d])`, i))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `
+// One m64n%dk16 step: d (%d floats a thread) += A(desc a) · B(desc b)ᵀ.
+__device__ __forceinline__ void wgmma(float *d, uint64_t a, uint64_t b) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n%dk16.f32.bf16.bf16 {%s}, %%%d, %%%d, p, 1, 1, 0, 0;\n}\n"
+               : %s
+               : "l"(a), "l"(b));
+}
+`, bn, n, bn, strings.Join(regs, ","), n, n+1, strings.Join(outs, ", "))
+	return b.String()
+}
+
+// wgmmaDevice holds the host-side tensor-map encoder and the device
+// helpers (mbarriers, TMA, wgmma fences and descriptors).
+const wgmmaDevice = `
+// cuTensorMapEncodeTiled's signature (cuda.h declares the types; the
+// function comes from the driver at run time, so no -lcuda).
+typedef CUresult (*encode_tiled_t)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
+    const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave, CUtensorMapSwizzle,
+    CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+// make_map describes a [rows, K] bf16 matrix to TMA as boxes of box_rows
+// rows × 64 k (128 bytes: one 128-byte swizzle row); boxes reaching past
+// the matrix are zero-filled. Returns 0 or a non-zero error code.
+static int make_map(CUtensorMap *map, const void *ptr, uint64_t rows, uint32_t box_rows) {
+  static encode_tiled_t encode = nullptr;
+  if (!encode) {
+    void *fn = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q);
+    if (e != cudaSuccess) return (int)e;
+    if (q != cudaDriverEntryPointSuccess || fn == nullptr) return 1000;
+    encode = (encode_tiled_t)fn;
+  }
+  const cuuint64_t dims[2] = {(cuuint64_t)K, rows};
+  const cuuint64_t strides[1] = {(cuuint64_t)K * 2};
+  const cuuint32_t box[2] = {64, box_rows};
+  const cuuint32_t step[2] = {1, 1};
+  CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void *>(ptr), dims, strides, box, step,
+      CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS ? 0 : 1000 + (int)r;
+}
+
+__device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, int parity) {
+  asm volatile("{\n.reg .pred p;\nWAIT_%=:\n"
+               "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+               "@!p bra WAIT_%=;\n}\n" ::"r"(bar), "r"(parity) : "memory");
+}
+
+// One box of a tensor map into shared memory at dst; completion counts
+// its bytes on bar. c0 is the k coordinate, c1 the row.
+__device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, uint32_t bar, int c0, int c1) {
+  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n"
+               ::"r"(dst), "l"(map), "r"(bar), "r"(c0), "r"(c1) : "memory");
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N_> __device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N_) : "memory"); }
+
+// Shared-memory matrix descriptor of a K-major tile in the 128-byte
+// swizzle: start address >> 4, leading offset 16 B (unused when swizzled),
+// stride 1024 B between groups of 8 rows, swizzle mode 1 (128 B).
+__device__ __forceinline__ uint64_t desc(uint32_t addr) {
+  return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+`
+
+// wgmmaKernel is the kernel body, parameterised by the constexprs above it.
+const wgmmaKernel = `
+__global__ void __launch_bounds__(THREADS, 1) gemm(const __grid_constant__ CUtensorMap ta,
+    const __grid_constant__ CUtensorMap tb, __nv_bfloat16 *__restrict__ out) {
+  extern __shared__ unsigned char smem[];
+  // Stages start on a 1024-byte boundary: the swizzle pattern repeats
+  // every 8 rows of 128 bytes and the descriptors assume it starts there.
+  const uint32_t base = (smem_addr(smem) + 1023) & ~1023u;
+  const uint32_t sA = base, sB = base + STAGES * A_BYTES;
+  const uint32_t full = base + STAGES * STAGE_BYTES, empty = full + STAGES * 8;
+  const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
+  // Grouped raster, as in the mma.sync kernel: GROUP_M tile rows sweep
+  // the n tiles together so a tile of w is read from HBM once per group.
+  constexpr int TILES_M = (M + BM - 1) / BM, TILES_N = (N + BN - 1) / BN;
+  const int per_group = GROUP_M * TILES_N, first = (blockIdx.x / per_group) * GROUP_M;
+  const int rows = min(TILES_M - first, GROUP_M), in_group = blockIdx.x % per_group;
+  const int m0 = (first + in_group % rows) * BM, n0 = (in_group / rows) * BN;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; s++) {
+      mbar_init(full + 8 * s, 1);
+      mbar_init(empty + 8 * s, CONSUMERS);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    // Producer: one thread keeps the ring full. The n-th use of a stage
+    // waits until the consumers released its (n-1)-th.
+    if (tid == 0) {
+      for (int kt = 0; kt < KT; kt++) {
+        const int s = kt % STAGES;
+        if (kt >= STAGES) mbar_wait(empty + 8 * s, ((kt / STAGES) + 1) & 1);
+        mbar_expect_tx(full + 8 * s, STAGE_BYTES);
+        tma_load(sA + s * A_BYTES, &ta, full + 8 * s, kt * BK, m0);
+        tma_load(sB + s * B_BYTES, &tb, full + 8 * s, kt * BK, n0);
+      }
+    }
+    return;
+  }
+
+  const int c = wg - 1;
+  float d[MW][BN / 2];
+#pragma unroll
+  for (int i = 0; i < MW; i++)
+#pragma unroll
+    for (int j = 0; j < BN / 2; j++) d[i][j] = 0.f;
+  for (int kt = 0; kt < KT; kt++) {
+    const int s = kt % STAGES;
+    mbar_wait(full + 8 * s, (kt / STAGES) & 1);
+    const uint32_t a = sA + s * A_BYTES + c * WG_ROWS * 128, b = sB + s * B_BYTES;
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; kk++)
+#pragma unroll
+      for (int i = 0; i < MW; i++) wgmma(d[i], desc(a + i * 64 * 128 + kk * 32), desc(b + kk * 32));
+    wgmma_commit();
+    // One group stays in flight; the one before it is done, so its stage
+    // goes back to the producer.
+    wgmma_wait<1>();
+    if (kt > 0 && tid == 0) mbar_arrive(empty + 8 * ((kt - 1) % STAGES));
+  }
+  wgmma_wait<0>();
+
+  // d[i][4j + 2h + e]: row 16·warp + lane/4 + 8h of the i-th m64 tile,
+  // column 8j + 2(lane%4) + e.
+  const int warp = tid / 32, lane = tid % 32;
+#pragma unroll
+  for (int i = 0; i < MW; i++)
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++)
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int m = m0 + c * WG_ROWS + i * 64 + warp * 16 + lane / 4 + h * 8, n = n0 + j * 8 + 2 * (lane % 4);
+        if (m >= M) continue;
+        const float v0 = d[i][4 * j + 2 * h], v1 = d[i][4 * j + 2 * h + 1];
+        if ((N % 2) == 0 && n + 1 < N) {
+          *reinterpret_cast<__nv_bfloat162 *>(out + (size_t)m * N + n) = __floats2bfloat162_rn(v0, v1);
+        } else {
+          if (n < N) out[(size_t)m * N + n] = __float2bfloat16(v0);
+          if (n + 1 < N) out[(size_t)m * N + n + 1] = __float2bfloat16(v1);
+        }
+      }
+}
+`
+
+// wgmmaTiles are the block tiles of the rule-based wgmma default, largest
+// first, with their pipeline depth (the most that fits 227 KiB for
+// 128×256; six for the smaller ones, which the H100 sweep preferred at
+// one wave of blocks).
+var wgmmaTiles = []struct{ bm, bn, stages int64 }{{128, 256, 4}, {128, 128, 6}, {64, 128, 6}, {64, 64, 6}}
+
+// wgmmaDefault is the wgmma point of the rule-based default: the largest
+// tile that still gives nearly every SM a block (7/8 of sms), else the
+// smallest. On the H100 (132 SMs), without an L2 flush: the 128×256 tile
+// ran the large shapes at 0.86–0.96× cuBLAS, but at M=512, N=4096 it
+// makes 64 blocks and ran at 0.53× where 128×128 (128 blocks) ran at
+// 0.84×; at M=512, N=1024 only 64×64 makes 128 blocks (0.80×, 64×128
+// 0.68×, 128×128 0.45×).
+func (g GEMM) wgmmaDefault(sms int) map[string]int64 {
+	t := wgmmaTiles[len(wgmmaTiles)-1]
+	for _, c := range wgmmaTiles {
+		if blocks := ceilDiv(g.M, c.bm) * ceilDiv(g.N, c.bn); 8*blocks >= 7*int64(max(sms, 1)) {
+			t = c
+			break
+		}
+	}
+	return map[string]int64{"wm": 32, "wn": 32, "warps_m": 1, "warps_n": 1, "bk": 64, "group_m": 8,
+		"mma": 2, "wg_m": t.bm, "wg_n": t.bn, "stages": t.stages}
+}
+
+func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }

@@ -1,0 +1,197 @@
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <stdint.h>
+#include <math.h>
+
+// bf16 pairs packed in 32 bits: low half is the first element.
+__device__ __forceinline__ float bf_lo(uint32_t u) { return __uint_as_float(u << 16); }
+__device__ __forceinline__ float bf_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
+#include <cuda.h>
+
+// cuda_gemm/M=333,N=200,K=1032/bf16: wgmma block 64x64x64 (1 consumer warpgroups of 64 rows, TMA producer), 6 stages, 99424 B shared, group_m 8
+constexpr int M = 333, N = 200, K = 1032;
+constexpr int BM = 64, BN = 64, BK = 64, STAGES = 6, GROUP_M = 8, CONSUMERS = 1;
+constexpr int WG_ROWS = BM / CONSUMERS, MW = WG_ROWS / 64; // m64 wgmmas per consumer and k step
+constexpr int THREADS = 128 * (CONSUMERS + 1);
+constexpr int A_BYTES = BM * BK * 2, B_BYTES = BN * BK * 2, STAGE_BYTES = A_BYTES + B_BYTES;
+constexpr int KT = (K + BK - 1) / BK;
+constexpr int SMEM = 99424; // stages, 1024 B of alignment slack, full and empty barriers
+
+// cuTensorMapEncodeTiled's signature (cuda.h declares the types; the
+// function comes from the driver at run time, so no -lcuda).
+typedef CUresult (*encode_tiled_t)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
+    const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave, CUtensorMapSwizzle,
+    CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+// make_map describes a [rows, K] bf16 matrix to TMA as boxes of box_rows
+// rows × 64 k (128 bytes: one 128-byte swizzle row); boxes reaching past
+// the matrix are zero-filled. Returns 0 or a non-zero error code.
+static int make_map(CUtensorMap *map, const void *ptr, uint64_t rows, uint32_t box_rows) {
+  static encode_tiled_t encode = nullptr;
+  if (!encode) {
+    void *fn = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q);
+    if (e != cudaSuccess) return (int)e;
+    if (q != cudaDriverEntryPointSuccess || fn == nullptr) return 1000;
+    encode = (encode_tiled_t)fn;
+  }
+  const cuuint64_t dims[2] = {(cuuint64_t)K, rows};
+  const cuuint64_t strides[1] = {(cuuint64_t)K * 2};
+  const cuuint32_t box[2] = {64, box_rows};
+  const cuuint32_t step[2] = {1, 1};
+  CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void *>(ptr), dims, strides, box, step,
+      CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS ? 0 : 1000 + (int)r;
+}
+
+__device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, int parity) {
+  asm volatile("{\n.reg .pred p;\nWAIT_%=:\n"
+               "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+               "@!p bra WAIT_%=;\n}\n" ::"r"(bar), "r"(parity) : "memory");
+}
+
+// One box of a tensor map into shared memory at dst; completion counts
+// its bytes on bar. c0 is the k coordinate, c1 the row.
+__device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, uint32_t bar, int c0, int c1) {
+  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n"
+               ::"r"(dst), "l"(map), "r"(bar), "r"(c0), "r"(c1) : "memory");
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N_> __device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N_) : "memory"); }
+
+// Shared-memory matrix descriptor of a K-major tile in the 128-byte
+// swizzle: start address >> 4, leading offset 16 B (unused when swizzled),
+// stride 1024 B between groups of 8 rows, swizzle mode 1 (128 B).
+__device__ __forceinline__ uint64_t desc(uint32_t addr) {
+  return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+
+// One m64n64k16 step: d (32 floats a thread) += A(desc a) · B(desc b)ᵀ.
+__device__ __forceinline__ void wgmma(float *d, uint64_t a, uint64_t b) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+               : "l"(a), "l"(b));
+}
+
+__global__ void __launch_bounds__(THREADS, 1) gemm(const __grid_constant__ CUtensorMap ta,
+    const __grid_constant__ CUtensorMap tb, __nv_bfloat16 *__restrict__ out) {
+  extern __shared__ unsigned char smem[];
+  // Stages start on a 1024-byte boundary: the swizzle pattern repeats
+  // every 8 rows of 128 bytes and the descriptors assume it starts there.
+  const uint32_t base = (smem_addr(smem) + 1023) & ~1023u;
+  const uint32_t sA = base, sB = base + STAGES * A_BYTES;
+  const uint32_t full = base + STAGES * STAGE_BYTES, empty = full + STAGES * 8;
+  const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
+  // Grouped raster, as in the mma.sync kernel: GROUP_M tile rows sweep
+  // the n tiles together so a tile of w is read from HBM once per group.
+  constexpr int TILES_M = (M + BM - 1) / BM, TILES_N = (N + BN - 1) / BN;
+  const int per_group = GROUP_M * TILES_N, first = (blockIdx.x / per_group) * GROUP_M;
+  const int rows = min(TILES_M - first, GROUP_M), in_group = blockIdx.x % per_group;
+  const int m0 = (first + in_group % rows) * BM, n0 = (in_group / rows) * BN;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; s++) {
+      mbar_init(full + 8 * s, 1);
+      mbar_init(empty + 8 * s, CONSUMERS);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    // Producer: one thread keeps the ring full. The n-th use of a stage
+    // waits until the consumers released its (n-1)-th.
+    if (tid == 0) {
+      for (int kt = 0; kt < KT; kt++) {
+        const int s = kt % STAGES;
+        if (kt >= STAGES) mbar_wait(empty + 8 * s, ((kt / STAGES) + 1) & 1);
+        mbar_expect_tx(full + 8 * s, STAGE_BYTES);
+        tma_load(sA + s * A_BYTES, &ta, full + 8 * s, kt * BK, m0);
+        tma_load(sB + s * B_BYTES, &tb, full + 8 * s, kt * BK, n0);
+      }
+    }
+    return;
+  }
+
+  const int c = wg - 1;
+  float d[MW][BN / 2];
+#pragma unroll
+  for (int i = 0; i < MW; i++)
+#pragma unroll
+    for (int j = 0; j < BN / 2; j++) d[i][j] = 0.f;
+  for (int kt = 0; kt < KT; kt++) {
+    const int s = kt % STAGES;
+    mbar_wait(full + 8 * s, (kt / STAGES) & 1);
+    const uint32_t a = sA + s * A_BYTES + c * WG_ROWS * 128, b = sB + s * B_BYTES;
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; kk++)
+#pragma unroll
+      for (int i = 0; i < MW; i++) wgmma(d[i], desc(a + i * 64 * 128 + kk * 32), desc(b + kk * 32));
+    wgmma_commit();
+    // One group stays in flight; the one before it is done, so its stage
+    // goes back to the producer.
+    wgmma_wait<1>();
+    if (kt > 0 && tid == 0) mbar_arrive(empty + 8 * ((kt - 1) % STAGES));
+  }
+  wgmma_wait<0>();
+
+  // d[i][4j + 2h + e]: row 16·warp + lane/4 + 8h of the i-th m64 tile,
+  // column 8j + 2(lane%4) + e.
+  const int warp = tid / 32, lane = tid % 32;
+#pragma unroll
+  for (int i = 0; i < MW; i++)
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++)
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int m = m0 + c * WG_ROWS + i * 64 + warp * 16 + lane / 4 + h * 8, n = n0 + j * 8 + 2 * (lane % 4);
+        if (m >= M) continue;
+        const float v0 = d[i][4 * j + 2 * h], v1 = d[i][4 * j + 2 * h + 1];
+        if ((N % 2) == 0 && n + 1 < N) {
+          *reinterpret_cast<__nv_bfloat162 *>(out + (size_t)m * N + n) = __floats2bfloat162_rn(v0, v1);
+        } else {
+          if (n < N) out[(size_t)m * N + n] = __float2bfloat16(v0);
+          if (n + 1 < N) out[(size_t)m * N + n + 1] = __float2bfloat16(v1);
+        }
+      }
+}
+
+int llmir_kernel(void *const *bufs, const int64_t *dims) {
+  (void)dims;
+  static bool configured = false;
+  static CUtensorMap ta, tb;
+  static const void *pa = nullptr, *pb = nullptr;
+  if (!configured) {
+    cudaError_t e = cudaFuncSetAttribute(gemm, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM);
+    if (e != cudaSuccess) return (int)e;
+    configured = true;
+  }
+  // A tensor map holds its buffer's address: encode again for new buffers.
+  if (bufs[0] != pa) {
+    if (int e = make_map(&ta, bufs[0], M, BM)) return e;
+    pa = bufs[0];
+  }
+  if (bufs[1] != pb) {
+    if (int e = make_map(&tb, bufs[1], N, BN)) return e;
+    pb = bufs[1];
+  }
+  gemm<<<((M + BM - 1) / BM) * ((N + BN - 1) / BN), THREADS, SMEM>>>(ta, tb, (__nv_bfloat16 *)bufs[2]);
+  return (int)cudaGetLastError();
+}
