@@ -104,14 +104,18 @@ cat "$WORK/fingerprint.log" >>"$R/summary.txt"
 # Each generator's default source compiled on its own: pinpoints a source
 # nvcc rejects even when the harness (and so everything after) cannot run.
 emit_compile() {
-  local dir=$R/emit i=0 pids=() spec
+  local dir=$R/emit i=0 pids=() spec arch
   mkdir -p "$dir"
+  # The builder's own target flag (sm_90 builds for sm_90a, whose wgmma
+  # the prefill GEMM uses), as the fingerprint lists it.
+  arch=$(grep -oE '"-(gencode=[^"]+|arch=[^"]+)"' "$WORK/fingerprint.log" | head -1 | tr -d '"')
+  arch=${arch:--gencode=arch=compute_90a,code=sm_90a}
   for spec in 'gemv:M=1,N=4096,K=4096' 'gemv:M=16,N=4096,K=14336' 'cublas_gemv:M=16,N=4096,K=4096' \
     'gemm:M=512,N=4096,K=4096' 'gemm:M=77,N=130,K=264' 'cublas_gemm:M=512,N=4096,K=4096' \
     'paged_attention:B=32,QH=32,KVH=8,D=128,BS=16,ctx=4096' 'paged_attention:B=5,QH=8,KVH=2,D=64,BS=7,ctx=300' \
     'rms_norm:M=16,H=4096' 'silu_mul:M=16,I=14336' 'rope:T=1,H=32,D=128' 'append_kv:T=16,KVH=8,D=128,BS=16'; do
     "$LLMIR" cuda emit "$spec" >"$dir/$i.cu" || return 1
-    (nvcc -O3 -arch=sm_90 -std=c++17 -shared -Xcompiler -fPIC -o "/tmp/emit-$i.so" "$dir/$i.cu" -lcublas >"$dir/$i.log" 2>&1 &&
+    (nvcc -O3 "$arch" -std=c++17 -shared -Xcompiler -fPIC -o "/tmp/emit-$i.so" "$dir/$i.cu" -lcublas >"$dir/$i.log" 2>&1 &&
       echo "ok $spec" || { echo "FAIL $spec"; cat "$dir/$i.log"; }) &
     pids+=($!)
     i=$((i + 1))
