@@ -2,6 +2,7 @@ package schedule
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -98,7 +99,7 @@ func cacheRead(n *Nest, block, buffer string, scope Scope, layout *Layout) (stri
 		return "", illegal("cache_read", "block %s writes %s in the same loop nest as %s", w.Name, buffer, block)
 	}
 	name := n.fresh(fmt.Sprintf("%s_%s", buffer, scope), nil)
-	nb := &Buffer{Name: name, DType: x.DType, Shape: append([]Expr{}, x.Shape...), Scope: scope, Param: -1, Layout: layout}
+	nb := &Buffer{Name: name, DType: x.DType, Shape: append([]Expr{}, x.Shape...), Scope: scope, Param: -1, Layout: layout.clone()}
 	n.Buffers = append(n.Buffers, nb)
 	b.Value = renameLoads(b.Value, buffer, name, func(i []Expr) []Expr { return i })
 	if b.Init != nil {
@@ -253,7 +254,7 @@ func region(op string, n *Nest, outer []*Loop, accs []access, exact bool) ([]Exp
 			l := r.toLin(e)
 			low := newLin(l.Const)
 			sz := int64(1)
-			nInner := 0
+			var strides []tileWalk
 			for k, c := range l.Terms {
 				atom := l.Atoms[k]
 				v, isVar := atom.(Var)
@@ -261,11 +262,11 @@ func region(op string, n *Nest, outer []*Loop, accs []access, exact bool) ([]Exp
 					if c < 0 {
 						return nil, nil, illegal(op, "index %s runs backwards in loop %s", e, v.Name)
 					}
-					nInner++
-					if exact && (c != 1 || nInner > 1 || walked[v.Name]) {
-						return nil, nil, illegal(op, "index %s does not walk a dense tile (stride %d in loop %s)", e, c, v.Name)
+					if exact && walked[v.Name] {
+						return nil, nil, illegal(op, "index %s does not walk a dense tile (loop %s walks two dimensions)", e, v.Name)
 					}
 					walked[v.Name] = true
+					strides = append(strides, tileWalk{v.Name, c, tileExtent(inner, v.Name, r.Vars[v.Name].Hi+1), r.Vars[v.Name].Hi})
 					sz += c * r.Vars[v.Name].Hi
 					continue
 				}
@@ -276,6 +277,11 @@ func region(op string, n *Nest, outer []*Loop, accs []access, exact bool) ([]Exp
 				}
 				low.Terms[k] = c
 				low.Atoms[k] = atom
+			}
+			if exact {
+				if err := dense(op, e, strides); err != nil {
+					return nil, nil, err
+				}
 			}
 			le := low.expr()
 			if lo[d] == nil {
@@ -290,6 +296,61 @@ func region(op string, n *Nest, outer []*Loop, accs []access, exact bool) ([]Exp
 		return nil, nil, illegal(op, "no accesses under the loop")
 	}
 	return lo, size, nil
+}
+
+// tileWalk is an inner loop's stride and extent in one index.
+type tileWalk struct {
+	loop   string
+	stride int64
+	ext    int64 // extent in a full tile
+	hi     int64 // largest value of the loop variable
+}
+
+// tileExtent is the extent loop v has in a full tile: C for a constant
+// extent or a tail min(C, e), else the range's size hi. A tail loop that
+// ends early leaves no hole below the next stride, since the loops outside
+// it end there too.
+func tileExtent(loops []*Loop, v string, hi int64) int64 {
+	for _, l := range loops {
+		if l.Name != v {
+			continue
+		}
+		switch e := l.Extent.(type) {
+		case Int:
+			return e.V
+		case Bin:
+			if e.Op == OpMin {
+				if c, ok := e.A.(Int); ok {
+					return c.V
+				}
+				if c, ok := e.B.(Int); ok {
+					return c.V
+				}
+			}
+		}
+	}
+	return hi
+}
+
+// dense checks that the inner loops walking one index cover a range
+// without holes: ordered by stride, the first has stride 1 and each next
+// one the stride times the extent of the one before (i1·4 + i2 with i2 in
+// 0..4, as a split of one dimension into two loops gives). Loops of one
+// iteration (a split's outer part when the dimension is shorter than one
+// tile) are left out.
+func dense(op string, e Expr, ws []tileWalk) error {
+	sort.Slice(ws, func(i, j int) bool { return ws[i].stride < ws[j].stride })
+	want := int64(1)
+	for _, w := range ws {
+		if w.hi == 0 {
+			continue // one iteration: it adds an offset, not a hole
+		}
+		if w.stride != want {
+			return illegal(op, "index %s does not walk a dense tile (stride %d in loop %s)", e, w.stride, w.loop)
+		}
+		want = w.stride * w.ext
+	}
+	return nil
 }
 
 type access struct {
@@ -863,8 +924,7 @@ func (s *Schedule) SetLayout(buffer string, layout *Layout) error {
 		if err := layout.check(len(b.Shape)); err != nil {
 			return nil, illegal("set_layout", "buffer %s: %v", buffer, err)
 		}
-		l := Layout{Tile: append([]int64{}, layout.Tile...), Order: append([]int{}, layout.Order...)}
-		b.Layout = &l
+		b.Layout = layout.clone()
 		return nil, nil
 	})
 	return err

@@ -495,9 +495,9 @@ func (r Ranges) toLin(e Expr) lin {
 		b := r.toLin(x.B)
 		switch x.Op {
 		case OpAdd:
-			return a.add(b, 1)
+			return r.recombine(a.add(b, 1))
 		case OpSub:
-			return a.add(b, -1)
+			return r.recombine(a.add(b, -1))
 		case OpMul:
 			if a.isConst() {
 				return newLin(0).add(b, a.Const)
@@ -531,6 +531,37 @@ func (r Ranges) toLin(e Expr) lin {
 		}
 	}
 	return atomLin(e)
+}
+
+// recombine folds c·q·(x // q) + c·(x % q) back into c·x. A loop fused
+// from (i1, kk) binds i1 = f // G and kk = f % G, and a layout that merges
+// the two dims addresses them at (f // G)·G + f % G: only with this rule
+// does that index read as f, stride 1 in f, so the printer vectorizes over
+// the fused loop (recipe.GEMVOuter with k groups in the lanes).
+func (r Ranges) recombine(l lin) lin {
+	for k, c := range l.Terms {
+		m, ok := l.Atoms[k].(Bin)
+		if !ok || m.Op != OpMod {
+			continue
+		}
+		q, ok := m.B.(Int)
+		if !ok || q.V <= 0 {
+			continue
+		}
+		dk := Bin{OpFloorDiv, m.A, m.B}.String()
+		if l.Terms[dk] != c*q.V {
+			continue
+		}
+		out := newLin(l.Const)
+		for k2, c2 := range l.Terms {
+			if k2 != k && k2 != dk {
+				out.Terms[k2] = c2
+				out.Atoms[k2] = l.Atoms[k2]
+			}
+		}
+		return r.recombine(out.add(r.toLin(m.A), c))
+	}
+	return l
 }
 
 // divMod splits a into the part whose coefficients c divides and the rest;

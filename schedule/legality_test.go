@@ -128,6 +128,24 @@ func TestLegality(t *testing.T) {
 			func(s *schedule.Schedule) error {
 				return s.SetLayout("out_register", &schedule.Layout{Tile: []int64{0}, Order: []int{0}})
 			}, "1 entries for a rank-2 buffer"},
+		{"set_layout merge one dim", false, func(s *schedule.Schedule) error { _, err := s.CacheWrite("out", schedule.Register); return err },
+			func(s *schedule.Schedule) error {
+				return s.SetLayout("out_register", &schedule.Layout{Tile: []int64{0, 0}, Order: []int{1, 0}, Merge: 1})
+			}, "layout merge 1 outside 2..2"},
+		{"cache_read merge too many", false, nil, func(s *schedule.Schedule) error {
+			_, err := s.CacheRead("out", "w", schedule.Local, &schedule.Layout{Tile: []int64{0, 4}, Order: []int{1, 0, 2}, Merge: 4})
+			return err
+		}, "layout merge 4 outside 2..3"},
+		{"fuse reduction with rfactor axis", false, func(s *schedule.Schedule) error {
+			if _, err := s.Split("k", -1, 4); err != nil {
+				return err
+			}
+			if err := s.Reorder("i", "j", "k_1", "k_0"); err != nil {
+				return err
+			}
+			_, err := s.RFactor("out", "k_1", 2)
+			return err
+		}, func(s *schedule.Schedule) error { _, err := s.Fuse("k_1", "k_0"); return err }, "mix spatial and reduction"},
 		{"sample tile n", false, nil, func(s *schedule.Schedule) error { _, err := s.SamplePerfectTile("i", 0, 0); return err }, "outside 1..8"},
 		{"sample categorical empty", false, nil, func(s *schedule.Schedule) error { _, err := s.SampleCategorical(nil, nil); return err }, "no candidates"},
 		{"sample categorical probs", false, nil, func(s *schedule.Schedule) error {

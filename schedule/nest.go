@@ -27,11 +27,24 @@ func parseScope(s string) (Scope, error) {
 
 // Layout maps a buffer's logical index to its physical one: each dim d with
 // Tile[d] > 0 splits into (d // Tile[d], d % Tile[d]); Order then permutes the
-// resulting dims. Packing a weight panel w[n][k] as w[n/16][k][16] is
-// Tile [16, 0], Order [0, 2, 1].
+// resulting dims; Merge > 1 then makes the last Merge dims one, row-major.
+// Packing a weight panel w[n][k] as w[n/16][k][16] is Tile [16, 0], Order
+// [0, 2, 1]. Merge exists for vectors whose lanes cover two logical dims:
+// a[i][k] copied as [k/4][i·4 + k%4] (Tile [0, 4], Order [1, 0, 2], Merge
+// 2) puts 4 rows × 4 k steps in one vector of 16 floats, and the printer
+// only vectorizes along the last physical dim.
 type Layout struct {
 	Tile  []int64 `json:"tile"`
 	Order []int   `json:"order"`
+	Merge int     `json:"merge,omitempty"`
+}
+
+// clone deep-copies the layout (nil stays nil).
+func (l *Layout) clone() *Layout {
+	if l == nil {
+		return nil
+	}
+	return &Layout{Tile: append([]int64{}, l.Tile...), Order: append([]int{}, l.Order...), Merge: l.Merge}
 }
 
 func (l *Layout) String() string {
@@ -45,6 +58,9 @@ func (l *Layout) String() string {
 	os := make([]string, len(l.Order))
 	for i, o := range l.Order {
 		os[i] = fmt.Sprint(o)
+	}
+	if l.Merge > 1 {
+		return fmt.Sprintf(" layout(tile=[%s], order=[%s], merge=%d)", strings.Join(ts, ", "), strings.Join(os, ", "), l.Merge)
 	}
 	return fmt.Sprintf(" layout(tile=[%s], order=[%s])", strings.Join(ts, ", "), strings.Join(os, ", "))
 }
@@ -76,6 +92,9 @@ func (l *Layout) check(rank int) error {
 		}
 		seen[o] = true
 	}
+	if l.Merge != 0 && (l.Merge < 2 || l.Merge > n) {
+		return fmt.Errorf("layout merge %d outside 2..%d (0 = none)", l.Merge, n)
+	}
 	return nil
 }
 
@@ -98,6 +117,20 @@ func (b *Buffer) PhysShape() []Expr {
 	if b.Layout == nil {
 		return b.Shape
 	}
+	out := b.permuted()
+	if m := b.Layout.Merge; m > 1 {
+		k := len(out) - m
+		var e Expr = C(1)
+		for _, d := range out[k:] {
+			e = Mul(e, d)
+		}
+		out = append(out[:k:k], Simplify(e))
+	}
+	return out
+}
+
+// permuted is the physical shape before Merge.
+func (b *Buffer) permuted() []Expr {
 	var dims []Expr
 	for d, s := range b.Shape {
 		if t := b.Layout.Tile[d]; t > 0 {
@@ -129,6 +162,15 @@ func (b *Buffer) PhysIndex(idx []Expr) []Expr {
 	out := make([]Expr, len(dims))
 	for i, o := range b.Layout.Order {
 		out[i] = dims[o]
+	}
+	if m := b.Layout.Merge; m > 1 {
+		shape := b.permuted()
+		k := len(out) - m
+		e := out[k]
+		for d := k + 1; d < len(out); d++ {
+			e = Add(Mul(e, shape[d]), out[d])
+		}
+		out = append(out[:k:k], e)
 	}
 	return out
 }
@@ -235,10 +277,7 @@ func (n *Nest) Clone() *Nest {
 	for _, b := range n.Buffers {
 		nb := *b
 		nb.Shape = append([]Expr{}, b.Shape...)
-		if b.Layout != nil {
-			l := Layout{Tile: append([]int64{}, b.Layout.Tile...), Order: append([]int{}, b.Layout.Order...)}
-			nb.Layout = &l
-		}
+		nb.Layout = b.Layout.clone()
 		c.Buffers = append(c.Buffers, &nb)
 	}
 	c.Body = cloneStmts(n.Body)

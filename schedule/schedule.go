@@ -440,17 +440,24 @@ func fuse(n *Nest, loops []string) (string, error) {
 	}
 	inner := path[len(path)-1]
 	for _, b := range blocksUnder(inner) {
+		// A loop that feeds a spatial axis writes a distinct element per
+		// iteration even when it also feeds a reduction axis (the factor
+		// loop of rfactor does both), so it counts as spatial; mixing is
+		// fusing it with a loop that feeds reduction axes only.
 		sp, rd := false, false
-		for i, a := range b.Axes {
-			for _, l := range path {
+		for _, l := range path {
+			lsp, lrd := false, false
+			for i, a := range b.Axes {
 				if UsesVar(b.Binds[i], l.Name) {
 					if a.Reduce {
-						rd = true
+						lrd = true
 					} else {
-						sp = true
+						lsp = true
 					}
 				}
 			}
+			sp = sp || lsp
+			rd = rd || (lrd && !lsp)
 		}
 		if sp && rd {
 			return "", illegal("fuse", "block %s would mix spatial and reduction iterations in one loop", b.Name)

@@ -234,3 +234,36 @@ func TestDefErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestMergedLayout: a layout with Merge folds the last physical dims into
+// one (row-major), and the simplifier reads the merged index of a loop
+// fused from (i1, kk) — (f // 4)·4 + f % 4 — back as f, which is what lets
+// the printer vectorize over the fused loop.
+func TestMergedLayout(t *testing.T) {
+	b := &schedule.Buffer{Name: "a_local", Shape: []schedule.Expr{schedule.C(16), schedule.C(64)},
+		Layout: &schedule.Layout{Tile: []int64{0, 4}, Order: []int{1, 0, 2}, Merge: 2}}
+	if got := fmt.Sprint(b.PhysShape()); got != "[16 64]" {
+		t.Errorf("phys shape %s, want [16 64] (64/4 groups × 16·4)", got)
+	}
+	f := schedule.V("f")
+	r := schedule.Ranges{Vars: map[string]schedule.Interval{"f": {Lo: 0, Hi: 15}, "k0": {Lo: 0, Hi: 15}}}
+	i := schedule.FloorDiv(f, schedule.C(4))
+	k := schedule.Add(schedule.Mul(schedule.V("k0"), schedule.C(4)), schedule.Mod(f, schedule.C(4)))
+	var got []string
+	for _, e := range b.PhysIndex([]schedule.Expr{i, k}) {
+		got = append(got, r.Simplify(e).String())
+	}
+	if want := "[k0 f]"; fmt.Sprint(got) != want {
+		t.Errorf("phys index %v, want %s", got, want)
+	}
+	for _, c := range []struct{ in, want schedule.Expr }{
+		{schedule.Add(schedule.Mul(schedule.FloorDiv(f, schedule.C(4)), schedule.C(8)), schedule.Mul(schedule.Mod(f, schedule.C(4)), schedule.C(2))), schedule.Mul(f, schedule.C(2))},
+		// Coefficients that do not match stay apart.
+		{schedule.Add(schedule.Mul(schedule.FloorDiv(f, schedule.C(4)), schedule.C(3)), schedule.Mod(f, schedule.C(4))),
+			schedule.Add(schedule.Mul(schedule.FloorDiv(f, schedule.C(4)), schedule.C(3)), schedule.Mod(f, schedule.C(4)))},
+	} {
+		if g, w := r.Simplify(c.in).String(), r.Simplify(c.want).String(); g != w {
+			t.Errorf("Simplify(%s) = %s, want %s", c.in, g, w)
+		}
+	}
+}

@@ -16,7 +16,14 @@
 //     register tile of JU vectors (one per row of w, rows of a in the
 //     lanes: cache_write + set_layout), w broadcast into the FMAs, no
 //     horizontal sums; w streamed once with one prefetch per line of each
-//     row, parallel over row chunks of w.
+//     row, parallel over row chunks of w. With KG > 1 (and k blocks) each
+//     vector holds MV/KG rows × KG k steps instead: a is copied as
+//     [k/KG][i·KG + k%KG] (a merged layout), KG floats of w are broadcast
+//     to every lane group (the printer's group broadcast), KG vectors of a
+//     serve JU rows of w, and a second rfactor adds the KG partial sums of
+//     each output at the write-back.
+//   - GEMM with PackA also copies the MR×KC block of a per row block into a
+//     [KC][MR] local, so its broadcasts read one contiguous stream.
 //
 // The recipes take schedule.Ref knobs; a literal is schedule.Lit(v).
 package recipe

@@ -12,11 +12,17 @@ import (
 // trace mutated in those decisions replays to a neighbour. NR is a literal:
 // it is also the packed panel's layout tile, which is not an operand.
 type GEMMTiles struct {
-	MR       schedule.Ref // register block rows
-	NR       int64        // register block columns (a multiple of the vector width)
-	NB       schedule.Ref // register blocks per cache block: NC = NB·NR columns of packed w
-	KC       schedule.Ref // cache block depth
-	Parallel bool         // run the NC blocks on threads
+	MR schedule.Ref // register block rows
+	NR int64        // register block columns (a multiple of the vector width)
+	NB schedule.Ref // register blocks per cache block: NC = NB·NR columns of packed w
+	KC schedule.Ref // cache block depth
+	// PackA copies the MR×KC block of a that a register tile row reads
+	// into a local [KC][MR] buffer at i0, so that its broadcasts walk one
+	// contiguous stream instead of MR rows K floats apart (at K a multiple
+	// of 1024 the rows all map to the same L1 sets, where the packed w
+	// stream evicts them).
+	PackA    bool
+	Parallel bool // run the NC blocks on threads
 }
 
 // GEMM schedules the reduction block (out[i, j] += a[i, k] * w[j, k]) into
@@ -69,6 +75,20 @@ func GEMM(s *schedule.Schedule, block string, t GEMMTiles) (map[string]string, e
 	if err := step(s.ComputeAt(pack, ks[0]), "compute_at"); err != nil {
 		return nil, err
 	}
+	packA := ""
+	if t.PackA {
+		act, _, err := operands(s, rf)
+		if err != nil {
+			return nil, err
+		}
+		packA, err = s.CacheRead(rf, act, schedule.Local, &schedule.Layout{Tile: []int64{0, 0}, Order: []int{1, 0}})
+		if err := step(err, "cache_read a"); err != nil {
+			return nil, err
+		}
+		if err := step(s.ComputeAt(packA, is[0]), "compute_at a"); err != nil {
+			return nil, err
+		}
+	}
 	if err := step(s.ReverseComputeAt(block, js[1]), "reverse_compute_at"); err != nil {
 		return nil, err
 	}
@@ -97,7 +117,11 @@ func GEMM(s *schedule.Schedule, block string, t GEMMTiles) (map[string]string, e
 			return nil, err
 		}
 	}
-	return map[string]string{"j0": js[0], "k0": ks[0], "i0": is[0], "j1": js[1], "k1": ks[1], "i1": is[1], "j2": js[2], "rf": rf, "pack": pack, "init": init}, nil
+	loops := map[string]string{"j0": js[0], "k0": ks[0], "i0": is[0], "j1": js[1], "k1": ks[1], "i1": is[1], "j2": js[2], "rf": rf, "pack": pack, "init": init}
+	if packA != "" {
+		loops["packA"] = packA
+	}
+	return loops, nil
 }
 
 // GEMVTiles are the knobs of the decode (skinny GEMM / GEMV) recipe.
@@ -239,6 +263,15 @@ type GEMVOuterTiles struct {
 	// reads it; partial sums go through rfactor and out is updated once per
 	// block. Unset: one pass over k per tile.
 	KB schedule.Ref
+	// KG, when > 1, puts KG k steps in the lanes next to MV/KG rows of a:
+	// each vector holds MV/KG rows × KG k steps, a is copied as
+	// [k/KG][i·KG + k%KG] (a merged layout), and the KG floats of a row of
+	// w are broadcast to every group of lanes at once (llmir_bcast<KG>),
+	// so a k group of KG steps loads KG vectors of a and JU groups of w
+	// for KG·JU FMAs instead of KG + KG·JU loads. The KG partial sums of
+	// each output are added at the write-back (a second rfactor, over the
+	// k group). Needs KB; a literal dividing MV and KU.
+	KG int64
 	// Prefetch is how many iterations of the outer k loop (KU k steps
 	// each) ahead each row of w (buffer Stream) is prefetched: 0 none.
 	Prefetch schedule.Ref
@@ -278,7 +311,17 @@ func GEMVOuter(s *schedule.Schedule, block string, t GEMVOuterTiles) (map[string
 	if err != nil {
 		return nil, err
 	}
-	if t.KB.Name != "" || t.KB.Value > 0 {
+	blocked := t.KB.Name != "" || t.KB.Value > 0
+	if t.KG > 1 {
+		if !blocked {
+			return nil, fmt.Errorf("gemv outer: k groups (KG %d) need k blocks (KB)", t.KG)
+		}
+		if t.MV%t.KG != 0 {
+			return nil, fmt.Errorf("gemv outer: KG %d does not divide MV %d", t.KG, t.MV)
+		}
+		return gemvOuterGrouped(s, block, act, ls, step, t)
+	}
+	if blocked {
 		return gemvOuterBlocked(s, block, act, ls, step, t)
 	}
 	wb, err := s.CacheWrite(block, schedule.Register)
@@ -377,6 +420,112 @@ func gemvOuterBlocked(s *schedule.Schedule, block, act string, ls []string, step
 	}
 	return map[string]string{"j0": js[0], "kb": ks[0], "j1": js[1], "i0": is[0], "k0": ks[1], "k1": ks[2], "j2": js[2], "i1": is[1],
 		"acc": acc, "pack": pack, "init": init, "rf": rf}, nil
+}
+
+// gemvOuterGrouped is the k-blocked GEMVOuter with KG k steps in the
+// lanes (t.KG > 1); the vector loop f is fused from the rows of a vector
+// (i1, MV/KG) and the k group (kg, KG):
+//
+//	a_local[k/KG][i·KG + k%KG] = a[i, k]
+//	for j0 (parallel)
+//	  for kb (K/(KB·KU))
+//	    for j1, i0
+//	      acc[JU][KG][MV] = 0                 // JU·KG vector registers
+//	      for k0 (KB), k1 (KU/KG, unrolled)  // prefetch w at k0
+//	        for j2 (JU), iv (KG), unrolled
+//	          for f (MV, vectorized)          // i1 = f / KG, kg = f % KG
+//	            acc[j2][iv][f] += a_local[k/KG][i·KG + kg] * w[j, k]
+//	      out_rf[i, j] = sum(kg, acc[…])      // lane reads
+//	      out[i, j] = (kb == 0 ? 0 : out[i, j]) + out_rf[i, j]
+//
+// w[j, k] is base + f % KG in the vector loop: the printer's group
+// broadcast.
+func gemvOuterGrouped(s *schedule.Schedule, block, act string, ls []string, step func(error, string) error, t GEMVOuterTiles) (map[string]string, error) {
+	rows := t.MV / t.KG
+	is, err := s.Split(ls[0], -1, t.KG, rows)
+	if err := step(err, "split i"); err != nil {
+		return nil, err
+	}
+	js, err := s.SplitBy(ls[1], schedule.Lit(-1), t.NJ, t.JU)
+	if err := step(err, "split j"); err != nil {
+		return nil, err
+	}
+	ku := t.KU
+	if ku.Name != "" {
+		return nil, fmt.Errorf("gemv outer: KU must be a literal with k groups (it is divided by KG %d)", t.KG)
+	}
+	if ku.Value%t.KG != 0 {
+		return nil, fmt.Errorf("gemv outer: KG %d does not divide KU %d", t.KG, ku.Value)
+	}
+	// k splits into groups first, so that the group loop has the constant
+	// extent KG rfactor needs whenever KG divides K; tails of the k blocks
+	// then fall on whole groups.
+	kq, err := s.Split(ls[2], -1, t.KG)
+	if err := step(err, "split k"); err != nil {
+		return nil, err
+	}
+	ks, err := s.SplitBy(kq[0], schedule.Lit(-1), t.KB, schedule.Lit(ku.Value/t.KG))
+	if err := step(err, "split k groups"); err != nil {
+		return nil, err
+	}
+	ks = append(ks, kq[1])
+	// i0, iv, i1 = is; kb, k0, k1, kg = ks
+	if err := step(s.Reorder(js[0], ks[0], js[1], is[0], ks[1], ks[2], js[2], is[1], is[2], ks[3]), "reorder"); err != nil {
+		return nil, err
+	}
+	rf, err := s.RFactor(block, ks[0], 0)
+	if err := step(err, "rfactor kb"); err != nil {
+		return nil, err
+	}
+	acc, err := s.RFactor(rf, ks[3], 3)
+	if err := step(err, "rfactor kg"); err != nil {
+		return nil, err
+	}
+	// The write-backs move to the tile before the fuse: region analysis
+	// needs affine indices (i1·rows + i2, not f / KG).
+	if err := step(s.ReverseComputeAt(rf, is[0]), "reverse_compute_at "+rf); err != nil {
+		return nil, err
+	}
+	if err := step(s.ReverseComputeAt(block, is[0]), "reverse_compute_at "+block); err != nil {
+		return nil, err
+	}
+	f, err := s.Fuse(is[2], ks[3])
+	if err := step(err, "fuse"); err != nil {
+		return nil, err
+	}
+	part := writtenBuffer(s, rf)
+	for _, b := range []string{acc, part} {
+		if err := step(s.SetScope(b, schedule.Register), "set_scope "+b); err != nil {
+			return nil, err
+		}
+	}
+	// acc[kb, i, j, kg] → [kb][j][i / rows][(i % rows)·KG + kg]: one vector
+	// per (row of w, vector of rows of a).
+	if err := step(s.SetLayout(acc, &schedule.Layout{Tile: []int64{0, rows, 0, 0}, Order: []int{0, 3, 1, 2, 4}, Merge: 2}), "set_layout"); err != nil {
+		return nil, err
+	}
+	pack, err := s.CacheRead(acc, act, schedule.Local, &schedule.Layout{Tile: []int64{0, t.KG}, Order: []int{1, 0, 2}, Merge: 2})
+	if err := step(err, "cache_read"); err != nil {
+		return nil, err
+	}
+	init, err := s.DecomposeReduction(acc, ks[1])
+	if err := step(err, "decompose_reduction"); err != nil {
+		return nil, err
+	}
+	rfLoops, err := s.Loops(rf)
+	if err != nil {
+		return nil, err
+	}
+	wbLoops, err := s.Loops(block)
+	if err != nil {
+		return nil, err
+	}
+	inner := []innerLoops{{acc, 3, 1}, {init, 2, 1}, {rf, len(rfLoops) - 4, 0}, {block, len(wbLoops) - 4, 0}}
+	if err := outerInner(s, t, inner, ks[1], js[0], step); err != nil {
+		return nil, err
+	}
+	return map[string]string{"j0": js[0], "kb": ks[0], "j1": js[1], "i0": is[0], "k0": ks[1], "k1": ks[2], "j2": js[2], "iv": is[1], "f": f,
+		"acc": acc, "part": part, "pack": pack, "init": init, "rf": rf}, nil
 }
 
 // writtenBuffer is the buffer block writes ("" when there is no such

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -186,5 +187,115 @@ func TestGEMVOuter(t *testing.T) {
 	s, _ := schedule.New(def, 1)
 	if _, err := recipe.GEMVOuter(s, "out", recipe.GEMVOuterTiles{NJ: schedule.Lit(1), JU: schedule.Lit(2), KU: schedule.Lit(4)}); err == nil {
 		t.Error("MV 0 accepted")
+	}
+}
+
+// TestGEMVOuterGroups: with KG k steps in the lanes the recipe copies a
+// as [k/KG][i·KG + k%KG] (a merged layout), keeps one vector accumulator
+// per (row of w, vector of rows) in a merged register layout, vectorizes
+// the loop fused from the rows of a vector and the k group, replays from
+// its trace (through JSON), and computes the product with tails in M, N
+// and the k blocks (K a multiple of KG); it refuses KG without k blocks, a
+// KG that does not divide MV or KU, and a K that KG does not divide.
+func TestGEMVOuterGroups(t *testing.T) {
+	for _, c := range []struct {
+		name         string
+		m, n, k      int64
+		kg, ju, kb   int64
+		parallel     bool
+		wantVecShape string
+	}{
+		{"full tiles", 16, 24, 64, 4, 4, 2, true, "f32[1, 16, 4, 4] register layout(tile=[0, 4, 0, 0], order=[0, 3, 1, 2, 4], merge=2)"},
+		{"tails in M, N and the k blocks", 13, 21, 100, 4, 3, 2, false, "f32[1, 16, 3, 4] register layout(tile=[0, 4, 0, 0], order=[0, 3, 1, 2, 4], merge=2)"},
+		{"pairs of k steps", 5, 7, 36, 2, 3, 1, true, "f32[1, 5, 3, 2] register layout(tile=[0, 8, 0, 0], order=[0, 3, 1, 2, 4], merge=2)"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			def, err := schedtest.Linear(c.m, c.n, c.k, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := schedule.New(def, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			loops, err := recipe.GEMVOuter(s, "out", recipe.GEMVOuterTiles{MV: 16, KG: c.kg, NJ: schedule.Lit(2), JU: schedule.Lit(c.ju), KU: schedule.Lit(16),
+				KB: schedule.Lit(c.kb), Prefetch: schedule.Lit(2), Stream: "w", Parallel: c.parallel})
+			if err != nil {
+				t.Fatal(err)
+			}
+			text := s.Nest().String()
+			for _, want := range []string{
+				"alloc " + loops["acc"] + ": " + c.wantVecShape,
+				fmt.Sprintf("local layout(tile=[0, %d], order=[1, 0, 2], merge=2)", c.kg),
+				"for " + loops["f"] + " in 0..",
+				"prefetch(w, +2)",
+			} {
+				if !strings.Contains(text, want) {
+					t.Errorf("no %q in\n%s", want, text)
+				}
+			}
+			if !regexp.MustCompile("for " + loops["f"] + " in 0..[^\n]* vectorized").MatchString(text) {
+				t.Errorf("the fused loop %s is not vectorized:\n%s", loops["f"], text)
+			}
+			// Through JSON: the merged layouts (merge=2) survive.
+			js, err := s.Trace().JSON()
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr, err := schedule.ParseTrace(js)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := schedule.Replay(def, tr)
+			if err != nil {
+				t.Fatalf("replay: %v", err)
+			}
+			if r.Nest().String() != text {
+				t.Errorf("replay differs:\n%s\nwant\n%s", r.Nest().String(), text)
+			}
+			checkProduct(t, s.Nest(), c.m, c.n, c.k)
+		})
+	}
+	for _, c := range []struct {
+		name string
+		k    int64
+		t    recipe.GEMVOuterTiles
+	}{
+		{"no k blocks", 64, recipe.GEMVOuterTiles{MV: 16, KG: 4, NJ: schedule.Lit(1), JU: schedule.Lit(2), KU: schedule.Lit(16)}},
+		{"KG does not divide MV", 64, recipe.GEMVOuterTiles{MV: 16, KG: 3, NJ: schedule.Lit(1), JU: schedule.Lit(2), KU: schedule.Lit(15), KB: schedule.Lit(1)}},
+		{"KG does not divide KU", 64, recipe.GEMVOuterTiles{MV: 16, KG: 4, NJ: schedule.Lit(1), JU: schedule.Lit(2), KU: schedule.Lit(6), KB: schedule.Lit(1)}},
+		{"KG does not divide K", 62, recipe.GEMVOuterTiles{MV: 16, KG: 4, NJ: schedule.Lit(1), JU: schedule.Lit(2), KU: schedule.Lit(16), KB: schedule.Lit(1)}},
+	} {
+		def, _ := schedtest.Linear(16, 8, c.k, false)
+		s, _ := schedule.New(def, 1)
+		if _, err := recipe.GEMVOuter(s, "out", c.t); err == nil {
+			t.Errorf("%s: accepted", c.name)
+		}
+	}
+}
+
+// TestGEMMPackA: with PackA the GEMM recipe copies the MR×KC block of a
+// into a local [KC][MR] buffer at the row-block loop (so the broadcasts
+// read one contiguous stream) and still computes the product with tails.
+func TestGEMMPackA(t *testing.T) {
+	for _, c := range [][3]int64{{24, 64, 32}, {13, 70, 37}} {
+		def, err := schedtest.Linear(c[0], c[1], c[2], false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := schedule.New(def, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		loops, err := recipe.GEMM(s, "out", recipe.GEMMTiles{MR: schedule.Lit(6), NR: 32, NB: schedule.Lit(2), KC: schedule.Lit(16), PackA: true, Parallel: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := s.Nest().String()
+		want := fmt.Sprintf("for %s in 0..%d:\n      alloc %s: f32[6, 16] local layout(tile=[0, 0], order=[1, 0])", loops["i0"], (c[0]+5)/6, loops["packA"])
+		if !strings.Contains(text, want) {
+			t.Errorf("no %q in\n%s", want, text)
+		}
+		checkProduct(t, s.Nest(), c[0], c[1], c[2])
 	}
 }

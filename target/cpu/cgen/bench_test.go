@@ -10,6 +10,7 @@ import (
 
 	"llmir/kernels"
 	"llmir/schedule"
+	"llmir/schedule/recipe"
 	"llmir/schedule/schedtest"
 	"llmir/target"
 	"llmir/target/cpu"
@@ -142,4 +143,160 @@ func envList(b *testing.B, key, def string) []string {
 		b.Fatalf("%s is empty", key)
 	}
 	return out
+}
+
+// BenchmarkGEMVOuter measures variants of the decode outer-product recipe
+// (recipe.GEMVOuter) side by side in one harness run, next to OpenBLAS, so
+// that an A/B of its tiles is not split across two runs of a noisy
+// machine. LLMIR_OUTER_TILES lists the variants, separated by ';', each
+// NJ,JU,KB,Prefetch,KG (KU is 16).
+//
+//	LLMIR_OUTER_TILES='4,8,128,8,1;4,6,128,8,4' go test -run '^$' -bench GEMVOuter -benchtime 1x ./target/cpu/cgen/
+func BenchmarkGEMVOuter(b *testing.B) {
+	shapes := envList(b, "LLMIR_LINEAR_SHAPES", "16x4096x4096")
+	variants := strings.Split(os.Getenv("LLMIR_OUTER_TILES"), ";")
+	if os.Getenv("LLMIR_OUTER_TILES") == "" {
+		variants = []string{"4,8,128,8,1", "4,6,128,8,4"}
+	}
+	threads := 1
+	if v := os.Getenv("LLMIR_THREADS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			b.Fatalf("LLMIR_THREADS=%q: want a positive integer", v)
+		}
+		threads = n
+	}
+	ctx := context.Background()
+	tg, err := cpu.New(ctx, cpu.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, sh := range shapes {
+		var l cpu.Linear
+		if _, err := fmt.Sscanf(sh, "%dx%dx%d", &l.M, &l.N, &l.K); err != nil {
+			b.Fatalf("shape %q: want MxNxK", sh)
+		}
+		b.Run(fmt.Sprintf("M=%d,N=%d,K=%d/f32/threads=%d", l.M, l.N, l.K, threads), func(b *testing.B) {
+			lin := kernels.Linear{M: int64(l.M), N: int64(l.N), K: int64(l.K)}
+			blas := cpu.OpenBLASCandidate("openblas", l, threads)
+			blas.UnsetEnv = cpu.OpenBLASUnsetEnv
+			cands := []target.Candidate{blas}
+			for i, v := range variants {
+				var nj, ju, kb, pf, kg int64
+				if _, err := fmt.Sscanf(v, "%d,%d,%d,%d,%d", &nj, &ju, &kb, &pf, &kg); err != nil {
+					b.Fatalf("LLMIR_OUTER_TILES variant %d %q: want NJ,JU,KB,Prefetch,KG", i+1, v)
+				}
+				def, err := lin.Def()
+				if err != nil {
+					b.Fatal(err)
+				}
+				s, err := schedule.New(def, 1)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := recipe.GEMVOuter(s, "out", recipe.GEMVOuterTiles{MV: 16, NJ: schedule.Lit(nj), JU: schedule.Lit(ju), KU: schedule.Lit(16),
+					KB: schedule.Lit(kb), KG: kg, Prefetch: schedule.Lit(pf), Stream: "w", Parallel: threads > 1}); err != nil {
+					b.Fatalf("variant %q: %v", v, err)
+				}
+				src, err := cgen.Emit(s.Nest(), cgen.Options{Entry: "llmir_linear", VectorBits: tg.CPU().VectorBits()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				cands = append(cands, target.Candidate{ID: fmt.Sprintf("%d:%s", i+1, v), Source: src, Entry: "llmir_linear", Threads: threads})
+			}
+			measureVariants(ctx, b, tg, cpu.LinearProblem(l, 1), cands)
+		})
+	}
+}
+
+// BenchmarkGEMM measures variants of the prefill GEMM recipe
+// (recipe.GEMM, NR = 2 vectors) side by side in one harness run, next to
+// OpenBLAS. LLMIR_GEMM_VARIANTS lists them, separated by ';', each
+// MR,NB,KC,PackA (PackA 0 or 1).
+//
+//	LLMIR_GEMM_VARIANTS='12,16,256,0;12,16,256,1' LLMIR_LINEAR_SHAPES=512x14336x4096 go test -run '^$' -bench GEMM -benchtime 1x ./target/cpu/cgen/
+func BenchmarkGEMM(b *testing.B) {
+	shapes := envList(b, "LLMIR_LINEAR_SHAPES", "512x14336x4096")
+	variants := []string{"12,16,256,0", "12,16,256,1"}
+	if v := os.Getenv("LLMIR_GEMM_VARIANTS"); v != "" {
+		variants = strings.Split(v, ";")
+	}
+	threads := 1
+	if v := os.Getenv("LLMIR_THREADS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			b.Fatalf("LLMIR_THREADS=%q: want a positive integer", v)
+		}
+		threads = n
+	}
+	ctx := context.Background()
+	tg, err := cpu.New(ctx, cpu.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	nr := int64(2 * tg.CPU().VectorBits() / 32)
+	for _, sh := range shapes {
+		var l cpu.Linear
+		if _, err := fmt.Sscanf(sh, "%dx%dx%d", &l.M, &l.N, &l.K); err != nil {
+			b.Fatalf("shape %q: want MxNxK", sh)
+		}
+		b.Run(fmt.Sprintf("M=%d,N=%d,K=%d/f32/threads=%d", l.M, l.N, l.K, threads), func(b *testing.B) {
+			lin := kernels.Linear{M: int64(l.M), N: int64(l.N), K: int64(l.K)}
+			blas := cpu.OpenBLASCandidate("openblas", l, threads)
+			blas.UnsetEnv = cpu.OpenBLASUnsetEnv
+			cands := []target.Candidate{blas}
+			for i, v := range variants {
+				var mr, nb, kc, pa int64
+				if _, err := fmt.Sscanf(v, "%d,%d,%d,%d", &mr, &nb, &kc, &pa); err != nil {
+					b.Fatalf("LLMIR_GEMM_VARIANTS variant %d %q: want MR,NB,KC,PackA", i+1, v)
+				}
+				def, err := lin.Def()
+				if err != nil {
+					b.Fatal(err)
+				}
+				s, err := schedule.New(def, 1)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := recipe.GEMM(s, "out", recipe.GEMMTiles{MR: schedule.Lit(mr), NR: nr, NB: schedule.Lit(nb), KC: schedule.Lit(kc), PackA: pa != 0, Parallel: threads > 1}); err != nil {
+					b.Fatalf("variant %q: %v", v, err)
+				}
+				src, err := cgen.Emit(s.Nest(), cgen.Options{Entry: "llmir_linear", VectorBits: tg.CPU().VectorBits()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				cands = append(cands, target.Candidate{ID: fmt.Sprintf("%d:%s", i+1, v), Source: src, Entry: "llmir_linear", Threads: threads})
+			}
+			measureVariants(ctx, b, tg, cpu.LinearProblem(l, 1), cands)
+		})
+	}
+}
+
+// measureVariants builds the candidates, measures them in one harness run
+// and logs each one's median, IQR, rates and ratio to the first
+// (the baseline).
+func measureVariants(ctx context.Context, b *testing.B, tg *cpu.Target, p *target.Problem, cands []target.Candidate) {
+	for b.Loop() {
+		built, err := tg.Build(ctx, cands)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var list []target.Built
+		for _, c := range cands {
+			list = append(list, built[c.ID])
+		}
+		ms, err := tg.Run(ctx, p, list, target.RunOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ref := ms[cands[0].ID]
+		for _, c := range cands {
+			m := ms[c.ID]
+			if m.Status != target.StatusOK {
+				b.Fatalf("%s: %s %s", c.ID, m.Status, m.Error)
+			}
+			b.Logf("%-16s %.3f ms (IQR %.3f–%.3f) %.1f GFLOP/s %.1f GB/s %.2f× %s", c.ID, m.Median*1e3, m.Q1*1e3, m.Q3*1e3,
+				p.FLOPs/m.Median/1e9, p.Bytes/m.Median/1e9, ref.Median/m.Median, cands[0].ID)
+		}
+	}
 }

@@ -46,7 +46,7 @@ func Emit(n *schedule.Nest, opt Options) (string, error) {
 	if !ident.MatchString(opt.Entry) {
 		return "", fmt.Errorf("%w: entry name %q is not a C identifier", ErrUnsupported, opt.Entry)
 	}
-	g := &gen{n: n, opt: opt, lanes: int64(opt.VectorBits / 32), reg: map[string]*regInfo{}, pin: map[string]int64{}, noVersion: map[string]bool{}, guarded: map[string]bool{}}
+	g := &gen{n: n, opt: opt, lanes: int64(opt.VectorBits / 32), reg: map[string]*regInfo{}, pin: map[string]int64{}, noVersion: map[string]bool{}, guarded: map[string]bool{}, bcast: map[int64]bool{}}
 	if err := g.checkNames(); err != nil {
 		return "", err
 	}
@@ -191,6 +191,10 @@ type gen struct {
 	// pf holds the prefetch annotations of the loops whose body is being
 	// printed, innermost last.
 	pf []*prefetchAt
+	// bcast lists the group widths of llmir_bcast<G> helpers the body
+	// uses; the header prints only those, so kernels without group
+	// broadcasts print as before.
+	bcast map[int64]bool
 }
 
 func (g *gen) walkLoops(ss []schedule.Stmt, anc []*schedule.Loop, f func(*schedule.Loop, []*schedule.Loop)) {
@@ -274,6 +278,7 @@ func (g *gen) header() string {
 		xs := strings.TrimSuffix(strings.Repeat("x, ", int(g.lanes)), ", ")
 		fmt.Fprintf(&b, "static inline llmir_vf llmir_splat(float x) { return (llmir_vf){%s}; }\n", xs)
 		b.WriteString(hsumC(g.lanes))
+		b.WriteString(g.bcastC())
 	}
 	b.WriteString("static inline int64_t llmir_min(int64_t a, int64_t b) { return a < b ? a : b; }\n")
 	b.WriteString("static inline int64_t llmir_max(int64_t a, int64_t b) { return a > b ? a : b; }\n")
@@ -314,6 +319,55 @@ func hsumC(lanes int64) string {
 		fmt.Fprintf(&b, " return (%s[0] + %s[2]) + (%s[1] + %s[3]); }\n", cur, cur, cur, cur)
 	} else {
 		fmt.Fprintf(&b, " return %s[0] + %s[1]; }\n", cur, cur)
+	}
+	return b.String()
+}
+
+// bcastC prints llmir_bcast<G>(p) for each group width G the body uses:
+// the G floats at p repeated across the vector. With AVX-512 or AVX it is
+// the one-instruction broadcast of a 128- or 256-bit group from memory
+// (vbroadcastf32x4, vbroadcastf32x8, vbroadcastf128; 2 floats as one
+// double with vbroadcastsd); gcc 12 turns the portable forms (a vector
+// initializer or __builtin_shufflevector of a narrower vector) into
+// stores to the stack and a reload, so the intrinsic is used where the
+// ISA has one and the initializer only as the fallback.
+func (g *gen) bcastC() string {
+	var gs []int64
+	for G := range g.bcast {
+		gs = append(gs, G)
+	}
+	if len(gs) == 0 {
+		return ""
+	}
+	sort.Slice(gs, func(i, j int) bool { return gs[i] < gs[j] })
+	var b strings.Builder
+	b.WriteString("#include <immintrin.h>\n")
+	bits := g.opt.VectorBits
+	for _, G := range gs {
+		el := make([]string, g.lanes)
+		for i := range el {
+			el[i] = fmt.Sprintf("p[%d]", int64(i)%G)
+		}
+		fallback := fmt.Sprintf("return (llmir_vf){%s};", strings.Join(el, ", "))
+		var fast, cond string
+		switch {
+		case bits == 512 && G == 4:
+			cond, fast = "__AVX512F__", "return (llmir_vf)_mm512_broadcast_f32x4(_mm_loadu_ps(p));"
+		case bits == 512 && G == 8:
+			cond, fast = "__AVX512DQ__", "return (llmir_vf)_mm512_broadcast_f32x8(_mm256_loadu_ps(p));"
+		case bits == 512 && G == 2:
+			cond, fast = "__AVX512F__", "double d; __builtin_memcpy(&d, p, 8); return (llmir_vf)_mm512_set1_pd(d);"
+		case bits == 256 && G == 4:
+			cond, fast = "__AVX__", "return (llmir_vf)_mm256_broadcast_ps((const __m128 *)p);"
+		case bits == 256 && G == 2:
+			cond, fast = "__AVX__", "double d; __builtin_memcpy(&d, p, 8); return (llmir_vf)_mm256_set1_pd(d);"
+		}
+		fmt.Fprintf(&b, "static inline llmir_vf llmir_bcast%d(const float *p) {", G)
+		if fast != "" {
+			fmt.Fprintf(&b, "\n#if defined(%s)\n  %s\n#else\n  %s\n#endif\n}\n", cond, fast, fallback)
+		} else {
+			fmt.Fprintf(&b, " %s }\n", fallback)
+		}
 	}
 	return b.String()
 }
@@ -510,7 +564,7 @@ func (g *gen) loop(l *schedule.Loop) error {
 		return nil
 	case l.Kind == schedule.Vectorized:
 		if g.dry != nil {
-			g.noteTail(ext)
+			g.noteVector(ext)
 		}
 		return g.vectorLoop(l, ext)
 	case l.Kind == schedule.Parallel:
@@ -642,7 +696,8 @@ func (g *gen) versionedBody(l *schedule.Loop) error {
 	for _, t := range ts {
 		if t.guard {
 			g.guarded[l.Name] = true
-		} else if c, ok := g.rg.Simplify(g.pinned(t.e)).(schedule.Int); ok && c.V >= t.c {
+		}
+		if c, ok := g.rg.Simplify(g.pinned(t.e)).(schedule.Int); !t.whole && ok && c.V >= t.c {
 			continue
 		}
 		conds = append(conds, fmt.Sprintf("%s >= %d", g.cInt(t.e), t.c))
@@ -688,6 +743,9 @@ type tail struct {
 	// guard: e is the whole extent of a guarded unrolled loop (bounded by
 	// c), pinned to c; the full copy then has no guards at all.
 	guard bool
+	// whole: e is the whole extent (of a guarded loop or a vector loop),
+	// so the test e >= c is never implied by the pins.
+	whole bool
 }
 
 // tails returns the tails to version the body of l on: the subexpressions
@@ -768,6 +826,30 @@ func (g *gen) noteTail(ext schedule.Expr) {
 	d.ts = append(d.ts, tail{key: key, c: c.V, e: e})
 }
 
+// noteVector records the tails of a vector loop's extent: its min(C, e)
+// parts, or, when it has none but the ranges bound it by a few whole
+// vectors, the whole extent pinned to that bound. A loop fused from (rows,
+// k group) has the extent min(4, d_M - i1·4)·4, which the bucket (d_M ≤
+// 16) folds to 4·d_M - 16·i1 for the last rows, no min left to pin: left
+// variable, the accumulators of the full tile fell back to a stack array.
+func (g *gen) noteVector(ext schedule.Expr) {
+	hasMin := false
+	schedule.Visit(ext, func(e schedule.Expr) {
+		if m, ok := e.(schedule.Bin); ok && m.Op == schedule.OpMin {
+			hasMin = true
+		}
+	})
+	if hasMin {
+		g.noteTail(ext)
+		return
+	}
+	iv, ok := g.rg.Bound(ext)
+	if !ok || iv.Hi <= 0 || iv.Hi%g.lanes != 0 || iv.Hi > 8*g.lanes {
+		return
+	}
+	g.noteWhole(ext, iv.Hi, false)
+}
+
 // noteGuard records the extent of a guarded unrolled loop (bounded by hi)
 // as a tail: its min(C, e) parts as noteTail does, or, when it is no min —
 // d_M - i*4 once the bucket bounds it by 4 — the whole extent, pinned to
@@ -779,6 +861,13 @@ func (g *gen) noteGuard(ext schedule.Expr, hi int64) {
 		g.noteTail(ext)
 		return
 	}
+	g.noteWhole(ext, hi, true)
+}
+
+// noteWhole records a whole extent (no min) bounded by hi as a tail pinned
+// to hi, if it is fixed for the owner's body; guard says it bounds a
+// guarded unrolled loop.
+func (g *gen) noteWhole(ext schedule.Expr, hi int64, guard bool) {
 	d := g.dry
 	key := ext.String()
 	if _, ok := ext.(schedule.Bin); !ok || d.seen[key] || hi <= 0 {
@@ -790,7 +879,7 @@ func (g *gen) noteGuard(ext schedule.Expr, hi int64) {
 		}
 	}
 	d.seen[key] = true
-	d.ts = append(d.ts, tail{key: key, c: hi, e: ext, guard: true})
+	d.ts = append(d.ts, tail{key: key, c: hi, e: ext, guard: guard, whole: true})
 }
 
 // pinned replaces the pinned tails in e by their constants.
@@ -1194,7 +1283,7 @@ func (g *gen) vecValueOK(e schedule.Expr, v string) bool {
 	case schedule.Load:
 		r := g.resolve(x.Buf, x.Index)
 		k := g.stride(r, v)
-		return k == 0 || (k == 1 && r.buf.DType == schedule.F32)
+		return k == 0 || (k == 1 && r.buf.DType == schedule.F32) || (g.group(r, v) > 0 && r.buf.DType == schedule.F32)
 	case schedule.Bin:
 		if !isFloatExpr(x) {
 			return !schedule.UsesVar(x, v)
@@ -1208,6 +1297,36 @@ func (g *gen) vecValueOK(e schedule.Expr, v string) bool {
 		return !schedule.UsesVar(x, v)
 	}
 	return false
+}
+
+// group returns G when r reads a group broadcast in v: the last physical
+// index is base + v % G with base independent of v (and G dividing the
+// lanes), the other dims independent of v. Lanes l and l + G then read the
+// same element, so the vector is the G floats at base repeated: a loop
+// fused from (rows of a, G k steps) reads w[j, k] this way
+// (recipe.GEMVOuter with KG > 1). It returns 0 otherwise.
+func (g *gen) group(r ref, v string) int64 {
+	last := len(r.phys) - 1
+	for d, e := range r.phys {
+		if d < last && schedule.UsesVar(e, v) {
+			return 0
+		}
+	}
+	e := r.phys[last]
+	if !schedule.UsesVar(e, v) {
+		return 0
+	}
+	base := schedule.Subst(e, map[string]schedule.Expr{v: schedule.C(0)})
+	for G := int64(2); G < g.lanes; G *= 2 {
+		if g.lanes%G != 0 {
+			continue
+		}
+		rest := g.rg.Simplify(schedule.Sub(schedule.Sub(e, base), schedule.Mod(schedule.V(v), schedule.C(G))))
+		if c, ok := rest.(schedule.Int); ok && c.V == 0 {
+			return G
+		}
+	}
+	return 0
 }
 
 // stride returns 0 if r does not depend on v, 1 if v walks the last
@@ -1313,6 +1432,14 @@ func (g *gen) vectorBody(l *schedule.Loop, base schedule.Expr) error {
 				r := g.resolve(x.Buf, x.Index)
 				if g.stride(r, v) == 0 {
 					return "llmir_splat(" + g.scalarLoad(r) + ")"
+				}
+				if G := g.group(r, v); G > 0 {
+					// base is a multiple of the lanes, so the group starts
+					// at lane 0 of the chunk.
+					br := at(r)
+					g.notePrefetch(br)
+					g.bcast[G] = true
+					return fmt.Sprintf("llmir_bcast%d(&%s[%s])", G, br.buf.Name, g.cInt(g.offset(br)))
 				}
 				_, rv := g.vecRef(at(r))
 				return rv

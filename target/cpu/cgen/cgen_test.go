@@ -84,6 +84,15 @@ var cases = []struct {
 			Prefetch: schedule.Lit(2), Stream: "w", Parallel: true})
 		must(t, err)
 	}},
+	{"gemv_outer_grouped", 16, 40, 64, 512, func(t testing.TB, s *schedule.Schedule) {
+		// The outer-product recipe with 4 k steps in the lanes: a copied
+		// as [k/4][i·4 + k%4], w read with llmir_bcast4 (4 floats to every
+		// lane group), an accumulator per (row of w, 4 rows of a) and the
+		// 4 partial sums of each output added at the write-back.
+		_, err := recipe.GEMVOuter(s, "out", recipe.GEMVOuterTiles{MV: 16, KG: 4, NJ: schedule.Lit(2), JU: schedule.Lit(4), KU: schedule.Lit(16),
+			KB: schedule.Lit(2), Prefetch: schedule.Lit(2), Stream: "w", Parallel: true})
+		must(t, err)
+	}},
 	{"parallel_packed", 16, 512, 64, 512, func(t testing.TB, s *schedule.Schedule) {
 		// NC×KC×4 = 64 KiB of packed panel: above the stack limit, so it is
 		// allocated once per thread inside the OpenMP region.
@@ -293,6 +302,75 @@ func checkOuterAssembly(t *testing.T, kb int64) {
 	}
 	if pf != ju {
 		t.Errorf("%d prefetches in the k loop, want one per row of w (%d)", pf, ju)
+	}
+}
+
+// TestGEMVOuterGroupsAssembly checks what gcc makes of the outer-product
+// recipe with 4 k steps per lane group and M dynamic (bucket 16): the full
+// tile keeps its JU·4 accumulators in registers (the last rows' fused
+// extent, 4·d_M - 48, is pinned with the others), and its k loop is
+// vbroadcastf32x4 of w and FMAs without embedded broadcasts, JU·KU of
+// them, with JU broadcasts per k group and no accumulator reloaded from
+// the stack. The kernel also matches the interpreter at M = 16 and 5.
+func TestGEMVOuterGroupsAssembly(t *testing.T) {
+	needAVX512Objdump(t)
+	const ju, ku = 6, 16
+	s := newSched(t, linear(t, 16, 60, 256, true))
+	_, err := recipe.GEMVOuter(s, "out", recipe.GEMVOuterTiles{MV: 16, KG: 4, NJ: schedule.Lit(2), JU: schedule.Lit(ju), KU: schedule.Lit(ku),
+		KB: schedule.Lit(8), Prefetch: schedule.Lit(4), Stream: "w", Parallel: true})
+	must(t, err)
+	src, err := Emit(s.Nest(), Options{Entry: "go", VectorBits: 512})
+	must(t, err)
+	full := src[strings.Index(src, "// full register tile"):strings.Index(src, "// edge tile")]
+	if strings.Contains(full, "out_rf_rf[") {
+		t.Errorf("the full tile keeps its accumulators in an array:\n%s", full)
+	}
+	dir := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(dir, "go.c"), []byte(src), 0o644))
+	obj := filepath.Join(dir, "go.o")
+	if out, err := exec.Command("gcc", "-O3", "-march=native", "-fopenmp", "-fPIC", "-c", "-o", obj, filepath.Join(dir, "go.c")).CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	out, err := exec.Command("objdump", "-d", "--no-show-raw-insn", obj).Output()
+	must(t, err)
+	lines := strings.Split(string(out), "\n")
+	// A vector of a may be folded into the FMA as a memory operand; an
+	// embedded scalar broadcast ({1to16}) would mean the group broadcast
+	// was lost.
+	fma := regexp.MustCompile(`vfmadd\d+ps\s+[^{]*,%zmm\d+,%zmm\d+$`)
+	jump := regexp.MustCompile(`\sj[a-z]+\s`)
+	reload := regexp.MustCompile(`\(%rsp\),%zmm\d+`)
+	best, bestFrom, bestTo := 0, 0, 0
+	for from := 0; from < len(lines); {
+		to, n := from, 0
+		for to < len(lines) && !jump.MatchString(lines[to]) {
+			if fma.MatchString(lines[to]) {
+				n++
+			}
+			to++
+		}
+		if n > best {
+			best, bestFrom, bestTo = n, from, to
+		}
+		from = to + 1
+	}
+	if best != ju*ku {
+		t.Fatalf("longest branch-free run has %d FMAs without an embedded broadcast, want JU·KU = %d", best, ju*ku)
+	}
+	bc := 0
+	for _, l := range lines[bestFrom:bestTo] {
+		if reload.MatchString(l) {
+			t.Fatalf("accumulator reloaded from the stack inside the k loop: %s", strings.TrimSpace(l))
+		}
+		if strings.Contains(l, "vbroadcastf32x4") {
+			bc++
+		}
+	}
+	if bc != ju*ku/4 {
+		t.Errorf("%d vbroadcastf32x4 in the k loop, want one per row of w and k group (%d)", bc, ju*ku/4)
+	}
+	for _, m := range []int64{16, 5} {
+		checkAgainstInterpreter(context.Background(), t, s.Nest(), 2, []int64{m}, 1e-5, Options{VectorBits: 512})
 	}
 }
 

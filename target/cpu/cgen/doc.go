@@ -77,6 +77,9 @@
 // 4 rows of a × 6 rows of w (N = 4096 is no multiple of 6, M is dynamic)
 // the k loop had ten compares and branches for 24 FMAs, and the 4×4096×4096
 // default with prefetching measured 11 ms with them, 2.6 ms without.
+// A vector loop's extent with no min left in it but bounded by a few
+// vectors (4·d_M - 48 for the last rows of the grouped outer-product tile,
+// once the bucket d_M ≤ 16 folded its min) is pinned whole to its bound.
 // Options.NoVersioning turns versioning off (the baseline of
 // BenchmarkTailVersioning).
 //
@@ -104,6 +107,17 @@
 // no instruction. The register tile is laid out [rows of w][rows of a]
 // (schedule.SetLayout), so each row of w is one llmir_vf local and the
 // write-back reads single lanes (acc_3_v0[i]).
+//
+// A group broadcast is the same idea for G > 1 floats: when the vector
+// loop is fused from (rows, k group) — recipe.GEMVOuter with KG = 4 puts 4
+// rows × 4 k steps in one vector — w[j, k] reads base + f % 4, so lanes
+// l and l + 4 read the same element, and the access is printed as
+// llmir_bcast4(&w[base]): vbroadcastf32x4 from memory with AVX-512 (the
+// header gets the helper, and <immintrin.h>, only when a kernel uses it;
+// gcc 12 turns the portable vector forms into stack round trips). The
+// copied a and the accumulators use a merged layout (schedule.Layout.Merge)
+// so that the fused loop walks their last physical dim with stride 1; the
+// simplifier reads (f / 4)·4 + f % 4 back as f.
 //
 // # Horizontal sums
 //
