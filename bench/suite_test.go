@@ -268,7 +268,9 @@ func TestTuningSuiteRows(t *testing.T) {
 		t.Fatal(err)
 	}
 	det := run.Entries[0].Detail.(*TuningDetail)
-	if len(det.CostModel) != 2 || len(det.Search) != 4 || det.Search[3].OfRandom <= 0 {
+	// Search: random, roofline-guided, gbt-guided, evolution first=pool,
+	// then random and evolution with the default first.
+	if len(det.CostModel) != 2 || len(det.Search) != 6 || det.Search[3].OfRandom <= 0 || det.Search[5].OfRandom <= 0 || det.Search[5].First != "default" {
 		t.Fatalf("cost model %v, search %v", det.CostModel, det.Search)
 	}
 	units := map[string]string{}
@@ -289,11 +291,11 @@ func TestTuningSuiteRows(t *testing.T) {
 	for _, r := range rows {
 		units[r.Metric] = r.Unit
 	}
-	if units["pairwise_accuracy"] != "accuracy" || units["trials_to_95pct"] != "trials" || len(rows) != 9 {
+	if units["pairwise_accuracy"] != "accuracy" || units["trials_to_95pct"] != "trials" || len(rows) != 12 {
 		t.Errorf("%d rows, units %v", len(rows), units)
 	}
 	// The datasets are fixed: the same numbers again are unchanged.
-	if again, err := reportWritten(context.Background(), env, writtenOf(run, rows)); err != nil || again.Unchanged != 0 || again.New != 9 {
+	if again, err := reportWritten(context.Background(), env, writtenOf(run, rows)); err != nil || again.Unchanged != 0 || again.New != 12 {
 		t.Errorf("report after one run: %s, %v", again.Summary(), err)
 	}
 	env.Opts.CostModelData = nil

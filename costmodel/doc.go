@@ -32,7 +32,9 @@
 //     Evolutionary step for step (options, batch, transfer from the same
 //     op's other tasks) on the measured pools, so a change to one is a
 //     change to the other; EvolveSim.DefaultFirst adds the tuner's
-//     rule-based default as every strategy's first trial.
+//     rule-based default as every strategy's first trial (the tuning
+//     suite reports both readings). RandomTrials is random order's exact
+//     expectation.
 //
 // Storing a model (search does this; costmodel does not import tuningdb):
 //
@@ -162,4 +164,24 @@
 // every Update (not appending trees) makes the model a function of its
 // measurements, so a reloaded model continues exactly as one never saved.
 // gonum/stat supplies the split quantiles and task means.
+//
+// # The sibling prior
+//
+// A new shape of an op that was tuned at another shape (decode and
+// prefill of one rms_norm, say) is cold for the trees: they rank its
+// knobs by what every kernel in the buffer taught. The sibling task's own
+// measurements are a sharper guide where the design spaces coincide, so
+// GBT.Predict blends (GBTParams.SiblingWeight) into a candidate's score
+// the mean normalized speed of the other tasks' samples with the same kind
+// and knob features (the same point of the same kernel's space at another
+// shape), the weight halving as the task's own measurements arrive
+// (SiblingHalf). It lives in the model, not in search, so the tuner and
+// SimulateEvolution get it from the same code.
+//
+// # Random order in the simulations
+//
+// Random search's trials to a good candidate are the exact expectation
+// (RandomTrials: (N+1)/(G+1) for G good of N, after the default when it
+// is measured first), not a mean over a few seeds, which on pools of a few
+// dozen points moves the median over tasks by a trial.
 package costmodel

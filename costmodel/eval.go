@@ -259,19 +259,20 @@ func LeaveOneTaskOut(ex []Example, k int, newModel func() Model) (EvalReport, er
 type SearchSim struct {
 	Task   string
 	Pool   int     // measured candidates of the task
-	Random float64 // mean trials random order needs (over the seeds)
+	Good   int     // of them within 95% of the pool's best
+	Random float64 // expected trials of random order (RandomTrials)
 	Guided int     // trials the model-guided order needs
 }
 
 // SimulateSearch replays search on the dataset's measured pools: for each
 // held-out task, how many trials until a candidate within 95% of the
 // pool's best latency (median ≤ best/0.95) is measured, (a) in random
-// order, averaged over seeds 1..randomSeeds, and (b) guided by a model
+// order, the exact expectation (RandomTrials), and (b) guided by a model
 // trained on the other tasks that, each round, measures the batch best
 // it scores among the unmeasured and learns from them (Update) before the
 // next round — the loop evolutionary search runs, on a fixed candidate
 // pool instead of mutated ones. Examples need Features.
-func SimulateSearch(ex []Example, batch, randomSeeds int, newModel func() Model) ([]SearchSim, error) {
+func SimulateSearch(ex []Example, batch int, newModel func() Model) ([]SearchSim, error) {
 	tasks, byTask, err := groupTasks(ex)
 	if err != nil {
 		return nil, err
@@ -280,22 +281,8 @@ func SimulateSearch(ex []Example, batch, randomSeeds int, newModel func() Model)
 	var out []SearchSim
 	for _, held := range tasks {
 		pool := byTask[held]
-		best := math.Inf(1)
-		for _, e := range pool {
-			best = min(best, e.Median)
-		}
-		good := func(e Example) bool { return e.Median <= best/0.95 }
-		sim := SearchSim{Task: held, Pool: len(pool)}
-		for seed := range randomSeeds {
-			rng := rand.New(rand.NewPCG(uint64(seed+1), uint64(seed+1)))
-			for n, i := range rng.Perm(len(pool)) {
-				if good(pool[i]) {
-					sim.Random += float64(n + 1)
-					break
-				}
-			}
-		}
-		sim.Random /= float64(max(randomSeeds, 1))
+		good := goodOf(pool)
+		sim := SearchSim{Task: held, Pool: len(pool), Good: countTrue(good), Random: RandomTrials(good, -1)}
 		m := newModel()
 		if err := trainExcept(m, tasks, byTask, held); err != nil {
 			return nil, fmt.Errorf("simulate %s: %w", held, err)
@@ -323,7 +310,7 @@ func SimulateSearch(ex []Example, batch, randomSeeds int, newModel func() Model)
 			for _, o := range order[:min(batch, len(order))] {
 				e := pool[left[o]]
 				trials++
-				if good(e) {
+				if good[left[o]] {
 					sim.Guided = trials
 					break rounds
 				}
@@ -386,10 +373,14 @@ type EvolveSim struct {
 
 // EvolutionSim is the result of SimulateEvolution for one held-out task.
 type EvolutionSim struct {
-	Task      string
-	Pool      int
-	Random    float64 // mean trials in random order (over the seeds)
-	Evolution float64 // mean trials of model-guided evolution (over the seeds)
+	Task string
+	Pool int
+	Good int // candidates within 95% of the pool's best
+	// DefaultGood: the task's default is good and EvolveSim.DefaultFirst
+	// put it first, so both strategies need exactly one trial.
+	DefaultGood bool
+	Random      float64 // expected trials in random order (RandomTrials)
+	Evolution   float64 // mean trials of model-guided evolution (over the seeds)
 }
 
 // SimulateEvolution replays model-guided evolutionary search on the
@@ -444,12 +435,8 @@ func SimulateEvolution(ex []Example, batch, seeds int, newModel func() Model, o 
 		if err != nil {
 			return nil, fmt.Errorf("simulate %s: %w", held, err)
 		}
-		best := math.Inf(1)
-		for _, e := range pool {
-			best = min(best, e.Median)
-		}
-		good := func(i int) bool { return pool[i].Median <= best/0.95 }
-		sim := EvolutionSim{Task: held, Pool: len(pool)}
+		good := goodOf(pool)
+		sim := EvolutionSim{Task: held, Pool: len(pool), Good: countTrue(good)}
 		// Trained once on the other tasks, then copied per seed (through
 		// its serialization) so that every seed starts from the same model.
 		base := newModel()
@@ -463,10 +450,11 @@ func SimulateEvolution(ex []Example, batch, seeds int, newModel func() Model, o 
 		def := -1
 		if o.DefaultFirst {
 			def = slices.IndexFunc(pool, func(e Example) bool { return e.Default })
+			sim.DefaultGood = def >= 0 && good[def]
 		}
+		sim.Random = RandomTrials(good, def)
 		for seed := range seeds {
 			rng := rand.New(rand.NewPCG(uint64(seed+1), uint64(seed+1)))
-			sim.Random += randomTrials(len(pool), def, good, rng)
 			m, err := Unmarshal(base.Format(), data)
 			if err != nil {
 				return nil, fmt.Errorf("simulate %s: %w", held, err)
@@ -477,7 +465,6 @@ func SimulateEvolution(ex []Example, batch, seeds int, newModel func() Model, o 
 			}
 			sim.Evolution += float64(n)
 		}
-		sim.Random /= float64(seeds)
 		sim.Evolution /= float64(seeds)
 		out = append(out, sim)
 	}
@@ -486,7 +473,7 @@ func SimulateEvolution(ex []Example, batch, seeds int, newModel func() Model, o 
 
 // evolveOnPool runs one seed of SimulateEvolution on one pool and returns
 // the trials until a good candidate is measured.
-func evolveOnPool(pool []Example, decs [][]string, def int, lead []leadTrace, good func(int) bool, m Model, task string, batch int, o EvolveSim, rng *rand.Rand) (int, error) {
+func evolveOnPool(pool []Example, decs [][]string, def int, lead []leadTrace, good []bool, m Model, task string, batch int, o EvolveSim, rng *rand.Rand) (int, error) {
 	measured := make([]bool, len(pool))
 	var done []int
 	trials := 0
@@ -526,7 +513,7 @@ func evolveOnPool(pool []Example, decs [][]string, def int, lead []leadTrace, go
 			if i < 0 {
 				continue
 			}
-			if good(i) {
+			if good[i] {
 				return trials, nil
 			}
 			measured[i] = true
@@ -541,24 +528,51 @@ func evolveOnPool(pool []Example, decs [][]string, def int, lead []leadTrace, go
 	return trials, nil
 }
 
-// randomTrials is the trials random order needs to measure a good one of
-// n candidates: def (≥ 0) first, then a random permutation of the others.
-func randomTrials(n, def int, good func(int) bool, rng *rand.Rand) float64 {
-	trials := 0
-	if def >= 0 {
-		if trials++; good(def) {
+// RandomTrials is the expected number of trials random order needs to
+// measure a good candidate (good[i]) of a pool, exactly: def (≥ 0) is
+// measured first, as the tuner measures the rule-based default before any
+// strategy's pick, then the others in a uniformly random order, in which
+// the first of G good among N comes on average at (N+1)/(G+1). Exact
+// rather than averaged over seeds: for pools of a few dozen points a
+// handful of seeds moves the median over tasks by a trial or more. +Inf
+// when nothing is good.
+func RandomTrials(good []bool, def int) float64 {
+	n, g := len(good), countTrue(good)
+	lead := 0.0
+	if def >= 0 && def < n {
+		if good[def] {
 			return 1
 		}
+		n, lead = n-1, 1
 	}
-	for _, i := range rng.Perm(n) {
-		if i == def {
-			continue
-		}
-		if trials++; good(i) {
-			return float64(trials)
+	if g == 0 {
+		return math.Inf(1)
+	}
+	return lead + float64(n+1)/float64(g+1)
+}
+
+// goodOf marks the pool's candidates within 95% of its best latency
+// (median ≤ best/0.95): the search simulations' target.
+func goodOf(pool []Example) []bool {
+	best := math.Inf(1)
+	for _, e := range pool {
+		best = min(best, e.Median)
+	}
+	good := make([]bool, len(pool))
+	for i, e := range pool {
+		good[i] = e.Median <= best/0.95
+	}
+	return good
+}
+
+func countTrue(bs []bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
 		}
 	}
-	return float64(trials)
+	return n
 }
 
 // pickBatch is one Propose of search's evolutionary strategy on the pool:

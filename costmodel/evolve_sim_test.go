@@ -137,3 +137,69 @@ func TestExplored(t *testing.T) {
 		}
 	}
 }
+
+// TestRandomTrials: the exact expectation of random order, against a
+// brute-force mean over every permutation of small pools, with and
+// without the default measured first.
+func TestRandomTrials(t *testing.T) {
+	for _, c := range []struct {
+		good []bool
+		def  int
+		want float64
+	}{
+		{[]bool{true}, -1, 1},
+		{[]bool{true, false, false, false}, -1, 2.5},
+		{[]bool{true, true, false, false, false}, -1, 2},
+		{[]bool{false, true, false, false}, 0, 1 + 2},
+		{[]bool{true, false, false, false}, 0, 1},
+		{[]bool{false, false, true, true, false}, 4, 1 + 5.0/3},
+		{[]bool{false, false}, -1, math.Inf(1)},
+	} {
+		got := RandomTrials(c.good, c.def)
+		if got != c.want && math.Abs(got-c.want) > 1e-12 {
+			t.Errorf("RandomTrials(%v, %d) = %v, want %v", c.good, c.def, got, c.want)
+		}
+		if math.IsInf(c.want, 0) {
+			continue
+		}
+		if bf := bruteRandom(c.good, c.def); math.Abs(bf-got) > 1e-12 {
+			t.Errorf("RandomTrials(%v, %d) = %v, all permutations give %v", c.good, c.def, got, bf)
+		}
+	}
+}
+
+// bruteRandom is the mean over all orders of the pool (def first when ≥ 0)
+// of the position of the first good candidate.
+func bruteRandom(good []bool, def int) float64 {
+	var rest []int
+	for i := range good {
+		if i != def {
+			rest = append(rest, i)
+		}
+	}
+	sum, n := 0.0, 0
+	var perm func(k int)
+	perm = func(k int) {
+		if k == len(rest) {
+			order := rest
+			if def >= 0 {
+				order = append([]int{def}, rest...)
+			}
+			for pos, i := range order {
+				if good[i] {
+					sum += float64(pos + 1)
+					break
+				}
+			}
+			n++
+			return
+		}
+		for i := k; i < len(rest); i++ {
+			rest[k], rest[i] = rest[i], rest[k]
+			perm(k + 1)
+			rest[k], rest[i] = rest[i], rest[k]
+		}
+	}
+	perm(0)
+	return sum / float64(n)
+}

@@ -374,3 +374,87 @@ func TestGBTFocusWeight(t *testing.T) {
 		}
 	}
 }
+
+// TestGBTSiblingWeight: a candidate whose kind and knob values were
+// measured at another shape of the same kernel (a sibling task) is scored
+// towards that sibling's speed: with weight 1 it ranks exactly as the
+// sibling measured, although four tasks of another kernel teach the
+// opposite rule; with weight 0.5 the score is halfway between the trees'
+// and the sibling's; a kind nobody measured keeps the trees' score. With
+// SiblingHalf 4, four measurements of the task itself halve the weight.
+func TestGBTSiblingWeight(t *testing.T) {
+	point := func(kind float64, d int) []float64 {
+		f := make([]float64, NumFeatures)
+		f[workOffset+4], f[workOffset+5] = 1, kind
+		f[knobOffset], f[knobOffset+1] = lg(float64(int(1)<<d)), float64(d)/3
+		return f
+	}
+	fit := func(w, half float64, own int) *GBT {
+		p := DefaultGBTParams()
+		p.MinTrain, p.SiblingWeight, p.SiblingHalf, p.Trees = 4*40+4, w, half, 60 // one fit, after op/a's update
+		g := NewGBT(p)
+		for task := range 4 {
+			var fs [][]float64
+			var ss []float64
+			for rep := range 10 {
+				for d := range 4 {
+					fs, ss = append(fs, point(0.25, d)), append(ss, 1e-6*math.Exp(-float64(d))*(1+0.01*float64(rep)))
+				}
+			}
+			if err := g.Update(fmt.Sprint("other/", task), fs, ss); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var fs [][]float64
+		var ss []float64
+		for d := range 4 {
+			fs, ss = append(fs, point(0.5, d)), append(ss, 1e-6*math.Exp(float64(d)))
+		}
+		if err := g.Update("op/a", fs, ss); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Update("op/b", nil, nil); err != nil { // the shape search meets next
+			t.Fatal(err)
+		}
+		fs, ss = nil, nil
+		for d := range own {
+			fs, ss = append(fs, point(0.5, d)), append(ss, 2e-6*math.Exp(-float64(d)))
+		}
+		if err := g.Update("op/b", fs, ss); err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	var test [][]float64
+	var secs []float64
+	for d := range 4 {
+		test, secs = append(test, point(0.5, d)), append(secs, math.Exp(float64(d)))
+	}
+	for d := range 4 {
+		test = append(test, point(0.9, d))
+	}
+	s0, s1, sHalf := fit(0, 0, 0).Predict(test), fit(1, 0, 0).Predict(test), fit(0.5, 0, 0).Predict(test)
+	if acc := PairwiseAccuracy(s1[:4], secs); acc != 1 {
+		t.Errorf("weight 1: pairwise %.2f on the sibling's rule, want 1 (scores %v)", acc, s1[:4])
+	}
+	for i := range test {
+		want := s0[i]
+		if i < 4 {
+			want = (s0[i] + s1[i]) / 2
+		}
+		if math.Abs(sHalf[i]-want) > 1e-9 {
+			t.Errorf("candidate %d: weight 0.5 scores %v, want %v", i, sHalf[i], want)
+		}
+		if i >= 4 && s1[i] != s0[i] {
+			t.Errorf("candidate %d of an unmeasured kind: weight 1 scores %v, weight 0 %v", i, s1[i], s0[i])
+		}
+	}
+	// Four of the task's own measurements (the trees refit with them, the
+	// prior still comes from op/a only) halve a SiblingHalf of 4.
+	o0, o1, oDecay := fit(0, 0, 4).Predict(test), fit(1, 0, 4).Predict(test), fit(1, 4, 4).Predict(test)
+	for i := range 4 {
+		if want := (o0[i] + o1[i]) / 2; math.Abs(oDecay[i]-want) > 1e-9 {
+			t.Errorf("candidate %d after 4 own measurements: half 4 scores %v, want %v", i, oDecay[i], want)
+		}
+	}
+}

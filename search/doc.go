@@ -20,7 +20,10 @@
 //     model learns between them, and at cold start leads its first batch
 //     with the best trace of another workload of the same kernel group
 //     (Evolutionary.Transfer; TuneModel hands over the tune's results),
-//     which costmodel.SimulateEvolution mirrors on measured pools.
+//     which costmodel.SimulateEvolution mirrors on measured pools. The
+//     shared model scores a cold shape's candidates by what another shape
+//     of the same kernel measured at the same knob values
+//     (costmodel.GBTParams.SiblingWeight; Focus names the task scored).
 //   - OnlineModel: the cost model one tune shares across its tasks and
 //     strategies; it learns every ok measurement once, and is saved per
 //     device in the tuning database (LoadOnlineModel, Save) so that the next

@@ -1,12 +1,15 @@
 package search_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
+	"llmir/costmodel"
 	"llmir/kernels"
 	"llmir/schedule"
 	"llmir/search"
@@ -292,6 +295,48 @@ func TestEvolutionaryBreedsOnlyValidPoints(t *testing.T) {
 			if err := v.Valid(p.Schedule, hw); err != nil {
 				t.Errorf("round %d: proposal %s is a refused point: %v", round, p.Key, err)
 			}
+		}
+	}
+}
+
+// TestEvolutionarySiblingPrior: a shape the shared model has not measured
+// is ranked by what another shape of the same kernel measured at the same
+// knob values (costmodel.GBTParams.SiblingWeight, reached through
+// OnlineModel.Focus): with weight 1 and no exploration, the first
+// proposals for silu rows=1 are the five points silu rows=16 measured
+// fastest, in that order, though the times are arbitrary (no rule the
+// trees could have learned).
+func TestEvolutionarySiblingPrior(t *testing.T) {
+	sib, cold := kernels.SiLU{Rows: 16, H: 256}, kernels.SiLU{Rows: 1, H: 256}
+	p := costmodel.DefaultGBTParams()
+	p.MinTrain, p.SiblingWeight, p.Trees = 8, 1, 40
+	model := search.NewOnlineModel(costmodel.NewGBT(p))
+	dev := search.CostDevice(testHW, nil)
+	trials := fakeTrials(t, sib, 48, 3) // the whole 4×3×4 space, arbitrary times
+	search.NewEvolutionary(sib, testHW, dev, "rows=16", model, 1, search.EvolveOptions{}).Observe(trials)
+	slices.SortFunc(trials, func(a, b search.Trial) int { return cmp.Compare(a.Measurement.Median, b.Measurement.Median) })
+	decisions := func(trace []byte) string {
+		tr, err := schedule.ParseTrace(trace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ds []int64
+		for _, in := range tr.Insts {
+			ds = append(ds, in.Decision...)
+		}
+		return fmt.Sprint(ds)
+	}
+	ev := search.NewEvolutionary(cold, testHW, dev, "rows=1", model, 2, search.EvolveOptions{Population: 512, Epsilon: -1, Transfer: -1})
+	props, err := ev.Propose(context.Background(), 5, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(props) != 5 {
+		t.Fatalf("%d proposals, want 5", len(props))
+	}
+	for i, pr := range props {
+		if got, want := decisions([]byte(pr.Key)), decisions(trials[i].Trace); got != want {
+			t.Errorf("proposal %d: decisions %s, want the sibling's #%d fastest %s", i, got, i+1, want)
 		}
 	}
 }
