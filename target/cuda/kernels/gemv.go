@@ -504,28 +504,8 @@ __global__ void __launch_bounds__(W * 32) gemv_splitk(const __nv_bfloat16 *__res
         else ws[((size_t)blockIdx.y * M + m) * N + n] = acc[j][i];
       }
     }
-  if (KB == 1) return;
-  // The last K block of this n-range sums the partials.
-  __shared__ bool last;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    last = atomicAdd(&count[blockIdx.x], 1u) == KB - 1;
-    if (last) count[blockIdx.x] = 0;
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  for (int i = threadIdx.x; i < M * ROWS; i += W * 32) {
-    const int m = i / ROWS, n = blockIdx.x * ROWS + i % ROWS;
-    if (n >= N) continue;
-    float v = 0.f;
-#pragma unroll 4
-    for (int q = 0; q < KB; q++) v += __ldcg(ws + ((size_t)q * M + m) * N + n);
-    out[(size_t)m * N + n] = __float2bfloat16(v);
-  }
-}
 `)
+	b.WriteString(splitKReduce)
 	b.WriteString(workspaceHelper)
 	fmt.Fprintf(&b, `
 int %s(void *const *bufs, const int64_t *dims) {
@@ -713,6 +693,32 @@ __global__ void __launch_bounds__(W * 32) gemv_ring(const __nv_bfloat16 *__restr
         }
       }
   }
+`)
+	b.WriteString(splitKReduce)
+	b.WriteString(workspaceHelper)
+	fmt.Fprintf(&b, `
+int %s(void *const *bufs, const int64_t *dims) {
+  (void)dims;
+  static cudaError_t opt = cudaFuncSetAttribute(gemv_ring, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM);
+  if (opt != cudaSuccess) return (int)opt;
+  const size_t nws = KB > 1 ? (size_t)KB * M * N : 0;
+  float *scratch = nullptr;
+  if (KB > 1) {
+    cudaError_t e = workspace(sizeof(float) * nws, sizeof(unsigned) * NB, (void **)&scratch);
+    if (e != cudaSuccess) return (int)e;
+  }
+  gemv_ring<<<dim3(NB, KB), W * 32, SMEM, cudaStreamLegacy>>>((const __nv_bfloat16 *)bufs[0],
+      (const __nv_bfloat16 *)bufs[1], (__nv_bfloat16 *)bufs[2], scratch, scratch ? (unsigned *)(scratch + nws) : nullptr);
+%s}
+`, entry, launchCheck)
+	return b.String()
+}
+
+// splitKReduce ends the tensor-core GEMV kernels (mma=2 and mma=3) once
+// each K block has stored its partials in ws: the last K block of an
+// n-range (counted in count, which it resets) sums them in a fixed order,
+// so results do not depend on which block finishes last.
+const splitKReduce = `
   if (KB == 1) return;
   // The last K block of this n-range sums the partials.
   __shared__ bool last;
@@ -734,25 +740,7 @@ __global__ void __launch_bounds__(W * 32) gemv_ring(const __nv_bfloat16 *__restr
     out[(size_t)m * N + n] = __float2bfloat16(v);
   }
 }
-`)
-	b.WriteString(workspaceHelper)
-	fmt.Fprintf(&b, `
-int %s(void *const *bufs, const int64_t *dims) {
-  (void)dims;
-  static cudaError_t opt = cudaFuncSetAttribute(gemv_ring, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM);
-  if (opt != cudaSuccess) return (int)opt;
-  const size_t nws = KB > 1 ? (size_t)KB * M * N : 0;
-  float *scratch = nullptr;
-  if (KB > 1) {
-    cudaError_t e = workspace(sizeof(float) * nws, sizeof(unsigned) * NB, (void **)&scratch);
-    if (e != cudaSuccess) return (int)e;
-  }
-  gemv_ring<<<dim3(NB, KB), W * 32, SMEM, cudaStreamLegacy>>>((const __nv_bfloat16 *)bufs[0],
-      (const __nv_bfloat16 *)bufs[1], (__nv_bfloat16 *)bufs[2], scratch, scratch ? (unsigned *)(scratch + nws) : nullptr);
-%s}
-`, entry, launchCheck)
-	return b.String()
-}
+`
 
 // workspaceHelper is the scratch of kernels that pass partial results
 // between blocks (or launches): one allocation per device, made at the
