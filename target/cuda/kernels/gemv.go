@@ -718,8 +718,7 @@ int %s(void *const *bufs, const int64_t *dims) {
 // each K block has stored its partials in ws: the last K block of an
 // n-range (counted in count, which it resets) sums them in a fixed order,
 // so results do not depend on which block finishes last.
-const splitKReduce = `
-  if (KB == 1) return;
+const splitKReduce = `  if (KB == 1) return;
   // The last K block of this n-range sums the partials.
   __shared__ bool last;
   __threadfence();
