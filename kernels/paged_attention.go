@@ -140,10 +140,16 @@ func parsePagedKV(s string) (pagedKV, error) {
 		}
 		*p = n
 	}
-	for name, p := range fields {
-		if *p == 0 {
-			return pagedKV{}, fmt.Errorf("cache type %q: no %s", s, name)
+	// In a fixed order, every missing field named: the error must not
+	// depend on map iteration.
+	var missing []string
+	for _, name := range []string{"block_size", "kv_heads", "head_dim"} {
+		if *fields[name] == 0 {
+			missing = append(missing, name)
 		}
+	}
+	if len(missing) > 0 {
+		return pagedKV{}, fmt.Errorf("cache type %q: no %s", s, strings.Join(missing, ", no "))
 	}
 	return kv, nil
 }
