@@ -29,14 +29,7 @@ import (
 //	LLMIR_LINEAR_SHAPES=512x4096x4096 LLMIR_THREADS=2 LLMIR_GEMM_TILES=8,32,256,256 go test -run '^$' -bench Linear -benchtime 1x ./target/cpu/cgen/
 func BenchmarkLinear(b *testing.B) {
 	shapes := envList(b, "LLMIR_LINEAR_SHAPES", "512x4096x4096,1x4096x4096,16x4096x4096")
-	threads := 1
-	if v := os.Getenv("LLMIR_THREADS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			b.Fatalf("LLMIR_THREADS=%q: want a positive integer", v)
-		}
-		threads = n
-	}
+	threads := envThreads(b)
 	// Without overrides the schedule is kernels.Linear's rule-based
 	// Default, so the numbers are what an untuned user gets.
 	var gemm *schedtest.GEMMTiles
@@ -153,25 +146,49 @@ func envList(b *testing.B, key, def string) []string {
 //
 //	LLMIR_OUTER_TILES='4,8,128,8,1;4,6,128,8,4' go test -run '^$' -bench GEMVOuter -benchtime 1x ./target/cpu/cgen/
 func BenchmarkGEMVOuter(b *testing.B) {
-	shapes := envList(b, "LLMIR_LINEAR_SHAPES", "16x4096x4096")
-	variants := strings.Split(os.Getenv("LLMIR_OUTER_TILES"), ";")
-	if os.Getenv("LLMIR_OUTER_TILES") == "" {
-		variants = []string{"4,8,128,8,1", "4,6,128,8,4"}
+	benchRecipeVariants(b, "LLMIR_OUTER_TILES", "4,8,128,8,1;4,6,128,8,4", "NJ,JU,KB,Prefetch,KG", "16x4096x4096",
+		func(s *schedule.Schedule, v []int64, threads, _ int) error {
+			_, err := recipe.GEMVOuter(s, "out", recipe.GEMVOuterTiles{MV: 16, NJ: schedule.Lit(v[0]), JU: schedule.Lit(v[1]), KU: schedule.Lit(16),
+				KB: schedule.Lit(v[2]), KG: v[4], Prefetch: schedule.Lit(v[3]), Stream: "w", Parallel: threads > 1})
+			return err
+		})
+}
+
+// BenchmarkGEMM measures variants of the prefill GEMM recipe
+// (recipe.GEMM, NR = 2 vectors) side by side in one harness run, next to
+// OpenBLAS. LLMIR_GEMM_VARIANTS lists them, separated by ';', each
+// MR,NB,KC,PackA (PackA 0 or 1).
+//
+//	LLMIR_GEMM_VARIANTS='12,16,256,0;12,16,256,1' LLMIR_LINEAR_SHAPES=512x14336x4096 go test -run '^$' -bench GEMM -benchtime 1x ./target/cpu/cgen/
+func BenchmarkGEMM(b *testing.B) {
+	benchRecipeVariants(b, "LLMIR_GEMM_VARIANTS", "12,16,256,0;12,16,256,1", "MR,NB,KC,PackA", "512x14336x4096",
+		func(s *schedule.Schedule, v []int64, threads, vectorBits int) error {
+			_, err := recipe.GEMM(s, "out", recipe.GEMMTiles{MR: schedule.Lit(v[0]), NR: int64(2 * vectorBits / 32), NB: schedule.Lit(v[1]),
+				KC: schedule.Lit(v[2]), PackA: v[3] != 0, Parallel: threads > 1})
+			return err
+		})
+}
+
+// benchRecipeVariants measures, for each shape of LLMIR_LINEAR_SHAPES
+// (default shapes), the linear scheduled by apply with each variant of
+// the ';'-separated list in env (default defs; each variant the integers
+// named by fields, ','-separated) beside OpenBLAS in one harness run, at
+// LLMIR_THREADS threads.
+func benchRecipeVariants(b *testing.B, env, defs, fields, shapes string, apply func(s *schedule.Schedule, v []int64, threads, vectorBits int) error) {
+	list := defs
+	if v := os.Getenv(env); v != "" {
+		list = v
 	}
-	threads := 1
-	if v := os.Getenv("LLMIR_THREADS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			b.Fatalf("LLMIR_THREADS=%q: want a positive integer", v)
-		}
-		threads = n
-	}
+	variants := strings.Split(list, ";")
+	want := len(strings.Split(fields, ","))
+	threads := envThreads(b)
 	ctx := context.Background()
 	tg, err := cpu.New(ctx, cpu.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, sh := range shapes {
+	bits := tg.CPU().VectorBits()
+	for _, sh := range envList(b, "LLMIR_LINEAR_SHAPES", shapes) {
 		var l cpu.Linear
 		if _, err := fmt.Sscanf(sh, "%dx%dx%d", &l.M, &l.N, &l.K); err != nil {
 			b.Fatalf("shape %q: want MxNxK", sh)
@@ -182,9 +199,17 @@ func BenchmarkGEMVOuter(b *testing.B) {
 			blas.UnsetEnv = cpu.OpenBLASUnsetEnv
 			cands := []target.Candidate{blas}
 			for i, v := range variants {
-				var nj, ju, kb, pf, kg int64
-				if _, err := fmt.Sscanf(v, "%d,%d,%d,%d,%d", &nj, &ju, &kb, &pf, &kg); err != nil {
-					b.Fatalf("LLMIR_OUTER_TILES variant %d %q: want NJ,JU,KB,Prefetch,KG", i+1, v)
+				var vals []int64
+				for _, f := range strings.Split(v, ",") {
+					n, err := strconv.ParseInt(strings.TrimSpace(f), 10, 64)
+					if err != nil {
+						vals = nil
+						break
+					}
+					vals = append(vals, n)
+				}
+				if len(vals) != want {
+					b.Fatalf("%s variant %d %q: want %s", env, i+1, v, fields)
 				}
 				def, err := lin.Def()
 				if err != nil {
@@ -194,11 +219,10 @@ func BenchmarkGEMVOuter(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if _, err := recipe.GEMVOuter(s, "out", recipe.GEMVOuterTiles{MV: 16, NJ: schedule.Lit(nj), JU: schedule.Lit(ju), KU: schedule.Lit(16),
-					KB: schedule.Lit(kb), KG: kg, Prefetch: schedule.Lit(pf), Stream: "w", Parallel: threads > 1}); err != nil {
+				if err := apply(s, vals, threads, bits); err != nil {
 					b.Fatalf("variant %q: %v", v, err)
 				}
-				src, err := cgen.Emit(s.Nest(), cgen.Options{Entry: "llmir_linear", VectorBits: tg.CPU().VectorBits()})
+				src, err := cgen.Emit(s.Nest(), cgen.Options{Entry: "llmir_linear", VectorBits: bits})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -209,67 +233,17 @@ func BenchmarkGEMVOuter(b *testing.B) {
 	}
 }
 
-// BenchmarkGEMM measures variants of the prefill GEMM recipe
-// (recipe.GEMM, NR = 2 vectors) side by side in one harness run, next to
-// OpenBLAS. LLMIR_GEMM_VARIANTS lists them, separated by ';', each
-// MR,NB,KC,PackA (PackA 0 or 1).
-//
-//	LLMIR_GEMM_VARIANTS='12,16,256,0;12,16,256,1' LLMIR_LINEAR_SHAPES=512x14336x4096 go test -run '^$' -bench GEMM -benchtime 1x ./target/cpu/cgen/
-func BenchmarkGEMM(b *testing.B) {
-	shapes := envList(b, "LLMIR_LINEAR_SHAPES", "512x14336x4096")
-	variants := []string{"12,16,256,0", "12,16,256,1"}
-	if v := os.Getenv("LLMIR_GEMM_VARIANTS"); v != "" {
-		variants = strings.Split(v, ";")
+// envThreads is LLMIR_THREADS (default 1).
+func envThreads(b *testing.B) int {
+	v := os.Getenv("LLMIR_THREADS")
+	if v == "" {
+		return 1
 	}
-	threads := 1
-	if v := os.Getenv("LLMIR_THREADS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			b.Fatalf("LLMIR_THREADS=%q: want a positive integer", v)
-		}
-		threads = n
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("LLMIR_THREADS=%q: want a positive integer", v)
 	}
-	ctx := context.Background()
-	tg, err := cpu.New(ctx, cpu.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	nr := int64(2 * tg.CPU().VectorBits() / 32)
-	for _, sh := range shapes {
-		var l cpu.Linear
-		if _, err := fmt.Sscanf(sh, "%dx%dx%d", &l.M, &l.N, &l.K); err != nil {
-			b.Fatalf("shape %q: want MxNxK", sh)
-		}
-		b.Run(fmt.Sprintf("M=%d,N=%d,K=%d/f32/threads=%d", l.M, l.N, l.K, threads), func(b *testing.B) {
-			lin := kernels.Linear{M: int64(l.M), N: int64(l.N), K: int64(l.K)}
-			blas := cpu.OpenBLASCandidate("openblas", l, threads)
-			blas.UnsetEnv = cpu.OpenBLASUnsetEnv
-			cands := []target.Candidate{blas}
-			for i, v := range variants {
-				var mr, nb, kc, pa int64
-				if _, err := fmt.Sscanf(v, "%d,%d,%d,%d", &mr, &nb, &kc, &pa); err != nil {
-					b.Fatalf("LLMIR_GEMM_VARIANTS variant %d %q: want MR,NB,KC,PackA", i+1, v)
-				}
-				def, err := lin.Def()
-				if err != nil {
-					b.Fatal(err)
-				}
-				s, err := schedule.New(def, 1)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := recipe.GEMM(s, "out", recipe.GEMMTiles{MR: schedule.Lit(mr), NR: nr, NB: schedule.Lit(nb), KC: schedule.Lit(kc), PackA: pa != 0, Parallel: threads > 1}); err != nil {
-					b.Fatalf("variant %q: %v", v, err)
-				}
-				src, err := cgen.Emit(s.Nest(), cgen.Options{Entry: "llmir_linear", VectorBits: tg.CPU().VectorBits()})
-				if err != nil {
-					b.Fatal(err)
-				}
-				cands = append(cands, target.Candidate{ID: fmt.Sprintf("%d:%s", i+1, v), Source: src, Entry: "llmir_linear", Threads: threads})
-			}
-			measureVariants(ctx, b, tg, cpu.LinearProblem(l, 1), cands)
-		})
-	}
+	return n
 }
 
 // measureVariants builds the candidates, measures them in one harness run
