@@ -195,6 +195,8 @@ type gen struct {
 	// uses; the header prints only those, so kernels without group
 	// broadcasts print as before.
 	bcast map[int64]bool
+	// transpose says the body uses llmir_transpose (transposeCopy).
+	transpose bool
 }
 
 func (g *gen) walkLoops(ss []schedule.Stmt, anc []*schedule.Loop, f func(*schedule.Loop, []*schedule.Loop)) {
@@ -279,6 +281,9 @@ func (g *gen) header() string {
 		fmt.Fprintf(&b, "static inline llmir_vf llmir_splat(float x) { return (llmir_vf){%s}; }\n", xs)
 		b.WriteString(hsumC(g.lanes))
 		b.WriteString(g.bcastC())
+		if g.transpose {
+			b.WriteString(transposeC(g.lanes))
+		}
 	}
 	b.WriteString("static inline int64_t llmir_min(int64_t a, int64_t b) { return a < b ? a : b; }\n")
 	b.WriteString("static inline int64_t llmir_max(int64_t a, int64_t b) { return a > b ? a : b; }\n")
@@ -572,6 +577,11 @@ func (g *gen) loop(l *schedule.Loop) error {
 	}
 	if l.Kind == schedule.Unrolled {
 		g.line("#pragma GCC unroll 8")
+	}
+	if l.Kind == schedule.Serial {
+		if ok, err := g.transposeCopy(l, ext); ok || err != nil {
+			return err
+		}
 	}
 	g.enterVar(l.Name, ext)
 	if err := g.bodyIn(l, "for (int64_t %s = 0; %s < %s; %s++) {", l.Name, l.Name, g.cInt(ext), l.Name); err != nil {

@@ -11,6 +11,41 @@ static inline llmir_vf llmir_splat(float x) { return (llmir_vf){x, x, x, x, x, x
 typedef float llmir_vf8 __attribute__((vector_size(32)));
 typedef float llmir_vf4 __attribute__((vector_size(16)));
 static inline float llmir_hsum(llmir_vf v) { llmir_vf8 s8 = (llmir_vf8){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]} + (llmir_vf8){v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]}; llmir_vf4 s4 = (llmir_vf4){s8[0], s8[1], s8[2], s8[3]} + (llmir_vf4){s8[4], s8[5], s8[6], s8[7]}; return (s4[0] + s4[2]) + (s4[1] + s4[3]); }
+typedef int32_t llmir_vi __attribute__((vector_size(64)));
+static inline void llmir_transpose(llmir_vf *r) {
+  { llmir_vf x = __builtin_shuffle(r[0], r[1], (llmir_vi){0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}), y = __builtin_shuffle(r[0], r[1], (llmir_vi){1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}); r[0] = x; r[1] = y; }
+  { llmir_vf x = __builtin_shuffle(r[2], r[3], (llmir_vi){0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}), y = __builtin_shuffle(r[2], r[3], (llmir_vi){1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}); r[2] = x; r[3] = y; }
+  { llmir_vf x = __builtin_shuffle(r[4], r[5], (llmir_vi){0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}), y = __builtin_shuffle(r[4], r[5], (llmir_vi){1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}); r[4] = x; r[5] = y; }
+  { llmir_vf x = __builtin_shuffle(r[6], r[7], (llmir_vi){0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}), y = __builtin_shuffle(r[6], r[7], (llmir_vi){1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}); r[6] = x; r[7] = y; }
+  { llmir_vf x = __builtin_shuffle(r[8], r[9], (llmir_vi){0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}), y = __builtin_shuffle(r[8], r[9], (llmir_vi){1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}); r[8] = x; r[9] = y; }
+  { llmir_vf x = __builtin_shuffle(r[10], r[11], (llmir_vi){0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}), y = __builtin_shuffle(r[10], r[11], (llmir_vi){1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}); r[10] = x; r[11] = y; }
+  { llmir_vf x = __builtin_shuffle(r[12], r[13], (llmir_vi){0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}), y = __builtin_shuffle(r[12], r[13], (llmir_vi){1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}); r[12] = x; r[13] = y; }
+  { llmir_vf x = __builtin_shuffle(r[14], r[15], (llmir_vi){0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}), y = __builtin_shuffle(r[14], r[15], (llmir_vi){1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}); r[14] = x; r[15] = y; }
+  { llmir_vf x = __builtin_shuffle(r[0], r[2], (llmir_vi){0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29}), y = __builtin_shuffle(r[0], r[2], (llmir_vi){2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}); r[0] = x; r[2] = y; }
+  { llmir_vf x = __builtin_shuffle(r[1], r[3], (llmir_vi){0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29}), y = __builtin_shuffle(r[1], r[3], (llmir_vi){2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}); r[1] = x; r[3] = y; }
+  { llmir_vf x = __builtin_shuffle(r[4], r[6], (llmir_vi){0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29}), y = __builtin_shuffle(r[4], r[6], (llmir_vi){2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}); r[4] = x; r[6] = y; }
+  { llmir_vf x = __builtin_shuffle(r[5], r[7], (llmir_vi){0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29}), y = __builtin_shuffle(r[5], r[7], (llmir_vi){2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}); r[5] = x; r[7] = y; }
+  { llmir_vf x = __builtin_shuffle(r[8], r[10], (llmir_vi){0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29}), y = __builtin_shuffle(r[8], r[10], (llmir_vi){2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}); r[8] = x; r[10] = y; }
+  { llmir_vf x = __builtin_shuffle(r[9], r[11], (llmir_vi){0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29}), y = __builtin_shuffle(r[9], r[11], (llmir_vi){2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}); r[9] = x; r[11] = y; }
+  { llmir_vf x = __builtin_shuffle(r[12], r[14], (llmir_vi){0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29}), y = __builtin_shuffle(r[12], r[14], (llmir_vi){2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}); r[12] = x; r[14] = y; }
+  { llmir_vf x = __builtin_shuffle(r[13], r[15], (llmir_vi){0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29}), y = __builtin_shuffle(r[13], r[15], (llmir_vi){2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}); r[13] = x; r[15] = y; }
+  { llmir_vf x = __builtin_shuffle(r[0], r[4], (llmir_vi){0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27}), y = __builtin_shuffle(r[0], r[4], (llmir_vi){4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}); r[0] = x; r[4] = y; }
+  { llmir_vf x = __builtin_shuffle(r[1], r[5], (llmir_vi){0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27}), y = __builtin_shuffle(r[1], r[5], (llmir_vi){4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}); r[1] = x; r[5] = y; }
+  { llmir_vf x = __builtin_shuffle(r[2], r[6], (llmir_vi){0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27}), y = __builtin_shuffle(r[2], r[6], (llmir_vi){4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}); r[2] = x; r[6] = y; }
+  { llmir_vf x = __builtin_shuffle(r[3], r[7], (llmir_vi){0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27}), y = __builtin_shuffle(r[3], r[7], (llmir_vi){4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}); r[3] = x; r[7] = y; }
+  { llmir_vf x = __builtin_shuffle(r[8], r[12], (llmir_vi){0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27}), y = __builtin_shuffle(r[8], r[12], (llmir_vi){4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}); r[8] = x; r[12] = y; }
+  { llmir_vf x = __builtin_shuffle(r[9], r[13], (llmir_vi){0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27}), y = __builtin_shuffle(r[9], r[13], (llmir_vi){4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}); r[9] = x; r[13] = y; }
+  { llmir_vf x = __builtin_shuffle(r[10], r[14], (llmir_vi){0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27}), y = __builtin_shuffle(r[10], r[14], (llmir_vi){4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}); r[10] = x; r[14] = y; }
+  { llmir_vf x = __builtin_shuffle(r[11], r[15], (llmir_vi){0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27}), y = __builtin_shuffle(r[11], r[15], (llmir_vi){4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}); r[11] = x; r[15] = y; }
+  { llmir_vf x = __builtin_shuffle(r[0], r[8], (llmir_vi){0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}), y = __builtin_shuffle(r[0], r[8], (llmir_vi){8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}); r[0] = x; r[8] = y; }
+  { llmir_vf x = __builtin_shuffle(r[1], r[9], (llmir_vi){0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}), y = __builtin_shuffle(r[1], r[9], (llmir_vi){8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}); r[1] = x; r[9] = y; }
+  { llmir_vf x = __builtin_shuffle(r[2], r[10], (llmir_vi){0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}), y = __builtin_shuffle(r[2], r[10], (llmir_vi){8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}); r[2] = x; r[10] = y; }
+  { llmir_vf x = __builtin_shuffle(r[3], r[11], (llmir_vi){0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}), y = __builtin_shuffle(r[3], r[11], (llmir_vi){8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}); r[3] = x; r[11] = y; }
+  { llmir_vf x = __builtin_shuffle(r[4], r[12], (llmir_vi){0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}), y = __builtin_shuffle(r[4], r[12], (llmir_vi){8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}); r[4] = x; r[12] = y; }
+  { llmir_vf x = __builtin_shuffle(r[5], r[13], (llmir_vi){0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}), y = __builtin_shuffle(r[5], r[13], (llmir_vi){8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}); r[5] = x; r[13] = y; }
+  { llmir_vf x = __builtin_shuffle(r[6], r[14], (llmir_vi){0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}), y = __builtin_shuffle(r[6], r[14], (llmir_vi){8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}); r[6] = x; r[14] = y; }
+  { llmir_vf x = __builtin_shuffle(r[7], r[15], (llmir_vi){0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}), y = __builtin_shuffle(r[7], r[15], (llmir_vi){8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}); r[7] = x; r[15] = y; }
+}
 static inline int64_t llmir_min(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t llmir_max(int64_t a, int64_t b) { return a > b ? a : b; }
 static inline float llmir_silu(float x) { return x / (1.0f + expf(-x)); }
@@ -26,9 +61,42 @@ int llmir_gemv_outer(void *const *bufs, const int64_t *dims) {
   const float *restrict w = (const float *)__builtin_assume_aligned(bufs[1], 64);
   float *restrict out = (float *)__builtin_assume_aligned(bufs[2], 64);
   float a_local[768] __attribute__((aligned(64)));
-  for (int64_t a_local_ax0 = 0; a_local_ax0 < 16; a_local_ax0++) {
-    for (int64_t a_local_ax1 = 0; a_local_ax1 < 48; a_local_ax1++) {
-      a_local[((a_local_ax1 * 16) + a_local_ax0)] = a[((a_local_ax0 * 48) + a_local_ax1)];
+  for (int64_t a_local_ax0 = 0; a_local_ax0 < 16; a_local_ax0 += 16) { // a_local_ax0×a_local_ax1 copy as 16×16 register transposes
+    for (int64_t a_local_ax1 = 0; a_local_ax1 < 48; a_local_ax1 += 16) {
+      llmir_vf llmir_t[16];
+      llmir_t[0] = llmir_vload(&a[((a_local_ax0 * 48) + a_local_ax1)]);
+      llmir_t[1] = llmir_vload(&a[(((a_local_ax0 * 48) + a_local_ax1) + 48)]);
+      llmir_t[2] = llmir_vload(&a[(((a_local_ax0 * 48) + a_local_ax1) + 96)]);
+      llmir_t[3] = llmir_vload(&a[(((a_local_ax0 * 48) + a_local_ax1) + 144)]);
+      llmir_t[4] = llmir_vload(&a[(((a_local_ax0 * 48) + a_local_ax1) + 192)]);
+      llmir_t[5] = llmir_vload(&a[(((a_local_ax0 * 48) + a_local_ax1) + 240)]);
+      llmir_t[6] = llmir_vload(&a[(((a_local_ax0 * 48) + a_local_ax1) + 288)]);
+      llmir_t[7] = llmir_vload(&a[(((a_local_ax0 * 48) + a_local_ax1) + 336)]);
+      llmir_t[8] = llmir_vload(&a[(((a_local_ax0 * 48) + a_local_ax1) + 384)]);
+      llmir_t[9] = llmir_vload(&a[(((a_local_ax0 * 48) + a_local_ax1) + 432)]);
+      llmir_t[10] = llmir_vload(&a[(((a_local_ax0 * 48) + a_local_ax1) + 480)]);
+      llmir_t[11] = llmir_vload(&a[(((a_local_ax0 * 48) + a_local_ax1) + 528)]);
+      llmir_t[12] = llmir_vload(&a[(((a_local_ax0 * 48) + a_local_ax1) + 576)]);
+      llmir_t[13] = llmir_vload(&a[(((a_local_ax0 * 48) + a_local_ax1) + 624)]);
+      llmir_t[14] = llmir_vload(&a[(((a_local_ax0 * 48) + a_local_ax1) + 672)]);
+      llmir_t[15] = llmir_vload(&a[(((a_local_ax0 * 48) + a_local_ax1) + 720)]);
+      llmir_transpose(llmir_t);
+      llmir_vstore(&a_local[((a_local_ax1 * 16) + a_local_ax0)], llmir_t[0]);
+      llmir_vstore(&a_local[(((a_local_ax1 * 16) + a_local_ax0) + 16)], llmir_t[1]);
+      llmir_vstore(&a_local[(((a_local_ax1 * 16) + a_local_ax0) + 32)], llmir_t[2]);
+      llmir_vstore(&a_local[(((a_local_ax1 * 16) + a_local_ax0) + 48)], llmir_t[3]);
+      llmir_vstore(&a_local[(((a_local_ax1 * 16) + a_local_ax0) + 64)], llmir_t[4]);
+      llmir_vstore(&a_local[(((a_local_ax1 * 16) + a_local_ax0) + 80)], llmir_t[5]);
+      llmir_vstore(&a_local[(((a_local_ax1 * 16) + a_local_ax0) + 96)], llmir_t[6]);
+      llmir_vstore(&a_local[(((a_local_ax1 * 16) + a_local_ax0) + 112)], llmir_t[7]);
+      llmir_vstore(&a_local[(((a_local_ax1 * 16) + a_local_ax0) + 128)], llmir_t[8]);
+      llmir_vstore(&a_local[(((a_local_ax1 * 16) + a_local_ax0) + 144)], llmir_t[9]);
+      llmir_vstore(&a_local[(((a_local_ax1 * 16) + a_local_ax0) + 160)], llmir_t[10]);
+      llmir_vstore(&a_local[(((a_local_ax1 * 16) + a_local_ax0) + 176)], llmir_t[11]);
+      llmir_vstore(&a_local[(((a_local_ax1 * 16) + a_local_ax0) + 192)], llmir_t[12]);
+      llmir_vstore(&a_local[(((a_local_ax1 * 16) + a_local_ax0) + 208)], llmir_t[13]);
+      llmir_vstore(&a_local[(((a_local_ax1 * 16) + a_local_ax0) + 224)], llmir_t[14]);
+      llmir_vstore(&a_local[(((a_local_ax1 * 16) + a_local_ax0) + 240)], llmir_t[15]);
     }
   }
   #pragma omp parallel for schedule(static)
