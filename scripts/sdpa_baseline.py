@@ -5,11 +5,17 @@ context, head_dim], bf16): the baseline the paged kernels are compared to.
 
 Timed like llmir's harness: CUDA events around each call, the L2 flushed
 (a 2×L2 buffer read, so that no dirty lines are written back during the
-timed call) before every call, warm-up first, all samples kept,
-median reported. Every SDPA backend PyTorch offers for the shape is timed
-and reported; `llmir cuda bench --sdpa` compares with the fastest.
+timed call) before every call, warm-up first, all samples kept. Every SDPA
+backend PyTorch offers for the shape is timed and reported; `llmir cuda
+bench --sdpa` compares with the fastest.
 
-Usage: python3 scripts/sdpa_baseline.py [--budget-ms 200] > sdpa.json
+The backends are timed in --rounds rounds, one after another within each
+round, and median_s is the median of the rounds' medians: on an H100 the
+first timing of a process (or one right after other heavy work) came out
+up to 15% slow (207 µs where later rounds gave 179), and a warm-up of 25 ms
+did not cure it, so the warm-up is 200 ms and no single run decides.
+
+Usage: python3 scripts/sdpa_baseline.py [--budget-ms 200] [--rounds 3] > sdpa.json
 """
 import argparse
 import json
@@ -23,7 +29,7 @@ import torch.nn.functional as F
 SHAPES = [(32, 32, 8, 128, 4096)]
 
 
-def time_fn(fn, flush, budget_s, warmup_s=0.025, min_samples=5):
+def time_fn(fn, flush, budget_s, warmup_s, min_samples=5):
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     samples, total, warm = [], 0.0, 0.0
     while warm < warmup_s:
@@ -47,8 +53,12 @@ def time_fn(fn, flush, budget_s, warmup_s=0.025, min_samples=5):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--budget-ms", type=float, default=200)
+    ap.add_argument("--budget-ms", type=float, default=200, help="timed budget per backend and round")
+    ap.add_argument("--warmup-ms", type=float, default=200, help="warm-up per backend and round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds over all backends; median of the rounds' medians")
     args = ap.parse_args()
+    if args.rounds < 1 or args.budget_ms <= 0 or args.warmup_ms < 0:
+        ap.error("--rounds must be ≥ 1, --budget-ms > 0 and --warmup-ms ≥ 0")
     dev = torch.device("cuda")
     props = torch.cuda.get_device_properties(dev)
     l2 = getattr(props, "L2_cache_size", 50 << 20) or (50 << 20)
@@ -70,30 +80,41 @@ def main():
             ]
         except ImportError:
             sdpa_kernel = None
+        runnable = []
         for name, be in backends:
             def call():
                 return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
 
+            if be is None:
+                fn = call
+            else:
+                def fn(be=be, call=call):
+                    with sdpa_kernel(be):
+                        return call()
             try:
-                if be is None:
-                    fn = call
-                else:
-                    def fn(be=be):
-                        with sdpa_kernel(be):
-                            return call()
                 fn()
                 torch.cuda.synchronize()
-                s = time_fn(fn, flush, args.budget_ms / 1e3)
             except Exception as e:  # a backend that does not support the shape
                 print(f"sdpa {name}: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
                 continue
+            runnable.append((name, fn))
+        rounds = {name: [] for name, _ in runnable}
+        for r in range(args.rounds):
+            for name, fn in runnable:
+                s = time_fn(fn, flush, args.budget_ms / 1e3, args.warmup_ms / 1e3)
+                rounds[name].append(s)
+                print(f"sdpa {name} round {r + 1}: {statistics.median(s) * 1e6:.1f} us", file=sys.stderr)
+        for name, _ in runnable:
+            meds = [statistics.median(s) for s in rounds[name]]
+            med = statistics.median(meds)
             results.append({
                 "batch": b, "q_heads": qh, "kv_heads": kvh, "head_dim": d, "context": ctx,
-                "median_s": statistics.median(s), "min_s": min(s), "samples": len(s),
+                "median_s": med, "min_s": min(min(s) for s in rounds[name]),
+                "samples": sum(len(s) for s in rounds[name]), "round_medians_s": meds,
                 "torch": torch.__version__, "backend": name,
-                "gbps": 2 * b * kvh * ctx * d * 2 / statistics.median(s) / 1e9,
+                "gbps": 2 * b * kvh * ctx * d * 2 / med / 1e9,
             })
-            print(f"sdpa {name}: {statistics.median(s) * 1e6:.1f} us", file=sys.stderr)
+            print(f"sdpa {name}: {med * 1e6:.1f} us (median of {len(meds)} rounds)", file=sys.stderr)
     json.dump({"device": props.name, "results": results}, sys.stdout, indent=1)
     print()
 

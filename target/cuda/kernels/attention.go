@@ -22,8 +22,10 @@ import (
 // key (16-byte loads), so one warp covers 32·vec/D tokens per step; each
 // lane group keeps an online softmax (max, sum, accumulator in f32) per
 // query head, merged across lanes by shuffles and across warps through
-// shared memory. With split-KV (partition > 0) a second kernel merges the
-// partitions, so short batches still fill the SMs.
+// shared memory. With split-KV (partition > 0, or balance > 0: a grid of
+// a few blocks per SM cutting the token space evenly) each block stores a
+// partial and the last block of a (sequence, head group) to finish merges
+// them, so short batches still fill the SMs without a second launch.
 type PagedAttention struct {
 	Batch, QHeads, KVHeads, HeadDim int64
 	BlockSize                       int64
@@ -60,6 +62,10 @@ func (a PagedAttention) knobs() kernels.Knobs {
 		{Name: "vec", Values: []int64{8, 16, 4}},
 		{Name: "unroll", Values: []int64{1, 2, 4, 8}},
 		{Name: "prefetch", Values: []int64{0, 1, 2, 3, 4}},
+		// balance k > 0: a grid of k blocks per SM splitting the tokens
+		// evenly (see evenSplit); partition is then pinned to 0. One block
+		// per SM (at most two fit) and four lost everywhere measured.
+		{Name: "balance", Values: []int64{0, 2}},
 	}
 }
 
@@ -195,8 +201,17 @@ func (a PagedAttention) Bytes() float64 {
 	return kv + 4*float64(a.Batch*a.QHeads*a.HeadDim) + 4*float64(a.Batch*a.maxBlocks()+a.Batch)
 }
 
+// Space samples only points with partition pinned to 0 where balance
+// splits the tokens (Checked narrows it to all the generator accepts).
 func (a PagedAttention) Space(s *schedule.Schedule, _ kernels.Hardware) error {
-	return a.knobs().Sample(s)
+	return a.knobs().SampleWhere(s, pinPartition)
+}
+
+func pinPartition(k map[string]int64) error {
+	if k["balance"] > 0 && k["partition"] != 0 {
+		return fmt.Errorf("paged attention: balance %d splits the tokens itself (partition pinned to 0, not %d)", k["balance"], k["partition"])
+	}
+	return nil
 }
 
 // Default (the H200 tune's winner at block size 16, then the microbenchmarks
@@ -208,7 +223,17 @@ func (a PagedAttention) Space(s *schedule.Schedule, _ kernels.Hardware) error {
 // were no better), else 8 dims per lane with
 // two tokens per step prefetched into registers, and split-KV partitions
 // when sequences × KV heads alone give fewer than one block per SM (ring)
-// or four (registers).
+// or four (registers). At batch 32 (256 blocks, two per SM resident at
+// 202 registers) nothing split was faster on the H100, whatever the grid's
+// evenness: 184.5 µs unsplit at block size 16 against 205.7 in 2048-token
+// partitions, 209.5 in 1024 (merged in-kernel), 208.7 balanced over two
+// blocks per SM (balance=2) and 249 over one; eight warps 187.1, three
+// stages 185.9. Time grows with the bytes from batch 31 to 33 (179.4,
+// 184.5, 189.3 µs: the DRAM, not the 8 SMs holding one block, sets the
+// pace); the blocks of a sequence reading the same pages at the same time
+// is worth more than an even grid. At batch 16 (128 blocks) the default's
+// 2048-token partitions took 106.7 µs, 1024 110.5, balance=2 114.6,
+// unsplit 118.1 and balance=1 132.3.
 func (a PagedAttention) Default(s *schedule.Schedule, hw kernels.Hardware) error {
 	v := map[string]int64{"warps": 4, "partition": 0, "heads_per_block": a.group(), "vec": 8, "unroll": 2, "prefetch": 1}
 	// 16 dims per lane when the head allows: half the shuffles per score
@@ -241,7 +266,7 @@ func (a PagedAttention) Default(s *schedule.Schedule, hw kernels.Hardware) error
 }
 
 // EmitCUDA writes the kernels for the knobs in s.
-func (a PagedAttention) EmitCUDA(s *schedule.Schedule, _ cuda.GPU, entry string) (string, error) {
+func (a PagedAttention) EmitCUDA(s *schedule.Schedule, gpu cuda.GPU, entry string) (string, error) {
 	if err := a.check(); err != nil {
 		return "", err
 	}
@@ -249,7 +274,13 @@ func (a PagedAttention) EmitCUDA(s *schedule.Schedule, _ cuda.GPU, entry string)
 	if err != nil {
 		return "", err
 	}
-	W, P, HPB, V, U, PF := k["warps"], k["partition"], k["heads_per_block"], k["vec"], k["unroll"], k["prefetch"]
+	return a.emit(k, gpu.SMs, entry)
+}
+
+// emit writes the kernels for knob values k (any values, so that
+// microbenchmarks can try points outside the design space).
+func (a PagedAttention) emit(k map[string]int64, sms int, entry string) (string, error) {
+	W, P, HPB, V, U, PF, BAL := k["warps"], k["partition"], k["heads_per_block"], k["vec"], k["unroll"], k["prefetch"], k["balance"]
 	lpt := a.HeadDim / V
 	if a.HeadDim%V != 0 || lpt > 32 || 32%lpt != 0 {
 		return "", fmt.Errorf("paged attention: head_dim %d / vec %d = %d lanes per token, want a divisor of 32", a.HeadDim, V, lpt)
@@ -267,6 +298,9 @@ func (a PagedAttention) EmitCUDA(s *schedule.Schedule, _ cuda.GPU, entry string)
 		return "", fmt.Errorf("paged attention: %d bytes of shared memory for a %d-stage ring of warps %d × unroll %d (max %d)", ring, PF, W, U, maxSmemPerBlock)
 	}
 	span := a.maxBlocks() * a.BlockSize
+	if err := pinPartition(k); err != nil {
+		return "", err
+	}
 	if P == 0 || P >= span {
 		P = 0
 	}
@@ -275,10 +309,18 @@ func (a PagedAttention) EmitCUDA(s *schedule.Schedule, _ cuda.GPU, entry string)
 	if P > 0 {
 		parts, part = (span+P-1)/P, P
 	}
+	ev, err := a.evenSplit(W, V, U, HPB, BAL, sms)
+	if err != nil {
+		return "", err
+	}
+	slots := parts
+	if BAL > 0 {
+		slots = ev.slots
+	}
 	var b strings.Builder
 	b.WriteString(prelude)
 	fmt.Fprintf(&b, `
-// %s: warps=%d partition=%d heads_per_block=%d vec=%d unroll=%d prefetch=%d
+// %s: warps=%d partition=%d heads_per_block=%d vec=%d unroll=%d prefetch=%d balance=%d
 constexpr int B = %d, QH = %d, KVH = %d, D = %d, BS = %d, MAXB = %d;
 constexpr int GROUP = QH / KVH, HPB = %d, WARPS = %d, V = %d, U = %d;
 constexpr bool PREFETCH = %t;
@@ -286,11 +328,17 @@ constexpr int LPT = D / V;            // lanes per token
 constexpr int CH = V == 16 ? 8 : V;   // elements per 16-byte load
 constexpr int VEC16_STRIDE = D / 2;   // a lane's second half, with V = 16
 constexpr int TPW = 32 / LPT;         // tokens per warp step
+constexpr int NG = KVH * (GROUP / HPB);  // head groups (blocks) per sequence
 constexpr int PART = %d, NPART = %d;  // tokens per partition, partitions
+// Balanced split (EVEN): the padded token space [B][NG][UPP units of
+// WARPS·TPW·U tokens] cut into GRID chunks of CHUNK units, one per block.
+constexpr bool EVEN = %t;
+constexpr int UPP = %d, CHUNK = %d, GRID = %d;
+constexpr int NSLOT = %d;             // partial slots per (sequence, head)
 constexpr size_t HALF = (size_t)%d * BS * KVH * D;  // V's offset in the pool
 constexpr float SCALE_LOG2 = %.9ef;  // log2(e) / sqrt(D)
-`, a.Name(), W, P, HPB, V, U, PF, a.Batch, a.QHeads, a.KVHeads, a.HeadDim, a.BlockSize, a.maxBlocks(),
-		HPB, W, V, U, PF == 1, part, parts, a.numBlocks(), math.Log2E/math.Sqrt(float64(a.HeadDim)))
+`, a.Name(), W, P, HPB, V, U, PF, BAL, a.Batch, a.QHeads, a.KVHeads, a.HeadDim, a.BlockSize, a.maxBlocks(),
+		HPB, W, V, U, PF == 1, part, parts, BAL > 0, ev.upp, ev.chunk, ev.grid, slots, a.numBlocks(), math.Log2E/math.Sqrt(float64(a.HeadDim)))
 	b.WriteString(unpackLoad(V))
 	if PF >= 2 {
 		b.WriteString(ringHelpers(V, PF))
@@ -312,19 +360,15 @@ __device__ __forceinline__ void load_kv(const __nv_bfloat16 *__restrict__ pool, 
   }
 }
 
-// One block: KV head and query-head group blockIdx.x, sequence blockIdx.y,
-// partition blockIdx.z. The heads vary fastest, so that the blocks of one
-// sequence run together and read its pages (all heads of a token are
-// contiguous) together. Scores are kept in log2 units (exp2f).
-__global__ void __launch_bounds__(WARPS * 32) attn(const __nv_bfloat16 *__restrict__ q,
-    const __nv_bfloat16 *__restrict__ pool, const int *__restrict__ block_tables,
-    const int *__restrict__ context_lens, __nv_bfloat16 *__restrict__ out,
-    float *__restrict__ part_ml, float *__restrict__ part_acc) {
-  const int b = blockIdx.y;
-  const int kvh = blockIdx.x / (GROUP / HPB);
-  const int h0 = kvh * GROUP + (blockIdx.x % (GROUP / HPB)) * HPB;
-  const int ctx = context_lens[b];
-  const int tbeg = blockIdx.z * PART, tend = min(ctx, tbeg + PART);
+// segment attends head group x (a KV head and HPB of its query heads) of
+// sequence b over tokens [tbeg, tend), and stores the result in out
+// (whole) or as partial pslot of (sequence, head): max, sum and the
+// unnormalised accumulator. Scores are kept in log2 units (exp2f).
+__device__ __forceinline__ void segment(const __nv_bfloat16 *__restrict__ q,
+    const __nv_bfloat16 *__restrict__ pool, const int *__restrict__ block_tables, __nv_bfloat16 *__restrict__ out,
+    float *__restrict__ part_ml, float *__restrict__ part_acc, int b, int x, int tbeg, int tend, int pslot, bool whole) {
+  const int kvh = x / (GROUP / HPB);
+  const int h0 = kvh * GROUP + (x % (GROUP / HPB)) * HPB;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   // Lane dims: d0 + v for v < CH, and d0 + D/2 + v − CH above (V = 16).
   const int sub = lane / LPT, d0 = (lane % LPT) * CH;
@@ -446,10 +490,10 @@ __global__ void __launch_bounds__(WARPS * 32) attn(const __nv_bfloat16 *__restri
       }
     }
     const size_t row = (size_t)b * QH + h0 + h;
-    if (NPART == 1) {
+    if (whole) {
       out[row * D + d] = __float2bfloat16(sum > 0.f ? a / sum : 0.f);
     } else {
-      const size_t pr = row * NPART + blockIdx.z;
+      const size_t pr = row * NSLOT + pslot;
       part_acc[pr * D + d] = a;
       if (d == 0) {
         part_ml[2 * pr] = mx;
@@ -459,23 +503,76 @@ __global__ void __launch_bounds__(WARPS * 32) attn(const __nv_bfloat16 *__restri
   }
 }
 
-// Merges the partitions of one (sequence, query head): one thread per dim.
-__global__ void __launch_bounds__(D) merge(const float *__restrict__ part_ml,
-    const float *__restrict__ part_acc, __nv_bfloat16 *__restrict__ out) {
-  const size_t row = blockIdx.x;
-  const int d = threadIdx.x;
-  float mx = -INFINITY;
-  for (int p = 0; p < NPART; p++) mx = fmaxf(mx, part_ml[2 * (row * NPART + p)]);
-  float sum = 0.f, a = 0.f;
-  if (mx != -INFINITY) {
-    for (int p = 0; p < NPART; p++) {
-      const size_t pr = row * NPART + p;
-      const float c = exp2f(part_ml[2 * pr] - mx);
-      sum += part_ml[2 * pr + 1] * c;
-      a += part_acc[pr * D + d] * c;
-    }
+// finish is called by each of the n blocks holding a partial of head
+// group x of sequence b once it is stored: the last to arrive merges
+// slots 0 … n−1 in order (the result does not depend on which block is
+// last) and resets the counter for the next launch, so no second kernel
+// (and no launch gap) merges them.
+__device__ __forceinline__ void finish(const float *__restrict__ part_ml, const float *__restrict__ part_acc,
+    unsigned *__restrict__ count, __nv_bfloat16 *__restrict__ out, int b, int x, int n) {
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned *c = count + (size_t)b * NG + x;
+    last = atomicAdd(c, 1u) == (unsigned)n - 1;
+    if (last) *c = 0;
   }
-  out[row * D + d] = __float2bfloat16(sum > 0.f ? a / sum : 0.f);
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int h0 = (x / (GROUP / HPB)) * GROUP + (x % (GROUP / HPB)) * HPB;
+  for (int i = threadIdx.x; i < HPB * D; i += WARPS * 32) {
+    const int h = i / D, d = i % D;
+    const size_t row = (size_t)b * QH + h0 + h;
+    float mx = -INFINITY;
+    for (int p = 0; p < n; p++) mx = fmaxf(mx, __ldcg(part_ml + 2 * (row * NSLOT + p)));
+    float sum = 0.f, a = 0.f;
+    if (mx != -INFINITY) {
+      for (int p = 0; p < n; p++) {
+        const size_t pr = row * NSLOT + p;
+        const float c = exp2f(__ldcg(part_ml + 2 * pr) - mx);
+        sum += __ldcg(part_ml + 2 * pr + 1) * c;
+        a += __ldcg(part_acc + pr * D + d) * c;
+      }
+    }
+    out[row * D + d] = __float2bfloat16(sum > 0.f ? a / sum : 0.f);
+  }
+}
+
+// Without EVEN one block is head group blockIdx.x of sequence blockIdx.y,
+// partition blockIdx.z: the heads vary fastest, so that the blocks of one
+// sequence run together and read its pages (all heads of a token are
+// contiguous) together. With EVEN block i takes units [i·CHUNK, (i+1)·CHUNK)
+// of the padded token space in order: every block streams the same number
+// of tokens in at most a few segments, whatever the number of (sequence,
+// head) pairs per SM, but the blocks of one sequence no longer read the
+// same tokens at the same time.
+__global__ void __launch_bounds__(WARPS * 32) attn(const __nv_bfloat16 *__restrict__ q,
+    const __nv_bfloat16 *__restrict__ pool, const int *__restrict__ block_tables,
+    const int *__restrict__ context_lens, __nv_bfloat16 *__restrict__ out,
+    float *__restrict__ part_ml, float *__restrict__ part_acc, unsigned *__restrict__ count) {
+  constexpr int UNIT = WARPS * TPW * U;  // tokens per unit (one step of the block)
+  if (!EVEN) {
+    const int b = blockIdx.y, tbeg = blockIdx.z * PART;
+    segment(q, pool, block_tables, out, part_ml, part_acc, b, blockIdx.x, tbeg, min(context_lens[b], tbeg + PART),
+        blockIdx.z, NPART == 1);
+    if (NPART > 1) finish(part_ml, part_acc, count, out, b, blockIdx.x, NPART);
+    return;
+  }
+  const int u1 = min(B * NG * UPP, (int)(blockIdx.x + 1) * CHUNK);
+  for (int u = blockIdx.x * CHUNK; u < u1;) {
+    const int pair = u / UPP, b = pair / NG, x = pair % NG;
+    const int ue = min(u1, (pair + 1) * UPP);
+    // The blocks sharing this pair: first … first + n − 1.
+    const int first = pair * UPP / CHUNK, n = ((pair + 1) * UPP - 1) / CHUNK - first + 1;
+    const int ctx = context_lens[b];
+    segment(q, pool, block_tables, out, part_ml, part_acc, b, x, (u - pair * UPP) * UNIT,
+        min(ctx, (ue - pair * UPP) * UNIT), blockIdx.x - first, n == 1);
+    if (n > 1) finish(part_ml, part_acc, count, out, b, x, n);
+    __syncthreads();  // the next segment reuses the merge buffers
+    u = ue;
+  }
 }
 `)
 	launchRing, ringArg := "", "0"
@@ -489,19 +586,46 @@ __global__ void __launch_bounds__(D) merge(const float *__restrict__ part_ml,
 %s
 int %s(void *const *bufs, const int64_t *dims) {
   (void)dims;
-  // Partition results: (max, sum) pairs, then accumulators.
+  // Partition results: (max, sum) pairs, then accumulators, then a zeroed
+  // counter per (sequence, head group).
+  const size_t nws = NSLOT > 1 ? (size_t)B * QH * NSLOT * (D + 2) : 0;
   float *scratch = nullptr;
-  if (NPART > 1) {
-    cudaError_t e = workspace(sizeof(float) * (size_t)B * QH * NPART * (D + 2), 0, (void **)&scratch);
+  if (NSLOT > 1) {
+    cudaError_t e = workspace(sizeof(float) * nws, sizeof(unsigned) * B * NG, (void **)&scratch);
     if (e != cudaSuccess) return (int)e;
   }
-  float *ml = scratch, *pacc = scratch ? scratch + (size_t)2 * B * QH * NPART : nullptr;
-%s  attn<<<dim3(KVH * (GROUP / HPB), B, NPART), WARPS * 32, %s, cudaStreamLegacy>>>((const __nv_bfloat16 *)bufs[0],
-      (const __nv_bfloat16 *)bufs[1], (const int *)bufs[2], (const int *)bufs[3], (__nv_bfloat16 *)bufs[4], ml, pacc);
-  if (NPART > 1) merge<<<B * QH, D, 0, cudaStreamLegacy>>>(ml, pacc, (__nv_bfloat16 *)bufs[4]);
+  float *ml = scratch, *pacc = scratch ? scratch + (size_t)2 * B * QH * NSLOT : nullptr;
+  const dim3 grid = EVEN ? dim3(GRID) : dim3(NG, B, NPART);
+%s  attn<<<grid, WARPS * 32, %s, cudaStreamLegacy>>>((const __nv_bfloat16 *)bufs[0],
+      (const __nv_bfloat16 *)bufs[1], (const int *)bufs[2], (const int *)bufs[3], (__nv_bfloat16 *)bufs[4], ml, pacc,
+      scratch ? (unsigned *)(scratch + nws) : nullptr);
 %s}
 `, workspaceHelper, entry, launchRing, ringArg, launchCheck)
 	return b.String(), nil
+}
+
+// evenSplit is the grid of balance > 0: the padded token space of every
+// (sequence, head group) pair, in units of one block step (warps · tokens
+// per warp step · unroll), cut into chunks for balance × SMs blocks; slots
+// bounds the blocks that share one pair.
+type evenSplit struct{ upp, chunk, grid, slots int64 }
+
+func (a PagedAttention) evenSplit(W, V, U, HPB, balance int64, sms int) (evenSplit, error) {
+	if balance <= 0 {
+		// Unused, but a valid divisor in the dead branch.
+		return evenSplit{upp: 1, chunk: 1, grid: 1, slots: 1}, nil
+	}
+	unit := W * (32 / (a.HeadDim / V)) * U
+	upp := (a.maxBlocks()*a.BlockSize + unit - 1) / unit
+	units := a.Batch * a.KVHeads * (a.group() / HPB) * upp
+	if units >= math.MaxInt32/2 {
+		return evenSplit{}, fmt.Errorf("paged attention: %d units of %d tokens overflow the balanced split's int indices", units, unit)
+	}
+	want := balance * int64(max(sms, 1))
+	chunk := (units + want - 1) / want
+	grid := (units + chunk - 1) / chunk
+	// A pair of upp units meets at most ⌈upp/chunk⌉ + 1 chunks.
+	return evenSplit{upp: upp, chunk: chunk, grid: grid, slots: (upp+chunk-1)/chunk + 1}, nil
 }
 
 // maxSmemPerBlock is the shared memory a block may opt into on sm_90.

@@ -170,6 +170,7 @@ func parallelRows(n int, f func(i int)) {
 // changes what a stored knob trace means (2: cuda_gemm gained group_m; 3: cuda_gemv mma=2
 // split-K, paged attention cp.async rings and a new partition rule; 4: cuda_gemm
 // mma=2 wgmma with wg_m/wg_n, cuda_gemv mma=3 and stages, paged attention's
-// head-major grid).
+// head-major grid; 5: paged attention's balance knob and in-kernel merge of
+// split partials, the GEMV ring's K-block target and small-N rule).
 // The CPU's version (cgen.CodegenVersion) moves independently.
-const CodegenVersion = 4
+const CodegenVersion = 5

@@ -38,6 +38,7 @@ var goldenKernels = []struct {
 }{
 	{"gemv_m1.cu", GEMV{M: 1, N: 4096, K: 4096}},
 	{"gemv_m16.cu", GEMV{M: 16, N: 28672, K: 4096}},
+	{"gemv_m16_n1024.cu", GEMV{M: 16, N: 1024, K: 4096}},
 	{"cublas_gemv.cu", GEMVCuBLAS{GEMV{M: 16, N: 4096, K: 14336}}},
 	{"paged_attention_bs16.cu", PagedAttention{Batch: 32, QHeads: 32, KVHeads: 8, HeadDim: 128, BlockSize: 16, Context: 4096}},
 	{"paged_attention_split.cu", PagedAttention{Batch: 2, QHeads: 32, KVHeads: 8, HeadDim: 128, BlockSize: 64, Context: 4096}},

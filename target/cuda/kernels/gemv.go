@@ -168,14 +168,25 @@ func ringSmem(NT, W, U, PF int64) int64 { return W * PF * U * (NT + 2) * 32 * 16
 // paths at M = 1 in the microbenchmarks, the ring by 1–6% on the H100);
 // at M ≥ 2 the cp.async ring (mma=3) with two 8-row tiles per warp, four
 // warps splitting a block's K range, two 32-wide chunks per stage and three
-// stages (the K blocks follow from the SM count, see ringRange): of 340
+// stages (the K blocks follow from the SM count, see ringKBlocks): of 340
 // ring points measured on llama-3-8b's shapes at M = 16 on an H100 the
 // best geomean, 0.99–1.14× cuBLAS where the split-K path (mma=2) reached
-// 0.85–0.92× (N = 1024 stays at 0.86×: 8 MiB of weights, latency-bound).
+// 0.85–0.92×. When those 16-row blocks are fewer than the SMs (N = 1024,
+// 64 blocks) a block takes 8 rows with eight warps splitting its K range
+// (128 blocks, K unsplit): on the H100 at M = 16, N = 1024, K = 4096 that
+// took 7.26 µs against 9.18 for the 16-row blocks unsplit (see
+// ringWarpsPerSM; 11.36 with K split in three, the earlier rule), 7.58
+// for 8 rows of four warps and four chunks per stage, 7.90 for 16 rows
+// of eight warps, and cuBLAS 9.66 (1.33×); at N = 4096 the same blocks
+// took 17.76 µs against 15.39 for the default (256 blocks).
 func (g GEMV) Default(s *schedule.Schedule, hw kernels.Hardware) error {
 	v := map[string]int64{"mma": 0, "rows_per_warp": 2, "groups": 2, "ksplit": 2, "vec": 8, "unroll": 1, "stages": 2}
 	if g.M >= 2 {
 		v = map[string]int64{"mma": 3, "rows_per_warp": 2, "groups": 1, "ksplit": 4, "vec": 8, "unroll": 2, "stages": 3}
+		if (g.N+15)/16 < int64(max(hw.Threads, 1)) {
+			// Fewer 16-row blocks than SMs: 8-row blocks of eight warps.
+			v["rows_per_warp"], v["ksplit"] = 1, 8
+		}
 	}
 	return g.knobs().Choose(s, v)
 }
@@ -196,7 +207,7 @@ func (g GEMV) EmitCUDA(s *schedule.Schedule, gpu cuda.GPU, entry string) (string
 	W := k["groups"] * S
 	switch k["mma"] {
 	case 3:
-		return g.emitRing(R, k["groups"], S, U, k["stages"], gpu, entry), nil
+		return g.emitRing(R, k["groups"], S, U, k["stages"], g.ringKBlocks(k["groups"]*R*8, W, gpu.SMs), entry), nil
 	case 2:
 		return g.emitSplitK(R, W, U, gpu, entry), nil
 	case 1:
@@ -524,26 +535,34 @@ int %s(void *const *bufs, const int64_t *dims) {
 	return b.String()
 }
 
-// ringRange is the ring path's K range per block (a multiple of a
-// block's stage sweep, 32·unroll·ksplit, so that each warp of a row group
-// takes the same number of stages) and the number of K blocks: the fewest
-// that give the grid ringWarpsPerSM warps per SM. Each warp keeps
+// ringKBlocks is the number of K blocks the ring path aims at: the fewest
+// that give the grid ringWarpsPerSM warps per SM (ringSplit then cuts K
+// into whole sweeps of a block, 32·unroll·ksplit, so that each warp of a
+// row group takes the same number of stages). Each warp keeps
 // (stages−1)·unroll·(NT+2) 16-byte copies per lane in flight, so few warps
 // per SM already cover the DRAM latency; every extra K block costs an f32
 // partial of out per block and a longer fix-up.
-func (g GEMV) ringRange(rows, warps, sweep int64, sms int) (kr, kblocks int64) {
+func (g GEMV) ringKBlocks(rows, warps int64, sms int) int64 {
 	nblocks := (g.N + rows - 1) / rows
 	target := int64(max(sms, 1)) * ringWarpsPerSM
-	kblocks = max(1, (target+nblocks*warps-1)/(nblocks*warps))
+	return max(1, (target+nblocks*warps-1)/(nblocks*warps))
+}
+
+// ringSplit cuts K into about kblocks ranges of whole sweeps: the range
+// and the number of K blocks that result.
+func (g GEMV) ringSplit(sweep, kblocks int64) (kr, kb int64) {
 	kr = ((g.K+kblocks-1)/kblocks + sweep - 1) / sweep * sweep
 	return kr, (g.K + kr - 1) / kr
 }
 
-// ringWarpsPerSM is the ring path's occupancy target (see ringRange): on
-// the H100 at M = 16, four warps per SM (one K block for N = 4096 in
-// 16-row blocks of four warps) beat eight (two K blocks) by up to 2%, and
-// the best points of most configurations were at four.
-const ringWarpsPerSM = 4
+// ringWarpsPerSM is the ring path's occupancy target (see ringKBlocks): K
+// is split only when the grid has fewer warps than the GPU has SMs. The
+// last-block fix-up costs about 2 µs, more than the parallelism it buys:
+// on the H100 at M = 16, N = 1024, K = 4096 (the default's 64 blocks of
+// four warps) one K block took 9.25 µs, two 11.04, three (the earlier
+// target of four warps per SM) 11.49 and four 11.14, cuBLAS 9.79; at
+// N = 4096 four warps per SM already gave one K block.
+const ringWarpsPerSM = 1
 
 // emitRing is the cp.async ring path (mma=3): as in the split-K path,
 // M ≤ 16 rows of x are one m16n8k16 A operand and each warp's NT 8-row
@@ -556,11 +575,11 @@ const ringWarpsPerSM = 4
 // shape are zero-filled by the copy itself. A block has G row groups of S warps; a group's warps
 // take its stages round-robin (together they read each row contiguously)
 // and are summed in a fixed order through shared memory. K blocks along y
-// are summed by the last block of a row range, as in emitSplitK.
-func (g GEMV) emitRing(NT, G, S, U, PF int64, gpu cuda.GPU, entry string) string {
-	W := G * S
+// are summed by the last block of a row range, as in emitSplitK; wantKB is
+// the K-block count aimed at (ringKBlocks, or a microbenchmark's choice).
+func (g GEMV) emitRing(NT, G, S, U, PF, wantKB int64, entry string) string {
 	rows := G * NT * 8
-	kr, kblocks := g.ringRange(rows, W, 32*U*S, gpu.SMs)
+	kr, kblocks := g.ringSplit(32*U*S, wantKB)
 	nblocks := (g.N + rows - 1) / rows
 	var b strings.Builder
 	b.WriteString(prelude)

@@ -343,6 +343,73 @@ func TestGEMVSplitKRange(t *testing.T) {
 	}
 }
 
+// TestPagedAttentionEvenSplit walks the balanced grid (balance > 0) as the
+// kernel does: every unit of every (sequence, head group) pair is taken by
+// exactly one block, the kernel's closed form of the blocks sharing a pair
+// (first, n) matches the blocks that do, the slots fit NSLOT, and the grid
+// has about balance blocks per SM.
+func TestPagedAttentionEvenSplit(t *testing.T) {
+	for _, tc := range []struct {
+		a                  PagedAttention
+		warps, vec, unroll int64
+		hpb, balance       int64
+		sms                int
+	}{
+		{PagedAttention{Batch: 32, QHeads: 32, KVHeads: 8, HeadDim: 128, BlockSize: 16, Context: 4096}, 4, 16, 2, 4, 2, 132},
+		{PagedAttention{Batch: 32, QHeads: 32, KVHeads: 8, HeadDim: 128, BlockSize: 128, Context: 4096}, 8, 16, 2, 4, 1, 132},
+		{PagedAttention{Batch: 16, QHeads: 32, KVHeads: 8, HeadDim: 128, BlockSize: 16, Context: 4096}, 4, 16, 2, 2, 2, 132},
+		// Fewer units than blocks wanted, a ragged span (BS 7) and head_dim 64.
+		{PagedAttention{Batch: 3, QHeads: 4, KVHeads: 4, HeadDim: 64, BlockSize: 7, Context: 300}, 4, 8, 1, 1, 2, 132},
+		{PagedAttention{Batch: 5, QHeads: 8, KVHeads: 2, HeadDim: 64, BlockSize: 7, Context: 300}, 8, 16, 4, 4, 1, 7},
+	} {
+		ev, err := tc.a.evenSplit(tc.warps, tc.vec, tc.unroll, tc.hpb, tc.balance, tc.sms)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unit := tc.warps * (32 / (tc.a.HeadDim / tc.vec)) * tc.unroll
+		if ev.upp*unit < tc.a.maxBlocks()*tc.a.BlockSize || (ev.upp-1)*unit >= tc.a.maxBlocks()*tc.a.BlockSize {
+			t.Errorf("%s: %d units of %d tokens per pair for a span of %d", tc.a.Name(), ev.upp, unit, tc.a.maxBlocks()*tc.a.BlockSize)
+		}
+		pairs := tc.a.Batch * tc.a.KVHeads * (tc.a.group() / tc.hpb)
+		units := pairs * ev.upp
+		if ev.grid > tc.balance*int64(tc.sms) || (units >= tc.balance*int64(tc.sms) && ev.grid*2 < tc.balance*int64(tc.sms)) {
+			t.Errorf("%s balance %d: grid %d for %d SMs", tc.a.Name(), tc.balance, ev.grid, tc.sms)
+		}
+		taken := make([]int, units)
+		sharers := make([]map[int64]bool, pairs)
+		for blk := range ev.grid {
+			u1 := min(units, (blk+1)*ev.chunk)
+			for u := blk * ev.chunk; u < u1; {
+				pair := u / ev.upp
+				ue := min(u1, (pair+1)*ev.upp)
+				first, n := pair*ev.upp/ev.chunk, ((pair+1)*ev.upp-1)/ev.chunk-pair*ev.upp/ev.chunk+1
+				if slot := blk - first; slot < 0 || slot >= n || n > ev.slots {
+					t.Fatalf("%s: block %d pair %d: slot %d of %d (NSLOT %d)", tc.a.Name(), blk, pair, slot, n, ev.slots)
+				}
+				if sharers[pair] == nil {
+					sharers[pair] = map[int64]bool{}
+				}
+				sharers[pair][blk] = true
+				for v := u; v < ue; v++ {
+					taken[v]++
+				}
+				u = ue
+			}
+		}
+		for v, c := range taken {
+			if c != 1 {
+				t.Fatalf("%s: unit %d taken %d times", tc.a.Name(), v, c)
+			}
+		}
+		for pair, blks := range sharers {
+			p := int64(pair)
+			if n := ((p+1)*ev.upp-1)/ev.chunk - p*ev.upp/ev.chunk + 1; int(n) != len(blks) {
+				t.Errorf("%s: pair %d shared by %d blocks, the kernel waits for %d", tc.a.Name(), pair, len(blks), n)
+			}
+		}
+	}
+}
+
 // TestPagedAttentionRefusals checks that cp.async rings the hardware
 // cannot hold, or cannot copy (8-byte pieces), are refused before nvcc,
 // and that a ring that fits emits its copies and opts into the shared
@@ -357,6 +424,8 @@ func TestPagedAttentionRefusals(t *testing.T) {
 		{map[string]int64{"warps": 8, "partition": 2048, "heads_per_block": 4, "vec": 16, "unroll": 8, "prefetch": 4}, "shared memory"},
 		{map[string]int64{"warps": 4, "partition": 2048, "heads_per_block": 4, "vec": 16, "unroll": 4, "prefetch": 2}, ""},
 		{map[string]int64{"warps": 4, "partition": 2048, "heads_per_block": 4, "vec": 8, "unroll": 2, "prefetch": 3}, ""},
+		{map[string]int64{"warps": 4, "partition": 0, "heads_per_block": 4, "vec": 16, "unroll": 2, "prefetch": 2, "balance": 2}, ""},
+		{map[string]int64{"warps": 4, "partition": 1024, "heads_per_block": 4, "vec": 16, "unroll": 2, "prefetch": 2, "balance": 2}, "partition pinned"},
 	} {
 		def, err := a.Def()
 		if err != nil {
@@ -378,10 +447,64 @@ func TestPagedAttentionRefusals(t *testing.T) {
 			continue
 		}
 		ring := ringBytes(tc.knobs["warps"], tc.knobs["unroll"], tc.knobs["vec"], tc.knobs["prefetch"])
-		for _, want := range []string{"cp.async.cg.shared.global", fmt.Sprintf("cudaFuncAttributeMaxDynamicSharedMemorySize, %d)", ring), fmt.Sprintf("WARPS * 32, %d, cudaStreamLegacy>>>", ring), "dim3(KVH * (GROUP / HPB), B, NPART)"} {
+		// Split points merge in the kernel (finish), never in a second launch.
+		wants := []string{"cp.async.cg.shared.global", fmt.Sprintf("cudaFuncAttributeMaxDynamicSharedMemorySize, %d)", ring), fmt.Sprintf("WARPS * 32, %d, cudaStreamLegacy>>>", ring), "dim3(NG, B, NPART)",
+			fmt.Sprintf("constexpr bool EVEN = %t;", tc.knobs["balance"] > 0), "if (NPART > 1) finish(", "if (n > 1) finish("}
+		if tc.knobs["balance"] == 2 {
+			// 256 pairs of 128 units of 32 tokens for 264 blocks.
+			wants = append(wants, "constexpr int UPP = 128, CHUNK = 125, GRID = 263;", "constexpr int NSLOT = 3;")
+		}
+		for _, want := range wants {
 			if !strings.Contains(src, want) {
 				t.Errorf("%v: no %q in the source", tc.knobs, want)
 			}
+		}
+		if strings.Count(src, "<<<") != 1 {
+			t.Errorf("%v: %d launches, want one", tc.knobs, strings.Count(src, "<<<"))
+		}
+	}
+}
+
+// TestGEMVDefaultBlocks checks the M ≥ 2 default's block shape: 16-row
+// blocks of four warps while they cover the SMs, else 8-row blocks of
+// eight, with K unsplit for llama-3-8b's k/v projection (N = 1024).
+func TestGEMVDefaultBlocks(t *testing.T) {
+	for _, tc := range []struct {
+		g             GEMV
+		sms           int
+		rows, ksplit  int64
+		kBlocksSource string
+	}{
+		{GEMV{M: 16, N: 4096, K: 4096}, 132, 2, 4, "k_blocks=1"},
+		{GEMV{M: 16, N: 1024, K: 4096}, 132, 1, 8, "k_blocks=1"},
+		{GEMV{M: 2, N: 1024, K: 4096}, 132, 1, 8, "k_blocks=1"},
+		{GEMV{M: 16, N: 2112, K: 4096}, 132, 2, 4, "k_blocks=1"}, // 132 blocks
+		{GEMV{M: 16, N: 2097, K: 4096}, 132, 2, 4, "k_blocks=1"}, // 132 blocks, the last one row
+		{GEMV{M: 16, N: 2096, K: 4096}, 132, 1, 8, "k_blocks=1"}, // 131 blocks
+		{GEMV{M: 16, N: 1024, K: 4096}, 64, 2, 4, "k_blocks=1"},
+		// A few rows: two 8-row blocks of 8 warps want 9 K blocks for 132
+		// warps; ⌈14336/9⌉ rounds up to sweeps of 512 k, 7 blocks of 2048.
+		{GEMV{M: 16, N: 16, K: 14336}, 132, 1, 8, "k_blocks=7"},
+	} {
+		gpu := cuda.H100
+		gpu.SMs = tc.sms
+		s, err := search.DefaultSchedule(tc.g, Hardware(gpu))
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := knobsOf(tc.g.knobs(), s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k["mma"] != 3 || k["rows_per_warp"] != tc.rows || k["ksplit"] != tc.ksplit || k["groups"] != 1 {
+			t.Errorf("%s on %d SMs: default %v, want the ring with rows_per_warp %d, ksplit %d", tc.g.Name(), tc.sms, k, tc.rows, tc.ksplit)
+		}
+		src, err := tc.g.EmitCUDA(s, gpu, Entry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(src, tc.kBlocksSource) {
+			t.Errorf("%s on %d SMs: no %q in the source", tc.g.Name(), tc.sms, tc.kBlocksSource)
 		}
 	}
 }
@@ -397,19 +520,23 @@ func TestGEMVRingRange(t *testing.T) {
 		wantKR, wantKB     int64
 	}{
 		// The default's blocks (16 rows, 4 warps): 256 n-blocks are 1024
-		// warps, over 4 per SM, so llama-3-8b's shapes take one K block.
+		// warps, so llama-3-8b's shapes take one K block, and so does
+		// N = 1024 (256 warps, more than the 132 SMs).
 		{GEMV{M: 16, N: 4096, K: 4096}, 16, 4, 256, 132, 4096, 1},
 		{GEMV{M: 16, N: 4096, K: 14336}, 16, 4, 256, 132, 14336, 1},
-		// 64-row blocks of 4 warps: 256 warps want 3 K blocks for 528;
-		// ⌈4096/3⌉ rounds up to whole sweeps of 256 k.
-		{GEMV{M: 16, N: 4096, K: 4096}, 64, 4, 256, 132, 1536, 3},
-		// A tail: 9 n-blocks of 4 warps want 15 K blocks, each at least a
-		// sweep, so 1032 k take 5 blocks of 256 (the last one 8 k).
-		{GEMV{M: 16, N: 130, K: 1032}, 16, 4, 256, 132, 256, 5},
+		{GEMV{M: 16, N: 1024, K: 4096}, 16, 4, 256, 132, 4096, 1},
+		{GEMV{M: 16, N: 4096, K: 4096}, 64, 4, 256, 132, 4096, 1},
+		// A tail: 9 n-blocks of 4 warps want 4 K blocks for 132 warps;
+		// ⌈1032/4⌉ rounds up to whole sweeps of 256 k, so 1032 k take 3
+		// blocks of 512 (the last one 8 k).
+		{GEMV{M: 16, N: 130, K: 1032}, 16, 4, 256, 132, 512, 3},
+		// One n-block of 4 warps wants 33 K blocks: ⌈14336/33⌉ rounds up
+		// to 512 k, 28 blocks.
+		{GEMV{M: 16, N: 16, K: 14336}, 16, 4, 512, 132, 512, 28},
 		// K shorter than one sweep: one block.
 		{GEMV{M: 3, N: 257, K: 104}, 16, 4, 256, 132, 256, 1},
 	} {
-		kr, kb := tc.g.ringRange(tc.rows, tc.warps, tc.sweep, tc.sms)
+		kr, kb := tc.g.ringSplit(tc.sweep, tc.g.ringKBlocks(tc.rows, tc.warps, tc.sms))
 		if kr != tc.wantKR || kb != tc.wantKB {
 			t.Errorf("%s rows %d warps %d sweep %d: range %d × %d blocks, want %d × %d", tc.g.Name(), tc.rows, tc.warps, tc.sweep, kr, kb, tc.wantKR, tc.wantKB)
 		}

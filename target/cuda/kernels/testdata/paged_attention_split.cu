@@ -7,7 +7,7 @@
 __device__ __forceinline__ float bf_lo(uint32_t u) { return __uint_as_float(u << 16); }
 __device__ __forceinline__ float bf_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
 
-// cuda_paged_attention/B=2,QH=32,KVH=8,D=128,BS=64,ctx=4096/bf16: warps=4 partition=256 heads_per_block=4 vec=16 unroll=2 prefetch=2
+// cuda_paged_attention/B=2,QH=32,KVH=8,D=128,BS=64,ctx=4096/bf16: warps=4 partition=256 heads_per_block=4 vec=16 unroll=2 prefetch=2 balance=0
 constexpr int B = 2, QH = 32, KVH = 8, D = 128, BS = 64, MAXB = 64;
 constexpr int GROUP = QH / KVH, HPB = 4, WARPS = 4, V = 16, U = 2;
 constexpr bool PREFETCH = false;
@@ -15,7 +15,13 @@ constexpr int LPT = D / V;            // lanes per token
 constexpr int CH = V == 16 ? 8 : V;   // elements per 16-byte load
 constexpr int VEC16_STRIDE = D / 2;   // a lane's second half, with V = 16
 constexpr int TPW = 32 / LPT;         // tokens per warp step
+constexpr int NG = KVH * (GROUP / HPB);  // head groups (blocks) per sequence
 constexpr int PART = 256, NPART = 16;  // tokens per partition, partitions
+// Balanced split (EVEN): the padded token space [B][NG][UPP units of
+// WARPS·TPW·U tokens] cut into GRID chunks of CHUNK units, one per block.
+constexpr bool EVEN = false;
+constexpr int UPP = 1, CHUNK = 1, GRID = 1;
+constexpr int NSLOT = 16;             // partial slots per (sequence, head)
 constexpr size_t HALF = (size_t)128 * BS * KVH * D;  // V's offset in the pool
 constexpr float SCALE_LOG2 = 1.275174308e-01f;  // log2(e) / sqrt(D)
 struct vec_t { uint4 a, b; }; // 16 bf16 = 32 bytes per load (two 16-byte loads)
@@ -77,19 +83,15 @@ __device__ __forceinline__ void load_kv(const __nv_bfloat16 *__restrict__ pool, 
   }
 }
 
-// One block: KV head and query-head group blockIdx.x, sequence blockIdx.y,
-// partition blockIdx.z. The heads vary fastest, so that the blocks of one
-// sequence run together and read its pages (all heads of a token are
-// contiguous) together. Scores are kept in log2 units (exp2f).
-__global__ void __launch_bounds__(WARPS * 32) attn(const __nv_bfloat16 *__restrict__ q,
-    const __nv_bfloat16 *__restrict__ pool, const int *__restrict__ block_tables,
-    const int *__restrict__ context_lens, __nv_bfloat16 *__restrict__ out,
-    float *__restrict__ part_ml, float *__restrict__ part_acc) {
-  const int b = blockIdx.y;
-  const int kvh = blockIdx.x / (GROUP / HPB);
-  const int h0 = kvh * GROUP + (blockIdx.x % (GROUP / HPB)) * HPB;
-  const int ctx = context_lens[b];
-  const int tbeg = blockIdx.z * PART, tend = min(ctx, tbeg + PART);
+// segment attends head group x (a KV head and HPB of its query heads) of
+// sequence b over tokens [tbeg, tend), and stores the result in out
+// (whole) or as partial pslot of (sequence, head): max, sum and the
+// unnormalised accumulator. Scores are kept in log2 units (exp2f).
+__device__ __forceinline__ void segment(const __nv_bfloat16 *__restrict__ q,
+    const __nv_bfloat16 *__restrict__ pool, const int *__restrict__ block_tables, __nv_bfloat16 *__restrict__ out,
+    float *__restrict__ part_ml, float *__restrict__ part_acc, int b, int x, int tbeg, int tend, int pslot, bool whole) {
+  const int kvh = x / (GROUP / HPB);
+  const int h0 = kvh * GROUP + (x % (GROUP / HPB)) * HPB;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   // Lane dims: d0 + v for v < CH, and d0 + D/2 + v − CH above (V = 16).
   const int sub = lane / LPT, d0 = (lane % LPT) * CH;
@@ -232,10 +234,10 @@ __global__ void __launch_bounds__(WARPS * 32) attn(const __nv_bfloat16 *__restri
       }
     }
     const size_t row = (size_t)b * QH + h0 + h;
-    if (NPART == 1) {
+    if (whole) {
       out[row * D + d] = __float2bfloat16(sum > 0.f ? a / sum : 0.f);
     } else {
-      const size_t pr = row * NPART + blockIdx.z;
+      const size_t pr = row * NSLOT + pslot;
       part_acc[pr * D + d] = a;
       if (d == 0) {
         part_ml[2 * pr] = mx;
@@ -245,23 +247,76 @@ __global__ void __launch_bounds__(WARPS * 32) attn(const __nv_bfloat16 *__restri
   }
 }
 
-// Merges the partitions of one (sequence, query head): one thread per dim.
-__global__ void __launch_bounds__(D) merge(const float *__restrict__ part_ml,
-    const float *__restrict__ part_acc, __nv_bfloat16 *__restrict__ out) {
-  const size_t row = blockIdx.x;
-  const int d = threadIdx.x;
-  float mx = -INFINITY;
-  for (int p = 0; p < NPART; p++) mx = fmaxf(mx, part_ml[2 * (row * NPART + p)]);
-  float sum = 0.f, a = 0.f;
-  if (mx != -INFINITY) {
-    for (int p = 0; p < NPART; p++) {
-      const size_t pr = row * NPART + p;
-      const float c = exp2f(part_ml[2 * pr] - mx);
-      sum += part_ml[2 * pr + 1] * c;
-      a += part_acc[pr * D + d] * c;
-    }
+// finish is called by each of the n blocks holding a partial of head
+// group x of sequence b once it is stored: the last to arrive merges
+// slots 0 … n−1 in order (the result does not depend on which block is
+// last) and resets the counter for the next launch, so no second kernel
+// (and no launch gap) merges them.
+__device__ __forceinline__ void finish(const float *__restrict__ part_ml, const float *__restrict__ part_acc,
+    unsigned *__restrict__ count, __nv_bfloat16 *__restrict__ out, int b, int x, int n) {
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned *c = count + (size_t)b * NG + x;
+    last = atomicAdd(c, 1u) == (unsigned)n - 1;
+    if (last) *c = 0;
   }
-  out[row * D + d] = __float2bfloat16(sum > 0.f ? a / sum : 0.f);
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int h0 = (x / (GROUP / HPB)) * GROUP + (x % (GROUP / HPB)) * HPB;
+  for (int i = threadIdx.x; i < HPB * D; i += WARPS * 32) {
+    const int h = i / D, d = i % D;
+    const size_t row = (size_t)b * QH + h0 + h;
+    float mx = -INFINITY;
+    for (int p = 0; p < n; p++) mx = fmaxf(mx, __ldcg(part_ml + 2 * (row * NSLOT + p)));
+    float sum = 0.f, a = 0.f;
+    if (mx != -INFINITY) {
+      for (int p = 0; p < n; p++) {
+        const size_t pr = row * NSLOT + p;
+        const float c = exp2f(__ldcg(part_ml + 2 * pr) - mx);
+        sum += __ldcg(part_ml + 2 * pr + 1) * c;
+        a += __ldcg(part_acc + pr * D + d) * c;
+      }
+    }
+    out[row * D + d] = __float2bfloat16(sum > 0.f ? a / sum : 0.f);
+  }
+}
+
+// Without EVEN one block is head group blockIdx.x of sequence blockIdx.y,
+// partition blockIdx.z: the heads vary fastest, so that the blocks of one
+// sequence run together and read its pages (all heads of a token are
+// contiguous) together. With EVEN block i takes units [i·CHUNK, (i+1)·CHUNK)
+// of the padded token space in order: every block streams the same number
+// of tokens in at most a few segments, whatever the number of (sequence,
+// head) pairs per SM, but the blocks of one sequence no longer read the
+// same tokens at the same time.
+__global__ void __launch_bounds__(WARPS * 32) attn(const __nv_bfloat16 *__restrict__ q,
+    const __nv_bfloat16 *__restrict__ pool, const int *__restrict__ block_tables,
+    const int *__restrict__ context_lens, __nv_bfloat16 *__restrict__ out,
+    float *__restrict__ part_ml, float *__restrict__ part_acc, unsigned *__restrict__ count) {
+  constexpr int UNIT = WARPS * TPW * U;  // tokens per unit (one step of the block)
+  if (!EVEN) {
+    const int b = blockIdx.y, tbeg = blockIdx.z * PART;
+    segment(q, pool, block_tables, out, part_ml, part_acc, b, blockIdx.x, tbeg, min(context_lens[b], tbeg + PART),
+        blockIdx.z, NPART == 1);
+    if (NPART > 1) finish(part_ml, part_acc, count, out, b, blockIdx.x, NPART);
+    return;
+  }
+  const int u1 = min(B * NG * UPP, (int)(blockIdx.x + 1) * CHUNK);
+  for (int u = blockIdx.x * CHUNK; u < u1;) {
+    const int pair = u / UPP, b = pair / NG, x = pair % NG;
+    const int ue = min(u1, (pair + 1) * UPP);
+    // The blocks sharing this pair: first … first + n − 1.
+    const int first = pair * UPP / CHUNK, n = ((pair + 1) * UPP - 1) / CHUNK - first + 1;
+    const int ctx = context_lens[b];
+    segment(q, pool, block_tables, out, part_ml, part_acc, b, x, (u - pair * UPP) * UNIT,
+        min(ctx, (ue - pair * UPP) * UNIT), blockIdx.x - first, n == 1);
+    if (n > 1) finish(part_ml, part_acc, count, out, b, x, n);
+    __syncthreads();  // the next segment reuses the merge buffers
+    u = ue;
+  }
 }
 
 
@@ -286,17 +341,20 @@ static cudaError_t workspace(size_t data, size_t zeroed, void **out) {
 
 int llmir_kernel(void *const *bufs, const int64_t *dims) {
   (void)dims;
-  // Partition results: (max, sum) pairs, then accumulators.
+  // Partition results: (max, sum) pairs, then accumulators, then a zeroed
+  // counter per (sequence, head group).
+  const size_t nws = NSLOT > 1 ? (size_t)B * QH * NSLOT * (D + 2) : 0;
   float *scratch = nullptr;
-  if (NPART > 1) {
-    cudaError_t e = workspace(sizeof(float) * (size_t)B * QH * NPART * (D + 2), 0, (void **)&scratch);
+  if (NSLOT > 1) {
+    cudaError_t e = workspace(sizeof(float) * nws, sizeof(unsigned) * B * NG, (void **)&scratch);
     if (e != cudaSuccess) return (int)e;
   }
-  float *ml = scratch, *pacc = scratch ? scratch + (size_t)2 * B * QH * NPART : nullptr;
+  float *ml = scratch, *pacc = scratch ? scratch + (size_t)2 * B * QH * NSLOT : nullptr;
+  const dim3 grid = EVEN ? dim3(GRID) : dim3(NG, B, NPART);
   static cudaError_t opt = cudaFuncSetAttribute(attn, cudaFuncAttributeMaxDynamicSharedMemorySize, 32768);
   if (opt != cudaSuccess) return (int)opt;
-  attn<<<dim3(KVH * (GROUP / HPB), B, NPART), WARPS * 32, 32768, cudaStreamLegacy>>>((const __nv_bfloat16 *)bufs[0],
-      (const __nv_bfloat16 *)bufs[1], (const int *)bufs[2], (const int *)bufs[3], (__nv_bfloat16 *)bufs[4], ml, pacc);
-  if (NPART > 1) merge<<<B * QH, D, 0, cudaStreamLegacy>>>(ml, pacc, (__nv_bfloat16 *)bufs[4]);
+  attn<<<grid, WARPS * 32, 32768, cudaStreamLegacy>>>((const __nv_bfloat16 *)bufs[0],
+      (const __nv_bfloat16 *)bufs[1], (const int *)bufs[2], (const int *)bufs[3], (__nv_bfloat16 *)bufs[4], ml, pacc,
+      scratch ? (unsigned *)(scratch + nws) : nullptr);
   return (int)cudaGetLastError();
 }
