@@ -178,9 +178,18 @@ func ringSmem(NT, W, U, PF int64) int64 { return W * PF * U * (NT + 2) * 32 * 16
 // ringWarpsPerSM; 11.36 with K split in three, the earlier rule), 7.58
 // for 8 rows of four warps and four chunks per stage, 7.90 for 16 rows
 // of eight warps, and cuBLAS 9.66 (1.33×); at N = 4096 the same blocks
-// took 17.76 µs against 15.39 for the default (256 blocks).
+// took 17.76 µs against 15.39 for the default (256 blocks). At M = 1 a
+// grid short of 16 warps per SM splits K eight ways in the block (N =
+// 1024: 256 blocks of four warps were 7.8 per SM): the H100 tune of
+// llama-3-8b's decode found 6.75 µs there with ksplit 8 and unroll 8
+// against 8.7 for the default, and its next best points had ksplit 8 too.
 func (g GEMV) Default(s *schedule.Schedule, hw kernels.Hardware) error {
 	v := map[string]int64{"mma": 0, "rows_per_warp": 2, "groups": 2, "ksplit": 2, "vec": 8, "unroll": 1, "stages": 2}
+	if blocks := (g.N + 3) / 4; g.M < 2 && blocks*2*2 < 16*int64(max(hw.Threads, 1)) {
+		// Rows per block = groups × rows_per_warp = 4; warps = blocks ×
+		// groups × ksplit.
+		v["ksplit"], v["unroll"] = 8, 8
+	}
 	if g.M >= 2 {
 		v = map[string]int64{"mma": 3, "rows_per_warp": 2, "groups": 1, "ksplit": 4, "vec": 8, "unroll": 2, "stages": 3}
 		if (g.N+15)/16 < int64(max(hw.Threads, 1)) {

@@ -619,3 +619,35 @@ func TestGEMVRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestGEMVDefaultSmallNOneRow: at M = 1 a grid short of 16 warps per SM
+// splits K eight ways in the block, larger grids keep ksplit 2.
+func TestGEMVDefaultSmallNOneRow(t *testing.T) {
+	for _, tc := range []struct {
+		g              GEMV
+		sms            int
+		ksplit, unroll int64
+	}{
+		{GEMV{M: 1, N: 1024, K: 4096}, 132, 8, 8},  // 256 blocks × 4 warps: 7.8 per SM
+		{GEMV{M: 1, N: 4096, K: 4096}, 132, 2, 1},  // 1024 × 4: 31 per SM
+		{GEMV{M: 1, N: 1024, K: 4096}, 64, 2, 1},   // 16 per SM
+		{GEMV{M: 1, N: 14336, K: 4096}, 132, 2, 1}, // llama-3-8b's other linears
+	} {
+		gpu := cuda.H100
+		gpu.SMs = tc.sms
+		s, err := search.DefaultSchedule(tc.g, Hardware(gpu))
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := knobsOf(tc.g.knobs(), s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k["mma"] != 0 || k["ksplit"] != tc.ksplit || k["unroll"] != tc.unroll {
+			t.Errorf("%s on %d SMs: default %v, want mma 0, ksplit %d, unroll %d", tc.g.Name(), tc.sms, k, tc.ksplit, tc.unroll)
+		}
+		if _, err := tc.g.EmitCUDA(s, gpu, Entry); err != nil {
+			t.Errorf("%s: %v", tc.g.Name(), err)
+		}
+	}
+}
