@@ -175,8 +175,22 @@
 // the mean normalized speed of the other tasks' samples with the same kind
 // and knob features (the same point of the same kernel's space at another
 // shape), the weight halving as the task's own measurements arrive
-// (SiblingHalf). It lives in the model, not in search, so the tuner and
-// SimulateEvolution get it from the same code.
+// (SiblingHalf). The same mean (and how many samples it averages) is
+// also two more inputs of the trees (SiblingFeature), computed for a
+// training sample from the tasks other than its own: the trees learn from
+// the buffer how far a sibling's ranking carries to another shape, per
+// kind of kernel, where the blend trusts it by a fixed weight. It lives in
+// the model, not in search, so the tuner and SimulateEvolution get it
+// from the same code.
+//
+// # The roofline as the trees' base
+//
+// The trees fit the residual of the roofline's prediction weighted by its
+// least-squares slope on the training buffer (GBTParams.RooflineFit; the
+// weight is refitted with the trees and saved with them): where the
+// roofline orders tile choices well (linear layers) the trees correct it
+// rather than re-learn it from other shapes, where it says nothing
+// (template kernels, constant within a task) the slope goes to 0.
 //
 // # Random order in the simulations
 //

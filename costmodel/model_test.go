@@ -303,7 +303,7 @@ func TestGBTRooflineBase(t *testing.T) {
 		return f
 	}
 	p := DefaultGBTParams()
-	p.RooflineBase, p.MinTrain = 1, 8
+	p.RooflineBase, p.RooflineFit, p.MinTrain = 1, false, 8
 	g := NewGBT(p)
 	for task := range 3 {
 		var fs [][]float64
@@ -455,6 +455,142 @@ func TestGBTSiblingWeight(t *testing.T) {
 	for i := range 4 {
 		if want := (o0[i] + o1[i]) / 2; math.Abs(oDecay[i]-want) > 1e-9 {
 			t.Errorf("candidate %d after 4 own measurements: half 4 scores %v, want %v", i, oDecay[i], want)
+		}
+	}
+}
+
+// TestGBTRooflineFit: the fitted weight of the roofline base is the slope
+// of the measurements on the roofline's prediction — 1 where times follow
+// it, ½ where they follow it at half its range, 0 where they ignore or
+// contradict it — and a reloaded model keeps it (predicts the same).
+func TestGBTRooflineFit(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		slope float64
+		want  float64
+	}{{"exact", 1, 1}, {"half", 0.5, 0.5}, {"none", 0, 0}, {"contrary", -1, 0}, {"steeper", 2, 1}} {
+		t.Run(c.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(11, 11))
+			p := DefaultGBTParams()
+			p.RooflineFit, p.MinTrain, p.Trees = true, 8, 20
+			g := NewGBT(p)
+			var test [][]float64
+			for task := range 4 {
+				var fs [][]float64
+				var ss []float64
+				for range 32 {
+					f := make([]float64, NumFeatures)
+					lr := -20 + 4*rng.Float64()
+					f[rooflineIndex] = lr
+					fs = append(fs, f)
+					ss = append(ss, math.Exp2(c.slope*lr+0.05*rng.NormFloat64()+float64(task)))
+				}
+				if err := g.Update(fmt.Sprint("t", task), fs, ss); err != nil {
+					t.Fatal(err)
+				}
+				test = fs
+			}
+			if math.Abs(g.baseW-c.want) > 0.05 {
+				t.Errorf("fitted roofline weight %.3f, want %.2f", g.baseW, c.want)
+			}
+			data, err := g.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := Unmarshal(g.Format(), data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a, b := fmt.Sprint(g.Predict(test)), fmt.Sprint(m.Predict(test)); a != b {
+				t.Error("reloaded model predicts differently")
+			}
+		})
+	}
+}
+
+// TestGBTSiblingFeature: three kinds of kernel, each with its own
+// arbitrary speed table over three knobs of four values, measured at two
+// shapes each; a third shape of the first kind is held out. With the
+// sibling inputs the trees read its table off the other shapes' samples
+// at the same knob values; without them they must learn three tables of
+// 64 cells from the knob features. The inputs of a training sample leave
+// its own task out (augment), else they would leak its own time.
+func TestGBTSiblingFeature(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	kinds := []float64{0.2, 0.5, 0.8}
+	tables := make([][]float64, len(kinds))
+	for k := range tables {
+		for range 64 {
+			tables[k] = append(tables[k], rng.Float64()*3)
+		}
+	}
+	point := func(kind float64, c int) []float64 {
+		f := make([]float64, NumFeatures)
+		f[workOffset+4], f[workOffset+5] = 3, kind
+		for j, d := range []int{c % 4, c / 4 % 4, c / 16} {
+			f[knobOffset+2*j], f[knobOffset+2*j+1] = lg(float64(int(1)<<d)), float64(d)/3
+		}
+		return f
+	}
+	var test [][]float64
+	var secs []float64
+	for c := range 64 {
+		test, secs = append(test, point(kinds[0], c)), append(secs, 1e-5*math.Exp(tables[0][c]))
+	}
+	for _, on := range []bool{true, false} {
+		p := DefaultGBTParams()
+		p.SiblingFeature, p.SiblingWeight, p.MinTrain = on, 0, 1<<20
+		g := NewGBT(p)
+		for k, kind := range kinds {
+			for shape := range 2 {
+				var fs [][]float64
+				var ss []float64
+				for c := range 64 {
+					fs = append(fs, point(kind, c))
+					ss = append(ss, 1e-6*float64(shape+1)*math.Exp(tables[k][c]+0.05*rng.NormFloat64()))
+				}
+				if err := g.Update(fmt.Sprintf("op%d/%d", k, shape), fs, ss); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		g.Params.MinTrain = 1
+		if err := g.Update("op0/held", nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		g.fit()
+		acc := PairwiseAccuracy(g.Predict(test), secs)
+		t.Logf("sibling inputs %v: held-out pairwise %.3f", on, acc)
+		if on && acc < 0.95 {
+			t.Errorf("with sibling inputs: held-out pairwise %.3f, want ≥ 0.95", acc)
+		}
+		if !on && acc > 0.9 {
+			t.Errorf("without sibling inputs: held-out pairwise %.3f, want < 0.9 (the test no longer needs them)", acc)
+		}
+	}
+	// augment: the other tasks' mean at the knob values, and their count.
+	p := DefaultGBTParams()
+	p.MinTrain = 1 << 20
+	g := NewGBT(p)
+	x := point(0.5, 7)
+	// Normalized speed of x: +1 in t0 (e² times faster than its other
+	// sample), -1 in t1.
+	for i, ss := range [][]float64{{1, math.Exp(2)}, {math.Exp(2), 1}} {
+		if err := g.Update(fmt.Sprint("t", i), [][]float64{x, point(0.5, 8)}, ss); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ix := g.siblingIndex()
+	for _, c := range []struct {
+		task      string
+		x         []float64
+		mean, cnt float64
+	}{
+		{"t0", x, -1, 1}, {"t1", x, 1, 1}, {"new", x, 0, math.Log2(3)}, {"t0", point(0.5, 9), siblingNone, 0},
+	} {
+		a := ix.augment(c.x, c.task)
+		if len(a) != NumFeatures+siblingInputs || math.Abs(a[NumFeatures]-c.mean) > 1e-9 || math.Abs(a[NumFeatures+1]-c.cnt) > 1e-9 {
+			t.Errorf("augment for %s: sibling inputs %v, want [%v %v]", c.task, a[NumFeatures:], c.mean, c.cnt)
 		}
 	}
 }
