@@ -486,16 +486,7 @@ func TestGEMVDefaultBlocks(t *testing.T) {
 		// warps; ⌈14336/9⌉ rounds up to sweeps of 512 k, 7 blocks of 2048.
 		{GEMV{M: 16, N: 16, K: 14336}, 132, 1, 8, "k_blocks=7"},
 	} {
-		gpu := cuda.H100
-		gpu.SMs = tc.sms
-		s, err := search.DefaultSchedule(tc.g, Hardware(gpu))
-		if err != nil {
-			t.Fatal(err)
-		}
-		k, err := knobsOf(tc.g.knobs(), s)
-		if err != nil {
-			t.Fatal(err)
-		}
+		gpu, s, k := gemvDefault(t, tc.g, tc.sms)
 		if k["mma"] != 3 || k["rows_per_warp"] != tc.rows || k["ksplit"] != tc.ksplit || k["groups"] != 1 {
 			t.Errorf("%s on %d SMs: default %v, want the ring with rows_per_warp %d, ksplit %d", tc.g.Name(), tc.sms, k, tc.rows, tc.ksplit)
 		}
@@ -633,16 +624,7 @@ func TestGEMVDefaultSmallNOneRow(t *testing.T) {
 		{GEMV{M: 1, N: 1024, K: 4096}, 64, 2, 1},   // 16 per SM
 		{GEMV{M: 1, N: 14336, K: 4096}, 132, 2, 1}, // llama-3-8b's other linears
 	} {
-		gpu := cuda.H100
-		gpu.SMs = tc.sms
-		s, err := search.DefaultSchedule(tc.g, Hardware(gpu))
-		if err != nil {
-			t.Fatal(err)
-		}
-		k, err := knobsOf(tc.g.knobs(), s)
-		if err != nil {
-			t.Fatal(err)
-		}
+		gpu, s, k := gemvDefault(t, tc.g, tc.sms)
 		if k["mma"] != 0 || k["ksplit"] != tc.ksplit || k["unroll"] != tc.unroll {
 			t.Errorf("%s on %d SMs: default %v, want mma 0, ksplit %d, unroll %d", tc.g.Name(), tc.sms, k, tc.ksplit, tc.unroll)
 		}
@@ -650,4 +632,21 @@ func TestGEMVDefaultSmallNOneRow(t *testing.T) {
 			t.Errorf("%s: %v", tc.g.Name(), err)
 		}
 	}
+}
+
+// gemvDefault is g's rule-based default on an H100 with sms SMs: the GPU,
+// the schedule and its knob values.
+func gemvDefault(t *testing.T, g GEMV, sms int) (cuda.GPU, *schedule.Schedule, map[string]int64) {
+	t.Helper()
+	gpu := cuda.H100
+	gpu.SMs = sms
+	s, err := search.DefaultSchedule(g, Hardware(gpu))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := knobsOf(g.knobs(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gpu, s, k
 }
