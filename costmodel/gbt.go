@@ -131,6 +131,9 @@ type GBT struct {
 	// baseW is the roofline's weight in the trees' starting point (base):
 	// Params.RooflineBase, or with Params.RooflineFit the fitted slope.
 	baseW float64
+	// sib is the buffer's sibling index, built on first use after the
+	// buffer changes (nil then): fit and every Predict read it.
+	sib *siblingIndex
 }
 
 type taskSamples struct {
@@ -189,7 +192,7 @@ func (g *GBT) Predict(features [][]float64) []float64 {
 	out := make([]float64, len(features))
 	var sib *siblingIndex
 	if g.Params.SiblingFeature {
-		sib = g.siblingIndex()
+		sib = g.siblings()
 	}
 	for i, x := range features {
 		if sib != nil {
@@ -264,6 +267,14 @@ const siblingNone = -16
 type siblingIndex struct {
 	total  map[string][2]float64
 	byTask map[string]map[string][2]float64
+}
+
+// siblings is the buffer's sibling index (cached until the buffer changes).
+func (g *GBT) siblings() *siblingIndex {
+	if g.sib == nil {
+		g.sib = g.siblingIndex()
+	}
+	return g.sib
 }
 
 func (g *GBT) siblingIndex() *siblingIndex {
@@ -353,6 +364,7 @@ func (g *GBT) Update(task string, features [][]float64, seconds []float64) error
 		return nil
 	}
 	g.focus = task
+	g.sib = nil
 	ts := g.tasks[task]
 	if ts == nil {
 		ts = &taskSamples{Task: task}
@@ -407,7 +419,7 @@ func (g *GBT) fit() {
 	var y, w []float64
 	var sib *siblingIndex
 	if g.Params.SiblingFeature {
-		sib = g.siblingIndex()
+		sib = g.siblings()
 	}
 	for _, t := range g.sortedTasks() {
 		wt := 1.0
@@ -639,7 +651,7 @@ func (g *GBT) unmarshal(data []byte) error {
 	if len(f.Trees) > 0 && f.BaseW == 0 && !f.Params.RooflineFit {
 		g.baseW = f.Params.RooflineBase // written before base_weight was stored
 	}
-	g.tasks = map[string]*taskSamples{}
+	g.tasks, g.sib = map[string]*taskSamples{}, nil
 	for i, t := range f.Tasks {
 		if len(t.Features) != len(t.Seconds) {
 			return fmt.Errorf("task %d (%s): %d feature vectors for %d measurements", i, t.Task, len(t.Features), len(t.Seconds))

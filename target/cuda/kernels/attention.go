@@ -277,8 +277,7 @@ func (a PagedAttention) EmitCUDA(s *schedule.Schedule, gpu cuda.GPU, entry strin
 	return a.emit(k, gpu.SMs, entry)
 }
 
-// emit writes the kernels for knob values k (any values, so that
-// microbenchmarks can try points outside the design space).
+// emit writes the kernels for knob values k on a GPU of sms SMs.
 func (a PagedAttention) emit(k map[string]int64, sms int, entry string) (string, error) {
 	W, P, HPB, V, U, PF, BAL := k["warps"], k["partition"], k["heads_per_block"], k["vec"], k["unroll"], k["prefetch"], k["balance"]
 	lpt := a.HeadDim / V

@@ -216,7 +216,7 @@ func (g GEMV) EmitCUDA(s *schedule.Schedule, gpu cuda.GPU, entry string) (string
 	W := k["groups"] * S
 	switch k["mma"] {
 	case 3:
-		return g.emitRing(R, k["groups"], S, U, k["stages"], g.ringKBlocks(k["groups"]*R*8, W, gpu.SMs), entry), nil
+		return g.emitRing(R, k["groups"], S, U, k["stages"], gpu.SMs, entry), nil
 	case 2:
 		return g.emitSplitK(R, W, U, gpu, entry), nil
 	case 1:
@@ -584,11 +584,10 @@ const ringWarpsPerSM = 1
 // shape are zero-filled by the copy itself. A block has G row groups of S warps; a group's warps
 // take its stages round-robin (together they read each row contiguously)
 // and are summed in a fixed order through shared memory. K blocks along y
-// are summed by the last block of a row range, as in emitSplitK; wantKB is
-// the K-block count aimed at (ringKBlocks, or a microbenchmark's choice).
-func (g GEMV) emitRing(NT, G, S, U, PF, wantKB int64, entry string) string {
+// are summed by the last block of a row range, as in emitSplitK.
+func (g GEMV) emitRing(NT, G, S, U, PF int64, sms int, entry string) string {
 	rows := G * NT * 8
-	kr, kblocks := g.ringSplit(32*U*S, wantKB)
+	kr, kblocks := g.ringSplit(32*U*S, g.ringKBlocks(rows, G*S, sms))
 	nblocks := (g.N + rows - 1) / rows
 	var b strings.Builder
 	b.WriteString(prelude)
