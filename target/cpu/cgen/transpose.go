@@ -18,22 +18,22 @@ import (
 // extent may have a tail (min(MR, M - i·MR)): the rows past it are not
 // loaded and their lanes not stored. It reports false, printing nothing,
 // when the nest is not that shape.
-func (g *gen) transposeCopy(l *schedule.Loop, ext0 schedule.Expr) (bool, error) {
+func (g *gen) transposeCopy(l *schedule.Loop, ext0 schedule.Expr) bool {
 	L := g.lanes
 	if L < 4 || len(l.Body) != 1 || len(l.Prefetch) > 0 {
-		return false, nil
+		return false
 	}
 	in, ok := l.Body[0].(*schedule.Loop)
 	if !ok || in.Kind != schedule.Serial || len(in.Body) != 1 || len(in.Prefetch) > 0 {
-		return false, nil
+		return false
 	}
 	b, ok := in.Body[0].(*schedule.Block)
 	if !ok || b.Reduce {
-		return false, nil
+		return false
 	}
 	for _, buf := range g.n.Buffers {
 		if buf.Param < 0 && (buf.AllocAt == l.Name || buf.AllocAt == in.Name) {
-			return false, nil
+			return false
 		}
 	}
 	ext1 := g.simplify(in.Extent)
@@ -42,11 +42,11 @@ func (g *gen) transposeCopy(l *schedule.Loop, ext0 schedule.Expr) (bool, error) 
 	}
 	c1, ok := ext1.(schedule.Int)
 	if !ok || c1.V < L || c1.V%L != 0 {
-		return false, nil
+		return false
 	}
 	iv0, ok := g.rg.Bound(ext0)
 	if !ok || iv0.Hi < 2 {
-		return false, nil
+		return false
 	}
 	u, v := l.Name, in.Name
 	g.enterVar(u, ext0)
@@ -55,16 +55,16 @@ func (g *gen) transposeCopy(l *schedule.Loop, ext0 schedule.Expr) (bool, error) 
 	inst := g.instantiate(b)
 	ld, ok := inst.value.(schedule.Load)
 	if !ok {
-		return false, nil
+		return false
 	}
 	src, dst := g.resolve(ld.Buf, ld.Index), g.resolve(b.Buf, inst.index)
 	for _, r := range []ref{src, dst} {
 		if r.buf.DType != schedule.F32 || g.regOf(r.buf.Name) != nil {
-			return false, nil
+			return false
 		}
 	}
 	if src.buf == dst.buf || g.stride(src, v) != 1 || g.stride(dst, v) == 1 || !g.runs(dst, u) {
-		return false, nil
+		return false
 	}
 	g.transpose = true
 	// Full: every run of the outer loop is lanes long. Otherwise the last
@@ -110,7 +110,7 @@ func (g *gen) transposeCopy(l *schedule.Loop, ext0 schedule.Expr) (bool, error) 
 	g.line("}")
 	g.ind--
 	g.line("}")
-	return true, nil
+	return true
 }
 
 // runs reports whether r is contiguous over aligned runs of lanes values
