@@ -10,6 +10,7 @@ import (
 	"llmir/schedule"
 	"llmir/search"
 	"llmir/target"
+	"llmir/target/cpu"
 	"llmir/tuningdb"
 )
 
@@ -201,6 +202,21 @@ func merged(ms map[string]target.Measurement, id string) target.Measurement {
 	}
 	a.SetSamples(append(append([]float64(nil), a.Samples...), b.Samples...))
 	return a
+}
+
+// measureRead measures the read-bandwidth baseline (cpu.ReadCandidate) on
+// p, a cpu.ReadProblem, at threads. A failed baseline is an error: the
+// suites that use it have nothing to relate their kernels to without it.
+func measureRead(ctx context.Context, tg target.Target, p *target.Problem, threads int, run target.RunOptions) (target.Measurement, error) {
+	ms, err := target.Measure(ctx, tg, p, []target.Candidate{cpu.ReadCandidate("read", threads)}, run)
+	if err != nil {
+		return target.Measurement{}, fmt.Errorf("read baseline: %w", err)
+	}
+	m := ms["read"]
+	if !m.OK() {
+		return m, fmt.Errorf("read baseline: %s: %s", m.Status, m.Error)
+	}
+	return m, nil
 }
 
 func okMedian(m target.Measurement) float64 {

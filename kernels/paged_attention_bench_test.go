@@ -49,7 +49,8 @@ var (
 // every candidate alike. Every candidate is validated against the
 // reference before it is timed. It reports each one's median GB/s (median
 // over rounds of the round medians), its share of the read bandwidth
-// probed at the same thread count, and its speedup over session 3.
+// measured every round by cpu.ReadCandidate over as many bytes (and of
+// the roofline probe's cached one), and its speedup over session 3.
 //
 //	go test ./kernels -run '^$' -bench PagedAttentionVariants -benchtime 1x -args -paged.bs 8,16,256 -paged.threads 1 -paged.variants 'streams=2;prefetch=1' -paged.c testdata/paged_attention_s5_tokenmajor.c
 func BenchmarkPagedAttentionVariants(b *testing.B) {
@@ -62,10 +63,10 @@ func BenchmarkPagedAttentionVariants(b *testing.B) {
 	}
 	threads := max(*pagedThreads, 1)
 	hw := search.CPUHardware(tg.CPU(), threads)
-	var readGBs float64
+	var probeGBs float64
 	if roof, err := tg.Roofline(ctx); err == nil {
 		if pt, ok := roof.At(threads); ok {
-			readGBs = pt.ReadGBs
+			probeGBs = pt.ReadGBs
 		}
 	}
 	variants, err := parseVariants(*pagedVariants)
@@ -106,9 +107,22 @@ func BenchmarkPagedAttentionVariants(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			rp := cpu.ReadProblem(int64(p.Bytes), p.Seed)
+			var reads []float64
 			med := map[string][]float64{}
 			for b.Loop() {
 				for r := range max(*pagedRounds, 1) {
+					// The read baseline, measured every round beside the
+					// kernels: the bandwidth of a shared machine drifts.
+					rm, err := target.Measure(ctx, tg, rp, []target.Candidate{cpu.ReadCandidate("read", threads)}, target.RunOptions{})
+					if err != nil {
+						b.Fatal(err)
+					}
+					if m := rm["read"]; !m.OK() {
+						b.Fatalf("read baseline: %s: %s", m.Status, m.Error)
+					} else {
+						reads = append(reads, m.Median)
+					}
 					order := slices.Clone(cands)
 					if r%2 == 1 {
 						slices.Reverse(order)
@@ -127,13 +141,16 @@ func BenchmarkPagedAttentionVariants(b *testing.B) {
 				}
 			}
 			base := median(med["s3"])
+			_, nowGBs := rp.Rates(median(reads))
+			b.ReportMetric(nowGBs, "read-GB/s")
 			for _, c := range cands {
 				s := median(med[c.ID])
 				_, gbs := p.Rates(s)
 				name := metricName(c.ID)
 				b.ReportMetric(gbs, name+"-GB/s")
-				if readGBs > 0 {
-					b.ReportMetric(100*gbs/readGBs, name+"-%readBW")
+				b.ReportMetric(100*gbs/nowGBs, name+"-%readBW")
+				if probeGBs > 0 {
+					b.ReportMetric(100*gbs/probeGBs, name+"-%probeBW")
 				}
 				if c.ID != "s3" {
 					b.ReportMetric(base/s, name+"/s3")

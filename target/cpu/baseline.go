@@ -3,6 +3,7 @@ package cpu
 import (
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 
 	"llmir/target"
@@ -106,5 +107,75 @@ int %s(void *const *bufs, const int64_t *dims) {
 	return 0;
 }
 `, BaselineEntry, l.N, l.K)
+	return target.Candidate{ID: id, Source: src, Entry: BaselineEntry, Threads: threads}
+}
+
+// readPage is the f32 elements of one page of ReadProblem (4 KiB).
+const readPage = 1024
+
+// ReadProblem is the read-bandwidth baseline as a target.Problem: x holds
+// bytes (rounded up to whole 4 KiB pages) and out[p] is the maximum of
+// page p. A maximum is exact in f32, so the baseline is validated like any
+// candidate, and one output per page proves every page was read. Suites
+// that state a kernel's share of read bandwidth measure this beside it
+// with the same runner, the same input rotation and the same thread count,
+// instead of relying on the probe cached at some earlier moment: on a
+// shared machine the bandwidth moves by tens of percent over a day.
+func ReadProblem(bytes int64, seed uint64) *target.Problem {
+	pages := max((bytes+4*readPage-1)/(4*readPage), 1)
+	return &target.Problem{
+		Name: fmt.Sprintf("read/pages=%d/f32", pages),
+		Buffers: []target.BufferSpec{
+			{Name: "x", DType: target.F32, Elems: pages * readPage},
+			{Name: "out", DType: target.F32, Elems: pages, Output: true},
+		},
+		Dims:  []int64{pages},
+		Seed:  seed,
+		Bytes: 4 * float64(pages*readPage+pages),
+		Reference: func(in [][]float64) [][]float64 {
+			x := in[0]
+			out := make([]float64, pages)
+			for p := range out {
+				out[p] = slices.Max(x[int64(p)*readPage : int64(p+1)*readPage])
+			}
+			return [][]float64{out}
+		},
+	}
+}
+
+// ReadCandidate streams ReadProblem's x in address order, four 64-byte
+// vectors per step as the roofline's read probe does, pages split
+// statically over the threads.
+func ReadCandidate(id string, threads int) target.Candidate {
+	src := fmt.Sprintf(`#include <stdint.h>
+#include <string.h>
+
+typedef float vf __attribute__((vector_size(64)));
+typedef int32_t vi __attribute__((vector_size(64)));
+static inline vf ld(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
+static inline vf vmax(vf a, vf b) { vi gt = a > b; return (vf)(((vi)a & gt) | ((vi)b & ~gt)); }
+
+int %s(void *const *bufs, const int64_t *dims) {
+	const float *x = bufs[0];
+	float *out = bufs[1];
+	const int64_t pages = dims[0];
+	#pragma omp parallel for schedule(static)
+	for (int64_t p = 0; p < pages; p++) {
+		const float *r = x + p * %d;
+		vf m0 = ld(r), m1 = ld(r + 16), m2 = ld(r + 32), m3 = ld(r + 48);
+		for (int o = 64; o < %d; o += 64) {
+			m0 = vmax(m0, ld(r + o));
+			m1 = vmax(m1, ld(r + o + 16));
+			m2 = vmax(m2, ld(r + o + 32));
+			m3 = vmax(m3, ld(r + o + 48));
+		}
+		vf m = vmax(vmax(m0, m1), vmax(m2, m3));
+		float best = m[0];
+		for (int i = 1; i < 16; i++) best = m[i] > best ? m[i] : best;
+		out[p] = best;
+	}
+	return 0;
+}
+`, BaselineEntry, readPage, readPage)
 	return target.Candidate{ID: id, Source: src, Entry: BaselineEntry, Threads: threads}
 }

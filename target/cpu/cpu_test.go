@@ -523,3 +523,33 @@ func TestDeviceLock(t *testing.T) {
 		t.Errorf("lock still held after release: %v", err)
 	}
 }
+
+// TestReadBaseline validates the read-bandwidth baseline on odd sizes (a
+// partial last page) at one and two threads, and shows that a copy that
+// skips the last page is caught: one output per page.
+func TestReadBaseline(t *testing.T) {
+	tg := newTestTarget(t)
+	for _, bytes := range []int64{1, 4096, 3*4096 + 100, 1 << 20} {
+		p := ReadProblem(bytes, 5)
+		pages := (max(bytes, 1) + 4095) / 4096
+		if p.Dims[0] != pages || p.Buffers[0].Elems != pages*1024 {
+			t.Fatalf("ReadProblem(%d): %d pages of %d elements, want %d pages", bytes, p.Dims[0], p.Buffers[0].Elems, pages)
+		}
+		good := ReadCandidate("read", 2)
+		short := ReadCandidate("short", 1)
+		short.Source = strings.Replace(short.Source, "p < pages;", "p < pages - 1;", 1)
+		cands := []target.Candidate{ReadCandidate("read1", 1), good, short}
+		res, err := target.Measure(context.Background(), tg, p, cands, testOpts)
+		if err != nil {
+			t.Fatalf("measure: %v", err)
+		}
+		for _, id := range []string{"read1", "read"} {
+			if m := res[id]; !m.OK() || m.RelErr != 0 {
+				t.Errorf("%d bytes: %s: status %s, relative error %g: %s", bytes, id, m.Status, m.RelErr, m.Error)
+			}
+		}
+		if m := res["short"]; m.Status != target.StatusWrongResult {
+			t.Errorf("%d bytes: a read that skips the last page: status %s, want %s", bytes, m.Status, target.StatusWrongResult)
+		}
+	}
+}
