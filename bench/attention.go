@@ -162,26 +162,10 @@ func PagedAttention(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, db 
 
 func pagedOne(ctx context.Context, roof *cpu.Roofline, tuner *search.Tuner, o PagedOptions, bs, context int64) (*PagedResult, error) {
 	k := PagedKernel(o, bs, context, o.KVBytes)
-	t, err := tuneKernel(ctx, tuner, k, o.Threads, "")
+	c, err := tuneCompareRead(ctx, tuner, k, o.Threads, o.Final)
 	if err != nil {
 		return nil, err
 	}
-	// The read baseline brackets the closing batch: bandwidth on a shared
-	// machine drifts over minutes, and the pooled samples see both ends.
-	rp := cpu.ReadProblem(int64(t.p.Bytes), t.p.Seed)
-	before, err := measureRead(ctx, tuner.Target, rp, o.Threads, o.Final)
-	if err != nil {
-		return nil, err
-	}
-	ms, err := measureMirrored(ctx, tuner.Target, t.p, []target.Candidate{t.def, t.tuned}, o.Final)
-	if err != nil {
-		return nil, err
-	}
-	after, err := measureRead(ctx, tuner.Target, rp, o.Threads, o.Final)
-	if err != nil {
-		return nil, err
-	}
-	c := &comparison{tunedKernel: t, summary: t.summarize(merged(ms, t.def.ID), merged(ms, t.tuned.ID)), ms: ms}
 	knobs, err := k.Knobs(c.hw).Read(c.best)
 	if err != nil {
 		return nil, fmt.Errorf("best trace: %w", err)
@@ -199,8 +183,7 @@ func pagedOne(ctx context.Context, roof *cpu.Roofline, tuner *search.Tuner, o Pa
 	if r.DefaultS > 0 {
 		_, r.DefaultGBs = p.Rates(r.DefaultS)
 	}
-	before.SetSamples(append(append([]float64(nil), before.Samples...), after.Samples...))
-	_, r.ReadGBs = rp.Rates(before.Median)
+	r.ReadGBs = c.readGBs
 	r.ReadBWFraction = ratio(r.GBs, r.ReadGBs)
 	if roof != nil {
 		if pt, ok := roof.At(o.Threads); ok && pt.ReadGBs > 0 {

@@ -104,21 +104,55 @@ type comparison struct {
 	// the extra ones.
 	summary TuneSummary
 	ms      map[string]target.Measurement
+	// readGBs is the read bandwidth measured around the batch
+	// (tuneCompareRead; 0 otherwise).
+	readGBs float64
 }
 
 // tuneAndCompare tunes k (tuneKernel), then measures its default and tuned
 // schedules and the extra candidates (baselines) in one mirrored batch on
 // the tuner's target with the final protocol.
 func tuneAndCompare(ctx context.Context, tuner *search.Tuner, k kernels.Kernel, threads int, final target.RunOptions, extra ...target.Candidate) (*comparison, error) {
+	return tuneCompare(ctx, tuner, k, threads, final, false, extra...)
+}
+
+// tuneCompareRead is tuneAndCompare with the read-bandwidth baseline
+// (cpu.ReadCandidate over as many bytes as the problem moves) measured just
+// before and just after the closing batch, samples pooled, into
+// comparison.readGBs: the bandwidth of a shared machine drifts by tens of
+// percent over a day, so a kernel's share of it is taken against the
+// bandwidth of the same minutes, never the probe cached at another time.
+func tuneCompareRead(ctx context.Context, tuner *search.Tuner, k kernels.Kernel, threads int, final target.RunOptions, extra ...target.Candidate) (*comparison, error) {
+	return tuneCompare(ctx, tuner, k, threads, final, true, extra...)
+}
+
+func tuneCompare(ctx context.Context, tuner *search.Tuner, k kernels.Kernel, threads int, final target.RunOptions, read bool, extra ...target.Candidate) (*comparison, error) {
 	t, err := tuneKernel(ctx, tuner, k, threads, "")
 	if err != nil {
 		return nil, err
+	}
+	var rp *target.Problem
+	var before target.Measurement
+	if read {
+		rp = cpu.ReadProblem(int64(t.p.Bytes), t.p.Seed)
+		if before, err = measureRead(ctx, tuner.Target, rp, threads, final); err != nil {
+			return nil, err
+		}
 	}
 	ms, err := measureMirrored(ctx, tuner.Target, t.p, append([]target.Candidate{t.def, t.tuned}, extra...), final)
 	if err != nil {
 		return nil, err
 	}
-	return &comparison{tunedKernel: t, summary: t.summarize(merged(ms, t.def.ID), merged(ms, t.tuned.ID)), ms: ms}, nil
+	c := &comparison{tunedKernel: t, summary: t.summarize(merged(ms, t.def.ID), merged(ms, t.tuned.ID)), ms: ms}
+	if read {
+		after, err := measureRead(ctx, tuner.Target, rp, threads, final)
+		if err != nil {
+			return nil, err
+		}
+		before.SetSamples(append(append([]float64(nil), before.Samples...), after.Samples...))
+		_, c.readGBs = rp.Rates(before.Median)
+	}
+	return c, nil
 }
 
 // measureMirrored measures the candidates in one batch, twice in mirrored

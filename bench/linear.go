@@ -170,13 +170,21 @@ type LinearResult struct {
 	GFLOPs           float64 `json:"gflops"`
 	GBs              float64 `json:"gbs"`
 	OpenBLASGFLOPs   float64 `json:"openblas_gflops"`
-	// BoundS is the roofline bound at Threads; RooflineFraction BoundS /
-	// TunedS; ReadBWFraction GBs / the measured read bandwidth.
-	BoundS           float64 `json:"bound_s"`
-	RooflineFraction float64 `json:"roofline_fraction"`
-	ReadBWFraction   float64 `json:"read_bw_fraction"`
-	Goal             Goal    `json:"goal"`
-	GoalMet          bool    `json:"goal_met"`
+	// ReadGBs is the read bandwidth measured around the closing batch
+	// (decode shapes, whose goals are shares of it; 0 for prefill).
+	// BoundS is the roofline bound at Threads, max(FLOPs / the probe's peak,
+	// bytes / ReadGBs, or the probe's cached read bandwidth for prefill);
+	// RooflineFraction BoundS / TunedS; ReadBWFraction GBs / the same read
+	// bandwidth. The Probe fractions take both rates from the cached probe,
+	// for comparison with results of earlier sessions.
+	ReadGBs               float64 `json:"read_gbs,omitempty"`
+	BoundS                float64 `json:"bound_s"`
+	RooflineFraction      float64 `json:"roofline_fraction"`
+	ReadBWFraction        float64 `json:"read_bw_fraction"`
+	ProbeRooflineFraction float64 `json:"probe_roofline_fraction"`
+	ProbeReadBWFraction   float64 `json:"probe_read_bw_fraction"`
+	Goal                  Goal    `json:"goal"`
+	GoalMet               bool    `json:"goal_met"`
 	// The tune, and the default and tuned schedules of the closing batch.
 	TuneSummary
 	// OpenBLAS in the same closing batch (all samples).
@@ -218,7 +226,11 @@ func linearShape(ctx context.Context, roof *cpu.Roofline, tuner *search.Tuner, s
 	k := kernels.Linear{M: sh.M, N: sh.N, K: sh.K}
 	blas := cpu.OpenBLASCandidate("openblas", cpu.Linear{M: int(sh.M), N: int(sh.N), K: int(sh.K)}, threads)
 	blas.UnsetEnv = cpu.OpenBLASUnsetEnv
-	c, err := tuneAndCompare(ctx, tuner, k, threads, o.Final, blas)
+	compare := tuneAndCompare
+	if ClassOf(sh) != Prefill {
+		compare = tuneCompareRead
+	}
+	c, err := compare(ctx, tuner, k, threads, o.Final, blas)
 	if err != nil {
 		return nil, err
 	}
@@ -238,12 +250,17 @@ func linearShape(ctx context.Context, roof *cpu.Roofline, tuner *search.Tuner, s
 		r.OpenBLASGFLOPs, _ = p.Rates(r.OpenBLASS)
 	}
 	if roof != nil {
-		if b, err := roof.Bound(threads, p.FLOPs, p.Bytes); err == nil {
-			r.BoundS = b.Seconds()
-			r.RooflineFraction = ratio(r.BoundS, r.TunedS)
-		}
-		if pt, ok := roof.At(threads); ok && pt.ReadGBs > 0 {
-			r.ReadBWFraction = r.GBs / pt.ReadGBs
+		if pt, ok := roof.At(threads); ok && pt.PeakGFLOPs > 0 && pt.ReadGBs > 0 {
+			probeBound := max(p.FLOPs/(pt.PeakGFLOPs*1e9), p.Bytes/(pt.ReadGBs*1e9))
+			r.ProbeRooflineFraction = ratio(probeBound, r.TunedS)
+			r.ProbeReadBWFraction = ratio(r.GBs, pt.ReadGBs)
+			r.BoundS, r.RooflineFraction, r.ReadBWFraction = probeBound, r.ProbeRooflineFraction, r.ProbeReadBWFraction
+			if c.readGBs > 0 {
+				r.ReadGBs = c.readGBs
+				r.BoundS = max(p.FLOPs/(pt.PeakGFLOPs*1e9), p.Bytes/(c.readGBs*1e9))
+				r.RooflineFraction = ratio(r.BoundS, r.TunedS)
+				r.ReadBWFraction = ratio(r.GBs, c.readGBs)
+			}
 		}
 	}
 	r.Goal = GoalOf(r.Class)
@@ -275,15 +292,19 @@ func (r *LinearResult) benchResults(device string) []tuningdb.BenchResult {
 // WriteLinearTable prints results as an aligned table with a goal column.
 func WriteLinearTable(w io.Writer, rs []LinearResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "shape (MxNxK)\tthreads\tdefault ms\ttuned ms\topenblas ms\ttuned×openblas\tGFLOP/s\tGB/s\t% roofline\ttrials\tgoal\tmet\t")
+	fmt.Fprintln(tw, "shape (MxNxK)\tthreads\tdefault ms\ttuned ms\topenblas ms\ttuned×openblas\tGFLOP/s\tGB/s\tread GB/s\t% read BW\t% roofline\t% probe roof\ttrials\tgoal\tmet\t")
 	for _, r := range rs {
 		met := "no"
 		if r.GoalMet {
 			met = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%.2f\t%.1f\t%.1f\t%.0f%%\t%d+%d\t%s\t%s\t\n",
-			r.Shape, r.Threads, ms(r.DefaultS), ms(r.TunedS), ms(r.OpenBLASS), r.Speedup, r.GFLOPs, r.GBs,
-			100*r.RooflineFraction, r.Resumed, r.Measured, r.Goal, met)
+		read, readBW := "-", "-"
+		if r.ReadGBs > 0 {
+			read, readBW = fmt.Sprintf("%.1f", r.ReadGBs), fmt.Sprintf("%.0f%%", 100*r.ReadBWFraction)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%.2f\t%.1f\t%.1f\t%s\t%s\t%.0f%%\t%.0f%%\t%d+%d\t%s\t%s\t\n",
+			r.Shape, r.Threads, ms(r.DefaultS), ms(r.TunedS), ms(r.OpenBLASS), r.Speedup, r.GFLOPs, r.GBs, read, readBW,
+			100*r.RooflineFraction, 100*r.ProbeRooflineFraction, r.Resumed, r.Measured, r.Goal, met)
 	}
 	return tw.Flush()
 }

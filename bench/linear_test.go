@@ -99,6 +99,13 @@ func TestLinearSuite(t *testing.T) {
 		if r.Speedup <= 0 || r.GFLOPs <= 0 || r.GBs <= 0 || r.BoundS <= 0 || r.RooflineFraction <= 0 || r.ReadBWFraction <= 0 {
 			t.Errorf("%s: missing derived numbers %+v", r.Shape, r)
 		}
+		// Decode shapes relate to the read bandwidth measured around their
+		// batch; prefill to the cached probe alone.
+		if decode := r.Class != bench.Prefill; (r.ReadGBs > 0) != decode || r.ProbeRooflineFraction <= 0 || r.ProbeReadBWFraction <= 0 ||
+			(decode && r.ReadBWFraction != r.GBs/r.ReadGBs) || (!decode && r.RooflineFraction != r.ProbeRooflineFraction) {
+			t.Errorf("%s: read baseline %.1f GB/s, fractions %g (probe %g) of roofline, %g (probe %g) of read bandwidth",
+				r.Shape, r.ReadGBs, r.RooflineFraction, r.ProbeRooflineFraction, r.ReadBWFraction, r.ProbeReadBWFraction)
+		}
 		if r.Measured != 2 || len(r.BestTrace) == 0 || r.RunID == 0 {
 			t.Errorf("%s: measured %d, run %d, best trace %d bytes", r.Shape, r.Measured, r.RunID, len(r.BestTrace))
 		}
