@@ -290,11 +290,15 @@ recorded in the tuning database (--db) under the GPU's fingerprint, and results
 are related to the copy bandwidth measured first. --suite prefill runs the
 prefill linears instead: bf16 GEMM on tensor cores (on sm_90 wgmma fed by
 TMA through a ring of swizzled stages, elsewhere mma.sync with a cp.async
-pipeline) at M = 512…4096 for the same N×K, against cuBLAS.`,
+pipeline) at M = 512…4096 for the same N×K, against cuBLAS. --knobs adds knob
+points (a tile sweep in one run): each point is one more trial of every kernel
+that has all its knobs, printed under the kernel's line with its ratio to the
+default and the baseline; the other kernels are left out.`,
 		Example: `  llmir cuda bench --out out/bench
   python3 scripts/sdpa_baseline.py > sdpa.json && llmir cuda bench --sdpa sdpa.json
   llmir cuda bench --match attention --samples 24 --min-time 200ms
-  llmir cuda bench --suite prefill --match 'M=4096' --samples 8`,
+  llmir cuda bench --suite prefill --match 'M=4096' --samples 8
+  llmir cuda bench --suite prefill --match 'N=14336' --samples 0 --knobs 'wg_m=128,wg_n=128,stages=6;wg_m=128,wg_n=256,stages=4'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			suite, _ := cmd.Flags().GetString("suite")
@@ -324,6 +328,16 @@ pipeline) at M = 512…4096 for the same N×K, against cuBLAS.`,
 				return err
 			}
 			o := &su.o
+			if spec, _ := cmd.Flags().GetString("knobs"); spec != "" {
+				if o.Points, err = cudabench.ParsePoints(spec); err != nil {
+					return fmt.Errorf("--knobs: %w", err)
+				}
+				// Knob names and domains do not depend on the GPU: checked
+				// here, before any device is opened.
+				if su.tasks, err = cudabench.SelectPoints(su.tasks, o.Points, cudakernels.Hardware(cuda.H100)); err != nil {
+					return fmt.Errorf("--knobs: %w", err)
+				}
+			}
 			if path, _ := cmd.Flags().GetString("sdpa"); path != "" {
 				data, err := os.ReadFile(path)
 				if err != nil {
@@ -366,5 +380,6 @@ pipeline) at M = 512…4096 for the same N×K, against cuBLAS.`,
 	cmd.Flags().String("sdpa", "", "PyTorch SDPA times (JSON from scripts/sdpa_baseline.py)")
 	cmd.Flags().String("suite", "decode", "decode (GEMV, attention, norms), prefill (GEMM M=512…4096) or all (prefill, then decode)")
 	cmd.Flags().Int64("probe-mib", 1024, "copy-bandwidth probe buffer in MiB (0: no probe)")
+	cmd.Flags().String("knobs", "", "knob points measured beside each kernel's default, on top of its default values: 'wg_m=128,wg_n=128;wg_m=64,wg_n=128' (only kernels that have every knob of a point run)")
 	return cmd
 }

@@ -70,6 +70,9 @@ func TestCudaNeedsNVCC(t *testing.T) {
 		{[]string{"cuda", "bench", "--probe-mib", "-5"}, "--probe-mib -5"},
 		{[]string{"cuda", "bench", "--suite", "training"}, "--suite \"training\""},
 		{[]string{"cuda", "bench", "--suite", "prefill", "--match", "M=1,"}, "no kernel of the suite matches"},
+		{[]string{"cuda", "bench", "--knobs", "bm=128"}, `--knobs: knob point 1: no kernel of the suite has a knob "bm"`},
+		{[]string{"cuda", "bench", "--suite", "prefill", "--knobs", "wg_m=128;wg_n=96"}, "knob point 2: wg_n=96 is not in the domain"},
+		{[]string{"cuda", "bench", "--knobs", "warps"}, `"warps" is not name=value`},
 	} {
 		if _, err := runCuda(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: err = %v, want %q", tc.args, err, tc.want)

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -227,9 +229,131 @@ type Options struct {
 	Bandwidth cuda.Bandwidth
 	// SDPA are PyTorch's times for attention shapes (scripts/sdpa_baseline.py).
 	SDPA []SDPAResult
+	// Points are knob overrides (`llmir cuda bench --knobs`): each is
+	// measured as one more trial of every kernel that has all its knobs,
+	// the kernel's default values filling the knobs it does not name.
+	// SelectPoints checks them against a suite.
+	Points []Point
 	// Log receives one line per task as it finishes (nil: none).
 	Log     io.Writer
 	Command string
+}
+
+// Point is a knob override: knob name → value.
+type Point map[string]int64
+
+// String is the point as --knobs spells it, knobs sorted by name.
+func (p Point) String() string {
+	names := slices.Sorted(maps.Keys(p))
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%s=%d", n, p[n])
+	}
+	return strings.Join(parts, ",")
+}
+
+// ParsePoints reads --knobs: points separated by ';', each a list of
+// name=value separated by ','.
+func ParsePoints(spec string) ([]Point, error) {
+	var out []Point
+	for i, ps := range strings.Split(spec, ";") {
+		ps = strings.TrimSpace(ps)
+		if ps == "" {
+			continue
+		}
+		p := Point{}
+		for _, kv := range strings.Split(ps, ",") {
+			name, val, ok := strings.Cut(strings.TrimSpace(kv), "=")
+			name = strings.TrimSpace(name)
+			if !ok || name == "" {
+				return nil, fmt.Errorf("knob point %d: %q is not name=value", i+1, kv)
+			}
+			v, err := strconv.ParseInt(strings.TrimSpace(val), 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("knob point %d: %s: value %q is not an integer", i+1, name, val)
+			}
+			if _, dup := p[name]; dup {
+				return nil, fmt.Errorf("knob point %d: %s given twice", i+1, name)
+			}
+			p[name] = v
+		}
+		out = append(out, p)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("knob points: none in %q", spec)
+	}
+	return out, nil
+}
+
+// pointKnobs is k's knob list when its schedules are knob lists (a
+// loop-nest kernel embedding a template is not), with the default's values.
+func pointKnobs(k cudakernels.Kernel, hw kernels.Hardware) (kernels.Knobs, map[string]int64, bool) {
+	ks, ok := cudakernels.NamedKnobs(k)
+	if !ok {
+		return nil, nil, false
+	}
+	def, err := search.DefaultSchedule(k, hw)
+	if err != nil {
+		return nil, nil, false
+	}
+	vals, err := ks.Read(def)
+	if err != nil {
+		return nil, nil, false
+	}
+	return ks, vals, true
+}
+
+// SelectPoints checks knob points against a suite and keeps the tasks
+// that have every knob of at least one point (the others would measure
+// only their default). An error names a knob no kernel of the suite has,
+// or a value outside the domain of a kernel that has the knob.
+func SelectPoints(tasks []Task, points []Point, hw kernels.Hardware) ([]Task, error) {
+	known := map[string]bool{}
+	var keep []Task
+	for _, t := range tasks {
+		ks, _, ok := pointKnobs(t.Kernel, hw)
+		if !ok {
+			continue
+		}
+		dom := map[string][]int64{}
+		for _, kn := range ks {
+			dom[kn.Name] = kn.Values
+			known[kn.Name] = true
+		}
+		applies := false
+		for i, p := range points {
+			all := true
+			for n := range p {
+				if _, has := dom[n]; !has {
+					all = false
+				}
+			}
+			if !all {
+				continue
+			}
+			for _, n := range slices.Sorted(maps.Keys(p)) {
+				if !slices.Contains(dom[n], p[n]) {
+					return nil, fmt.Errorf("knob point %d: %s=%d is not in the domain %v of %s", i+1, n, p[n], dom[n], t.Kernel.Name())
+				}
+			}
+			applies = true
+		}
+		if applies {
+			keep = append(keep, t)
+		}
+	}
+	for i, p := range points {
+		for _, n := range slices.Sorted(maps.Keys(p)) {
+			if !known[n] {
+				names := slices.Sorted(maps.Keys(known))
+				return nil, fmt.Errorf("knob point %d: no kernel of the suite has a knob %q (knobs: %s)", i+1, n, strings.Join(names, ", "))
+			}
+		}
+	}
+	if len(keep) == 0 {
+		return nil, fmt.Errorf("knob points: no kernel of the suite has all the knobs of any point")
+	}
+	return keep, nil
 }
 
 // SDPAResult is one line of scripts/sdpa_baseline.py's output.
@@ -263,8 +387,10 @@ func ParseSDPA(data []byte) ([]SDPAResult, error) {
 
 // Trial is one measured schedule.
 type Trial struct {
-	ID          string             `json:"id"`
-	Default     bool               `json:"default,omitempty"`
+	ID      string `json:"id"`
+	Default bool   `json:"default,omitempty"`
+	// Point is the knob override (Options.Points) this trial measures.
+	Point       string             `json:"point,omitempty"`
 	Trace       json.RawMessage    `json:"trace,omitempty"`
 	Measurement target.Measurement `json:"measurement"`
 }
@@ -399,6 +525,9 @@ func Run(ctx context.Context, tg *cuda.Target, tasks []Task, o Options) (*Report
 		rep.Rows = append(rep.Rows, *row)
 		if o.Log != nil {
 			fmt.Fprintln(o.Log, row.Line())
+			for _, l := range row.PointLines() {
+				fmt.Fprintln(o.Log, "  "+l)
+			}
 		}
 	}
 	if o.DB != nil {
@@ -435,7 +564,7 @@ func prepare(t Task, gpu cuda.GPU, hw kernels.Hardware, o Options, salt uint64) 
 	if pr.spaceValid, pr.spaceTotal, err = cudakernels.SpaceSize(sk, hw); err != nil {
 		return nil, err
 	}
-	add := func(id string, trace json.RawMessage, isDef bool, s *schedule.Schedule) {
+	add := func(id string, trace json.RawMessage, isDef bool, s *schedule.Schedule) *Trial {
 		tr := &Trial{ID: id, Default: isDef, Trace: trace}
 		c, err := cudakernels.NewCandidate(id, k, s, gpu)
 		if err != nil {
@@ -444,6 +573,7 @@ func prepare(t Task, gpu cuda.GPU, hw kernels.Hardware, o Options, salt uint64) 
 			pr.cands = append(pr.cands, c)
 		}
 		pr.trials = append(pr.trials, tr)
+		return tr
 	}
 	def, err := search.DefaultSchedule(k, hw)
 	if err != nil {
@@ -470,6 +600,9 @@ func prepare(t Task, gpu cuda.GPU, hw kernels.Hardware, o Options, salt uint64) 
 		seen[string(key)] = true
 		add(fmt.Sprintf("t%d", len(pr.trials)), key, false, s)
 	}
+	if err := pr.addPoints(k, hw, o.Points, add); err != nil {
+		return nil, err
+	}
 	if t.Baseline != nil {
 		bs, err := search.DefaultSchedule(t.Baseline, hw)
 		if err != nil {
@@ -483,6 +616,56 @@ func prepare(t Task, gpu cuda.GPU, hw kernels.Hardware, o Options, salt uint64) 
 		pr.cands = append(pr.cands, c)
 	}
 	return pr, nil
+}
+
+// addPoints adds a trial per knob point that k has all the knobs of: its
+// default values with the point's on top. A point equal to the default
+// (or to a sample) labels that trial instead of measuring it twice.
+func (pr *prepared) addPoints(k cudakernels.Kernel, hw kernels.Hardware, points []Point,
+	add func(id string, trace json.RawMessage, isDef bool, s *schedule.Schedule) *Trial) error {
+	if len(points) == 0 {
+		return nil
+	}
+	ks, defVals, ok := pointKnobs(k, hw)
+	if !ok {
+		return nil
+	}
+	def, err := k.Def()
+	if err != nil {
+		return err
+	}
+	for _, p := range points {
+		vals := maps.Clone(defVals)
+		all := true
+		for n, v := range p {
+			if _, has := vals[n]; !has {
+				all = false
+			}
+			vals[n] = v
+		}
+		if !all {
+			continue
+		}
+		s, err := schedule.New(def, 0)
+		if err != nil {
+			return err
+		}
+		if err := ks.Choose(s, vals); err != nil {
+			return fmt.Errorf("knob point %s: %w", p, err)
+		}
+		key, err := search.TraceKey(s)
+		if err != nil {
+			return err
+		}
+		if i := slices.IndexFunc(pr.trials, func(t *Trial) bool { return string(t.Trace) == string(key) }); i >= 0 {
+			if pr.trials[i].Point == "" {
+				pr.trials[i].Point = p.String()
+			}
+			continue
+		}
+		add(fmt.Sprintf("t%d", len(pr.trials)), key, false, s).Point = p.String()
+	}
+	return nil
 }
 
 // measureTask runs one task's built candidates (IDs "k<i>/<id>" in built)
@@ -654,6 +837,31 @@ func (r Row) Line() string {
 	return b.String()
 }
 
+// PointLines are the row's knob-override trials, one line each: the
+// point, its median and its speed relative to the default.
+func (r Row) PointLines() []string {
+	var out []string
+	for _, t := range r.Trials {
+		if t.Point == "" {
+			continue
+		}
+		m := t.Measurement
+		if !m.OK() {
+			out = append(out, fmt.Sprintf("point %s: %s", t.Point, m.Status))
+			continue
+		}
+		l := fmt.Sprintf("point %s: %.2fus", t.Point, m.Median*1e6)
+		if r.Default != nil && r.Default.Measurement.OK() {
+			l += fmt.Sprintf(" %.3fx default", r.Default.Measurement.Median/m.Median)
+		}
+		if r.Baseline != nil && r.Baseline.Measurement.OK() {
+			l += fmt.Sprintf(" %.3fx baseline", r.Baseline.Measurement.Median/m.Median)
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
 // Markdown renders the report as a table.
 func (rep *Report) Markdown() string {
 	var b strings.Builder
@@ -690,6 +898,15 @@ func (rep *Report) Markdown() string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d ok / %d%s |\n", r.Kernel, us(r.Default), us(r.Best),
 			num(r.BestGBps, "%.0f"), num(100*r.CopyFraction, "%.0f%%"), tflops(r.BestTFLOPS), us(r.Baseline), num(r.VsBaseline, "%.2f×"),
 			num(r.SDPAMedian*1e6, "%.2f"), num(r.VsSDPA, "%.2f×"), r.Counts[target.StatusOK], len(r.Trials), space)
+	}
+	var pts []string
+	for _, r := range rep.Rows {
+		for _, l := range r.PointLines() {
+			pts = append(pts, fmt.Sprintf("- %s %s", r.Kernel, l))
+		}
+	}
+	if len(pts) > 0 {
+		b.WriteString("\nKnob points (--knobs):\n\n" + strings.Join(pts, "\n") + "\n")
 	}
 	return b.String()
 }

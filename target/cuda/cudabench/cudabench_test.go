@@ -2,11 +2,13 @@ package cudabench
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
 	"llmir/ir"
 	"llmir/ir/hf"
+	"llmir/schedule"
 	"llmir/search"
 	"llmir/target"
 	"llmir/target/cuda"
@@ -226,5 +228,143 @@ func TestPrepareSamplesValidPoints(t *testing.T) {
 	}
 	if refusing < 5 {
 		t.Errorf("only %d conformance kernels have refused points: the test shapes no longer exercise the predicate", refusing)
+	}
+}
+
+func TestParsePoints(t *testing.T) {
+	for _, tc := range []struct {
+		spec string
+		want []string
+		err  string
+	}{
+		{"wg_m=128,wg_n=128", []string{"wg_m=128,wg_n=128"}, ""},
+		{" stages=6 ; wg_n=256, wg_m=128 ;", []string{"stages=6", "wg_m=128,wg_n=256"}, ""},
+		{"wg_m", nil, `"wg_m" is not name=value`},
+		{"=3", nil, "not name=value"},
+		{"wg_m=big", nil, `wg_m: value "big" is not an integer`},
+		{"wg_m=64,wg_m=128", nil, "wg_m given twice"},
+		{" ; ", nil, "none in"},
+	} {
+		ps, err := ParsePoints(tc.spec)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: err = %v, want %q", tc.spec, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%q: %v", tc.spec, err)
+		}
+		var got []string
+		for _, p := range ps {
+			got = append(got, p.String())
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%q: points %v, want %v", tc.spec, got, tc.want)
+		}
+	}
+}
+
+// TestKnobPoints: a point keeps the kernels that have its knobs, becomes a
+// trial whose trace carries the point over the default's other values,
+// labels the default when it equals it, and unknown knobs or values are
+// errors that name them.
+func TestKnobPoints(t *testing.T) {
+	hw := cudakernels.Hardware(cuda.H100)
+	gemm := cudakernels.GEMM{M: 1024, N: 14336, K: 4096}
+	attn := cudakernels.PagedAttention{Batch: 2, QHeads: 8, KVHeads: 2, HeadDim: 64, BlockSize: 16, Context: 64}
+	tasks := []Task{{Kernel: gemm}, {Kernel: attn}, {Kernel: cudakernels.LoopNestGEMM{GEMM: gemm}}}
+	def := Point{"wg_m": 128, "wg_n": 256} // the default tile at this shape (448 blocks)
+	pts := []Point{{"wg_m": 128, "wg_n": 128, "stages": 6}, def}
+	keep, err := SelectPoints(tasks, pts, hw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keep) != 1 || keep[0].Kernel.Name() != gemm.Name() {
+		t.Fatalf("kept %d tasks, want only the wgmma GEMM (the loop-nest GEMM's schedules are not knob lists)", len(keep))
+	}
+	pr, err := prepare(keep[0], cuda.H100, hw, Options{Points: pts}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pr.trials) != 2 {
+		t.Fatalf("%d trials, want the default and one point", len(pr.trials))
+	}
+	if d := pr.trials[0]; !d.Default || d.Point != def.String() {
+		t.Errorf("default trial %+v: want it labelled %s", d, def)
+	}
+	ks, _ := cudakernels.NamedKnobs(gemm)
+	tr, err := schedule.ParseTrace(pr.trials[1].Trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := schedule.Replay(mustDef(t, gemm), tr)
+	if err != nil {
+		t.Fatalf("replay point trace: %v", err)
+	}
+	got, err := ks.Read(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["wg_m"] != 128 || got["wg_n"] != 128 || got["stages"] != 6 || got["mma"] != 2 || got["group_m"] != 8 {
+		t.Errorf("point trial knobs %v: want wg 128×128, 6 stages over the default's mma=2, group_m=8", got)
+	}
+	if pr.trials[1].Point != "stages=6,wg_m=128,wg_n=128" {
+		t.Errorf("point label %q", pr.trials[1].Point)
+	}
+	for _, tc := range []struct {
+		p    Point
+		want string
+	}{
+		{Point{"bm": 128}, `no kernel of the suite has a knob "bm"`},
+		{Point{"wg_n": 96}, "wg_n=96 is not in the domain [64 128 256]"},
+		{Point{"warps": 8, "wg_m": 64}, "no kernel of the suite has all the knobs"},
+	} {
+		if _, err := SelectPoints(tasks, []Point{tc.p}, hw); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.p, err, tc.want)
+		}
+	}
+	// A point on attention knobs keeps the attention kernel.
+	if keep, err := SelectPoints(tasks, []Point{{"warps": 8}}, hw); err != nil || len(keep) != 1 || keep[0].Kernel.Name() != attn.Name() {
+		t.Errorf("warps=8: kept %v, %v; want the attention kernel", keep, err)
+	}
+}
+
+func mustDef(t *testing.T, k cudakernels.Kernel) *schedule.Def {
+	t.Helper()
+	d, err := k.Def()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestPointLines: each knob-override trial is reported with its ratio to
+// the default and the baseline (a failed one with its status), in the log
+// lines and in the Markdown report.
+func TestPointLines(t *testing.T) {
+	g := cudakernels.GEMM{M: 1024, N: 14336, K: 4096}
+	r := Row{Kernel: g.Name(), Trials: []Trial{
+		{ID: "t0", Default: true, Point: "wg_m=128,wg_n=256", Measurement: ok(2e-4)},
+		{ID: "t1", Point: "stages=6,wg_m=128,wg_n=128", Measurement: ok(2.5e-4)},
+		{ID: "t2", Measurement: ok(1e-4)},
+		{ID: "t3", Point: "wg_m=64,wg_n=256", Measurement: target.Measurement{Status: target.StatusBuildError}},
+	}}
+	r.Default = &r.Trials[0]
+	r.Baseline = &Trial{ID: "baseline", Measurement: ok(1.6e-4)}
+	want := []string{
+		"point wg_m=128,wg_n=256: 200.00us 1.000x default 0.800x baseline",
+		"point stages=6,wg_m=128,wg_n=128: 250.00us 0.800x default 0.640x baseline",
+		"point wg_m=64,wg_n=256: build_error",
+	}
+	if got := r.PointLines(); !slices.Equal(got, want) {
+		t.Errorf("PointLines:\n%q\nwant\n%q", got, want)
+	}
+	md := (&Report{Rows: []Row{r}}).Markdown()
+	if !strings.Contains(md, "Knob points (--knobs):") || !strings.Contains(md, "- "+g.Name()+" "+want[1]) {
+		t.Errorf("markdown lacks the points:\n%s", md)
+	}
+	if md := (&Report{Rows: []Row{{Kernel: "k", Trials: []Trial{{ID: "t0", Default: true, Measurement: ok(1e-5)}}}}}).Markdown(); strings.Contains(md, "Knob points") {
+		t.Errorf("markdown without points has a points section:\n%s", md)
 	}
 }

@@ -12,6 +12,12 @@
 // threads=1), so `llmir compile --target cuda` finds the suites' records as
 // well as those of `llmir tune --target cuda`.
 //
+// Options.Points (`llmir cuda bench --knobs`) adds knob points to a run:
+// each point, laid over a kernel's default values, is one more trial of
+// every kernel that has all its knobs, so a tile sweep is one device call
+// and its rows compare each point with the default and the baseline
+// measured in the same harness session.
+//
 // Why the suites keep their own loop instead of search.Tuner: a suite
 // builds every task's candidates in one nvcc batch (batches then span
 // tasks and keep all cores busy) and measures each task next to its

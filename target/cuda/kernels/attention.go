@@ -234,6 +234,24 @@ func pinPartition(k map[string]int64) error {
 // is worth more than an even grid. At batch 16 (128 blocks) the default's
 // 2048-token partitions took 106.7 µs, 1024 110.5, balance=2 114.6,
 // unsplit 118.1 and balance=1 132.3.
+//
+// Later H100 probes at batch 32 (variants of this kernel side by side in
+// one process, five rounds, L2 flushed; block sizes 16 / 128; this default
+// 184.4 / 184.3 µs, SDPA 181.1, the read kernel over the same bytes 176.9)
+// found nothing faster beyond noise: cp.async L2::128B / 256B prefetch
+// hints and an L2 evict-first policy ±0.1%; issuing the first copies
+// before loading q 0.1% slower; a cluster of the 8 KV heads of a sequence
+// (co-scheduled, to read each 2 KB token row together) 277 / 268 µs, and
+// of 4 heads 278 / 271 (clusters do not all fit in one wave), of 2 heads
+// ±0.3%; one block per (sequence, 1024 tokens) whose 8 warps are the 8 KV
+// heads (whole token rows per step, partials merged by the last block,
+// 128 blocks) 214 / 214, with a bulk L2 prefetch of the rows 2 or 4 steps
+// ahead 215–218. Eight warps with 8 dims per lane (warps=8, vec=8; 16 warps per SM)
+// were faster at every block size but by 0.05–0.7% in the harness (183.5,
+// 182.5, 184.5, 182.2 µs against 184.7, 183.0, 184.8, 182.3 at 16, 32,
+// 64, 128; SDPA 180.7), a tie by the 2% rule. The same copies with no
+// math at all took 179.2 / 178.1 µs: the access pattern leaves about 1.5%
+// over SDPA, and the math, not the layout, takes the rest.
 func (a PagedAttention) Default(s *schedule.Schedule, hw kernels.Hardware) error {
 	v := map[string]int64{"warps": 4, "partition": 0, "heads_per_block": a.group(), "vec": 8, "unroll": 2, "prefetch": 1}
 	// 16 dims per lane when the head allows: half the shuffles per score

@@ -306,6 +306,16 @@ var wgmmaTiles = []struct{ bm, bn, stages int64 }{{128, 256, 4}, {128, 128, 6}, 
 // makes 64 blocks and ran at 0.53× where 128×128 (128 blocks) ran at
 // 0.84×; at M=512, N=1024 only 64×64 makes 128 blocks (0.80×, 64×128
 // 0.68×, 128×128 0.45×).
+//
+// Wave quantization is not what holds 1024×14336×4096 at 0.8× cuBLAS: a
+// knob sweep on the H100 (`llmir cuda bench --suite prefill --samples 0
+// --knobs …`, L2 flushed, ten shapes M = 512…4096) ran its 448 blocks of
+// 128×256 (3.4 waves) in 200.1 µs, 896 blocks of 128×128 in 6 stages (6.8
+// waves) in 225.2, 256×128 in 203.5, 64×256 in 221.8 and three stages of
+// 128×256 in 208.5 (cuBLAS 159.2). On every shape the default tile was
+// the fastest of the five tiles or within 1.5% of it (the bigger tile's
+// data reuse outweighs the SMs a partial wave leaves idle); group_m=16
+// ran 0.97–1.04× of the default's 8, no consistent gain.
 func (g GEMM) wgmmaDefault(sms int) map[string]int64 {
 	t := wgmmaTiles[len(wgmmaTiles)-1]
 	for _, c := range wgmmaTiles {

@@ -233,3 +233,16 @@ func pointwiseFromWorkload(w ir.Workload, op PointwiseOp) (Kernel, error) {
 	}
 	return p, nil
 }
+
+// NamedKnobs is the design space of a template kernel with its knobs'
+// names (ok false for kernels without one): what a knob override (`llmir
+// cuda bench --knobs`) is checked against. A loop-nest kernel that embeds
+// a template (LoopNestGEMM) answers with the template's knobs, which its
+// schedules do not have: Knobs.Read of one of its schedules tells.
+func NamedKnobs(k Kernel) (ks kernels.Knobs, ok bool) {
+	t, ok := Unwrap(k).(interface{ knobs() kernels.Knobs })
+	if !ok {
+		return nil, false
+	}
+	return t.knobs(), true
+}
