@@ -2,6 +2,8 @@ package cpu
 
 import (
 	"context"
+	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -53,6 +55,20 @@ func TestRooflineCached(t *testing.T) {
 	}
 	if time.Since(start) > 100*time.Millisecond || again.Points[0] != r.Points[0] {
 		t.Errorf("second call not served from the cache (%v): %+v vs %+v", time.Since(start), again.Points[0], r.Points[0])
+	}
+	// A cache of older probes is measured again.
+	old := *r
+	old.ProbeVersion = RooflineProbeVersion - 1
+	data, _ := json.Marshal(old)
+	if err := os.WriteFile(tg.RooflinePath(), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := tg.Roofline(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh.ProbeVersion != RooflineProbeVersion || !fresh.Measured.After(r.Measured) {
+		t.Errorf("a version %d cache was served: version %d measured %v (cache %v)", old.ProbeVersion, fresh.ProbeVersion, fresh.Measured, r.Measured)
 	}
 	b, err := r.Bound(1, p.PeakGFLOPs*1e9, 0)
 	if err != nil || b < 990*time.Millisecond || b > 1010*time.Millisecond {
