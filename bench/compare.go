@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -25,6 +26,10 @@ type tunedKernel struct {
 	best  *schedule.Schedule
 	def   target.Candidate // ID prefix+"default"
 	tuned target.Candidate // ID prefix+"tuned"
+	// same is true when the tune's best trace is the default's: the
+	// closing batch then measures that code once, as both (two copies of
+	// one kernel would report noise as a "tuned" speedup or slowdown).
+	same bool
 }
 
 // tuneKernel tunes k at threads within the tuner's budget and makes the
@@ -68,7 +73,15 @@ func tuneKernel(ctx context.Context, tuner *search.Tuner, k kernels.Kernel, thre
 	if err != nil {
 		return nil, err
 	}
-	return &tunedKernel{p: p, tune: tr, hw: hw, best: best, def: dc, tuned: tc}, nil
+	dk, err := search.TraceKey(def)
+	if err != nil {
+		return nil, err
+	}
+	bk, err := search.TraceKey(best)
+	if err != nil {
+		return nil, err
+	}
+	return &tunedKernel{p: p, tune: tr, hw: hw, best: best, def: dc, tuned: tc, same: bytes.Equal(dk, bk)}, nil
 }
 
 // TuneSummary is what a suite's result tells of one kernel's tune and of
@@ -94,6 +107,26 @@ func (t *tunedKernel) summarize(def, tuned target.Measurement) TuneSummary {
 	tr := t.tune
 	return TuneSummary{Measured: len(tr.Measured), Resumed: tr.Resumed, Counts: tr.Counts, RunID: tr.RunID,
 		Workload: tr.Workload.Key, BestTrace: tr.Best.Trace, Default: def, Tuned: tuned}
+}
+
+// candidates are the default and, unless it is the same trace, the tuned
+// candidate, for a closing batch.
+func (t *tunedKernel) candidates() []target.Candidate {
+	if t.same {
+		return []target.Candidate{t.def}
+	}
+	return []target.Candidate{t.def, t.tuned}
+}
+
+// closing is the summary with the closing batch's measurements (both
+// passes pooled); the default's stands for the tuned when they are the
+// same trace.
+func (t *tunedKernel) closing(ms map[string]target.Measurement) TuneSummary {
+	def := merged(ms, t.def.ID)
+	if t.same {
+		return t.summarize(def, def)
+	}
+	return t.summarize(def, merged(ms, t.tuned.ID))
 }
 
 // comparison is a tuned kernel measured in its closing batch.
@@ -139,11 +172,11 @@ func tuneCompare(ctx context.Context, tuner *search.Tuner, k kernels.Kernel, thr
 			return nil, err
 		}
 	}
-	ms, err := measureMirrored(ctx, tuner.Target, t.p, append([]target.Candidate{t.def, t.tuned}, extra...), final)
+	ms, err := measureMirrored(ctx, tuner.Target, t.p, append(t.candidates(), extra...), final)
 	if err != nil {
 		return nil, err
 	}
-	c := &comparison{tunedKernel: t, summary: t.summarize(merged(ms, t.def.ID), merged(ms, t.tuned.ID)), ms: ms}
+	c := &comparison{tunedKernel: t, summary: t.closing(ms), ms: ms}
 	if read {
 		after, err := measureRead(ctx, tuner.Target, rp, threads, final)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"text/tabwriter"
 
 	"llmir/kernels"
@@ -148,7 +149,7 @@ func quantShape(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, tuner *
 		if t.tunedKernel, err = tuneKernel(ctx, tuner, t.kernel, threads, t.kind+"/"); err != nil {
 			return nil, fmt.Errorf("tune %s: %w", t.kind, err)
 		}
-		cands = append(cands, t.def, t.tuned)
+		cands = append(cands, t.candidates()...)
 	}
 	// The protocol never builds while measuring: build every candidate of
 	// the shape first, then measure kernel after kernel in mirrored order
@@ -163,10 +164,15 @@ func quantShape(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, tuner *
 	ms := map[string]target.Measurement{}
 	order := []*quantTask{tasks[2], tasks[1], tasks[0], tasks[0], tasks[1], tasks[2]}
 	for i, t := range order {
-		d, tu := built[t.def.ID], built[t.tuned.ID]
-		pair := []target.Built{d, tu}
+		var pair []target.Built
+		for _, c := range t.candidates() {
+			pair = append(pair, built[c.ID])
+		}
 		if i >= len(order)/2 {
-			pair = []target.Built{again(tu), again(d)}
+			slices.Reverse(pair)
+			for j := range pair {
+				pair[j] = again(pair[j])
+			}
 		}
 		got, err := tg.Run(ctx, t.p, pair, o.Final)
 		if err != nil {
@@ -180,7 +186,7 @@ func quantShape(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, tuner *
 	for _, t := range tasks {
 		qk := QuantKernel{
 			Kernel: t.kernel.Name(), Bytes: t.p.Bytes,
-			TuneSummary: t.summarize(merged(ms, t.def.ID), merged(ms, t.tuned.ID)),
+			TuneSummary: t.closing(ms),
 		}
 		qk.DefaultS, qk.TunedS = okMedian(qk.Default), okMedian(qk.Tuned)
 		if qk.TunedS > 0 {

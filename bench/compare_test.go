@@ -1,0 +1,40 @@
+package bench
+
+import (
+	"slices"
+	"testing"
+
+	"llmir/search"
+	"llmir/target"
+)
+
+// TestClosingSameTrace: when the tune's best is the default's trace the
+// closing batch measures it once and reports that measurement as both;
+// otherwise each candidate stands for itself.
+func TestClosingSameTrace(t *testing.T) {
+	m := func(xs ...float64) target.Measurement {
+		var r target.Measurement
+		r.Status = target.StatusOK
+		r.SetSamples(xs)
+		return r
+	}
+	ms := map[string]target.Measurement{
+		"default": m(1, 2), "default/2": m(3), "tuned": m(5), "tuned/2": m(6, 7),
+	}
+	for _, same := range []bool{true, false} {
+		tk := &tunedKernel{tune: &search.Result{Best: &search.Trial{}}, def: target.Candidate{ID: "default"},
+			tuned: target.Candidate{ID: "tuned"}, same: same}
+		var ids []string
+		for _, c := range tk.candidates() {
+			ids = append(ids, c.ID)
+		}
+		s := tk.closing(ms)
+		wantIDs, wantTuned := []string{"default", "tuned"}, []float64{5, 6, 7}
+		if same {
+			wantIDs, wantTuned = []string{"default"}, []float64{1, 2, 3}
+		}
+		if !slices.Equal(ids, wantIDs) || !slices.Equal(s.Default.Samples, []float64{1, 2, 3}) || !slices.Equal(s.Tuned.Samples, wantTuned) {
+			t.Errorf("same %v: candidates %v, default %v, tuned %v", same, ids, s.Default.Samples, s.Tuned.Samples)
+		}
+	}
+}
