@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -148,7 +149,7 @@ func runCostModelEval(ctx context.Context, env *Env) (EntryResult, error) {
 		// kept so the series continues.
 		for _, first := range []string{"pool", "default"} {
 			evo, err := costmodel.SimulateEvolution(ex, SearchBatch, env.Opts.SearchSeeds, models[1].new,
-				costmodel.EvolveSim{DefaultFirst: first == "default"})
+				costmodel.EvolveSim{DefaultFirst: first == "default", Features: transferFeatures})
 			if err != nil {
 				return res, fmt.Errorf("dataset %s, evolution (first=%s): %w", path, first, err)
 			}
@@ -216,6 +217,13 @@ func loadCostModelData(path string) ([]costmodel.Example, int, error) {
 		return nil, skipped, fmt.Errorf("dataset %s: none of its %d examples replays", path, len(raw))
 	}
 	return out, skipped, nil
+}
+
+// transferFeatures are the features of a transferred trace replayed on
+// e's kernel, as search's transfer scores it (costmodel.EvolveSim.Features).
+func transferFeatures(e costmodel.Example, trace json.RawMessage) ([]float64, error) {
+	e.Trace = trace
+	return search.ExampleFeatures(e)
 }
 
 // WriteTuningTable prints the cost-model and search rows.

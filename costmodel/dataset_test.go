@@ -36,6 +36,13 @@ var genShapes = []kernels.Linear{
 // exampleFeatures is the features search scores the example by.
 func exampleFeatures(e costmodel.Example) ([]float64, error) { return search.ExampleFeatures(e) }
 
+// transferFeatures are the features of a transferred trace replayed on
+// e's kernel (costmodel.EvolveSim.Features).
+func transferFeatures(e costmodel.Example, trace json.RawMessage) ([]float64, error) {
+	e.Trace = trace
+	return exampleFeatures(e)
+}
+
 // genEnv reads the generator's settings (see TestGenerateDataset).
 type genEnv struct {
 	out      string
@@ -470,7 +477,7 @@ func BenchmarkEvolutionTrials(b *testing.B) {
 				var sims []costmodel.EvolutionSim
 				for b.Loop() {
 					var err error
-					sims, err = costmodel.SimulateEvolution(ex, 4, 10, newModel, costmodel.EvolveSim{DefaultFirst: first == "default"})
+					sims, err = costmodel.SimulateEvolution(ex, 4, 10, newModel, costmodel.EvolveSim{DefaultFirst: first == "default", Features: transferFeatures})
 					if err != nil {
 						b.Fatal(err)
 					}

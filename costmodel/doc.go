@@ -30,10 +30,11 @@
 //     README), run by BenchmarkRankAccuracy, BenchmarkSearchTrials and
 //     BenchmarkEvolutionTrials. SimulateEvolution mirrors search's
 //     Evolutionary step for step (options, batch, transfer from the same
-//     op's other tasks) on the measured pools, so a change to one is a
-//     change to the other; EvolveSim.DefaultFirst adds the tuner's
-//     rule-based default as every strategy's first trial (the tuning
-//     suite reports both readings). RandomTrials is random order's exact
+//     op's other tasks: those that align with the task's draws, ranked by
+//     the model, EvolveSim.Features scoring those outside the pool) on the
+//     measured pools, so a change to one is a change to the other;
+//     EvolveSim.DefaultFirst adds the tuner's rule-based default as every
+//     strategy's first trial (the tuning suite reports both readings). RandomTrials is random order's exact
 //     expectation.
 //
 // Storing a model (search does this; costmodel does not import tuningdb):
@@ -179,9 +180,11 @@
 // also two more inputs of the trees (SiblingFeature), computed for a
 // training sample from the tasks other than its own: the trees learn from
 // the buffer how far a sibling's ranking carries to another shape, per
-// kind of kernel, where the blend trusts it by a fixed weight. It lives in
-// the model, not in search, so the tuner and SimulateEvolution get it
-// from the same code.
+// kind of kernel, where the blend trusts it by a fixed weight. Blend and
+// inputs read one index of the buffer (per knob point, the sums per task,
+// so that leaving one task out is a subtraction), rebuilt when the buffer
+// changes. It lives in the model, not in search, so the tuner and
+// SimulateEvolution get it from the same code.
 //
 // # The roofline as the trees' base
 //

@@ -359,11 +359,18 @@ type EvolveSim struct {
 	MaxDiff int
 	// Transfer is how many of the best traces of the other tasks of the
 	// same kernel group lead the first batch (default 1, < 0: none), as
-	// search.EvolveOptions.Transfer: siblings ordered by their best time,
-	// each its pool's fastest. One that aligns with the task's traces but
-	// is not in its pool counts as a trial that missed (search would have
-	// measured it; its time is unknown here): pessimistic for evolution.
+	// search.EvolveOptions.Transfer: of the siblings' bests (each its
+	// pool's fastest) that align with the task's draws, those the model
+	// scores highest on this task. One that is not in the task's pool
+	// counts as a trial that missed (search would have measured it; its
+	// time is unknown here): pessimistic for evolution.
 	Transfer int
+	// Features computes the features of a trace on example e's kernel (the
+	// held-out task's), as search scores a transferred trace after
+	// replaying it there; an error means it does not replay, and search
+	// skips it. Nil: transferred traces outside the task's pool go after
+	// those in it, unscored, in sibling order.
+	Features func(e Example, trace json.RawMessage) ([]float64, error)
 	// DefaultFirst makes a task's Default example its first trial, for
 	// random order and evolution alike, as search.Tuner measures the
 	// rule-based default first (in evolution's first batch, ahead of the
@@ -391,11 +398,13 @@ type EvolutionSim struct {
 // — the pool's part of the mutation neighbourhood search would breed —
 // plus a RandomShare of fresh unmeasured ones; the model ranks it, the
 // batch's best are measured with an ε share at random, and the model
-// learns them; the first batch leads with the best trace of the other
-// tasks of the same kernel group (EvolveSim.Transfer), as search's
-// TuneModel hands them over. It counts trials until a candidate within 95% of the pool's
-// best is measured, averaged over seeds 1..seeds (ε and the random share
-// draw). Examples need Features and traces with sampling decisions.
+// learns them; the first batch leads with the best trace of another task
+// of the same kernel group (EvolveSim.Transfer): of the siblings' bests
+// that align with the task's draws, the one the model scores highest, as
+// search's transfer picks among those TuneModel hands over. It counts
+// trials until a candidate within 95% of the pool's best is measured,
+// averaged over seeds 1..seeds (ε and the random share draw). Examples
+// need Features and traces with sampling decisions.
 func SimulateEvolution(ex []Example, batch, seeds int, newModel func() Model, o EvolveSim) ([]EvolutionSim, error) {
 	if o.Population <= 0 {
 		o.Population = 128
@@ -435,6 +444,7 @@ func SimulateEvolution(ex []Example, batch, seeds int, newModel func() Model, o 
 		if err != nil {
 			return nil, fmt.Errorf("simulate %s: %w", held, err)
 		}
+		lead = alignedLead(pool, lead)
 		good := goodOf(pool)
 		sim := EvolutionSim{Task: held, Pool: len(pool), Good: countTrue(good)}
 		// Trained once on the other tasks, then copied per seed (through
@@ -445,6 +455,9 @@ func SimulateEvolution(ex []Example, batch, seeds int, newModel func() Model, o 
 		}
 		data, err := base.MarshalBinary()
 		if err != nil {
+			return nil, fmt.Errorf("simulate %s: %w", held, err)
+		}
+		if lead, err = rankLead(pool, decs, lead, base, o.Features); err != nil {
 			return nil, fmt.Errorf("simulate %s: %w", held, err)
 		}
 		def := -1
@@ -485,18 +498,15 @@ func evolveOnPool(pool []Example, decs [][]string, def int, lead []leadTrace, go
 	if def >= 0 {
 		first, measured[def] = append(first, def), true
 	}
-	for _, l := range lead {
-		if len(first) == batch {
-			break
-		}
-		if !slices.ContainsFunc(pool, func(e Example) bool { return alignOf(e.Trace) == l.align }) {
-			continue // does not align with this kernel's traces: search skips it
-		}
+	// Search's transfer takes up to Transfer of the aligned traces, in
+	// order, skipping one already measured (the default).
+	for taken := 0; taken < max(o.Transfer, 0) && len(first) < batch && len(lead) > 0; lead = lead[1:] {
+		l := lead[0]
 		i := slices.IndexFunc(decs, func(d []string) bool { return slices.Equal(d, l.decs) })
 		if i >= 0 && slices.Contains(first, i) {
 			continue
 		}
-		first = append(first, i)
+		first, taken = append(first, i), taken+1
 		if i >= 0 {
 			measured[i] = true // not proposed again in this batch
 		}
@@ -641,14 +651,60 @@ func pickBatch(pool []Example, decs [][]string, measured []bool, done []int, m M
 // leadTrace is a transferred trace: its sampling decisions (decisionsOf)
 // and its structure (alignOf).
 type leadTrace struct {
+	trace json.RawMessage
 	decs  []string
 	align string
+}
+
+// rankLead orders the transferred traces by m's score on the held-out
+// task, best first, as search's transfer does before it takes
+// EvolveOptions.Transfer of them: the features of one in the pool are its
+// example's, of another features' (dropped when it does not replay; with
+// features nil, kept after the scored ones in sibling order). Ties keep
+// the sibling order.
+func rankLead(pool []Example, decs [][]string, lead []leadTrace, m Model, features func(Example, json.RawMessage) ([]float64, error)) ([]leadTrace, error) {
+	var scored, rest []leadTrace
+	var fs [][]float64
+	for _, l := range lead {
+		if i := slices.IndexFunc(decs, func(d []string) bool { return slices.Equal(d, l.decs) }); i >= 0 {
+			scored, fs = append(scored, l), append(fs, pool[i].Features)
+			continue
+		}
+		if features == nil {
+			rest = append(rest, l)
+			continue
+		}
+		f, err := features(pool[0], l.trace)
+		if err != nil {
+			continue // does not replay here: search skips it
+		}
+		if len(f) != NumFeatures {
+			return nil, fmt.Errorf("transferred trace: %d features, want %d", len(f), NumFeatures)
+		}
+		scored, fs = append(scored, l), append(fs, f)
+	}
+	if len(scored) > 1 {
+		sc := m.Predict(fs)
+		order := make([]int, len(scored))
+		for i := range order {
+			order[i] = i
+		}
+		slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(sc[b], sc[a]) })
+		ranked := make([]leadTrace, len(scored))
+		for k, i := range order {
+			ranked[k] = scored[i]
+		}
+		scored = ranked
+	}
+	return append(scored, rest...), nil
 }
 
 // transferLead is the best trace of each other task of held's kernel
 // group (the same IR op group, or for examples without IR the same name
 // before the first '/'), the siblings ordered by their best time — what
-// search.TuneModel hands Evolutionary.Transfer — at most n.
+// search.TuneModel hands Evolutionary.Transfer — all of them when n > 0:
+// search skips those that do not align with the kernel's own draws
+// (alignedLead) before it takes n.
 func transferLead(tasks []string, byTask map[string][]Example, held string, n int) ([]leadTrace, error) {
 	if n <= 0 {
 		return nil, nil
@@ -663,14 +719,36 @@ func transferLead(tasks []string, byTask map[string][]Example, held string, n in
 	}
 	slices.SortStableFunc(bests, func(a, b Example) int { return cmp.Compare(a.Median, b.Median) })
 	var out []leadTrace
-	for _, e := range bests[:min(n, len(bests))] {
+	for _, e := range bests {
 		d, err := decisionsOf(e.Trace)
 		if err != nil {
 			return nil, fmt.Errorf("transfer from %s: %w", e.Task(), err)
 		}
-		out = append(out, leadTrace{decs: d, align: alignOf(e.Trace)})
+		out = append(out, leadTrace{trace: e.Trace, decs: d, align: alignOf(e.Trace)})
 	}
 	return out, nil
+}
+
+// alignedLead keeps the transferred traces that align with one of the
+// pool's random draws (its examples other than the default), as search's
+// transfer keeps those that align with one of a few sampled schedules of
+// the kernel: a sibling's rule-based default, whose trace has no sampling
+// steps, aligns with no draw of a kernel that has knobs, even where it
+// matches this pool's own default step for step.
+func alignedLead(pool []Example, lead []leadTrace) []leadTrace {
+	draws := map[string]bool{}
+	for _, e := range pool {
+		if !e.Default {
+			draws[alignOf(e.Trace)] = true
+		}
+	}
+	var out []leadTrace
+	for _, l := range lead {
+		if draws[l.align] {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // groupOf is the example's kernel group: its IR workload's op group, else

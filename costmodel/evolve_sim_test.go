@@ -13,15 +13,26 @@ import (
 // unique optimum, and the roofline feature is that time exactly (perfect
 // information) or noise (none).
 func synthPool(task string, informative bool, rng *rand.Rand) []Example {
+	return synthPoolAt(task, informative, rng, [3]int{2, 1, 0}, 1, 4)
+}
+
+// synthPoolAt is synthPool with the optimum at opt, times scaled by scale
+// and the first knob's domain of size n (another size: traces that do not
+// align with synthPool's).
+func synthPoolAt(task string, informative bool, rng *rand.Rand, opt [3]int, scale float64, n int) []Example {
 	var out []Example
-	for a := range 4 {
+	dom := "1"
+	for v := 2; v <= n; v++ {
+		dom += fmt.Sprint(",", v)
+	}
+	for a := range n {
 		for b := range 4 {
 			for c := range 4 {
 				tr := fmt.Sprintf(`{"def":"x","insts":[`+
-					`{"op":"sample_categorical","ints":[1,2,3,4],"outputs":["t0"],"decision":[%d]},`+
+					`{"op":"sample_categorical","ints":[%s],"outputs":["t0"],"decision":[%d]},`+
 					`{"op":"sample_categorical","ints":[1,2,3,4],"outputs":["t1"],"decision":[%d]},`+
-					`{"op":"sample_categorical","ints":[1,2,3,4],"outputs":["t2"],"decision":[%d]}]}`, a, b, c)
-				sec := 1e-6 * (1 + math.Abs(float64(a)-2)) * (1 + math.Abs(float64(b)-1)) * (1 + float64(c))
+					`{"op":"sample_categorical","ints":[1,2,3,4],"outputs":["t2"],"decision":[%d]}]}`, dom, a, b, c)
+				sec := scale * 1e-6 * (1 + math.Abs(float64(a-opt[0]))) * (1 + math.Abs(float64(b-opt[1]))) * (1 + math.Abs(float64(c-opt[2])))
 				f := make([]float64, NumFeatures)
 				f[rooflineIndex] = math.Log2(sec)
 				if !informative {
@@ -32,6 +43,15 @@ func synthPool(task string, informative bool, rng *rand.Rand) []Example {
 		}
 	}
 	return out
+}
+
+// withDefault adds to task's pool a rule-based default: a trace without
+// sampling steps (as the linear kernels' defaults are), at seconds.
+func withDefault(ex []Example, task string, seconds float64) []Example {
+	f := make([]float64, NumFeatures)
+	f[rooflineIndex] = math.Log2(seconds)
+	tr := `{"def":"x","insts":[{"op":"split","args":["i"],"ints":[-1,4],"outputs":["i0","i1"]}]}`
+	return append(ex, Example{Workload: task, Threads: 1, Trace: json.RawMessage(tr), Features: f, Median: seconds, Default: true})
 }
 
 // TestSimulateEvolution: with a model that knows the times, evolution
@@ -81,7 +101,9 @@ func TestSimulateEvolution(t *testing.T) {
 // optimum: one trial. A sibling's best that is not in the held-out pool
 // costs a trial that missed, and one that is in it but slower too: with a
 // perfect model the optimum then comes second. Transfer < 0 is the plain
-// walk, and tasks of another group transfer nothing.
+// walk, and tasks of another group transfer nothing. Of several siblings,
+// those whose traces align with the task's draws compete, ranked by the
+// model.
 func TestSimulateEvolutionTransfer(t *testing.T) {
 	rng := rand.New(rand.NewPCG(2, 2))
 	noise := append(synthPool("op/a", false, rng), synthPool("op/b", false, rng)...)
@@ -96,6 +118,23 @@ func TestSimulateEvolutionTransfer(t *testing.T) {
 		{"other group", append(synthPool("x/a", false, rng), synthPool("y/b", false, rng)...), 1, func(s EvolutionSim) bool { return s.Evolution > 1 }},
 		{"absent or slower", withoutOptimum(append(synthPool("op/a", true, rng), synthPool("op/b", true, rng)...), "op/b"), 1,
 			func(s EvolutionSim) bool { return s.Evolution == 2 }},
+		// The fastest sibling (op/0, a quarter of the time) has another
+		// first-knob domain: search skips it and transfers the next.
+		{"first aligned", append(append(synthPool("op/a", false, rng), synthPool("op/b", false, rng)...),
+			synthPoolAt("op/0", false, rng, [3]int{0, 0, 0}, 0.25, 5)...), 1,
+			func(s EvolutionSim) bool { return s.Task == "op/0@1t" || s.Evolution == 1 }},
+		// The fastest sibling's best is its rule-based default (no sampling
+		// steps): it aligns with no draw, even though it matches op/a's own
+		// default step for step, and op/b's best leads instead.
+		{"default skipped", withDefault(withDefault(append(append(synthPool("op/a", false, rng), synthPool("op/b", false, rng)...),
+			synthPoolAt("op/0", false, rng, [3]int{0, 0, 0}, 4, 4)...), "op/0", 1e-8), "op/a", 5e-5), 1,
+			func(s EvolutionSim) bool { return s.Task != "op/a@1t" || s.Evolution == 1 }},
+		// With a model that knows op/a's times, the sibling best it scores
+		// highest there leads: op/c's (op/a's optimum), not the faster
+		// op/b's (another optimum).
+		{"model ranks", append(append(synthPool("op/a", true, rng), synthPoolAt("op/b", true, rng, [3]int{0, 3, 3}, 0.5, 4)...),
+			synthPoolAt("op/c", true, rng, [3]int{2, 1, 0}, 2, 4)...), 1,
+			func(s EvolutionSim) bool { return s.Task != "op/a@1t" || s.Evolution == 1 }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			// The population is the whole pool: a perfect model's first

@@ -433,9 +433,16 @@ func TestGBTSiblingWeight(t *testing.T) {
 	for d := range 4 {
 		test = append(test, point(0.9, d))
 	}
-	s0, s1, sHalf := fit(0, 0, 0).Predict(test), fit(1, 0, 0).Predict(test), fit(0.5, 0, 0).Predict(test)
+	g1 := fit(1, 0, 0)
+	s0, s1, sHalf := fit(0, 0, 0).Predict(test), g1.Predict(test), fit(0.5, 0, 0).Predict(test)
 	if acc := PairwiseAccuracy(s1[:4], secs); acc != 1 {
 		t.Errorf("weight 1: pairwise %.2f on the sibling's rule, want 1 (scores %v)", acc, s1[:4])
+	}
+	// The prior is the trees' sibling input: one index serves both.
+	for i := range 4 {
+		if in := g1.siblings().augment(test[i], "op/b")[NumFeatures]; math.Abs(s1[i]-in) > 1e-12 {
+			t.Errorf("candidate %d: weight 1 scores %v, the sibling input is %v", i, s1[i], in)
+		}
 	}
 	for i := range test {
 		want := s0[i]

@@ -19,8 +19,11 @@
 //     It asks the Tuner for batches of EvolveOptions.Batch (4), so that the
 //     model learns between them, and at cold start leads its first batch
 //     with the best trace of another workload of the same kernel group
-//     (Evolutionary.Transfer; TuneModel hands over the tune's results),
-//     which costmodel.SimulateEvolution mirrors on measured pools. The
+//     (Evolutionary.Transfer; TuneModel hands over the tune's results,
+//     fastest first): of those that align with the kernel's own draws, the
+//     one the model scores highest on this shape, not the fastest
+//     sibling's (that is the smallest shape's). costmodel.SimulateEvolution
+//     mirrors this on measured pools. The
 //     shared model scores a cold shape's candidates by what another shape
 //     of the same kernel measured at the same knob values
 //     (costmodel.GBTParams.SiblingWeight; Focus names the task scored).

@@ -51,9 +51,9 @@ type EvolveOptions struct {
 	// measurements instead of once per scheduler step.
 	Batch int
 	// Transfer is how many of Evolutionary.Transfer's traces (the best of
-	// other workloads of the same kernel group) lead the task's first
-	// proposal, before it has a measured parent of its own (default 1;
-	// < 0: none).
+	// other workloads of the same kernel group; the model's best scored on
+	// this one) lead the task's first proposal, before it has a measured
+	// parent of its own (default 1; < 0: none).
 	Transfer int
 }
 
@@ -113,7 +113,8 @@ type Evolutionary struct {
 	// so far). A new shape of a known op is cold for the model, but its
 	// sibling's best schedule is often near-best for it too (the decode and
 	// prefill shapes of an elementwise op, say): the first proposal leads
-	// with up to Opts.Transfer of them that replay on this kernel.
+	// with up to Opts.Transfer of them that replay on this kernel, those
+	// the model scores highest here.
 	Transfer []json.RawMessage
 
 	rng         *rand.Rand
@@ -175,7 +176,10 @@ func (e *Evolutionary) Propose(ctx context.Context, n int, seen map[string]bool)
 	var lead []Proposal
 	if !e.transferred && len(e.parents) == 0 {
 		e.transferred = true
-		lead = e.transfer(min(n, max(o.Transfer, 0)), seen)
+		var err error
+		if lead, err = e.transfer(ctx, min(n, max(o.Transfer, 0)), seen); err != nil {
+			return nil, err
+		}
 		if n -= len(lead); n == 0 {
 			return lead, nil
 		}
@@ -294,13 +298,18 @@ func (e *Evolutionary) Propose(ctx context.Context, n int, seen map[string]bool)
 }
 
 // transfer is up to n of e.Transfer's traces that lie in this kernel's
-// design space and are not in seen, in order. A trace of another shape
-// whose steps do not align with this kernel's own draws (another template,
-// other knob domains) or that does not replay (a tile that does not
-// divide) is skipped: it would be a schedule search could never propose.
-func (e *Evolutionary) transfer(n int, seen map[string]bool) []Proposal {
+// design space and are not in seen, those the model scores highest here
+// first (ties in e.Transfer's order). A trace of another shape whose steps
+// do not align with this kernel's own draws (another template, other knob
+// domains) or that does not replay (a tile that does not divide) is
+// skipped: it would be a schedule search could never propose. The model
+// chooses among the siblings' bests rather than taking the fastest
+// sibling's: that is the smallest shape's, often the least like this one,
+// while the model has learned every sibling's measurements and reads the
+// shape.
+func (e *Evolutionary) transfer(ctx context.Context, n int, seen map[string]bool) ([]Proposal, error) {
 	if n <= 0 || len(e.Transfer) == 0 {
-		return nil
+		return nil, nil
 	}
 	var refs []*schedule.Trace
 	for range 4 {
@@ -308,11 +317,8 @@ func (e *Evolutionary) transfer(n int, seen map[string]bool) []Proposal {
 			refs = append(refs, s.Trace())
 		}
 	}
-	var out []Proposal
+	var cands []Proposal
 	for _, raw := range e.Transfer {
-		if len(out) >= n {
-			break
-		}
 		t, err := schedule.ParseTrace(raw)
 		if err != nil || !slices.ContainsFunc(refs, func(r *schedule.Trace) bool { return aligned(t, r) }) {
 			continue
@@ -322,12 +328,34 @@ func (e *Evolutionary) transfer(n int, seen map[string]bool) []Proposal {
 			continue
 		}
 		key, err := TraceKey(s)
-		if err != nil || seen[string(key)] || e.known[string(key)] || slices.ContainsFunc(out, func(p Proposal) bool { return p.Key == string(key) }) {
+		if err != nil || seen[string(key)] || e.known[string(key)] || slices.ContainsFunc(cands, func(p Proposal) bool { return p.Key == string(key) }) {
 			continue
 		}
-		out = append(out, Proposal{Schedule: s, Key: string(key)})
+		cands = append(cands, Proposal{Schedule: s, Key: string(key)})
 	}
-	return out
+	if len(cands) > n {
+		ss := make([]*schedule.Schedule, len(cands))
+		for i, c := range cands {
+			ss[i] = c.Schedule
+		}
+		fs, err := costmodel.ScheduleFeaturesBatch(ctx, ss, WorkOf(e.Kernel), e.Device, e.Kernel.Dims())
+		if err != nil {
+			return nil, fmt.Errorf("evolve %s: transfer features: %w", e.Kernel.Name(), err)
+		}
+		e.Model.Focus(e.Task)
+		sc := e.Model.Predict(fs)
+		order := make([]int, len(cands))
+		for i := range order {
+			order[i] = i
+		}
+		slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(sc[b], sc[a]) })
+		ranked := make([]Proposal, len(cands))
+		for k, i := range order {
+			ranked[k] = cands[i]
+		}
+		cands = ranked
+	}
+	return cands[:min(n, len(cands))], nil
 }
 
 // pickParent favours the fastest: the minimum of two uniform draws

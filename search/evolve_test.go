@@ -162,7 +162,9 @@ func TestEvolutionaryBreedsFromParents(t *testing.T) {
 // TestEvolutionaryTransfer: at cold start the first proposal leads with
 // the sibling traces that lie in this kernel's space (another shape of the
 // same op), skipping those that do not align (another op's trace) or are
-// already measured, at most Opts.Transfer of them; later proposals and a
+// already measured, at most Opts.Transfer of them (in Transfer's order
+// where the model scores them alike: the roofline cannot tell these
+// schedules apart); later proposals and a
 // strategy with parents of its own do not transfer; Transfer < 0 turns it
 // off. BatchSize reports Opts.Batch (default DefaultEvolveBatch).
 func TestEvolutionaryTransfer(t *testing.T) {
@@ -248,6 +250,73 @@ func TestEvolutionaryTransfer(t *testing.T) {
 				t.Error("second proposal leads with the transferred trace again")
 			}
 		})
+	}
+}
+
+// TestEvolutionaryTransferRanked: of several transferred traces, the
+// first proposal leads with the one the model scores highest on this
+// kernel, wherever it stands in Transfer (the siblings come fastest
+// first, and the fastest sibling is the smallest shape, not the nearest).
+// GEMVs, whose schedules the roofline (a fresh model) tells apart.
+func TestEvolutionaryTransferRanked(t *testing.T) {
+	k := kernels.Linear{M: 1, N: 64, K: 64}
+	sibling := kernels.Linear{M: 1, N: 128, K: 64}
+	dev := search.CostDevice(testHW, nil)
+	def, err := k.Def()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// trace and score: a sibling's draw and the roofline's score of it
+	// replayed on k.
+	trace := func(seed uint64) (json.RawMessage, float64) {
+		s, err := search.SampleSchedule(sibling, testHW, seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := search.TraceKey(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := schedule.Replay(def, s.Trace())
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := costmodel.ScheduleFeatures(r, search.WorkOf(k), dev, k.Dims())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw, (&costmodel.Roofline{}).Predict([][]float64{f})[0]
+	}
+	// Draws of distinct scores, worst first: the best comes last.
+	var traces []json.RawMessage
+	var scores []float64
+	for seed := uint64(1); seed <= 16; seed++ {
+		raw, sc := trace(seed)
+		if !slices.Contains(scores, sc) {
+			traces, scores = append(traces, raw), append(scores, sc)
+		}
+	}
+	order := make([]int, len(traces))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(scores[a], scores[b]) })
+	sorted := make([]json.RawMessage, len(order))
+	for i, j := range order {
+		sorted[i] = traces[j]
+	}
+	traces, best := sorted, len(sorted)-1
+	if len(traces) < 3 {
+		t.Fatalf("want 3 draws the roofline tells apart, got scores %v", scores)
+	}
+	ev := search.NewEvolutionary(k, testHW, dev, "task", search.NewOnlineModel(&costmodel.Roofline{}), 7, search.EvolveOptions{})
+	ev.Transfer = traces
+	props, err := ev.Propose(context.Background(), 4, map[string]bool{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(props) == 0 || props[0].Key != string(traces[best]) {
+		t.Errorf("first proposal is not the best scored transferred trace (the last of %d)", len(traces))
 	}
 }
 
