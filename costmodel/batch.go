@@ -46,10 +46,16 @@ func Rank(ctx context.Context, m Model, nests []*schedule.Nest, dev Device, dims
 		return nil, nil, err
 	}
 	sc := m.Predict(fs)
-	idx := make([]int, len(sc))
+	return ByScore(sc), sc, nil
+}
+
+// ByScore is the indices of scores, highest score first (ties keep the
+// input order): a model's ranking of the candidates it scored.
+func ByScore(scores []float64) []int {
+	idx := make([]int, len(scores))
 	for i := range idx {
 		idx[i] = i
 	}
-	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(sc[b], sc[a]) })
-	return idx, sc, nil
+	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(scores[b], scores[a]) })
+	return idx
 }

@@ -299,11 +299,7 @@ func SimulateSearch(ex []Example, batch int, newModel func() Model) ([]SearchSim
 				fs[i] = pool[j].Features
 			}
 			sc := m.Predict(fs)
-			order := make([]int, len(left))
-			for i := range order {
-				order[i] = i
-			}
-			slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(sc[b], sc[a]) })
+			order := ByScore(sc)
 			var bf [][]float64
 			var bs []float64
 			picked := map[int]bool{}
@@ -630,11 +626,7 @@ func pickBatch(pool []Example, decs [][]string, measured []bool, done []int, m M
 		fs[j] = pool[i].Features
 	}
 	sc := m.Predict(fs)
-	order := make([]int, len(pop))
-	for j := range order {
-		order[j] = j
-	}
-	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(sc[b], sc[a]) })
+	order := ByScore(sc)
 	n = min(n, len(pop))
 	explore := Explored(o.Epsilon, n)
 	pick := slices.Clone(order[:n-explore])
@@ -685,11 +677,7 @@ func rankLead(pool []Example, decs [][]string, lead []leadTrace, m Model, featur
 	}
 	if len(scored) > 1 {
 		sc := m.Predict(fs)
-		order := make([]int, len(scored))
-		for i := range order {
-			order[i] = i
-		}
-		slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(sc[b], sc[a]) })
+		order := ByScore(sc)
 		ranked := make([]leadTrace, len(scored))
 		for k, i := range order {
 			ranked[k] = scored[i]

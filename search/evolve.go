@@ -263,17 +263,10 @@ func (e *Evolutionary) Propose(ctx context.Context, n int, seen map[string]bool)
 	for i, c := range pop {
 		ss[i] = c.s
 	}
-	fs, err := costmodel.ScheduleFeaturesBatch(ctx, ss, WorkOf(e.Kernel), e.Device, e.Kernel.Dims())
+	order, err := e.rank(ctx, ss)
 	if err != nil {
-		return nil, fmt.Errorf("evolve %s: features: %w", e.Kernel.Name(), err)
+		return nil, err
 	}
-	e.Model.Focus(e.Task)
-	scores := e.Model.Predict(fs)
-	order := make([]int, len(pop))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(scores[b], scores[a]) })
 
 	n = min(n, len(pop))
 	explore := costmodel.Explored(o.Epsilon, n)
@@ -338,17 +331,10 @@ func (e *Evolutionary) transfer(ctx context.Context, n int, seen map[string]bool
 		for i, c := range cands {
 			ss[i] = c.Schedule
 		}
-		fs, err := costmodel.ScheduleFeaturesBatch(ctx, ss, WorkOf(e.Kernel), e.Device, e.Kernel.Dims())
+		order, err := e.rank(ctx, ss)
 		if err != nil {
-			return nil, fmt.Errorf("evolve %s: transfer features: %w", e.Kernel.Name(), err)
+			return nil, err
 		}
-		e.Model.Focus(e.Task)
-		sc := e.Model.Predict(fs)
-		order := make([]int, len(cands))
-		for i := range order {
-			order[i] = i
-		}
-		slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(sc[b], sc[a]) })
 		ranked := make([]Proposal, len(cands))
 		for k, i := range order {
 			ranked[k] = cands[i]
@@ -356,6 +342,16 @@ func (e *Evolutionary) transfer(ctx context.Context, n int, seen map[string]bool
 		cands = ranked
 	}
 	return cands[:min(n, len(cands))], nil
+}
+
+// rank is the model's order of ss on this task, best first.
+func (e *Evolutionary) rank(ctx context.Context, ss []*schedule.Schedule) ([]int, error) {
+	fs, err := costmodel.ScheduleFeaturesBatch(ctx, ss, WorkOf(e.Kernel), e.Device, e.Kernel.Dims())
+	if err != nil {
+		return nil, fmt.Errorf("evolve %s: features: %w", e.Kernel.Name(), err)
+	}
+	e.Model.Focus(e.Task)
+	return costmodel.ByScore(e.Model.Predict(fs)), nil
 }
 
 // pickParent favours the fastest: the minimum of two uniform draws
