@@ -251,16 +251,14 @@ func linearShape(ctx context.Context, roof *cpu.Roofline, tuner *search.Tuner, s
 	}
 	if roof != nil {
 		if pt, ok := roof.At(threads); ok && pt.PeakGFLOPs > 0 && pt.ReadGBs > 0 {
-			probeBound := max(p.FLOPs/(pt.PeakGFLOPs*1e9), p.Bytes/(pt.ReadGBs*1e9))
-			r.ProbeRooflineFraction = ratio(probeBound, r.TunedS)
+			r.ProbeRooflineFraction = ratio(pt.Seconds(p.FLOPs, p.Bytes), r.TunedS)
 			r.ProbeReadBWFraction = ratio(r.GBs, pt.ReadGBs)
-			r.BoundS, r.RooflineFraction, r.ReadBWFraction = probeBound, r.ProbeRooflineFraction, r.ProbeReadBWFraction
 			if c.readGBs > 0 {
-				r.ReadGBs = c.readGBs
-				r.BoundS = max(p.FLOPs/(pt.PeakGFLOPs*1e9), p.Bytes/(c.readGBs*1e9))
-				r.RooflineFraction = ratio(r.BoundS, r.TunedS)
-				r.ReadBWFraction = ratio(r.GBs, c.readGBs)
+				r.ReadGBs, pt.ReadGBs = c.readGBs, c.readGBs
 			}
+			r.BoundS = pt.Seconds(p.FLOPs, p.Bytes)
+			r.RooflineFraction = ratio(r.BoundS, r.TunedS)
+			r.ReadBWFraction = ratio(r.GBs, pt.ReadGBs)
 		}
 	}
 	r.Goal = GoalOf(r.Class)

@@ -62,8 +62,13 @@ func (r *Roofline) Bound(threads int, flops, bytes float64) (time.Duration, erro
 	if !ok || p.PeakGFLOPs <= 0 || p.ReadGBs <= 0 {
 		return 0, fmt.Errorf("roofline: no probe at %d threads", threads)
 	}
-	sec := max(flops/(p.PeakGFLOPs*1e9), bytes/(p.ReadGBs*1e9))
-	return time.Duration(sec * float64(time.Second)), nil
+	return time.Duration(p.Seconds(flops, bytes) * float64(time.Second)), nil
+}
+
+// Seconds is the point's lower bound on a kernel's time: max(compute
+// time, memory time). Both rates must be positive.
+func (p RooflinePoint) Seconds(flops, bytes float64) float64 {
+	return max(flops/(p.PeakGFLOPs*1e9), bytes/(p.ReadGBs*1e9))
 }
 
 // fmaChains is the number of independent accumulators: latency (4 cycles)
