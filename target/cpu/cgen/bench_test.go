@@ -198,6 +198,24 @@ func benchRecipeVariants(b *testing.B, env, defs, fields, shapes string, apply f
 			blas := cpu.OpenBLASCandidate("openblas", l, threads)
 			blas.UnsetEnv = cpu.OpenBLASUnsetEnv
 			cands := []target.Candidate{blas}
+			// The kernel's rule-based default beside the variants, so that
+			// a variant is judged against what an untuned user gets.
+			def, err := lin.Def()
+			if err != nil {
+				b.Fatal(err)
+			}
+			s, err := schedule.New(def, 1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := lin.Default(s, kernels.Hardware{VectorBits: bits, Threads: threads}); err != nil {
+				b.Fatal(err)
+			}
+			src, err := cgen.Emit(s.Nest(), cgen.Options{Entry: "llmir_linear", VectorBits: bits})
+			if err != nil {
+				b.Fatal(err)
+			}
+			cands = append(cands, target.Candidate{ID: "default", Source: src, Entry: "llmir_linear", Threads: threads})
 			for i, v := range variants {
 				var vals []int64
 				for _, f := range strings.Split(v, ",") {
@@ -228,7 +246,7 @@ func benchRecipeVariants(b *testing.B, env, defs, fields, shapes string, apply f
 				}
 				cands = append(cands, target.Candidate{ID: fmt.Sprintf("%d:%s", i+1, v), Source: src, Entry: "llmir_linear", Threads: threads})
 			}
-			measureVariants(ctx, b, tg, cpu.LinearProblem(l, 1), cands)
+			measureVariants(ctx, b, tg, cpu.LinearProblem(l, 1), cands, threads)
 		})
 	}
 }
@@ -247,9 +265,11 @@ func envThreads(b *testing.B) int {
 }
 
 // measureVariants builds the candidates, measures them in one harness run
-// and logs each one's median, IQR, rates and ratio to the first
-// (the baseline).
-func measureVariants(ctx context.Context, b *testing.B, tg *cpu.Target, p *target.Problem, cands []target.Candidate) {
+// and logs each one's median, IQR, rates, ratio to the first (the
+// baseline) and share of the read bandwidth cpu.ReadCandidate measures
+// over as many bytes just after, at the same thread count.
+func measureVariants(ctx context.Context, b *testing.B, tg *cpu.Target, p *target.Problem, cands []target.Candidate, threads int) {
+	rp := cpu.ReadProblem(int64(p.Bytes), p.Seed)
 	for b.Loop() {
 		built, err := tg.Build(ctx, cands)
 		if err != nil {
@@ -263,14 +283,29 @@ func measureVariants(ctx context.Context, b *testing.B, tg *cpu.Target, p *targe
 		if err != nil {
 			b.Fatal(err)
 		}
+		rb, err := tg.Build(ctx, []target.Candidate{cpu.ReadCandidate("read", threads)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		rs, err := tg.Run(ctx, rp, []target.Built{rb["read"]}, target.RunOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		read := rs["read"]
+		if read.Status != target.StatusOK {
+			b.Fatalf("read baseline: %s %s", read.Status, read.Error)
+		}
+		_, readGBs := rp.Rates(read.Median)
+		b.Logf("read baseline %.1f GB/s over %.0f MiB", readGBs, p.Bytes/(1<<20))
 		ref := ms[cands[0].ID]
 		for _, c := range cands {
 			m := ms[c.ID]
 			if m.Status != target.StatusOK {
 				b.Fatalf("%s: %s %s", c.ID, m.Status, m.Error)
 			}
-			b.Logf("%-16s %.3f ms (IQR %.3f–%.3f) %.1f GFLOP/s %.1f GB/s %.2f× %s", c.ID, m.Median*1e3, m.Q1*1e3, m.Q3*1e3,
-				p.FLOPs/m.Median/1e9, p.Bytes/m.Median/1e9, ref.Median/m.Median, cands[0].ID)
+			gbs := p.Bytes / m.Median / 1e9
+			b.Logf("%-16s %.3f ms (IQR %.3f–%.3f) %.1f GFLOP/s %.1f GB/s (%.0f%% read) %.2f× %s", c.ID, m.Median*1e3, m.Q1*1e3, m.Q3*1e3,
+				p.FLOPs/m.Median/1e9, gbs, 100*gbs/readGBs, ref.Median/m.Median, cands[0].ID)
 		}
 	}
 }
