@@ -189,6 +189,18 @@ func (l Linear) gemvLanes(hw Hardware) int64 {
 // vectors ahead measured alike (about 23.5 GB/s in a hand-written copy of
 // the tile), 64 lower. It is a rule, not a sampled knob: sampling it would
 // quadruple the decode space for a flat gain.
+//
+// Also tried on 4×4096×4096, one thread, standalone copies of the tile
+// side by side (medians over 40 calls, 4 rotated copies of w; session of
+// 2026-11-27): prefetching into L2 (prefetcht1/t2, 1 or 4 KiB ahead)
+// 20.4 GB/s against 23.3 for prefetcht0; prefetching a's rows too, and k
+// blocks of 512–2048 that keep a's slice in L1 with the prefetch running
+// on into the next tile's rows in traversal order, alike or lower (k
+// blocks of 512: 15–17 GB/s, each row segment restarts the stream); the
+// outer-product template with 4 k steps in the lanes (recipe.GEMVOuter KG
+// 4, 4 rows × 4 k per vector, JU 8–16) alike. M=1 streams the same w at
+// 33–34 GB/s: the four FMAs per line of w, not the layout, keep fewer
+// lines in flight.
 const gemvPrefetch = 16
 
 // gemmNR is the register tile's width: two vectors, the widest tile whose
