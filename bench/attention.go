@@ -43,6 +43,10 @@ type PagedOptions struct {
 	Tune search.Options
 	// Final is the protocol of the closing default/tuned batch.
 	Final target.RunOptions
+	// ClosingRuns repeats the closing batch and its read baseline in that
+	// many fresh harness runs, samples pooled (0 or 1: once; see
+	// tuneCompareRead).
+	ClosingRuns int
 	// Log gets one line per workload as it finishes (nil: none).
 	Log io.Writer
 }
@@ -162,7 +166,7 @@ func PagedAttention(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, db 
 
 func pagedOne(ctx context.Context, roof *cpu.Roofline, tuner *search.Tuner, o PagedOptions, bs, context int64) (*PagedResult, error) {
 	k := PagedKernel(o, bs, context, o.KVBytes)
-	c, err := tuneCompareRead(ctx, tuner, k, o.Threads, o.Final)
+	c, err := tuneCompareRead(ctx, tuner, k, o.Threads, o.Final, o.ClosingRuns)
 	if err != nil {
 		return nil, err
 	}

@@ -146,7 +146,7 @@ type comparison struct {
 // schedules and the extra candidates (baselines) in one mirrored batch on
 // the tuner's target with the final protocol.
 func tuneAndCompare(ctx context.Context, tuner *search.Tuner, k kernels.Kernel, threads int, final target.RunOptions, extra ...target.Candidate) (*comparison, error) {
-	return tuneCompare(ctx, tuner, k, threads, final, false, extra...)
+	return tuneCompare(ctx, tuner, k, threads, final, false, 1, extra...)
 }
 
 // tuneCompareRead is tuneAndCompare with the read-bandwidth baseline
@@ -155,37 +155,82 @@ func tuneAndCompare(ctx context.Context, tuner *search.Tuner, k kernels.Kernel, 
 // comparison.readGBs: the bandwidth of a shared machine drifts by tens of
 // percent over a day, so a kernel's share of it is taken against the
 // bandwidth of the same minutes, never the probe cached at another time.
-func tuneCompareRead(ctx context.Context, tuner *search.Tuner, k kernels.Kernel, threads int, final target.RunOptions, extra ...target.Candidate) (*comparison, error) {
-	return tuneCompare(ctx, tuner, k, threads, final, true, extra...)
+//
+// runs > 1 repeats that sequence (read, mirrored batch, read) runs times,
+// each in fresh harness processes, and pools every candidate's samples and
+// the read baseline's across the runs: one process's buffers can land on
+// memory that reads tens of percent faster or slower than another's (one
+// quiet run saw 26–40 GB/s across its shapes), so a share of bandwidth
+// judged on one pair of processes is partly luck.
+func tuneCompareRead(ctx context.Context, tuner *search.Tuner, k kernels.Kernel, threads int, final target.RunOptions, runs int, extra ...target.Candidate) (*comparison, error) {
+	return tuneCompare(ctx, tuner, k, threads, final, true, runs, extra...)
 }
 
-func tuneCompare(ctx context.Context, tuner *search.Tuner, k kernels.Kernel, threads int, final target.RunOptions, read bool, extra ...target.Candidate) (*comparison, error) {
+func tuneCompare(ctx context.Context, tuner *search.Tuner, k kernels.Kernel, threads int, final target.RunOptions, read bool, runs int, extra ...target.Candidate) (*comparison, error) {
 	t, err := tuneKernel(ctx, tuner, k, threads, "")
 	if err != nil {
 		return nil, err
 	}
 	var rp *target.Problem
-	var before target.Measurement
 	if read {
 		rp = cpu.ReadProblem(int64(t.p.Bytes), t.p.Seed)
-		if before, err = measureRead(ctx, tuner.Target, rp, threads, final); err != nil {
-			return nil, err
+	}
+	var ms map[string]target.Measurement
+	var reads target.Measurement
+	for range max(runs, 1) {
+		if read {
+			before, err := measureRead(ctx, tuner.Target, rp, threads, final)
+			if err != nil {
+				return nil, err
+			}
+			reads = pooled(reads, before)
 		}
-	}
-	ms, err := measureMirrored(ctx, tuner.Target, t.p, append(t.candidates(), extra...), final)
-	if err != nil {
-		return nil, err
-	}
-	c := &comparison{tunedKernel: t, summary: t.closing(ms), ms: ms}
-	if read {
-		after, err := measureRead(ctx, tuner.Target, rp, threads, final)
+		run, err := measureMirrored(ctx, tuner.Target, t.p, append(t.candidates(), extra...), final)
 		if err != nil {
 			return nil, err
 		}
-		before.SetSamples(append(append([]float64(nil), before.Samples...), after.Samples...))
-		_, c.readGBs = rp.Rates(before.Median)
+		ms = poolRuns(ms, run)
+		if read {
+			after, err := measureRead(ctx, tuner.Target, rp, threads, final)
+			if err != nil {
+				return nil, err
+			}
+			reads = pooled(reads, after)
+		}
+	}
+	c := &comparison{tunedKernel: t, summary: t.closing(ms), ms: ms}
+	if read {
+		_, c.readGBs = rp.Rates(reads.Median)
 	}
 	return c, nil
+}
+
+// pooled is a with b's samples added; a failed measurement stands for
+// both (its status says why), and a zero a is b.
+func pooled(a, b target.Measurement) target.Measurement {
+	if a.Status == "" {
+		return b
+	}
+	if !a.OK() {
+		return a
+	}
+	if !b.OK() {
+		return b
+	}
+	a.SetSamples(append(append([]float64(nil), a.Samples...), b.Samples...))
+	return a
+}
+
+// poolRuns adds one closing run's measurements to those of the runs
+// before it (acc, nil for the first), candidate by candidate.
+func poolRuns(acc, run map[string]target.Measurement) map[string]target.Measurement {
+	if acc == nil {
+		acc = make(map[string]target.Measurement, len(run))
+	}
+	for id, m := range run {
+		acc[id] = pooled(acc[id], m)
+	}
+	return acc
 }
 
 // measureMirrored measures the candidates in one batch, twice in mirrored
@@ -260,15 +305,7 @@ func compareKnown(ctx context.Context, tg target.Target, p *target.Problem, k ke
 // merged is the measurement of id's two passes with their samples pooled
 // (the first failure when either failed).
 func merged(ms map[string]target.Measurement, id string) target.Measurement {
-	a, b := ms[id], ms[id+"/2"]
-	if !a.OK() {
-		return a
-	}
-	if !b.OK() {
-		return b
-	}
-	a.SetSamples(append(append([]float64(nil), a.Samples...), b.Samples...))
-	return a
+	return pooled(ms[id], ms[id+"/2"])
 }
 
 // measureRead measures the read-bandwidth baseline (cpu.ReadCandidate) on

@@ -38,3 +38,29 @@ func TestClosingSameTrace(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolRuns: repeated closing runs pool each candidate's samples and a
+// failure in any run stands for the candidate (its status says why).
+func TestPoolRuns(t *testing.T) {
+	m := func(xs ...float64) target.Measurement {
+		var r target.Measurement
+		r.Status = target.StatusOK
+		r.SetSamples(xs)
+		return r
+	}
+	crash := target.Measurement{Status: target.StatusRuntimeError, Error: "signal 11"}
+	var acc map[string]target.Measurement
+	acc = poolRuns(acc, map[string]target.Measurement{"a": m(1, 2), "b": m(5), "c": crash})
+	acc = poolRuns(acc, map[string]target.Measurement{"a": m(3), "b": crash, "c": m(7)})
+	if got := acc["a"]; !got.OK() || !slices.Equal(got.Samples, []float64{1, 2, 3}) || got.Median != 2 {
+		t.Errorf("a: %+v", got)
+	}
+	for _, id := range []string{"b", "c"} {
+		if got := acc[id]; got.Status != target.StatusRuntimeError || got.Error != "signal 11" {
+			t.Errorf("%s: %s %q, want the crash", id, got.Status, got.Error)
+		}
+	}
+	if got := merged(map[string]target.Measurement{"x": m(4), "x/2": m(6, 8)}, "x"); !slices.Equal(got.Samples, []float64{4, 6, 8}) {
+		t.Errorf("merged passes: %v", got.Samples)
+	}
+}

@@ -144,6 +144,11 @@ type LinearOptions struct {
 	// Final is the protocol of the closing default/tuned/OpenBLAS batch
 	// (zero: the protocol's defaults).
 	Final target.RunOptions
+	// ClosingRuns repeats a decode shape's closing batch and its read
+	// baseline in that many fresh harness runs, samples pooled (0 or 1:
+	// once; see tuneCompareRead). Prefill shapes, judged against
+	// OpenBLAS alone, run it once.
+	ClosingRuns int
 	// Log gets one line per shape as it finishes (nil: none).
 	Log io.Writer
 }
@@ -226,11 +231,13 @@ func linearShape(ctx context.Context, roof *cpu.Roofline, tuner *search.Tuner, s
 	k := kernels.Linear{M: sh.M, N: sh.N, K: sh.K}
 	blas := cpu.OpenBLASCandidate("openblas", cpu.Linear{M: int(sh.M), N: int(sh.N), K: int(sh.K)}, threads)
 	blas.UnsetEnv = cpu.OpenBLASUnsetEnv
-	compare := tuneAndCompare
-	if ClassOf(sh) != Prefill {
-		compare = tuneCompareRead
+	var c *comparison
+	var err error
+	if ClassOf(sh) == Prefill {
+		c, err = tuneAndCompare(ctx, tuner, k, threads, o.Final, blas)
+	} else {
+		c, err = tuneCompareRead(ctx, tuner, k, threads, o.Final, o.ClosingRuns, blas)
 	}
-	c, err := compare(ctx, tuner, k, threads, o.Final, blas)
 	if err != nil {
 		return nil, err
 	}

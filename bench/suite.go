@@ -144,6 +144,10 @@ type SuiteOptions struct {
 	// PagedOptions' defaults, the 8…256 × 128…16384).
 	BlockSizes, Contexts []int64
 	KVBytes              int64
+	// ClosingRuns repeats paged_attention's closing batches and their read
+	// baseline in that many fresh harness runs, samples pooled (0 or 1:
+	// once; PagedOptions.ClosingRuns).
+	ClosingRuns int
 	// QuantShapes are the quant suite's N×K (nil: DefaultQuantShapes).
 	QuantShapes []QuantShape
 	// PrefillSeqs are the prefill_attention sequence lengths (nil:

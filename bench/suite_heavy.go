@@ -51,7 +51,7 @@ func runPaged(ctx context.Context, env *Env) (EntryResult, error) {
 	return runPerThreads(ctx, env, SuitePaged, func(ctx context.Context, th int) ([]PagedResult, error) {
 		return PagedAttention(ctx, env.Target, env.Roofline, env.Results, PagedOptions{Threads: th,
 			BlockSizes: env.Opts.BlockSizes, Contexts: env.Opts.Contexts, KVBytes: env.Opts.KVBytes,
-			Tune: env.tuneOptions(), Final: env.Opts.Run, Log: env.Opts.Log})
+			Tune: env.tuneOptions(), Final: env.Opts.Run, ClosingRuns: env.Opts.ClosingRuns, Log: env.Opts.Log})
 	}, (*PagedResult).benchResults, WriteAttentionTable)
 }
 

@@ -110,6 +110,7 @@ flagged. Rows measured so are real measurements of a slower schedule.`,
 	f.Int64Slice("block-sizes", []int64{8, 16, 32, 64, 128, 256}, "paged_attention: KV-cache block sizes")
 	f.Int64Slice("contexts", []int64{128, 1024, 4096, 16384}, "paged_attention: context lengths")
 	f.Int64("kv-mib", 0, "paged_attention: least K+V MiB one call reads (0: twice the LLC, within 64..128)")
+	f.Int("closing-runs", 1, "paged_attention: repeat each closing batch and its read baseline in this many fresh harness runs, samples pooled")
 	f.StringSlice("quant-shapes", []string{"4096x4096", "14336x4096", "4096x14336"}, "quant: decode GEMV shapes NxK")
 	f.Int64Slice("prefill-seqs", []int64{128, 256, 512, 1024, 2048}, "prefill_attention: sequence lengths")
 	f.String("layer-preset", "llama-3-8b", "layer: model whose decode layer is measured")
@@ -146,6 +147,7 @@ func runBenchSuite(cmd *cobra.Command, args []string) error {
 	blockSizes, _ := fl.GetInt64Slice("block-sizes")
 	contexts, _ := fl.GetInt64Slice("contexts")
 	kvMiB, _ := fl.GetInt64("kv-mib")
+	closingRuns, _ := fl.GetInt("closing-runs")
 	quantShapes, _ := fl.GetStringSlice("quant-shapes")
 	prefillSeqs, _ := fl.GetInt64Slice("prefill-seqs")
 	layerPreset, _ := fl.GetString("layer-preset")
@@ -174,7 +176,11 @@ func runBenchSuite(cmd *cobra.Command, args []string) error {
 		}
 	}
 	o.Threads = threads
+	if closingRuns < 1 || closingRuns > 100 {
+		return fmt.Errorf("--closing-runs %d: want 1..100", closingRuns)
+	}
 	o.Trials, o.BlockSizes, o.Contexts, o.KVBytes, o.PrefillSeqs = trials, blockSizes, contexts, kvMiB<<20, prefillSeqs
+	o.ClosingRuns = closingRuns
 	o.LayerPreset, o.LayerBatch, o.LayerContext = layerPreset, layerBatch, layerContext
 	var err error
 	if o.QuantShapes, err = bench.ParseQuantShapes(quantShapes); err != nil {
@@ -335,6 +341,7 @@ the database's bench_results table (suite "linear").`,
 	f.Int("batch", 8, "candidates built in parallel and then measured per round")
 	f.Uint64("seed", 1, "seed of the inputs and of the random search")
 	f.Duration("min-time", 0, "timed budget per candidate (0: the protocol's 100ms)")
+	f.Int("closing-runs", 1, "decode shapes: repeat the closing batch and its read baseline in this many fresh harness runs, samples pooled")
 	f.Bool("json", false, "print every result as JSON (all samples included)")
 	return cmd
 }
@@ -349,6 +356,7 @@ func runBenchLinear(cmd *cobra.Command, args []string) error {
 	seed, _ := fl.GetUint64("seed")
 	minTime, _ := fl.GetDuration("min-time")
 	asJSON, _ := fl.GetBool("json")
+	closingRuns, _ := fl.GetInt("closing-runs")
 
 	shapes := bench.DefaultLinearShapes()
 	if strings.TrimSpace(shapesArg) != "" {
@@ -370,6 +378,8 @@ func runBenchLinear(cmd *cobra.Command, args []string) error {
 		return fmt.Errorf("--batch %d: want ≥ 1", batch)
 	case minTime < 0:
 		return fmt.Errorf("--min-time %v: want ≥ 0", minTime)
+	case closingRuns < 1 || closingRuns > 100:
+		return fmt.Errorf("--closing-runs %d: want 1..100", closingRuns)
 	}
 
 	ctx := cmd.Context()
@@ -384,8 +394,9 @@ func runBenchLinear(cmd *cobra.Command, args []string) error {
 
 	run := target.RunOptions{Budget: minTime}
 	opts := bench.LinearOptions{
-		Threads: threads,
-		Final:   run,
+		Threads:     threads,
+		Final:       run,
+		ClosingRuns: closingRuns,
 		Tune: search.Options{
 			Budget:    search.Budget{Trials: trials, Time: budget},
 			BatchSize: batch, Run: run, Seed: seed,

@@ -97,6 +97,7 @@ func TestBenchLinearErrors(t *testing.T) {
 		{[]string{"--trials", "0"}, "--trials 0 needs a --budget"},
 		{[]string{"--trials", "-1"}, "--trials -1"},
 		{[]string{"--batch", "0"}, "--batch 0"},
+		{[]string{"--closing-runs", "0"}, "--closing-runs 0: want 1..100"},
 		{[]string{"extra"}, "unknown command"},
 	} {
 		_, _, err := runCLI(t, dir, append([]string{"bench", "linear"}, c.args...)...)
@@ -135,6 +136,7 @@ func TestBenchSuiteErrors(t *testing.T) {
 		{[]string{"--suite", "paged_attention", "--block-sizes", "16,0"}, "--block-sizes 0: want ≥ 1"},
 		{[]string{"--suite", "paged_attention", "--contexts", "-4"}, "--contexts -4"},
 		{[]string{"--suite", "paged_attention", "--kv-mib", "-1"}, "--kv-mib -1"},
+		{[]string{"--suite", "paged_attention", "--closing-runs", "101"}, "--closing-runs 101: want 1..100"},
 		{[]string{"--suite", "quant", "--quant-shapes", "4096by4096"}, `--quant-shapes: shape 1 "4096by4096": want NxK`},
 		{[]string{"--suite", "quant", "--trials", "0"}, "--trials 0"},
 		{[]string{"--suite", "prefill_attention", "--prefill-seqs", "0"}, "--prefill-seqs 0"},
