@@ -41,5 +41,7 @@
 // four-stream read of as many bytes as the kernel moves, through the same
 // harness, input rotation and thread count — measured just before and just
 // after the closing batch (tuneCompareRead). The cached probe's share is
-// reported beside it.
+// reported beside it. Even that pair moves between harness processes (one
+// process's buffers read faster than another's), so ClosingRuns repeats
+// the sequence in fresh processes and pools the samples (--closing-runs).
 package bench
