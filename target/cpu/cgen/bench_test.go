@@ -59,40 +59,28 @@ func BenchmarkLinear(b *testing.B) {
 		}
 		b.Run(fmt.Sprintf("M=%d,N=%d,K=%d/f32/threads=%d", l.M, l.N, l.K, threads), func(b *testing.B) {
 			lin := kernels.Linear{M: int64(l.M), N: int64(l.N), K: int64(l.K)}
-			def, err := lin.Def()
-			if err != nil {
-				b.Fatal(err)
-			}
-			s, err := schedule.New(def, 1)
-			if err != nil {
-				b.Fatal(err)
-			}
 			recipe := "default"
-			switch {
-			case gemv != nil && l.M <= 16 && !forceGEMM:
-				gv := *gemv
-				gv.MR = min(gv.MR, int64(l.M))
-				_, err = schedtest.GEMV(s, "out", gv)
-				recipe = fmt.Sprintf("gemv%+v", gv)
-			case gemm != nil && (l.M > 16 || forceGEMM):
-				tl := *gemm
-				// Enough column blocks for every thread: the parallel
-				// loop is over N/NC.
-				for tl.NC > tl.NR && int(int64(l.N)/tl.NC) < 2*threads {
-					tl.NC /= 2
+			src := linearSource(b, lin, tg.CPU().VectorBits(), func(s *schedule.Schedule) (err error) {
+				switch {
+				case gemv != nil && l.M <= 16 && !forceGEMM:
+					gv := *gemv
+					gv.MR = min(gv.MR, int64(l.M))
+					_, err = schedtest.GEMV(s, "out", gv)
+					recipe = fmt.Sprintf("gemv%+v", gv)
+				case gemm != nil && (l.M > 16 || forceGEMM):
+					tl := *gemm
+					// Enough column blocks for every thread: the parallel
+					// loop is over N/NC.
+					for tl.NC > tl.NR && int(int64(l.N)/tl.NC) < 2*threads {
+						tl.NC /= 2
+					}
+					_, err = schedtest.GEMM(s, "out", tl)
+					recipe = fmt.Sprintf("gemm%+v", tl)
+				default:
+					err = lin.Default(s, kernels.Hardware{VectorBits: tg.CPU().VectorBits(), Threads: threads})
 				}
-				_, err = schedtest.GEMM(s, "out", tl)
-				recipe = fmt.Sprintf("gemm%+v", tl)
-			default:
-				err = lin.Default(s, kernels.Hardware{VectorBits: tg.CPU().VectorBits(), Threads: threads})
-			}
-			if err != nil {
-				b.Fatal(err)
-			}
-			src, err := cgen.Emit(s.Nest(), cgen.Options{Entry: "llmir_linear", VectorBits: tg.CPU().VectorBits()})
-			if err != nil {
-				b.Fatal(err)
-			}
+				return err
+			})
 			blas := cpu.OpenBLASCandidate("openblas", l, threads)
 			blas.UnsetEnv = cpu.OpenBLASUnsetEnv
 			cands := []target.Candidate{{ID: "llmir", Source: src, Entry: "llmir_linear", Threads: threads}, blas}
@@ -200,21 +188,9 @@ func benchRecipeVariants(b *testing.B, env, defs, fields, shapes string, apply f
 			cands := []target.Candidate{blas}
 			// The kernel's rule-based default beside the variants, so that
 			// a variant is judged against what an untuned user gets.
-			def, err := lin.Def()
-			if err != nil {
-				b.Fatal(err)
-			}
-			s, err := schedule.New(def, 1)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := lin.Default(s, kernels.Hardware{VectorBits: bits, Threads: threads}); err != nil {
-				b.Fatal(err)
-			}
-			src, err := cgen.Emit(s.Nest(), cgen.Options{Entry: "llmir_linear", VectorBits: bits})
-			if err != nil {
-				b.Fatal(err)
-			}
+			src := linearSource(b, lin, bits, func(s *schedule.Schedule) error {
+				return lin.Default(s, kernels.Hardware{VectorBits: bits, Threads: threads})
+			})
 			cands = append(cands, target.Candidate{ID: "default", Source: src, Entry: "llmir_linear", Threads: threads})
 			for i, v := range variants {
 				var vals []int64
@@ -229,26 +205,38 @@ func benchRecipeVariants(b *testing.B, env, defs, fields, shapes string, apply f
 				if len(vals) != want {
 					b.Fatalf("%s variant %d %q: want %s", env, i+1, v, fields)
 				}
-				def, err := lin.Def()
-				if err != nil {
-					b.Fatal(err)
-				}
-				s, err := schedule.New(def, 1)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := apply(s, vals, threads, bits); err != nil {
-					b.Fatalf("variant %q: %v", v, err)
-				}
-				src, err := cgen.Emit(s.Nest(), cgen.Options{Entry: "llmir_linear", VectorBits: bits})
-				if err != nil {
-					b.Fatal(err)
-				}
+				src := linearSource(b, lin, bits, func(s *schedule.Schedule) error {
+					if err := apply(s, vals, threads, bits); err != nil {
+						return fmt.Errorf("variant %q: %w", v, err)
+					}
+					return nil
+				})
 				cands = append(cands, target.Candidate{ID: fmt.Sprintf("%d:%s", i+1, v), Source: src, Entry: "llmir_linear", Threads: threads})
 			}
 			measureVariants(ctx, b, tg, cpu.LinearProblem(l, 1), cands, threads)
 		})
 	}
+}
+
+// linearSource is lin scheduled by apply and printed as C.
+func linearSource(b *testing.B, lin kernels.Linear, vectorBits int, apply func(*schedule.Schedule) error) string {
+	b.Helper()
+	def, err := lin.Def()
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := schedule.New(def, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := apply(s); err != nil {
+		b.Fatal(err)
+	}
+	src, err := cgen.Emit(s.Nest(), cgen.Options{Entry: "llmir_linear", VectorBits: vectorBits})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return src
 }
 
 // envThreads is LLMIR_THREADS (default 1).
