@@ -12,14 +12,8 @@ import (
 // closing batch measures it once and reports that measurement as both;
 // otherwise each candidate stands for itself.
 func TestClosingSameTrace(t *testing.T) {
-	m := func(xs ...float64) target.Measurement {
-		var r target.Measurement
-		r.Status = target.StatusOK
-		r.SetSamples(xs)
-		return r
-	}
 	ms := map[string]target.Measurement{
-		"default": m(1, 2), "default/2": m(3), "tuned": m(5), "tuned/2": m(6, 7),
+		"default": okSamples(1, 2), "default/2": okSamples(3), "tuned": okSamples(5), "tuned/2": okSamples(6, 7),
 	}
 	for _, same := range []bool{true, false} {
 		tk := &tunedKernel{tune: &search.Result{Best: &search.Trial{}}, def: target.Candidate{ID: "default"},
@@ -42,16 +36,10 @@ func TestClosingSameTrace(t *testing.T) {
 // TestPoolRuns: repeated closing runs pool each candidate's samples and a
 // failure in any run stands for the candidate (its status says why).
 func TestPoolRuns(t *testing.T) {
-	m := func(xs ...float64) target.Measurement {
-		var r target.Measurement
-		r.Status = target.StatusOK
-		r.SetSamples(xs)
-		return r
-	}
 	crash := target.Measurement{Status: target.StatusRuntimeError, Error: "signal 11"}
 	var acc map[string]target.Measurement
-	acc = poolRuns(acc, map[string]target.Measurement{"a": m(1, 2), "b": m(5), "c": crash})
-	acc = poolRuns(acc, map[string]target.Measurement{"a": m(3), "b": crash, "c": m(7)})
+	acc = poolRuns(acc, map[string]target.Measurement{"a": okSamples(1, 2), "b": okSamples(5), "c": crash})
+	acc = poolRuns(acc, map[string]target.Measurement{"a": okSamples(3), "b": crash, "c": okSamples(7)})
 	if got := acc["a"]; !got.OK() || !slices.Equal(got.Samples, []float64{1, 2, 3}) || got.Median != 2 {
 		t.Errorf("a: %+v", got)
 	}
@@ -60,7 +48,15 @@ func TestPoolRuns(t *testing.T) {
 			t.Errorf("%s: %s %q, want the crash", id, got.Status, got.Error)
 		}
 	}
-	if got := merged(map[string]target.Measurement{"x": m(4), "x/2": m(6, 8)}, "x"); !slices.Equal(got.Samples, []float64{4, 6, 8}) {
+	if got := merged(map[string]target.Measurement{"x": okSamples(4), "x/2": okSamples(6, 8)}, "x"); !slices.Equal(got.Samples, []float64{4, 6, 8}) {
 		t.Errorf("merged passes: %v", got.Samples)
 	}
+}
+
+// okSamples is an ok measurement of these samples.
+func okSamples(xs ...float64) target.Measurement {
+	var r target.Measurement
+	r.Status = target.StatusOK
+	r.SetSamples(xs)
+	return r
 }
