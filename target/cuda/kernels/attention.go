@@ -66,6 +66,11 @@ func (a PagedAttention) knobs() kernels.Knobs {
 		// evenly (see evenSplit); partition is then pinned to 0. One block
 		// per SM (at most two fit) and four lost everywhere measured.
 		{Name: "balance", Values: []int64{0, 2}},
+		// mma 1: tensor-core q·k and p·v (see mmaSegment); warps, the
+		// partition, heads_per_block, prefetch (ring stages, ≥ 2) and
+		// balance keep their meaning, unroll is the tokens per warp step
+		// in 8s (1 or 2), vec is pinned to 8 (the copies are whole rows).
+		{Name: "mma", Values: []int64{0, 1}},
 	}
 }
 
@@ -204,14 +209,38 @@ func (a PagedAttention) Bytes() float64 {
 // Space samples only points with partition pinned to 0 where balance
 // splits the tokens (Checked narrows it to all the generator accepts).
 func (a PagedAttention) Space(s *schedule.Schedule, _ kernels.Hardware) error {
-	return a.knobs().SampleWhere(s, pinPartition)
+	return a.knobs().SampleWhere(s, a.valid)
 }
 
-func pinPartition(k map[string]int64) error {
+// valid pins the partition to 0 where balance splits the tokens, and
+// refuses tensor-core points the shape or the other knobs cannot carry.
+func (a PagedAttention) valid(k map[string]int64) error {
 	if k["balance"] > 0 && k["partition"] != 0 {
 		return fmt.Errorf("paged attention: balance %d splits the tokens itself (partition pinned to 0, not %d)", k["balance"], k["partition"])
 	}
+	if k["mma"] == 0 {
+		return nil
+	}
+	switch {
+	case !a.mmaShape():
+		return fmt.Errorf("paged attention: mma wants head_dim 32, 64, 128 or 256 and at most 16 query heads per KV head, not %d and %d", a.HeadDim, a.group())
+	case k["heads_per_block"] > 16:
+		return fmt.Errorf("paged attention: mma takes at most 16 query heads per block (the rows of m16n8k16), not %d", k["heads_per_block"])
+	case k["vec"] != 8:
+		return fmt.Errorf("paged attention: mma copies whole rows (vec pinned to 8, not %d)", k["vec"])
+	case k["unroll"] > 2:
+		return fmt.Errorf("paged attention: mma takes 8 or 16 tokens per warp step (unroll 1 or 2, not %d)", k["unroll"])
+	case k["prefetch"] < 2:
+		return fmt.Errorf("paged attention: mma stages its rows in a cp.async ring (prefetch ≥ 2, not %d)", k["prefetch"])
+	}
 	return nil
+}
+
+// mmaShape: a head row is 2, 4, 8 or 16 ldmatrix chunk pairs and a warp's
+// copy instruction covers whole rows (head_dim/8 divides 32), and the
+// query heads of a KV head fit the 16 rows of the mma.
+func (a PagedAttention) mmaShape() bool {
+	return a.HeadDim%32 == 0 && 32%(a.HeadDim/8) == 0 && a.group() <= 16
 }
 
 // Default (the H200 tune's winner at block size 16, then the microbenchmarks
@@ -252,11 +281,35 @@ func pinPartition(k map[string]int64) error {
 // 64, 128; SDPA 180.7), a tie by the 2% rule. The same copies with no
 // math at all took 179.2 / 178.1 µs: the access pattern leaves about 1.5%
 // over SDPA, and the math, not the layout, takes the rest.
+//
+// Hence mma=1 (mmaSegment), the default wherever the shape allows: q·k and
+// p·v on tensor cores take the CUDA-core dot products, shuffle trees and
+// bf16 converts out of the loop. In the harness (llmir cuda bench --match
+// attention --knobs 'mma=0,vec=16,unroll=2;…', H100, one call) it took
+// 180.2 / 179.2 / 179.9 / 178.4 µs at block sizes 16 / 32 / 64 / 128
+// against 184.7 / 183.2 / 184.5 / 181.9 for the CUDA-core default
+// (2.5 / 2.2 / 2.6 / 2.0% faster; another call 2.3 / 1.9 / 2.6 / 1.9%),
+// SDPA 179.8–182.0 in those calls. Probe variants (side by side, five
+// rounds, block size 16 unless said): 8 tokens per warp step beat 16 (the
+// stages of 16 hold twice the bytes; 182.3 against 180.5 µs on one
+// machine, 174.7 against 176.6 on another), 32 was slower again; three
+// stages +0.5–0.9%, and three with the copies issued after the wait (two
+// stages in flight throughout) equal to two; 8 warps +1.2–2.6%, 5 or 6
+// +0.3–0.5%, 3 +1.5%, 2 +7%; the S chains split in two, no token mask on
+// whole steps, ex2.approx and issuing the first copies before q each
+// 0.03–0.1% faster (the first three are in); L2::128B / 256B hints ±0.05%;
+// a cluster of 2 KV heads +0.1%, and a cluster barrier per step to keep
+// a sequence's heads reading the same pages together +3.5% (2 and 4 heads).
+// The same copies with no math took 178.9 µs where this kernel took 180.2
+// and SDPA 179.7: the math still costs about 0.7%.
 func (a PagedAttention) Default(s *schedule.Schedule, hw kernels.Hardware) error {
 	v := map[string]int64{"warps": 4, "partition": 0, "heads_per_block": a.group(), "vec": 8, "unroll": 2, "prefetch": 1}
-	// 16 dims per lane when the head allows: half the shuffles per score
-	// of 8, for twice the registers.
+	// Tensor cores where the shape allows, 8 tokens per warp step and two
+	// stages (see mmaSegment); else 16 dims per lane when the head allows:
+	// half the shuffles per score of 8, for twice the registers.
 	switch {
+	case a.mmaShape():
+		v["mma"], v["unroll"], v["prefetch"] = 1, 1, 2
 	case a.HeadDim%16 == 0 && 32%(a.HeadDim/16) == 0:
 		v["vec"], v["unroll"], v["prefetch"] = 16, 2, 2
 	case a.HeadDim%8 != 0 || 32%(a.HeadDim/8) != 0:
@@ -280,7 +333,7 @@ func (a PagedAttention) Default(s *schedule.Schedule, hw kernels.Hardware) error
 			blocks = a.Batch * a.KVHeads * ((a.Context + p - 1) / p)
 		}
 	}
-	return a.knobs().Choose(s, v)
+	return a.knobs().ChooseWhere(s, v, a.valid)
 }
 
 // EmitCUDA writes the kernels for the knobs in s.
@@ -297,7 +350,7 @@ func (a PagedAttention) EmitCUDA(s *schedule.Schedule, gpu cuda.GPU, entry strin
 
 // emit writes the kernels for knob values k on a GPU of sms SMs.
 func (a PagedAttention) emit(k map[string]int64, sms int, entry string) (string, error) {
-	W, P, HPB, V, U, PF, BAL := k["warps"], k["partition"], k["heads_per_block"], k["vec"], k["unroll"], k["prefetch"], k["balance"]
+	W, P, HPB, V, U, PF, BAL, MMA := k["warps"], k["partition"], k["heads_per_block"], k["vec"], k["unroll"], k["prefetch"], k["balance"], k["mma"]
 	lpt := a.HeadDim / V
 	if a.HeadDim%V != 0 || lpt > 32 || 32%lpt != 0 {
 		return "", fmt.Errorf("paged attention: head_dim %d / vec %d = %d lanes per token, want a divisor of 32", a.HeadDim, V, lpt)
@@ -308,16 +361,22 @@ func (a PagedAttention) emit(k map[string]int64, sms int, entry string) (string,
 	if smem := 4 * W * HPB * (a.HeadDim + 2); smem > 48<<10 {
 		return "", fmt.Errorf("paged attention: %d bytes of shared memory for warps %d × heads %d (max 48 KiB)", smem, W, HPB)
 	}
+	if err := a.valid(k); err != nil {
+		return "", err
+	}
 	if PF >= 2 && V == 4 {
 		return "", fmt.Errorf("paged attention: a cp.async ring (prefetch %d) copies 16 bytes per lane, vec %d is 8", PF, V)
 	}
-	if ring := ringBytes(W, U, V, PF); ring+4*W*HPB*(a.HeadDim+2) > maxSmemPerBlock {
+	ring := ringBytes(W, U, V, PF)
+	// Tokens per step of the block (a warp step of each warp).
+	unit := W * (32 / (a.HeadDim / V)) * U
+	if MMA == 1 {
+		ring, unit = mmaRingBytes(W, U, PF, a.HeadDim), W*8*U
+	}
+	if ring+4*W*HPB*(a.HeadDim+2) > maxSmemPerBlock {
 		return "", fmt.Errorf("paged attention: %d bytes of shared memory for a %d-stage ring of warps %d × unroll %d (max %d)", ring, PF, W, U, maxSmemPerBlock)
 	}
 	span := a.maxBlocks() * a.BlockSize
-	if err := pinPartition(k); err != nil {
-		return "", err
-	}
 	if P == 0 || P >= span {
 		P = 0
 	}
@@ -326,7 +385,7 @@ func (a PagedAttention) emit(k map[string]int64, sms int, entry string) (string,
 	if P > 0 {
 		parts, part = (span+P-1)/P, P
 	}
-	ev, err := a.evenSplit(W, V, U, HPB, BAL, sms)
+	ev, err := a.evenSplit(unit, HPB, BAL, sms)
 	if err != nil {
 		return "", err
 	}
@@ -337,7 +396,7 @@ func (a PagedAttention) emit(k map[string]int64, sms int, entry string) (string,
 	var b strings.Builder
 	b.WriteString(prelude)
 	fmt.Fprintf(&b, `
-// %s: warps=%d partition=%d heads_per_block=%d vec=%d unroll=%d prefetch=%d balance=%d
+// %s: warps=%d partition=%d heads_per_block=%d vec=%d unroll=%d prefetch=%d balance=%d mma=%d
 constexpr int B = %d, QH = %d, KVH = %d, D = %d, BS = %d, MAXB = %d;
 constexpr int GROUP = QH / KVH, HPB = %d, WARPS = %d, V = %d, U = %d;
 constexpr bool PREFETCH = %t;
@@ -351,15 +410,40 @@ constexpr int PART = %d, NPART = %d;  // tokens per partition, partitions
 // WARPS·TPW·U tokens] cut into GRID chunks of CHUNK units, one per block.
 constexpr bool EVEN = %t;
 constexpr int UPP = %d, CHUNK = %d, GRID = %d;
+constexpr int UNIT = %d;              // tokens per block step
 constexpr int NSLOT = %d;             // partial slots per (sequence, head)
 constexpr size_t HALF = (size_t)%d * BS * KVH * D;  // V's offset in the pool
 constexpr float SCALE_LOG2 = %.9ef;  // log2(e) / sqrt(D)
-`, a.Name(), W, P, HPB, V, U, PF, BAL, a.Batch, a.QHeads, a.KVHeads, a.HeadDim, a.BlockSize, a.maxBlocks(),
-		HPB, W, V, U, PF == 1, part, parts, BAL > 0, ev.upp, ev.chunk, ev.grid, slots, a.numBlocks(), math.Log2E/math.Sqrt(float64(a.HeadDim)))
-	b.WriteString(unpackLoad(V))
-	if PF >= 2 {
-		b.WriteString(ringHelpers(V, PF))
+`, a.Name(), W, P, HPB, V, U, PF, BAL, MMA, a.Batch, a.QHeads, a.KVHeads, a.HeadDim, a.BlockSize, a.maxBlocks(),
+		HPB, W, V, U, PF == 1, part, parts, BAL > 0, ev.upp, ev.chunk, ev.grid, unit, slots, a.numBlocks(), math.Log2E/math.Sqrt(float64(a.HeadDim)))
+	if MMA == 1 {
+		fmt.Fprintf(&b, "constexpr int PF = %d, TW = %d;        // ring stages, tokens per warp step\n", PF, 8*U)
+		b.WriteString(mmaSegment)
+	} else {
+		b.WriteString(unpackLoad(V))
+		if PF >= 2 {
+			b.WriteString(ringHelpers(V, PF))
+		}
+		b.WriteString(vecSegment(PF))
 	}
+	b.WriteString(mergeTail)
+	b.WriteString(kernelTail)
+	launchRing, ringArg := "", "0"
+	if ring > 0 {
+		// Opted into whatever the size: with the static merge buffers a
+		// ring of 48 KiB or less can still pass the default limit.
+		ringArg = fmt.Sprint(ring)
+		launchRing = fmt.Sprintf("  static cudaError_t opt = cudaFuncSetAttribute(attn, cudaFuncAttributeMaxDynamicSharedMemorySize, %d);\n  if (opt != cudaSuccess) return (int)opt;\n", ring)
+	}
+	fmt.Fprintf(&b, entryTemplate, workspaceHelper, entry, launchRing, ringArg, launchCheck)
+	return b.String(), nil
+}
+
+// vecSegment is the CUDA-core body (mma 0): the lane groups' dot products,
+// online softmax and accumulation, the warp merge by shuffles, and the
+// warps' partials into shared memory (mergeTail goes on from there).
+func vecSegment(prefetch int64) string {
+	var b strings.Builder
 	b.WriteString(`
 // load_kv loads the keys and values of tokens t0 + u·WARPS·TPW (u < U)
 // of this lane's dims; ok[u] says whether token u exists.
@@ -408,7 +492,7 @@ __device__ __forceinline__ void segment(const __nv_bfloat16 *__restrict__ q,
   // scored, and folded into the online softmax with one rescale per step;
   // with PREFETCH the next step's loads are issued before this step's math.
 `)
-	b.WriteString(loopHead(PF))
+	b.WriteString(loopHead(prefetch))
 	b.WriteString(`    float s[U][HPB];
 #pragma unroll
     for (int u = 0; u < U; u++) {
@@ -458,7 +542,7 @@ __device__ __forceinline__ void segment(const __nv_bfloat16 *__restrict__ q,
       }
     }
 `)
-	b.WriteString(loopTail(PF))
+	b.WriteString(loopTail(prefetch))
 	b.WriteString(`  // Merge the warp's token slots (lanes LPT apart hold the same dims).
 #pragma unroll
   for (int o = LPT; o < 32; o <<= 1) {
@@ -491,7 +575,13 @@ __device__ __forceinline__ void segment(const __nv_bfloat16 *__restrict__ q,
       }
     }
   }
-  __syncthreads();
+`)
+	return b.String()
+}
+
+// mergeTail ends a segment: the warps' partials in sm_m, sm_l and sm_acc
+// merged into out (whole) or into partial slot pslot.
+const mergeTail = `  __syncthreads();
   for (int i = threadIdx.x; i < HPB * D; i += WARPS * 32) {
     const int h = i / D, d = i % D;
     float mx = -INFINITY;
@@ -519,7 +609,10 @@ __device__ __forceinline__ void segment(const __nv_bfloat16 *__restrict__ q,
     }
   }
 }
+`
 
+// kernelTail is finish and the kernel around the segments.
+const kernelTail = `
 // finish is called by each of the n blocks holding a partial of head
 // group x of sequence b once it is stored: the last to arrive merges
 // slots 0 … n−1 in order (the result does not depend on which block is
@@ -569,7 +662,6 @@ __global__ void __launch_bounds__(WARPS * 32) attn(const __nv_bfloat16 *__restri
     const __nv_bfloat16 *__restrict__ pool, const int *__restrict__ block_tables,
     const int *__restrict__ context_lens, __nv_bfloat16 *__restrict__ out,
     float *__restrict__ part_ml, float *__restrict__ part_acc, unsigned *__restrict__ count) {
-  constexpr int UNIT = WARPS * TPW * U;  // tokens per unit (one step of the block)
   if (!EVEN) {
     const int b = blockIdx.y, tbeg = blockIdx.z * PART;
     segment(q, pool, block_tables, out, part_ml, part_acc, b, blockIdx.x, tbeg, min(context_lens[b], tbeg + PART),
@@ -591,15 +683,11 @@ __global__ void __launch_bounds__(WARPS * 32) attn(const __nv_bfloat16 *__restri
     u = ue;
   }
 }
-`)
-	launchRing, ringArg := "", "0"
-	if ring := ringBytes(W, U, V, PF); ring > 0 {
-		// Opted into whatever the size: with the static merge buffers a
-		// ring of 48 KiB or less can still pass the default limit.
-		ringArg = fmt.Sprint(ring)
-		launchRing = fmt.Sprintf("  static cudaError_t opt = cudaFuncSetAttribute(attn, cudaFuncAttributeMaxDynamicSharedMemorySize, %d);\n  if (opt != cudaSuccess) return (int)opt;\n", ring)
-	}
-	fmt.Fprintf(&b, `
+`
+
+// entryTemplate is the host entry: workspace helper, entry name, the ring's
+// opt-in, its dynamic shared memory and the launch check.
+const entryTemplate = `
 %s
 int %s(void *const *bufs, const int64_t *dims) {
   (void)dims;
@@ -617,9 +705,7 @@ int %s(void *const *bufs, const int64_t *dims) {
       (const __nv_bfloat16 *)bufs[1], (const int *)bufs[2], (const int *)bufs[3], (__nv_bfloat16 *)bufs[4], ml, pacc,
       scratch ? (unsigned *)(scratch + nws) : nullptr);
 %s}
-`, workspaceHelper, entry, launchRing, ringArg, launchCheck)
-	return b.String(), nil
-}
+`
 
 // evenSplit is the grid of balance > 0: the padded token space of every
 // (sequence, head group) pair, in units of one block step (warps · tokens
@@ -627,12 +713,11 @@ int %s(void *const *bufs, const int64_t *dims) {
 // bounds the blocks that share one pair.
 type evenSplit struct{ upp, chunk, grid, slots int64 }
 
-func (a PagedAttention) evenSplit(W, V, U, HPB, balance int64, sms int) (evenSplit, error) {
+func (a PagedAttention) evenSplit(unit, HPB, balance int64, sms int) (evenSplit, error) {
 	if balance <= 0 {
 		// Unused, but a valid divisor in the dead branch.
 		return evenSplit{upp: 1, chunk: 1, grid: 1, slots: 1}, nil
 	}
-	unit := W * (32 / (a.HeadDim / V)) * U
 	upp := (a.maxBlocks()*a.BlockSize + unit - 1) / unit
 	units := a.Batch * a.KVHeads * (a.group() / HPB) * upp
 	if units >= math.MaxInt32/2 {
@@ -764,3 +849,246 @@ __device__ __forceinline__ vec_t lds_kv(const uint4 *ring, int slot, int u, int 
 }
 `, prefetch, read)
 }
+
+// mmaRingBytes is the dynamic shared memory of the tensor-core ring:
+// prefetch stages of each warp's K and V tiles (8·unroll token rows each).
+func mmaRingBytes(warps, unroll, prefetch, headDim int64) int64 {
+	return prefetch * warps * 2 * 8 * unroll * headDim * 2
+}
+
+// mmaSegment is the tensor-core body (mma 1). Each warp stages TW whole
+// token rows of K and V per step in its own slots of a cp.async ring
+// (16-byte chunks XOR-swizzled by row, zero-filled past the end, so that
+// the 8 rows one ldmatrix reads hit distinct banks and a missing token
+// multiplies as 0), then computes S = Q·Kᵀ with mma.sync m16n8k16: the
+// HPB query heads are the rows of A (padded to 16 with zero rows), K
+// (ldmatrix) the B columns, f32 accumulation. The online softmax runs on
+// the C fragments, whose layout is P's A fragment as it stands (the
+// FlashAttention-2 arrangement: no shuffles between the two products), and
+// O += P·V takes V by ldmatrix.trans (m16n8k8 for 8 tokens, m16n8k16 for
+// 16). P is rounded to bf16 for the product and l sums the rounded values.
+const mmaSegment = `
+constexpr int CPR = D / 8;            // 16-byte chunks per token row
+constexpr int RPI = 32 / CPR;         // rows a warp copies per instruction
+constexpr int SWZ = CPR % 8 == 0 ? 7 : CPR % 4 == 0 ? 3 : 1;
+constexpr int TILE = TW * D * 2;      // bytes of one K (or V) tile
+constexpr int WSTAGE = 2 * TILE;      // a warp's stage: K then V
+static_assert(HPB <= 16 && D % 32 == 0 && 32 % CPR == 0 && (TW == 8 || TW == 16), "mma shape");
+__device__ __forceinline__ void cp_async16z(uint32_t dst, const void *src, int bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void mma1688(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t b0) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(b0));
+}
+// ex2 is 2^x (x ≤ 0 here: a result below 2^-126 is 0 either way).
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+// pack_bf16 rounds two floats to a bf16 pair (lo in the low half).
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  uint32_t r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+// swz is the byte offset of (row r, chunk c) in a tile.
+__device__ __forceinline__ uint32_t swz(int r, int c) { return (uint32_t)(r * CPR + (c ^ (r & SWZ))) * 16; }
+
+// issue_rows copies the K and V rows of tokens base … base + TW − 1 into
+// the warp's stage at shared address st (zero-filled from tend on). base
+// is a multiple of TW (segments start at multiples of the block step), so
+// with BS % TW == 0 the step's rows lie in one page: one table read.
+__device__ __forceinline__ void issue_rows(uint32_t st, const __nv_bfloat16 *__restrict__ pool,
+    const int *__restrict__ bt, int base, int tend, int kvh, int lane) {
+  const int c = lane % CPR, r0 = lane / CPR;
+  size_t row0 = 0;
+  if (BS % TW == 0 && base < tend) row0 = ((size_t)__ldg(bt + base / BS) * BS + base % BS) * KVH + kvh;
+#pragma unroll
+  for (int i = 0; i < TW / RPI; i++) {
+    const int r = r0 + i * RPI, t = base + r;
+    const bool ok = t < tend;
+    size_t off = 0;
+    if (ok) {
+      off = BS % TW == 0 ? (row0 + (size_t)r * KVH) * D + c * 8
+                         : (((size_t)__ldg(bt + t / BS) * BS + t % BS) * KVH + kvh) * D + c * 8;
+    }
+    const uint32_t dst = st + swz(r, c);
+    cp_async16z(dst, pool + off, ok ? 16 : 0);
+    cp_async16z(dst + TILE, pool + HALF + off, ok ? 16 : 0);
+  }
+}
+
+// segment attends head group x (a KV head and HPB of its query heads) of
+// sequence b over tokens [tbeg, tend), and stores the result in out
+// (whole) or as partial pslot of (sequence, head): max, sum and the
+// unnormalised accumulator. Scores are kept in log2 units (exp2f). Lane
+// 4g + t holds query heads h0 + g (C elements 0, 1) and h0 + g + 8 (2, 3).
+__device__ __forceinline__ void segment(const __nv_bfloat16 *__restrict__ q,
+    const __nv_bfloat16 *__restrict__ pool, const int *__restrict__ block_tables, __nv_bfloat16 *__restrict__ out,
+    float *__restrict__ part_ml, float *__restrict__ part_acc, int b, int x, int tbeg, int tend, int pslot, bool whole) {
+  const int kvh = x / (GROUP / HPB);
+  const int h0 = kvh * GROUP + (x % (GROUP / HPB)) * HPB;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
+  const int *bt = block_tables + (size_t)b * MAXB;
+  extern __shared__ uint4 ring[];
+  const uint32_t wbase = (uint32_t)__cvta_generic_to_shared(ring) + warp * WSTAGE;
+  constexpr uint32_t SLOT = WARPS * WSTAGE;  // bytes between a warp's stages
+  // Q as the A operand (rows past HPB are zero).
+  uint32_t qa[D / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < D / 16; kk++) {
+    const __nv_bfloat16 *r0 = q + ((size_t)b * QH + h0 + g) * D + kk * 16 + 2 * t4;
+    const __nv_bfloat16 *r1 = r0 + 8 * D;
+    qa[kk][0] = g < HPB ? *reinterpret_cast<const uint32_t *>(r0) : 0u;
+    qa[kk][1] = g + 8 < HPB ? *reinterpret_cast<const uint32_t *>(r1) : 0u;
+    qa[kk][2] = g < HPB ? *reinterpret_cast<const uint32_t *>(r0 + 8) : 0u;
+    qa[kk][3] = g + 8 < HPB ? *reinterpret_cast<const uint32_t *>(r1 + 8) : 0u;
+  }
+  float acc[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  const int base0 = tbeg + warp * TW;
+#pragma unroll
+  for (int p = 0; p < PF - 1; p++) {
+    issue_rows(wbase + p * SLOT, pool, bt, base0 + p * UNIT, tend, kvh, lane);
+    cp_async_commit();
+  }
+  int slot = 0;
+  for (int base = base0; base < tend; base += UNIT) {
+    // Every lane is done reading the stage refilled next; always commit a
+    // group (empty past the end), so that waiting for all but the newest
+    // PF − 1 means this step's rows have landed; then the other lanes'
+    // copies are made visible.
+    __syncwarp();
+    issue_rows(wbase + (slot == 0 ? PF - 1 : slot - 1) * SLOT, pool, bt, base + (PF - 1) * UNIT, tend, kvh, lane);
+    cp_async_commit();
+    cp_async_wait<PF - 1>();
+    __syncwarp();
+    const uint32_t kb = wbase + slot * SLOT, vb = kb + TILE;
+    slot = slot + 1 == PF ? 0 : slot + 1;
+    // S = Q·Kᵀ: n-tile j is tokens 8j … 8j + 7; one ldmatrix.x4 gives the
+    // B fragments of two k-steps (rows 8j + lane%8, chunks 4kk + lane/8),
+    // summed in two chains (even and odd k-steps) to halve the latency.
+    float s[TW / 8][4];
+#pragma unroll
+    for (int j = 0; j < TW / 8; j++) {
+      float s2[4] = {0.f, 0.f, 0.f, 0.f};
+      s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < D / 32; kk++) {
+        uint32_t r[4];
+        ldsm_x4(r, kb + swz(j * 8 + lane % 8, 4 * kk + lane / 8));
+        mma16816(s[j], qa[2 * kk], r[0], r[1]);
+        mma16816(s2, qa[2 * kk + 1], r[2], r[3]);
+      }
+#pragma unroll
+      for (int e = 0; e < 4; e++) s[j][e] += s2[e];
+    }
+    // Online softmax of rows g (elements 0, 1) and g + 8 (2, 3): a row's
+    // tokens are spread over the 4 lanes of a quad. Only the last step of
+    // a segment can hold tokens past its end.
+    float mx0 = m0, mx1 = m1;
+    const bool whole_step = base + TW <= tend;
+#pragma unroll
+    for (int j = 0; j < TW / 8; j++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++)
+        s[j][e] = whole_step || base + j * 8 + 2 * t4 + (e & 1) < tend ? s[j][e] * SCALE_LOG2 : -INFINITY;
+      mx0 = fmaxf(mx0, fmaxf(s[j][0], s[j][1]));
+      mx1 = fmaxf(mx1, fmaxf(s[j][2], s[j][3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    if (HPB > 8) {
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    }
+    // Token base exists, so the maxima are finite from the first step;
+    // the accumulators are rescaled only when a maximum grows.
+    if (mx0 > m0) {
+      const float c = ex2(m0 - mx0);
+      l0 *= c;
+#pragma unroll
+      for (int n = 0; n < D / 8; n++) acc[n][0] *= c, acc[n][1] *= c;
+      m0 = mx0;
+    }
+    if (HPB > 8 && mx1 > m1) {
+      const float c = ex2(m1 - mx1);
+      l1 *= c;
+#pragma unroll
+      for (int n = 0; n < D / 8; n++) acc[n][2] *= c, acc[n][3] *= c;
+      m1 = mx1;
+    }
+    // P as the A operand: n-tiles 2kt and 2kt + 1 of S are k-tile kt.
+    uint32_t pa[(TW + 15) / 16][4];
+#pragma unroll
+    for (int j = 0; j < TW / 8; j++) {
+      const uint32_t lo = pack_bf16(ex2(s[j][0] - m0), ex2(s[j][1] - m0));
+      const uint32_t hi = HPB > 8 ? pack_bf16(ex2(s[j][2] - m1), ex2(s[j][3] - m1)) : 0u;
+      l0 += bf_lo(lo) + bf_hi(lo);
+      if (HPB > 8) l1 += bf_lo(hi) + bf_hi(hi);
+      pa[j / 2][(j & 1) * 2] = lo;
+      pa[j / 2][(j & 1) * 2 + 1] = hi;
+    }
+    // O += P·V: V rows are k, dims are n (ldmatrix.trans).
+    if (TW == 8) {
+#pragma unroll
+      for (int nq = 0; nq < D / 32; nq++) {
+        uint32_t r[4];
+        ldsm_x4_t(r, vb + swz(lane % 8, 4 * nq + lane / 8));
+#pragma unroll
+        for (int i = 0; i < 4; i++) mma1688(acc[4 * nq + i], pa[0][0], pa[0][1], r[i]);
+      }
+    } else {
+#pragma unroll
+      for (int nd = 0; nd < D / 16; nd++) {
+        uint32_t r[4];
+        ldsm_x4_t(r, vb + swz(lane % 16, 2 * nd + lane / 16));
+        mma16816(acc[2 * nd], pa[0], r[0], r[1]);
+        mma16816(acc[2 * nd + 1], pa[0], r[2], r[3]);
+      }
+    }
+  }
+  // The empty groups past the end are drained before the ring is reused.
+  cp_async_wait<0>();
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  // The warps' partials through shared memory.
+  __shared__ float sm_m[WARPS][HPB], sm_l[WARPS][HPB], sm_acc[WARPS][HPB][D];
+#pragma unroll
+  for (int half = 0; half < 2; half++) {
+    const int h = g + 8 * half;
+    if (h < HPB) {
+#pragma unroll
+      for (int n = 0; n < D / 8; n++) {
+        sm_acc[warp][h][n * 8 + 2 * t4] = acc[n][2 * half];
+        sm_acc[warp][h][n * 8 + 2 * t4 + 1] = acc[n][2 * half + 1];
+      }
+      if (t4 == 0) {
+        sm_m[warp][h] = half ? m1 : m0;
+        sm_l[warp][h] = half ? l1 : l0;
+      }
+    }
+  }
+`

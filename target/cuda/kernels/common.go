@@ -171,6 +171,7 @@ func parallelRows(n int, f func(i int)) {
 // split-K, paged attention cp.async rings and a new partition rule; 4: cuda_gemm
 // mma=2 wgmma with wg_m/wg_n, cuda_gemv mma=3 and stages, paged attention's
 // head-major grid; 5: paged attention's balance knob and in-kernel merge of
-// split partials, the GEMV ring's K-block target and small-N rule).
+// split partials, the GEMV ring's K-block target and small-N rule; 6: paged
+// attention's mma knob, tensor-core q·k and p·v, the default where the shape allows).
 // The CPU's version (cgen.CodegenVersion) moves independently.
-const CodegenVersion = 5
+const CodegenVersion = 6

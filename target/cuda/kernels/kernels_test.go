@@ -362,11 +362,11 @@ func TestPagedAttentionEvenSplit(t *testing.T) {
 		{PagedAttention{Batch: 3, QHeads: 4, KVHeads: 4, HeadDim: 64, BlockSize: 7, Context: 300}, 4, 8, 1, 1, 2, 132},
 		{PagedAttention{Batch: 5, QHeads: 8, KVHeads: 2, HeadDim: 64, BlockSize: 7, Context: 300}, 8, 16, 4, 4, 1, 7},
 	} {
-		ev, err := tc.a.evenSplit(tc.warps, tc.vec, tc.unroll, tc.hpb, tc.balance, tc.sms)
+		unit := tc.warps * (32 / (tc.a.HeadDim / tc.vec)) * tc.unroll
+		ev, err := tc.a.evenSplit(unit, tc.hpb, tc.balance, tc.sms)
 		if err != nil {
 			t.Fatal(err)
 		}
-		unit := tc.warps * (32 / (tc.a.HeadDim / tc.vec)) * tc.unroll
 		if ev.upp*unit < tc.a.maxBlocks()*tc.a.BlockSize || (ev.upp-1)*unit >= tc.a.maxBlocks()*tc.a.BlockSize {
 			t.Errorf("%s: %d units of %d tokens per pair for a span of %d", tc.a.Name(), ev.upp, unit, tc.a.maxBlocks()*tc.a.BlockSize)
 		}
@@ -461,6 +461,96 @@ func TestPagedAttentionRefusals(t *testing.T) {
 		}
 		if strings.Count(src, "<<<") != 1 {
 			t.Errorf("%v: %d launches, want one", tc.knobs, strings.Count(src, "<<<"))
+		}
+	}
+}
+
+// TestPagedAttentionMMA checks the tensor-core path: the default takes it
+// where the shape allows (8 tokens per warp step, two stages) and keeps
+// the CUDA-core kernel where it does not (query heads per KV head past
+// the 16 mma rows, head_dim 16: one k-step, where an ldmatrix.x4 takes two);
+// points it cannot carry are refused before nvcc; and a valid point
+// emits the mma body with its ring (K and V tiles per warp and stage) and
+// a balanced grid in units of its block step.
+func TestPagedAttentionMMA(t *testing.T) {
+	for _, tc := range []struct {
+		a   PagedAttention
+		mma int64
+	}{
+		{PagedAttention{Batch: 32, QHeads: 32, KVHeads: 8, HeadDim: 128, BlockSize: 16, Context: 4096}, 1},
+		{PagedAttention{Batch: 3, QHeads: 4, KVHeads: 4, HeadDim: 64, BlockSize: 7, Context: 100}, 1},
+		{PagedAttention{Batch: 2, QHeads: 32, KVHeads: 1, HeadDim: 64, BlockSize: 16, Context: 100}, 0},
+		{PagedAttention{Batch: 2, QHeads: 8, KVHeads: 2, HeadDim: 16, BlockSize: 16, Context: 100}, 0},
+	} {
+		s, err := search.DefaultSchedule(tc.a, Hardware(cuda.H100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := knobsOf(tc.a.knobs(), s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k["mma"] != tc.mma {
+			t.Errorf("%s: default mma %d, want %d", tc.a.Name(), k["mma"], tc.mma)
+		}
+		src, err := tc.a.EmitCUDA(s, cuda.H100, Entry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(src, "mma.sync.aligned.m16n8k16"); got != (tc.mma == 1) {
+			t.Errorf("%s: mma.sync in the source %t, want %t", tc.a.Name(), got, tc.mma == 1)
+		}
+		if tc.mma == 1 && (k["unroll"] != 1 || k["prefetch"] != 2 || k["vec"] != 8) {
+			t.Errorf("%s: default %v, want unroll 1, prefetch 2, vec 8", tc.a.Name(), k)
+		}
+	}
+	a := PagedAttention{Batch: 32, QHeads: 32, KVHeads: 8, HeadDim: 128, BlockSize: 16, Context: 4096}
+	base := map[string]int64{"warps": 4, "partition": 0, "heads_per_block": 4, "vec": 8, "unroll": 1, "prefetch": 2, "mma": 1}
+	for _, tc := range []struct {
+		set  map[string]int64
+		err  string
+		want []string
+	}{
+		{map[string]int64{"vec": 16}, "vec pinned", nil},
+		{map[string]int64{"unroll": 4}, "unroll 1 or 2", nil},
+		{map[string]int64{"prefetch": 1}, "prefetch ≥ 2", nil},
+		// 4 warps × 2 stages × K and V × 8 rows × 256 bytes.
+		{nil, "", []string{"constexpr int PF = 2, TW = 8;", "cudaFuncAttributeMaxDynamicSharedMemorySize, 32768)", "m16n8k8"}},
+		{map[string]int64{"unroll": 2, "prefetch": 3, "warps": 8}, "", []string{"constexpr int PF = 3, TW = 16;", "MaxDynamicSharedMemorySize, 196608)"}},
+		// 256 pairs of 4096 tokens in units of 4 warps × 8 tokens, for 264 blocks.
+		{map[string]int64{"balance": 2}, "", []string{"constexpr int UPP = 128, CHUNK = 125, GRID = 263;", "constexpr int UNIT = 32;"}},
+		{map[string]int64{"heads_per_block": 2, "partition": 1024}, "", []string{"HPB = 2,", "PART = 1024, NPART = 4;"}},
+	} {
+		k := map[string]int64{}
+		for n, v := range base {
+			k[n] = v
+		}
+		for n, v := range tc.set {
+			k[n] = v
+		}
+		def, err := a.Def()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := schedule.New(def, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.knobs().Choose(s, k); err != nil {
+			t.Fatal(err)
+		}
+		src, err := a.EmitCUDA(s, cuda.H100, Entry)
+		if (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%v: err %v, want %q", k, err, tc.err)
+			continue
+		}
+		if tc.err != "" && a.valid(k) == nil {
+			t.Errorf("%v: the space holds a point the generator refuses", k)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(src, w) {
+				t.Errorf("%v: no %q in the source", k, w)
+			}
 		}
 	}
 }

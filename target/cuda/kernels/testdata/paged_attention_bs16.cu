@@ -7,9 +7,9 @@
 __device__ __forceinline__ float bf_lo(uint32_t u) { return __uint_as_float(u << 16); }
 __device__ __forceinline__ float bf_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
 
-// cuda_paged_attention/B=32,QH=32,KVH=8,D=128,BS=16,ctx=4096/bf16: warps=4 partition=0 heads_per_block=4 vec=16 unroll=2 prefetch=2 balance=0
+// cuda_paged_attention/B=32,QH=32,KVH=8,D=128,BS=16,ctx=4096/bf16: warps=4 partition=0 heads_per_block=4 vec=8 unroll=1 prefetch=2 balance=0 mma=1
 constexpr int B = 32, QH = 32, KVH = 8, D = 128, BS = 16, MAXB = 256;
-constexpr int GROUP = QH / KVH, HPB = 4, WARPS = 4, V = 16, U = 2;
+constexpr int GROUP = QH / KVH, HPB = 4, WARPS = 4, V = 8, U = 1;
 constexpr bool PREFETCH = false;
 constexpr int LPT = D / V;            // lanes per token
 constexpr int CH = V == 16 ? 8 : V;   // elements per 16-byte load
@@ -21,200 +21,232 @@ constexpr int PART = 4096, NPART = 1;  // tokens per partition, partitions
 // WARPS·TPW·U tokens] cut into GRID chunks of CHUNK units, one per block.
 constexpr bool EVEN = false;
 constexpr int UPP = 1, CHUNK = 1, GRID = 1;
+constexpr int UNIT = 32;              // tokens per block step
 constexpr int NSLOT = 1;             // partial slots per (sequence, head)
 constexpr size_t HALF = (size_t)8192 * BS * KVH * D;  // V's offset in the pool
 constexpr float SCALE_LOG2 = 1.275174308e-01f;  // log2(e) / sqrt(D)
-struct vec_t { uint4 a, b; }; // 16 bf16 = 32 bytes per load (two 16-byte loads)
-__device__ __forceinline__ void unpack(const vec_t &p, float *f) {
-  const uint32_t w[8] = {p.a.x, p.a.y, p.a.z, p.a.w, p.b.x, p.b.y, p.b.z, p.b.w};
-#pragma unroll
-  for (int i = 0; i < 8; i++) { f[2 * i] = bf_lo(w[i]); f[2 * i + 1] = bf_hi(w[i]); }
-}
-__device__ __forceinline__ vec_t ldv(const __nv_bfloat16 *p) {
-  const uint4 *q = reinterpret_cast<const uint4 *>(p);
-  return vec_t{__ldcs(q), __ldcs(q + VEC16_STRIDE / 8)};
-}
-constexpr int PF = 2;              // ring stages
-constexpr int VW = V / 8;             // 16-byte pieces per lane and token
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"((unsigned)__cvta_generic_to_shared(smem)), "l"(gmem));
+constexpr int PF = 2, TW = 8;        // ring stages, tokens per warp step
+
+constexpr int CPR = D / 8;            // 16-byte chunks per token row
+constexpr int RPI = 32 / CPR;         // rows a warp copies per instruction
+constexpr int SWZ = CPR % 8 == 0 ? 7 : CPR % 4 == 0 ? 3 : 1;
+constexpr int TILE = TW * D * 2;      // bytes of one K (or V) tile
+constexpr int WSTAGE = 2 * TILE;      // a warp's stage: K then V
+static_assert(HPB <= 16 && D % 32 == 0 && 32 % CPR == 0 && (TW == 8 || TW == 16), "mma shape");
+__device__ __forceinline__ void cp_async16z(uint32_t dst, const void *src, int bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
-// issue_kv copies the keys and values of tokens t0 + u·WARPS·TPW (u < U)
-// of this lane's dims into ring stage slot.
-__device__ __forceinline__ void issue_kv(uint4 *ring, int slot, const __nv_bfloat16 *__restrict__ pool,
-    const int *__restrict__ bt, int t0, int tend, int kvh, int d0) {
-#pragma unroll
-  for (int u = 0; u < U; u++) {
-    const int t = t0 + u * WARPS * TPW;
-    if (t < tend) {
-      const size_t off = (((size_t)bt[t / BS] * BS + t % BS) * KVH + kvh) * D + d0;
-      uint4 *k = ring + (size_t)((slot * U + u) * 2) * VW * (WARPS * 32) + threadIdx.x;
-#pragma unroll
-      for (int p = 0; p < VW; p++) {
-        cp_async16(k + p * (WARPS * 32), pool + off + p * VEC16_STRIDE);
-        cp_async16(k + (VW + p) * (WARPS * 32), pool + HALF + off + p * VEC16_STRIDE);
-      }
-    }
-  }
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
 }
-
-// lds_kv reads back this lane's keys (which = 0) or values (1) of token u.
-__device__ __forceinline__ vec_t lds_kv(const uint4 *ring, int slot, int u, int which) {
-  const uint4 *p = ring + (size_t)((slot * U + u) * 2 + which) * VW * (WARPS * 32) + threadIdx.x;
-  return vec_t{p[0], p[WARPS * 32]};
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
 }
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void mma1688(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t b0) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(b0));
+}
+// ex2 is 2^x (x ≤ 0 here: a result below 2^-126 is 0 either way).
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+// pack_bf16 rounds two floats to a bf16 pair (lo in the low half).
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  uint32_t r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+// swz is the byte offset of (row r, chunk c) in a tile.
+__device__ __forceinline__ uint32_t swz(int r, int c) { return (uint32_t)(r * CPR + (c ^ (r & SWZ))) * 16; }
 
-// load_kv loads the keys and values of tokens t0 + u·WARPS·TPW (u < U)
-// of this lane's dims; ok[u] says whether token u exists.
-__device__ __forceinline__ void load_kv(const __nv_bfloat16 *__restrict__ pool, const int *__restrict__ bt, int t0,
-    int tend, int kvh, int d0, vec_t (&kv)[U], vec_t (&vv)[U], bool (&ok)[U]) {
+// issue_rows copies the K and V rows of tokens base … base + TW − 1 into
+// the warp's stage at shared address st (zero-filled from tend on). base
+// is a multiple of TW (segments start at multiples of the block step), so
+// with BS % TW == 0 the step's rows lie in one page: one table read.
+__device__ __forceinline__ void issue_rows(uint32_t st, const __nv_bfloat16 *__restrict__ pool,
+    const int *__restrict__ bt, int base, int tend, int kvh, int lane) {
+  const int c = lane % CPR, r0 = lane / CPR;
+  size_t row0 = 0;
+  if (BS % TW == 0 && base < tend) row0 = ((size_t)__ldg(bt + base / BS) * BS + base % BS) * KVH + kvh;
 #pragma unroll
-  for (int u = 0; u < U; u++) {
-    const int t = t0 + u * WARPS * TPW;
-    ok[u] = t < tend;
-    if (ok[u]) {
-      const size_t off = (((size_t)bt[t / BS] * BS + t % BS) * KVH + kvh) * D + d0;
-      kv[u] = ldv(pool + off);
-      vv[u] = ldv(pool + HALF + off);
+  for (int i = 0; i < TW / RPI; i++) {
+    const int r = r0 + i * RPI, t = base + r;
+    const bool ok = t < tend;
+    size_t off = 0;
+    if (ok) {
+      off = BS % TW == 0 ? (row0 + (size_t)r * KVH) * D + c * 8
+                         : (((size_t)__ldg(bt + t / BS) * BS + t % BS) * KVH + kvh) * D + c * 8;
     }
+    const uint32_t dst = st + swz(r, c);
+    cp_async16z(dst, pool + off, ok ? 16 : 0);
+    cp_async16z(dst + TILE, pool + HALF + off, ok ? 16 : 0);
   }
 }
 
 // segment attends head group x (a KV head and HPB of its query heads) of
 // sequence b over tokens [tbeg, tend), and stores the result in out
 // (whole) or as partial pslot of (sequence, head): max, sum and the
-// unnormalised accumulator. Scores are kept in log2 units (exp2f).
+// unnormalised accumulator. Scores are kept in log2 units (exp2f). Lane
+// 4g + t holds query heads h0 + g (C elements 0, 1) and h0 + g + 8 (2, 3).
 __device__ __forceinline__ void segment(const __nv_bfloat16 *__restrict__ q,
     const __nv_bfloat16 *__restrict__ pool, const int *__restrict__ block_tables, __nv_bfloat16 *__restrict__ out,
     float *__restrict__ part_ml, float *__restrict__ part_acc, int b, int x, int tbeg, int tend, int pslot, bool whole) {
   const int kvh = x / (GROUP / HPB);
   const int h0 = kvh * GROUP + (x % (GROUP / HPB)) * HPB;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  // Lane dims: d0 + v for v < CH, and d0 + D/2 + v − CH above (V = 16).
-  const int sub = lane / LPT, d0 = (lane % LPT) * CH;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
   const int *bt = block_tables + (size_t)b * MAXB;
-
-  float qf[HPB][V], m[HPB], l[HPB], acc[HPB][V];
-#pragma unroll
-  for (int h = 0; h < HPB; h++) {
-    unpack(ldv(q + ((size_t)b * QH + h0 + h) * D + d0), qf[h]);
-#pragma unroll
-    for (int v = 0; v < V; v++) {
-      qf[h][v] *= SCALE_LOG2;
-      acc[h][v] = 0.f;
-    }
-    m[h] = -INFINITY;
-    l[h] = 0.f;
-  }
-  // base is uniform across the warp, so every lane reaches every shuffle.
-  // The U tokens of a step are loaded first (U loads in flight per lane),
-  // scored, and folded into the online softmax with one rescale per step;
-  // with PREFETCH the next step's loads are issued before this step's math.
-  constexpr int STEP = WARPS * TPW * U;
-  vec_t kv[U], vv[U];
-  bool ok[U];
   extern __shared__ uint4 ring[];
+  const uint32_t wbase = (uint32_t)__cvta_generic_to_shared(ring) + warp * WSTAGE;
+  constexpr uint32_t SLOT = WARPS * WSTAGE;  // bytes between a warp's stages
+  // Q as the A operand (rows past HPB are zero).
+  uint32_t qa[D / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < D / 16; kk++) {
+    const __nv_bfloat16 *r0 = q + ((size_t)b * QH + h0 + g) * D + kk * 16 + 2 * t4;
+    const __nv_bfloat16 *r1 = r0 + 8 * D;
+    qa[kk][0] = g < HPB ? *reinterpret_cast<const uint32_t *>(r0) : 0u;
+    qa[kk][1] = g + 8 < HPB ? *reinterpret_cast<const uint32_t *>(r1) : 0u;
+    qa[kk][2] = g < HPB ? *reinterpret_cast<const uint32_t *>(r0 + 8) : 0u;
+    qa[kk][3] = g + 8 < HPB ? *reinterpret_cast<const uint32_t *>(r1 + 8) : 0u;
+  }
+  float acc[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  const int base0 = tbeg + warp * TW;
 #pragma unroll
   for (int p = 0; p < PF - 1; p++) {
-    issue_kv(ring, p, pool, bt, tbeg + warp * TPW + sub + p * STEP, tend, kvh, d0);
+    issue_rows(wbase + p * SLOT, pool, bt, base0 + p * UNIT, tend, kvh, lane);
     cp_async_commit();
   }
   int slot = 0;
-  for (int base = tbeg + warp * TPW; base < tend; base += STEP) {
-    // Always commit a group (empty past the end), so that waiting for all
-    // but the newest PF − 1 groups means this step's copies have landed;
-    // each lane reads back only its own copies, so no barrier is needed.
-    issue_kv(ring, slot == 0 ? PF - 1 : slot - 1, pool, bt, base + (PF - 1) * STEP + sub, tend, kvh, d0);
+  for (int base = base0; base < tend; base += UNIT) {
+    // Every lane is done reading the stage refilled next; always commit a
+    // group (empty past the end), so that waiting for all but the newest
+    // PF − 1 means this step's rows have landed; then the other lanes'
+    // copies are made visible.
+    __syncwarp();
+    issue_rows(wbase + (slot == 0 ? PF - 1 : slot - 1) * SLOT, pool, bt, base + (PF - 1) * UNIT, tend, kvh, lane);
     cp_async_commit();
     cp_async_wait<PF - 1>();
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      ok[u] = base + sub + u * WARPS * TPW < tend;
-      kv[u] = lds_kv(ring, slot, u, 0);
-      vv[u] = lds_kv(ring, slot, u, 1);
-    }
+    __syncwarp();
+    const uint32_t kb = wbase + slot * SLOT, vb = kb + TILE;
     slot = slot + 1 == PF ? 0 : slot + 1;
-    float s[U][HPB];
+    // S = Q·Kᵀ: n-tile j is tokens 8j … 8j + 7; one ldmatrix.x4 gives the
+    // B fragments of two k-steps (rows 8j + lane%8, chunks 4kk + lane/8),
+    // summed in two chains (even and odd k-steps) to halve the latency.
+    float s[TW / 8][4];
 #pragma unroll
-    for (int u = 0; u < U; u++) {
-      float kf[V];
-      if (ok[u]) {
-        unpack(kv[u], kf);
-      } else {
+    for (int j = 0; j < TW / 8; j++) {
+      float s2[4] = {0.f, 0.f, 0.f, 0.f};
+      s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
 #pragma unroll
-        for (int v = 0; v < V; v++) kf[v] = 0.f;
+      for (int kk = 0; kk < D / 32; kk++) {
+        uint32_t r[4];
+        ldsm_x4(r, kb + swz(j * 8 + lane % 8, 4 * kk + lane / 8));
+        mma16816(s[j], qa[2 * kk], r[0], r[1]);
+        mma16816(s2, qa[2 * kk + 1], r[2], r[3]);
       }
 #pragma unroll
-      for (int h = 0; h < HPB; h++) {
-        float d = 0.f;
-#pragma unroll
-        for (int v = 0; v < V; v++) d = fmaf(qf[h][v], kf[v], d);
-#pragma unroll
-        for (int o = LPT / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-        s[u][h] = ok[u] ? d : -INFINITY;
-      }
+      for (int e = 0; e < 4; e++) s[j][e] += s2[e];
     }
+    // Online softmax of rows g (elements 0, 1) and g + 8 (2, 3): a row's
+    // tokens are spread over the 4 lanes of a quad. Only the last step of
+    // a segment can hold tokens past its end.
+    float mx0 = m0, mx1 = m1;
+    const bool whole_step = base + TW <= tend;
 #pragma unroll
-    for (int h = 0; h < HPB; h++) {
-      float mn = m[h];
+    for (int j = 0; j < TW / 8; j++) {
 #pragma unroll
-      for (int u = 0; u < U; u++) mn = fmaxf(mn, s[u][h]);
-      // Rescale only when the running max grows, which after the first
-      // tokens is rare: the multiply of every accumulator is skipped.
-      if (mn > m[h]) {
-        const float c = exp2f(m[h] - mn);  // 0 while m is still -inf
-        l[h] *= c;
-#pragma unroll
-        for (int v = 0; v < V; v++) acc[h][v] *= c;
-        m[h] = mn;
-      }
+      for (int e = 0; e < 4; e++)
+        s[j][e] = whole_step || base + j * 8 + 2 * t4 + (e & 1) < tend ? s[j][e] * SCALE_LOG2 : -INFINITY;
+      mx0 = fmaxf(mx0, fmaxf(s[j][0], s[j][1]));
+      mx1 = fmaxf(mx1, fmaxf(s[j][2], s[j][3]));
     }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    if (HPB > 8) {
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    }
+    // Token base exists, so the maxima are finite from the first step;
+    // the accumulators are rescaled only when a maximum grows.
+    if (mx0 > m0) {
+      const float c = ex2(m0 - mx0);
+      l0 *= c;
 #pragma unroll
-    for (int u = 0; u < U; u++) {
-      if (!ok[u]) continue;
-      float vf[V];
-      unpack(vv[u], vf);
+      for (int n = 0; n < D / 8; n++) acc[n][0] *= c, acc[n][1] *= c;
+      m0 = mx0;
+    }
+    if (HPB > 8 && mx1 > m1) {
+      const float c = ex2(m1 - mx1);
+      l1 *= c;
 #pragma unroll
-      for (int h = 0; h < HPB; h++) {
-        const float p = exp2f(s[u][h] - m[h]);
-        l[h] += p;
+      for (int n = 0; n < D / 8; n++) acc[n][2] *= c, acc[n][3] *= c;
+      m1 = mx1;
+    }
+    // P as the A operand: n-tiles 2kt and 2kt + 1 of S are k-tile kt.
+    uint32_t pa[(TW + 15) / 16][4];
 #pragma unroll
-        for (int v = 0; v < V; v++) acc[h][v] = fmaf(p, vf[v], acc[h][v]);
+    for (int j = 0; j < TW / 8; j++) {
+      const uint32_t lo = pack_bf16(ex2(s[j][0] - m0), ex2(s[j][1] - m0));
+      const uint32_t hi = HPB > 8 ? pack_bf16(ex2(s[j][2] - m1), ex2(s[j][3] - m1)) : 0u;
+      l0 += bf_lo(lo) + bf_hi(lo);
+      if (HPB > 8) l1 += bf_lo(hi) + bf_hi(hi);
+      pa[j / 2][(j & 1) * 2] = lo;
+      pa[j / 2][(j & 1) * 2 + 1] = hi;
+    }
+    // O += P·V: V rows are k, dims are n (ldmatrix.trans).
+    if (TW == 8) {
+#pragma unroll
+      for (int nq = 0; nq < D / 32; nq++) {
+        uint32_t r[4];
+        ldsm_x4_t(r, vb + swz(lane % 8, 4 * nq + lane / 8));
+#pragma unroll
+        for (int i = 0; i < 4; i++) mma1688(acc[4 * nq + i], pa[0][0], pa[0][1], r[i]);
+      }
+    } else {
+#pragma unroll
+      for (int nd = 0; nd < D / 16; nd++) {
+        uint32_t r[4];
+        ldsm_x4_t(r, vb + swz(lane % 16, 2 * nd + lane / 16));
+        mma16816(acc[2 * nd], pa[0], r[0], r[1]);
+        mma16816(acc[2 * nd + 1], pa[0], r[2], r[3]);
       }
     }
   }
-  // Merge the warp's token slots (lanes LPT apart hold the same dims).
-#pragma unroll
-  for (int o = LPT; o < 32; o <<= 1) {
-#pragma unroll
-    for (int h = 0; h < HPB; h++) {
-      const float m2 = __shfl_xor_sync(0xffffffffu, m[h], o);
-      const float l2 = __shfl_xor_sync(0xffffffffu, l[h], o);
-      const float mn = fmaxf(m[h], m2);
-      const float c1 = mn == -INFINITY ? 0.f : exp2f(m[h] - mn);
-      const float c2 = mn == -INFINITY ? 0.f : exp2f(m2 - mn);
-      l[h] = l[h] * c1 + l2 * c2;
-#pragma unroll
-      for (int v = 0; v < V; v++) {
-        const float a2 = __shfl_xor_sync(0xffffffffu, acc[h][v], o);
-        acc[h][v] = acc[h][v] * c1 + a2 * c2;
-      }
-      m[h] = mn;
-    }
-  }
-  // Merge the warps through shared memory.
+  // The empty groups past the end are drained before the ring is reused.
+  cp_async_wait<0>();
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  // The warps' partials through shared memory.
   __shared__ float sm_m[WARPS][HPB], sm_l[WARPS][HPB], sm_acc[WARPS][HPB][D];
-  if (sub == 0) {
 #pragma unroll
-    for (int h = 0; h < HPB; h++) {
+  for (int half = 0; half < 2; half++) {
+    const int h = g + 8 * half;
+    if (h < HPB) {
 #pragma unroll
-      for (int v = 0; v < V; v++) sm_acc[warp][h][d0 + v % CH + (v / CH) * (D / 2)] = acc[h][v];
-      if (lane == 0) {
-        sm_m[warp][h] = m[h];
-        sm_l[warp][h] = l[h];
+      for (int n = 0; n < D / 8; n++) {
+        sm_acc[warp][h][n * 8 + 2 * t4] = acc[n][2 * half];
+        sm_acc[warp][h][n * 8 + 2 * t4 + 1] = acc[n][2 * half + 1];
+      }
+      if (t4 == 0) {
+        sm_m[warp][h] = half ? m1 : m0;
+        sm_l[warp][h] = half ? l1 : l0;
       }
     }
   }
@@ -296,7 +328,6 @@ __global__ void __launch_bounds__(WARPS * 32) attn(const __nv_bfloat16 *__restri
     const __nv_bfloat16 *__restrict__ pool, const int *__restrict__ block_tables,
     const int *__restrict__ context_lens, __nv_bfloat16 *__restrict__ out,
     float *__restrict__ part_ml, float *__restrict__ part_acc, unsigned *__restrict__ count) {
-  constexpr int UNIT = WARPS * TPW * U;  // tokens per unit (one step of the block)
   if (!EVEN) {
     const int b = blockIdx.y, tbeg = blockIdx.z * PART;
     segment(q, pool, block_tables, out, part_ml, part_acc, b, blockIdx.x, tbeg, min(context_lens[b], tbeg + PART),
