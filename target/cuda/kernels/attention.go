@@ -300,8 +300,11 @@ func (a PagedAttention) mmaShape() bool {
 // 0.03–0.1% faster (the first three are in); L2::128B / 256B hints ±0.05%;
 // a cluster of 2 KV heads +0.1%, and a cluster barrier per step to keep
 // a sequence's heads reading the same pages together +3.5% (2 and 4 heads).
-// The same copies with no math took 178.9 µs where this kernel took 180.2
-// and SDPA 179.7: the math still costs about 0.7%.
+// The same copies with no math took 178.9 µs where this kernel took 180.1
+// (SDPA 179.7–179.9): the math still costs about 0.7%, and not in
+// proportion to its work: without the p·v products 180.4, without q·k
+// 179.8; keeping two stages in flight through the math (above) and reading
+// the block-table entry a step ahead (180.0) changed nothing either.
 func (a PagedAttention) Default(s *schedule.Schedule, hw kernels.Hardware) error {
 	v := map[string]int64{"warps": 4, "partition": 0, "heads_per_block": a.group(), "vec": 8, "unroll": 2, "prefetch": 1}
 	// Tensor cores where the shape allows, 8 tokens per warp step and two

@@ -31,7 +31,9 @@
 //          throughout, where issuing first has PFS − 1 only during the math);
 //          CL applies too, and CLSYNC = 1 keeps the cluster's blocks in step
 //          (a split cluster barrier: arrive after a step's copies are issued,
-//          wait before the next step's are)
+//          wait before the next step's are); BTPF: the block-table entry of
+//          a step's copies read one step earlier (BTF, not LI); NOS / NOPV
+//          (diagnostics, wrong output): no q·k / no p·v products
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
 #include <stdint.h>
@@ -101,6 +103,15 @@
 #endif
 #ifndef CLSYNC
 #define CLSYNC 0
+#endif
+#ifndef BTPF
+#define BTPF 0
+#endif
+#ifndef NOS
+#define NOS 0
+#endif
+#ifndef NOPV
+#define NOPV 0
 #endif
 #ifndef FAST
 #define FAST 0
@@ -378,11 +389,12 @@ __device__ __forceinline__ uint32_t swz(int r, int c) { return (uint32_t)(r * CP
 // issue_rows copies the K and V rows of tokens base … base+TW−1 into the
 // warp's stage at shared address st (zero-filled past tend).
 __device__ __forceinline__ void issue_rows(uint32_t st, const __nv_bfloat16 *__restrict__ pool,
-    const int *__restrict__ bt, int base, int tend, int kvh, int lane) {
+    const int *__restrict__ bt, int base, int tend, int kvh, int lane, int pg = -1) {
   const int c = lane % CPR, r0 = lane / CPR;
   // With BTF and BS % TW == 0 the step's rows are in one page.
   size_t row0 = 0;
-  if (BTF && BS % TW == 0 && base < tend) row0 = ((size_t)__ldg(bt + base / BS) * BS + base % BS) * KVH + kvh;
+  if (BTF && BS % TW == 0 && base < tend)
+    row0 = ((size_t)(pg >= 0 ? pg : __ldg(bt + base / BS)) * BS + base % BS) * KVH + kvh;
 #pragma unroll
   for (int i = 0; i < TW / RPI; i++) {
     const int r = r0 + i * RPI, t = base + r;
@@ -443,6 +455,11 @@ attn(const __nv_bfloat16 *__restrict__ q,
   // ldmatrix row addresses: K (non-trans) rows j·8 + lane%8 at chunk
   // 4·kk2 + lane/8; V (trans) rows kt·16 + lane%16 at chunk 2·nd + lane/16.
   int slot = 0;
+#if BTPF
+  int npg = base0 + (PF - 1) * MSTEP < tend ? __ldg(bt + (base0 + (PF - 1) * MSTEP) / BS) : 0;
+#else
+  constexpr int npg = -1;
+#endif
   for (int base = base0; base < tend; base += MSTEP) {
 #if LI
     static_assert(PF >= 3, "LI keeps PF - 1 stages in flight");
@@ -457,8 +474,11 @@ attn(const __nv_bfloat16 *__restrict__ q,
     if (base != base0) asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
 #endif
     issue_rows(wbase + (slot == 0 ? PF - 1 : slot - 1) * WARPS * WSTAGE, pool, bt, base + (PF - 1) * MSTEP, tend,
-        kvh, lane);
+        kvh, lane, npg);
     cp_async_commit();
+#if BTPF
+    if (base + PF * MSTEP < tend) npg = __ldg(bt + (base + PF * MSTEP) / BS);
+#endif
 #if CL > 0 && CLSYNC
     // Every warp of the probe's shape runs the same number of steps.
     if (base + MSTEP < tend) asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
@@ -482,6 +502,7 @@ attn(const __nv_bfloat16 *__restrict__ q,
       for (int kk2 = 0; kk2 < D / 32; kk2++) {
         uint32_t r[4];
         ldsm_x4(r, kb + swz(j * 8 + lane % 8, 4 * kk2 + lane / 8));
+        if (NOS) continue;
         mma16816(s[j], qa[2 * kk2], r[0], r[1]);
 #if SPLITK
         mma16816(s2, qa[2 * kk2 + 1], r[2], r[3]);
@@ -537,7 +558,9 @@ attn(const __nv_bfloat16 *__restrict__ q,
       pa[j / 2][(j & 1) * 2] = lo;
       pa[j / 2][(j & 1) * 2 + 1] = hi;
     }
-    if (TW == 8) {
+    if (NOPV) {
+      acc[0][0] += __uint_as_float(pa[0][0]);
+    } else if (TW == 8) {
       // k = 8 tokens: m16n8k8, four dims n-tiles per ldmatrix.x4.trans.
 #pragma unroll
       for (int nq = 0; nq < D / 32; nq++) {
