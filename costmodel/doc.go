@@ -175,16 +175,29 @@
 // GBT.Predict blends (GBTParams.SiblingWeight) into a candidate's score
 // the mean normalized speed of the other tasks' samples with the same kind
 // and knob features (the same point of the same kernel's space at another
-// shape), the weight halving as the task's own measurements arrive
-// (SiblingHalf). The same mean (and how many samples it averages) is
+// shape), at the batch's mean roofline base, so that prior and score are
+// in the same units (the trees' target is centered per task, the base is
+// not), the weight halving as the task's own measurements arrive
+// (SiblingHalf). How much of the weight a candidate's prior gets is
+// learned from the buffer (SiblingShare): the rank correlation of the
+// sibling shapes that measured its knob point with each other, over the
+// points each pair shares (Fisher z pooled by shared points and shrunk
+// towards 0 when they are few), against the roofline's rank correlation
+// with the same shapes' measurements — share ρs/(ρs+ρr). Only the tasks
+// other than the one scored are read, so a held-out shape never informs
+// its own weight; a kernel with no pair of other shapes (decode and
+// prefill only) takes the buffer's agreement over all pairs. So a GEMV
+// whose skinny-GEMM siblings disagree on the few points they share gets
+// little of the prior and the GEMMs of one design space most of it. The
+// same mean (and how many samples it averages) is
 // also two more inputs of the trees (SiblingFeature), computed for a
 // training sample from the tasks other than its own: the trees learn from
 // the buffer how far a sibling's ranking carries to another shape, per
-// kind of kernel, where the blend trusts it by a fixed weight. Blend and
-// inputs read one index of the buffer (per knob point, the sums per task,
-// so that leaving one task out is a subtraction), rebuilt when the buffer
-// changes. It lives in the model, not in search, so the tuner and
-// SimulateEvolution get it from the same code.
+// kind of kernel. Blend and inputs read one index of the buffer (per knob
+// point, the sums per task, so that leaving one task out is a
+// subtraction; the pairs' agreements and the shares as asked for),
+// rebuilt when the buffer changes. It lives in the model, not in search,
+// so the tuner and SimulateEvolution get it from the same code.
 //
 // # The roofline as the trees' base
 //

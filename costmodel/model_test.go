@@ -392,6 +392,7 @@ func TestGBTSiblingWeight(t *testing.T) {
 	fit := func(w, half float64, own int) *GBT {
 		p := DefaultGBTParams()
 		p.MinTrain, p.SiblingWeight, p.SiblingHalf, p.Trees = 4*40+4, w, half, 60 // one fit, after op/a's update
+		p.SiblingShare = false                                                    // the weight as given (TestGBTSiblingShare scales it)
 		g := NewGBT(p)
 		for task := range 4 {
 			var fs [][]float64
@@ -598,6 +599,188 @@ func TestGBTSiblingFeature(t *testing.T) {
 		a := ix.augment(c.x, c.task)
 		if len(a) != NumFeatures+siblingInputs || math.Abs(a[NumFeatures]-c.mean) > 1e-9 || math.Abs(a[NumFeatures+1]-c.cnt) > 1e-9 {
 			t.Errorf("augment for %s: sibling inputs %v, want [%v %v]", c.task, a[NumFeatures:], c.mean, c.cnt)
+		}
+	}
+}
+
+// knobPoint is a feature vector of kind kind at knob point c (three knobs
+// of four values) whose roofline predicts 2^roof seconds.
+func knobPoint(kind float64, c int, roof float64) []float64 {
+	f := make([]float64, NumFeatures)
+	f[workOffset+4], f[workOffset+5] = 3, kind
+	for j, d := range []int{c % 4, c / 4 % 4, c / 16} {
+		f[knobOffset+2*j], f[knobOffset+2*j+1] = lg(float64(int(1)<<d)), float64(d)/3
+	}
+	f[rooflineIndex] = roof
+	return f
+}
+
+// TestGBTSiblingShare: the sibling prior's share comes from the other
+// tasks of the buffer. Three shapes of kind "agree" measure 16 knob points
+// with one speed table (and a little noise), three of kind "disagree" with
+// a table, its reverse and a third: a fourth shape of the first gets most
+// of SiblingWeight, one of the second none, its score left as the trees'.
+// The roofline ranks every task's points half right (a noisy copy of
+// the table), so the agreeing kind's share is ρs/(ρs+ρr) < 1. A kind with
+// a single other shape has no pair of its own and gets the buffer's
+// agreement. The held-out task's own samples never move its share, and a
+// pair sharing few points counts for less than one sharing many.
+func TestGBTSiblingShare(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	table := func() []float64 {
+		var v []float64
+		for range 16 {
+			v = append(v, 2*rng.Float64())
+		}
+		return v
+	}
+	agreeTab, disTab, thirdTab, lone := table(), table(), table(), table()
+	reverse := slices.Clone(disTab)
+	slices.Reverse(reverse)
+	const agree, disagree, single = 0.2, 0.5, 0.8
+	p := DefaultGBTParams()
+	p.MinTrain, p.Trees = 8, 20
+	g := NewGBT(p)
+	add := func(task string, kind float64, tab []float64) {
+		var fs [][]float64
+		var ss []float64
+		for c, v := range tab {
+			fs = append(fs, knobPoint(kind, c, -20+v+2*rng.Float64()))
+			ss = append(ss, 1e-6*math.Exp(v+0.05*rng.NormFloat64()))
+		}
+		if err := g.Update(task, fs, ss); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		add(fmt.Sprint("agree/", i), agree, agreeTab)
+	}
+	for i, tab := range [][]float64{disTab, reverse, thirdTab} {
+		add(fmt.Sprint("disagree/", i), disagree, tab)
+	}
+	add("single/0", single, lone)
+	if err := g.Update("agree/held", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	key := func(kind float64) string { return siblingKey(knobPoint(kind, 5, 0)) }
+	ix := g.siblings()
+	sAgree, sDis, sSingle := ix.share(key(agree), "agree/held"), ix.share(key(disagree), "disagree/held"), ix.share(key(single), "single/held")
+	t.Logf("shares: agree %.3f, disagree %.3f, single %.3f", sAgree, sDis, sSingle)
+	if sAgree < 0.5 || sAgree > 0.95 {
+		t.Errorf("siblings that agree: share %.3f, want in [0.5, 0.95] (their agreement over theirs and the roofline's)", sAgree)
+	}
+	if sDis != 0 {
+		t.Errorf("siblings that disagree: share %.3f, want 0", sDis)
+	}
+	// single/0 has no other shape: the buffer's pairs (all but
+	// single/held's) answer, the same as for a kind nobody measured.
+	if want := ix.share(siblingKey(knobPoint(0.9, 5, 0)), "single/held"); sSingle != want || sSingle <= 0 {
+		t.Errorf("a kind with one other shape: share %.3f, want the buffer's %.3f (> 0)", sSingle, want)
+	}
+
+	// The blend follows the share: a disagreeing kind's candidates keep
+	// the trees' scores, an agreeing kind's move towards the siblings.
+	var test [][]float64
+	for c := range 16 {
+		test = append(test, knobPoint(agree, c, -19))
+	}
+	for c := range 16 {
+		test = append(test, knobPoint(disagree, c, -19))
+	}
+	withPrior := g.Predict(test)
+	g.Params.SiblingWeight = 0
+	trees := g.Predict(test)
+	g.Params.SiblingWeight = 1
+	for i := range test {
+		moved := withPrior[i] != trees[i]
+		if i < 16 && !moved {
+			t.Errorf("agreeing kind, point %d: the prior left the score %v as it was", i, trees[i])
+		}
+		if i >= 16 && moved {
+			t.Errorf("disagreeing kind, point %d: scored %v, the trees alone %v", i-16, withPrior[i], trees[i])
+		}
+	}
+
+	// Leave-one-task-out: agree/held's own samples, the reverse of its
+	// siblings', do not enter its share (another task's would).
+	backward := slices.Clone(agreeTab)
+	slices.Reverse(backward)
+	add("agree/held", agree, backward)
+	if got := g.siblings().share(key(agree), "agree/held"); got != sAgree {
+		t.Errorf("share after the held-out task's own samples: %.3f, want %.3f as before", got, sAgree)
+	}
+	if got := g.siblings().share(key(agree), "agree/other"); got >= sAgree {
+		t.Errorf("share for another task once agree/held disagrees: %.3f, want below %.3f", got, sAgree)
+	}
+
+	// Shrinkage: the same perfect agreement on 4 shared points weighs
+	// less than on 16 (z·I/(I+1), I = points - 3).
+	few := NewGBT(p)
+	for i := range 3 {
+		var fs [][]float64
+		var ss []float64
+		for c := range 16 {
+			if i > 0 && c >= 4 {
+				break
+			}
+			fs, ss = append(fs, knobPoint(agree, c, -20)), append(ss, 1e-6*math.Exp(agreeTab[c]))
+		}
+		if err := few.Update(fmt.Sprint("agree/", i), fs, ss); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fz, fi := few.siblings().agreement([]string{"agree/0", "agree/1"})
+	az, ai := ix.agreement([]string{"agree/0", "agree/1"})
+	if fi != 1 || ai != 13 || math.Tanh(fz*fi/(fi+1)) >= math.Tanh(az*ai/(ai+1)) {
+		t.Errorf("agreement on 4 points: z %.2f weight %v; on 16: z %.2f weight %v: want weights 1 and 13 and less agreement from fewer points", fz, fi, az, ai)
+	}
+}
+
+// TestGBTSiblingCentered: with the roofline base on, the prior is
+// blended in the score's units: at weight 1 a candidate another shape
+// measured scores the sibling mean plus the batch's mean base (the trees'
+// target is centered per task, the base is not), so it does not drop
+// below every candidate without a sibling measurement by the base's size.
+func TestGBTSiblingCentered(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 4))
+	p := DefaultGBTParams()
+	p.MinTrain, p.Trees, p.SiblingShare = 8, 20, false
+	g := NewGBT(p)
+	for task := range 2 {
+		var fs [][]float64
+		var ss []float64
+		for c := range 32 {
+			roof := -20 + 4*rng.Float64()
+			fs, ss = append(fs, knobPoint(0.3, c, roof)), append(ss, math.Exp2(roof+0.1*rng.NormFloat64()+float64(task)))
+		}
+		if err := g.Update(fmt.Sprint("op/", task), fs, ss); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := g.Update("op/held", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	var test [][]float64
+	for c := range 64 { // 32 points the siblings measured, 32 they did not
+		test = append(test, knobPoint(0.3, c, -20+4*rng.Float64()))
+	}
+	center := 0.0
+	for _, x := range test {
+		center += g.base(x)
+	}
+	center /= float64(len(test))
+	if center < 5 {
+		t.Fatalf("mean base %.2f: the test needs the roofline base well above 0 (fitted weight %.2f)", center, g.baseW)
+	}
+	sc := g.Predict(test)
+	ix := g.siblings()
+	for i, x := range test {
+		mean, n := ix.others(x, "op/held")
+		if n == 0 {
+			continue
+		}
+		if want := mean + center; math.Abs(sc[i]-want) > 1e-9 {
+			t.Errorf("point %d: scored %.3f, want the sibling mean %.3f + the batch's mean base %.3f", i, sc[i], mean, center)
 		}
 	}
 }

@@ -25,8 +25,12 @@
 //     sibling's (that is the smallest shape's). costmodel.SimulateEvolution
 //     mirrors this on measured pools. The
 //     shared model scores a cold shape's candidates by what another shape
-//     of the same kernel measured at the same knob values
-//     (costmodel.GBTParams.SiblingWeight; Focus names the task scored).
+//     of the same kernel measured at the same knob values, weighted by how
+//     well the other shapes' rankings agree with each other in the buffer
+//     (costmodel.GBTParams.SiblingWeight and SiblingShare; Focus names the
+//     task scored, which never informs its own weight). The transfer's
+//     ranking and every batch read the same scores, here and in the
+//     simulation.
 //   - OnlineModel: the cost model one tune shares across its tasks and
 //     strategies; it learns every ok measurement once, and is saved per
 //     device in the tuning database (LoadOnlineModel, Save) so that the next

@@ -371,14 +371,15 @@ func TestEvolutionaryBreedsOnlyValidPoints(t *testing.T) {
 // TestEvolutionarySiblingPrior: a shape the shared model has not measured
 // is ranked by what another shape of the same kernel measured at the same
 // knob values (costmodel.GBTParams.SiblingWeight, reached through
-// OnlineModel.Focus): with weight 1 and no exploration, the first
-// proposals for silu rows=1 are the five points silu rows=16 measured
-// fastest, in that order, though the times are arbitrary (no rule the
-// trees could have learned).
+// OnlineModel.Focus): with weight 1 as given (SiblingShare off: with one
+// sibling shape there is no pair whose agreement would earn it a share)
+// and no exploration, the first proposals for silu rows=1 are the five
+// points silu rows=16 measured fastest, in that order, though the times
+// are arbitrary (no rule the trees could have learned).
 func TestEvolutionarySiblingPrior(t *testing.T) {
 	sib, cold := kernels.SiLU{Rows: 16, H: 256}, kernels.SiLU{Rows: 1, H: 256}
 	p := costmodel.DefaultGBTParams()
-	p.MinTrain, p.SiblingWeight, p.Trees = 8, 1, 40
+	p.MinTrain, p.SiblingWeight, p.SiblingShare, p.Trees = 8, 1, false, 40
 	model := search.NewOnlineModel(costmodel.NewGBT(p))
 	dev := search.CostDevice(testHW, nil)
 	trials := fakeTrials(t, sib, 48, 3) // the whole 4×3×4 space, arbitrary times
