@@ -33,7 +33,8 @@
 //          (a split cluster barrier: arrive after a step's copies are issued,
 //          wait before the next step's are); BTPF: the block-table entry of
 //          a step's copies read one step earlier (BTF, not LI); NOS / NOPV
-//          (diagnostics, wrong output): no q·k / no p·v products
+//          (diagnostics, wrong output): no q·k / no p·v products; HP: KV
+//          heads per block (adjacent heads, WW / HP warps each; grid KVH / HP)
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
 #include <stdint.h>
@@ -106,6 +107,9 @@
 #endif
 #ifndef BTPF
 #define BTPF 0
+#endif
+#ifndef HP
+#define HP 1
 #endif
 #ifndef NOS
 #define NOS 0
@@ -334,7 +338,8 @@ __device__ __forceinline__ void attend(const __nv_bfloat16 *__restrict__ q, cons
 #if MMA
 // ---- Tensor-core variant ----
 constexpr int TW = TWT;               // tokens per warp step
-constexpr int MSTEP = WARPS * TW;     // tokens per block step
+constexpr int WPH = WARPS / HP;       // warps per KV head
+constexpr int MSTEP = WPH * TW;       // tokens per step of a head's warps
 constexpr int CPR = D / 8;            // 16-byte chunks per token row
 constexpr int RPI = 32 / CPR;         // rows a warp copies per instruction
 constexpr int SWZ = CPR % 8 == 0 ? 7 : CPR % 4 == 0 ? 3 : 1;
@@ -416,13 +421,13 @@ __cluster_dims__(CL, 1, 1)
 attn(const __nv_bfloat16 *__restrict__ q,
     const __nv_bfloat16 *__restrict__ pool, const int *__restrict__ block_tables,
     const int *__restrict__ context_lens, __nv_bfloat16 *__restrict__ out, float *, float *, unsigned *) {
-  const int b = blockIdx.y, kvh = blockIdx.x, h0 = kvh * GROUP;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
+  const int b = blockIdx.y, kvh = blockIdx.x * HP + warp / WPH, h0 = kvh * GROUP;
   const int *bt = block_tables + (size_t)b * MAXB;
   const int tend = context_lens[b];
   extern __shared__ uint4 ring[];
   const uint32_t wbase = (uint32_t)__cvta_generic_to_shared(ring) + warp * WSTAGE;
-  const int base0 = warp * TW;
+  const int base0 = (warp % WPH) * TW;
 #if EARLYQ
 #pragma unroll
   for (int p = 0; p < PF - 1; p++) {
@@ -604,25 +609,25 @@ attn(const __nv_bfloat16 *__restrict__ q,
     }
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < HPB * D; i += WARPS * 32) {
-    const int h = i / D, d = i % D;
+  for (int i = threadIdx.x; i < HP * HPB * D; i += WARPS * 32) {
+    const int hh = i / (HPB * D), h = (i / D) % HPB, d = i % D;
     float mx = -INFINITY;
 #pragma unroll
-    for (int w = 0; w < WARPS; w++) mx = fmaxf(mx, sm_m[w][h]);
+    for (int w = hh * WPH; w < (hh + 1) * WPH; w++) mx = fmaxf(mx, sm_m[w][h]);
     float sum = 0.f, a = 0.f;
     if (mx != -INFINITY) {
 #pragma unroll
-      for (int w = 0; w < WARPS; w++) {
+      for (int w = hh * WPH; w < (hh + 1) * WPH; w++) {
         const float c = exp2f(sm_m[w][h] - mx);
         sum += sm_l[w][h] * c;
         a += sm_acc[w][h][d] * c;
       }
     }
-    out[((size_t)b * QH + h0 + h) * D + d] = __float2bfloat16(sum > 0.f ? a / sum : 0.f);
+    out[((size_t)b * QH + (blockIdx.x * HP + hh) * GROUP + h) * D + d] = __float2bfloat16(sum > 0.f ? a / sum : 0.f);
   }
 }
 constexpr int NSLOTS = 1;
-static dim3 grid_dim() { return dim3(KVH, B); }
+static dim3 grid_dim() { return dim3(KVH / HP, B); }
 #elif ROW == 0
 __global__ void __launch_bounds__(WARPS * 32, MINB)
 #if CL > 0
