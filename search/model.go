@@ -332,9 +332,13 @@ func TuneModel(ctx context.Context, m *ir.Module, o ModelOptions) (*ModelResult,
 			if err != nil {
 				return nil, err
 			}
-			computeOutside(p)
+			// Make room before computing: the others dropped first, so
+			// that a large problem's inputs and reference are never
+			// computed beside a full budget of held ones (problemBytes
+			// reads the buffer sizes, known before the inputs exist).
 			r.problem = p
 			retainProblems(runs, i, maxProblemBytes)
+			computeOutside(p)
 		}
 		return r.problem, nil
 	}

@@ -272,6 +272,9 @@ func CompareOutputs(p *target.Problem, want [][]float64, path string) (float64, 
 	return worst, name, nil
 }
 
+// encodeChunk is how many elements WriteJob encodes at a time.
+const encodeChunk = 1 << 18
+
 // WriteJob writes the inputs and the job description the child reads into
 // dir, and returns the job file's path.
 func WriteJob(dir string, p *target.Problem, copies int) (string, error) {
@@ -283,9 +286,16 @@ func WriteJob(dir string, p *target.Problem, copies int) (string, error) {
 	w := bufio.NewWriterSize(f, 1<<20)
 	in := p.Inputs()
 	for i, b := range p.InputBuffers() {
-		if _, err := w.Write(target.Encode(b.DType, in[i])); err != nil {
-			f.Close()
-			return "", fmt.Errorf("write inputs: %w", err)
+		// A chunk at a time: encoding a whole buffer at once doubled the
+		// memory of the largest (the prefill lm_head's w holds 2 GiB as
+		// f32 beside its 4 GiB of float64 inputs).
+		for v := in[i]; len(v) > 0; {
+			n := min(len(v), encodeChunk)
+			if _, err := w.Write(target.Encode(b.DType, v[:n])); err != nil {
+				f.Close()
+				return "", fmt.Errorf("write inputs: %w", err)
+			}
+			v = v[n:]
 		}
 	}
 	if err := w.Flush(); err != nil {
