@@ -171,18 +171,8 @@ func TestGEMMRefusals(t *testing.T) {
 		{map[string]int64{"mma": 2, "bk": 64, "wg_m": 128, "wg_n": 256, "stages": 4}, ""},
 		{map[string]int64{"mma": 2, "bk": 64, "wg_m": 64, "wg_n": 128, "stages": 6}, ""},
 	} {
-		def, err := g.Def()
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := schedule.New(def, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := g.knobs().Choose(s, tc.knobs); err != nil {
-			t.Fatal(err)
-		}
-		_, err = g.EmitCUDA(s, cuda.H100, Entry)
+		s := chosen(t, g, tc.knobs)
+		_, err := g.EmitCUDA(s, cuda.H100, Entry)
 		if (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
 			t.Errorf("%v: err %v, want %q", tc.knobs, err, tc.err)
 		}
@@ -427,17 +417,7 @@ func TestPagedAttentionRefusals(t *testing.T) {
 		{map[string]int64{"warps": 4, "partition": 0, "heads_per_block": 4, "vec": 16, "unroll": 2, "prefetch": 2, "balance": 2}, ""},
 		{map[string]int64{"warps": 4, "partition": 1024, "heads_per_block": 4, "vec": 16, "unroll": 2, "prefetch": 2, "balance": 2}, "partition pinned"},
 	} {
-		def, err := a.Def()
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := schedule.New(def, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := a.knobs().Choose(s, tc.knobs); err != nil {
-			t.Fatal(err)
-		}
+		s := chosen(t, a, tc.knobs)
 		src, err := a.EmitCUDA(s, cuda.H100, Entry)
 		if (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
 			t.Errorf("%v: err %v, want %q", tc.knobs, err, tc.err)
@@ -528,17 +508,7 @@ func TestPagedAttentionMMA(t *testing.T) {
 		for n, v := range tc.set {
 			k[n] = v
 		}
-		def, err := a.Def()
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := schedule.New(def, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := a.knobs().Choose(s, k); err != nil {
-			t.Fatal(err)
-		}
+		s := chosen(t, a, k)
 		src, err := a.EmitCUDA(s, cuda.H100, Entry)
 		if (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
 			t.Errorf("%v: err %v, want %q", k, err, tc.err)
@@ -655,17 +625,7 @@ func TestGEMVRefusals(t *testing.T) {
 		{with("mma", 2, "rows_per_warp", 1, "groups", 2, "stages", 2, "unroll", 4), ""},
 		{with("mma", 0, "vec", 4, "stages", 2), ""},
 	} {
-		def, err := g.Def()
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := schedule.New(def, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := g.knobs().Choose(s, tc.knobs); err != nil {
-			t.Fatal(err)
-		}
+		s := chosen(t, g, tc.knobs)
 		src, err := g.EmitCUDA(s, cuda.H100, Entry)
 		if (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
 			t.Errorf("%v: err %v, want %q", tc.knobs, err, tc.err)
@@ -739,4 +699,24 @@ func gemvDefault(t *testing.T, g GEMV, sms int) (cuda.GPU, *schedule.Schedule, m
 		t.Fatal(err)
 	}
 	return gpu, s, k
+}
+
+// chosen is k's schedule with its knobs set to values.
+func chosen(t *testing.T, k interface {
+	Def() (*schedule.Def, error)
+	knobs() kernels.Knobs
+}, values map[string]int64) *schedule.Schedule {
+	t.Helper()
+	def, err := k.Def()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := schedule.New(def, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.knobs().Choose(s, values); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
