@@ -227,17 +227,32 @@ const fmaIters = 20_000_000
 // bandwidth by about a quarter).
 const RooflineProbeVersion = 2
 
+// busyLoad is the 1-minute load average above which a cached probe is
+// suspect: other work was running while it measured.
+const busyLoad = 0.5
+
 // Roofline returns the cached probes for this fingerprint, measuring them
 // (a few seconds) on first use and when the cache is of older probes.
+//
+// A cache measured on a busy machine (LoadAvg ≥ busyLoad) is measured
+// again once the load is lower by at least busyLoad, and each point keeps
+// the higher of the two measurements: load only ever lowers a ceiling. On
+// the 2-core VM, probes taken beside a helper's benchmark put the 2-thread
+// FMA peak at 256 GFLOP/s instead of 448, and the linear bench then
+// reported a 2-thread GEMM at 102% of its "roofline".
 func (t *Target) Roofline(ctx context.Context) (*Roofline, error) {
 	path := t.RooflinePath()
+	var busy *Roofline
 	if data, err := os.ReadFile(path); err == nil {
 		var r Roofline
 		if err := json.Unmarshal(data, &r); err != nil {
 			return nil, fmt.Errorf("roofline cache %s: %w", path, err)
 		}
 		if r.ProbeVersion >= RooflineProbeVersion {
-			return &r, nil
+			if r.LoadAvg < busyLoad || loadAvg1()+busyLoad > r.LoadAvg {
+				return &r, nil
+			}
+			busy = &r
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("roofline cache: %w", err)
@@ -245,6 +260,9 @@ func (t *Target) Roofline(ctx context.Context) (*Roofline, error) {
 	r, err := t.MeasureRoofline(ctx, t.Probe)
 	if err != nil {
 		return nil, err
+	}
+	if busy != nil {
+		r.keepHigher(busy)
 	}
 	data, _ := json.MarshalIndent(r, "", "  ")
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -258,6 +276,17 @@ func (t *Target) Roofline(ctx context.Context) (*Roofline, error) {
 		return nil, fmt.Errorf("roofline cache: %w", err)
 	}
 	return r, nil
+}
+
+// keepHigher raises each of r's points to old's at the same thread count
+// where old measured more.
+func (r *Roofline) keepHigher(old *Roofline) {
+	for i, p := range r.Points {
+		if o, ok := old.At(p.Threads); ok {
+			r.Points[i].PeakGFLOPs = max(p.PeakGFLOPs, o.PeakGFLOPs)
+			r.Points[i].ReadGBs = max(p.ReadGBs, o.ReadGBs)
+		}
+	}
 }
 
 // RooflinePath is where Roofline caches the probes of this fingerprint.
