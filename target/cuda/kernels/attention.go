@@ -424,6 +424,7 @@ constexpr float SCALE_LOG2 = %.9ef;  // log2(e) / sqrt(D)
 		HPB, W, V, U, PF == 1, part, parts, BAL > 0, ev.upp, ev.chunk, ev.grid, unit, slots, a.numBlocks(), math.Log2E/math.Sqrt(float64(a.HeadDim)))
 	if MMA == 1 {
 		fmt.Fprintf(&b, "constexpr int PF = %d, TW = %d;        // ring stages, tokens per warp step\n", PF, 8*U)
+		b.WriteString(tensorCoreHelpers)
 		b.WriteString(mmaSegment)
 	} else {
 		b.WriteString(unpackLoad(V))
@@ -880,23 +881,9 @@ constexpr int SWZ = CPR % 8 == 0 ? 7 : CPR % 4 == 0 ? 3 : 1;
 constexpr int TILE = TW * D * 2;      // bytes of one K (or V) tile
 constexpr int WSTAGE = 2 * TILE;      // a warp's stage: K then V
 static_assert(HPB <= 16 && D % 32 == 0 && 32 % CPR == 0 && (TW == 8 || TW == 16), "mma shape");
-__device__ __forceinline__ void cp_async16z(uint32_t dst, const void *src, int bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
 __device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 __device__ __forceinline__ void mma1688(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t b0) {
   asm("mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
@@ -937,8 +924,8 @@ __device__ __forceinline__ void issue_rows(uint32_t st, const __nv_bfloat16 *__r
                          : (((size_t)__ldg(bt + t / BS) * BS + t % BS) * KVH + kvh) * D + c * 8;
     }
     const uint32_t dst = st + swz(r, c);
-    cp_async16z(dst, pool + off, ok ? 16 : 0);
-    cp_async16z(dst + TILE, pool + HALF + off, ok ? 16 : 0);
+    cp_async16(dst, pool + off, ok ? 16 : 0);
+    cp_async16(dst + TILE, pool + HALF + off, ok ? 16 : 0);
   }
 }
 
@@ -1002,9 +989,9 @@ __device__ __forceinline__ void segment(const __nv_bfloat16 *__restrict__ q,
 #pragma unroll
       for (int kk = 0; kk < D / 32; kk++) {
         uint32_t r[4];
-        ldsm_x4(r, kb + swz(j * 8 + lane % 8, 4 * kk + lane / 8));
-        mma16816(s[j], qa[2 * kk], r[0], r[1]);
-        mma16816(s2, qa[2 * kk + 1], r[2], r[3]);
+        ldmatrix_x4(r, kb + swz(j * 8 + lane % 8, 4 * kk + lane / 8));
+        mma(s[j], qa[2 * kk], r);
+        mma(s2, qa[2 * kk + 1], r + 2);
       }
 #pragma unroll
       for (int e = 0; e < 4; e++) s[j][e] += s2[e];
@@ -1069,8 +1056,8 @@ __device__ __forceinline__ void segment(const __nv_bfloat16 *__restrict__ q,
       for (int nd = 0; nd < D / 16; nd++) {
         uint32_t r[4];
         ldsm_x4_t(r, vb + swz(lane % 16, 2 * nd + lane / 16));
-        mma16816(acc[2 * nd], pa[0], r[0], r[1]);
-        mma16816(acc[2 * nd + 1], pa[0], r[2], r[3]);
+        mma(acc[2 * nd], pa[0], r);
+        mma(acc[2 * nd + 1], pa[0], r + 2);
       }
     }
   }

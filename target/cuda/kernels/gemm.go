@@ -192,31 +192,7 @@ int %s(void *const *bufs, const int64_t *dims) {
 }
 
 // gemmDevice is the kernel body, parameterised by the constexprs above it.
-const gemmDevice = `
-__device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
-
-// 16 bytes global → shared, bypassing L1; bytes < 16 zero-fill the rest
-// (0 for a chunk outside the matrix, whose address is then clamped).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N_> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N_)); }
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t *r, uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-
-// Not volatile: a pure register operation, so the compiler may interleave
-// it with the (volatile, shared-memory-reading) ldmatrix of the next step.
-__device__ __forceinline__ void mma(float *c, const uint32_t *a, const uint32_t *b) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-// load_tile issues the cp.async copies of one k slice of ROWS rows of a
+const gemmDevice = tensorCoreHelpers + `// load_tile issues the cp.async copies of one k slice of ROWS rows of a
 // [rows, K] matrix into a stage at shared address s. THREADS is a multiple
 // of the chunks per row, so a thread's chunk column is fixed and its rows
 // are RS apart: the trip count is a compile-time constant.
