@@ -172,9 +172,11 @@ func parallelRows(n int, f func(i int)) {
 // mma=2 wgmma with wg_m/wg_n, cuda_gemv mma=3 and stages, paged attention's
 // head-major grid; 5: paged attention's balance knob and in-kernel merge of
 // split partials, the GEMV ring's K-block target and small-N rule; 6: paged
-// attention's mma knob, tensor-core q·k and p·v, the default where the shape allows).
+// attention's mma knob, tensor-core q·k and p·v, the default where the shape allows;
+// 7: cuda_gemm's persist knob, the split last wave the default where it has
+// two or more parts a tile; cuda_gemv's M = 1 default splits K eight ways).
 // The CPU's version (cgen.CodegenVersion) moves independently.
-const CodegenVersion = 6
+const CodegenVersion = 7
 
 // tensorCoreHelpers are the device functions the tensor-core kernels
 // share (cuda_gemm's mma.sync path and paged attention's mma=1): shared

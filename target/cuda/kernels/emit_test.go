@@ -45,6 +45,7 @@ var goldenKernels = []struct {
 	{"gemm_m512.cu", GEMM{M: 512, N: 4096, K: 4096}},
 	{"gemm_tails.cu", GEMM{M: 77, N: 130, K: 264}},
 	{"gemm_sm90_tails.cu", GEMM{M: 333, N: 200, K: 1032}},
+	{"gemm_sm90_split.cu", GEMM{M: 1024, N: 14336, K: 4096}},
 	{"cublas_gemm.cu", GEMMCuBLAS{GEMM{M: 2048, N: 28672, K: 4096}}},
 	{"rms_norm.cu", RMSNorm{M: 16, H: 4096}},
 	{"silu_mul.cu", SiluMul{M: 16, I: 14336}},

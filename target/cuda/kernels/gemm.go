@@ -31,7 +31,10 @@ type GEMM struct {
 // mma=1: the warp tile (wm × wn), the warp grid of a block (warps_m ×
 // warps_n, so BM = wm·warps_m and BN = wn·warps_n) and the k slice bk. For
 // mma=2: the block tile wg_m × wg_n (one consumer warpgroup for 64 rows,
-// two above), k slice 64. Both: the pipeline depth and the raster group
+// two above), k slice 64, and persist: 0 launches a block a tile, 1 a
+// persistent block an SM that walks the tiles (the ring fills once a
+// block), 2 the same with the last partial wave's tiles split along K
+// (gemm_sm90.go). Both: the pipeline depth and the raster group
 // (group_m tile rows sweep the n tiles together, for L2 reuse of w). The
 // knobs one instruction ignores are pinned (see GEMM.pinned), and
 // combinations that need more registers or shared memory than an SM has
@@ -48,6 +51,7 @@ func (g GEMM) knobs() kernels.Knobs {
 		{Name: "mma", Values: []int64{1, 2}},
 		{Name: "wg_m", Values: []int64{64, 128, 256}},
 		{Name: "wg_n", Values: []int64{64, 128, 256}},
+		{Name: "persist", Values: []int64{0, 1, 2}},
 	}
 }
 

@@ -42,7 +42,7 @@ var gemmFallback = map[string]int64{"wm": 64, "wn": 32, "warps_m": 2, "warps_n":
 // distinct valid points are distinct kernels and the tuner never measures
 // one twice.
 func (g GEMM) pinned(k map[string]int64) error {
-	fixed := map[string]int64{"wg_m": 64, "wg_n": 64}
+	fixed := map[string]int64{"wg_m": 64, "wg_n": 64, "persist": 0}
 	if k["mma"] == 2 {
 		fixed = map[string]int64{"wm": 32, "wn": 32, "warps_m": 1, "warps_n": 1, "bk": 64}
 	}
@@ -88,7 +88,16 @@ constexpr int SMEM = %d; // stages, 1024 B of alignment slack, full and empty ba
 `, g.Name(), BM, BN, consumers, rows, ST, smem, GM, g.M, g.N, g.K, BM, BN, ST, GM, consumers, smem)
 	b.WriteString(wgmmaDevice)
 	b.WriteString(wgmmaInstr(BN))
-	b.WriteString(wgmmaKernel)
+	b.WriteString(wgmmaTile)
+	launch := "  gemm<<<TILES, THREADS, SMEM>>>(ta, tb, (__nv_bfloat16 *)bufs[2]);\n"
+	if p := k["persist"]; p > 0 {
+		fmt.Fprintf(&b, "constexpr bool SPLIT = %v; // the last partial wave's tiles split along K\n", p == 2)
+		b.WriteString(workspaceHelper)
+		b.WriteString(wgmmaPersistKernel)
+		launch = wgmmaPersistLaunch
+	} else {
+		b.WriteString(wgmmaKernel)
+	}
 	fmt.Fprintf(&b, `
 int %s(void *const *bufs, const int64_t *dims) {
   (void)dims;
@@ -109,9 +118,8 @@ int %s(void *const *bufs, const int64_t *dims) {
     if (int e = make_map(&tb, bufs[1], N, BN)) return e;
     pb = bufs[1];
   }
-  gemm<<<((M + BM - 1) / BM) * ((N + BN - 1) / BN), THREADS, SMEM>>>(ta, tb, (__nv_bfloat16 *)bufs[2]);
-%s}
-`, entry, launchCheck)
+%s%s}
+`, entry, launch, launchCheck)
 	return b.String(), nil
 }
 
@@ -134,7 +142,18 @@ __device__ __forceinline__ void wgmma(float *d, uint64_t a, uint64_t b) {
                : %s
                : "l"(a), "l"(b));
 }
-`, bn, n, bn, strings.Join(regs, ","), n, n+1, strings.Join(outs, ", "))
+
+// The same step with d scaled by scale (0 or 1) first: scale 0 starts a
+// tile's sum with no instruction but wgmmas defining the accumulators
+// (zeroing them with moves serialized the persistent kernel's wgmmas).
+__device__ __forceinline__ void wgmma_scaled(float *d, uint64_t a, uint64_t b, int scale) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %%%d, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n%dk16.f32.bf16.bf16 {%s}, %%%d, %%%d, p, 1, 1, 0, 0;\n}\n"
+               : %s
+               : "l"(a), "l"(b), "r"(scale));
+}
+`, bn, n, bn, strings.Join(regs, ","), n, n+1, strings.Join(outs, ", "),
+		n+2, bn, strings.Join(regs, ","), n, n+1, strings.Join(outs, ", "))
 	return b.String()
 }
 
@@ -206,6 +225,45 @@ __device__ __forceinline__ uint64_t desc(uint32_t addr) {
 }
 `
 
+// wgmmaTile is what both wgmma kernels (one tile a block, and stream-K)
+// share after the constexprs: where a tile lies and how a consumer stores it.
+const wgmmaTile = `
+// Grouped raster, as in the mma.sync kernel: GROUP_M tile rows sweep the
+// n tiles together, so a tile of w is read from HBM once per group.
+constexpr int TILES_M = (M + BM - 1) / BM, TILES_N = (N + BN - 1) / BN, TILES = TILES_M * TILES_N;
+__device__ __forceinline__ void tile_origin(int t, int &m0, int &n0) {
+  const int per_group = GROUP_M * TILES_N, first = (t / per_group) * GROUP_M;
+  const int rows = min(TILES_M - first, GROUP_M), in_group = t % per_group;
+  m0 = (first + in_group % rows) * BM;
+  n0 = (in_group / rows) * BN;
+}
+
+// store_pair writes out[m, n] and out[m, n + 1] as bf16, what lies inside.
+__device__ __forceinline__ void store_pair(__nv_bfloat16 *__restrict__ out, int m, int n, float v0, float v1) {
+  if (m >= M) return;
+  if ((N % 2) == 0 && n + 1 < N) {
+    *reinterpret_cast<__nv_bfloat162 *>(out + (size_t)m * N + n) = __floats2bfloat162_rn(v0, v1);
+  } else {
+    if (n < N) out[(size_t)m * N + n] = __float2bfloat16(v0);
+    if (n + 1 < N) out[(size_t)m * N + n + 1] = __float2bfloat16(v1);
+  }
+}
+
+// store_slab writes a consumer's accumulators (the WG_ROWS×BN slab at
+// row m0, column n0) as bf16. d[i][4j + 2h + e] is row 16·warp + lane/4 +
+// 8h of the i-th m64 tile, column 8j + 2(lane%4) + e.
+__device__ __forceinline__ void store_slab(const float (&d)[MW][BN / 2], __nv_bfloat16 *__restrict__ out, int m0, int n0, int tid) {
+  const int warp = tid / 32, lane = tid % 32;
+#pragma unroll
+  for (int i = 0; i < MW; i++)
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++)
+#pragma unroll
+      for (int h = 0; h < 2; h++)
+        store_pair(out, m0 + i * 64 + warp * 16 + lane / 4 + h * 8, n0 + j * 8 + 2 * (lane % 4), d[i][4 * j + 2 * h], d[i][4 * j + 2 * h + 1]);
+}
+`
+
 // wgmmaKernel is the kernel body, parameterised by the constexprs above it.
 const wgmmaKernel = `
 __global__ void __launch_bounds__(THREADS, 1) gemm(const __grid_constant__ CUtensorMap ta,
@@ -217,12 +275,8 @@ __global__ void __launch_bounds__(THREADS, 1) gemm(const __grid_constant__ CUten
   const uint32_t sA = base, sB = base + STAGES * A_BYTES;
   const uint32_t full = base + STAGES * STAGE_BYTES, empty = full + STAGES * 8;
   const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
-  // Grouped raster, as in the mma.sync kernel: GROUP_M tile rows sweep
-  // the n tiles together so a tile of w is read from HBM once per group.
-  constexpr int TILES_M = (M + BM - 1) / BM, TILES_N = (N + BN - 1) / BN;
-  const int per_group = GROUP_M * TILES_N, first = (blockIdx.x / per_group) * GROUP_M;
-  const int rows = min(TILES_M - first, GROUP_M), in_group = blockIdx.x % per_group;
-  const int m0 = (first + in_group % rows) * BM, n0 = (in_group / rows) * BN;
+  int m0, n0;
+  tile_origin(blockIdx.x, m0, n0);
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; s++) {
@@ -271,26 +325,205 @@ __global__ void __launch_bounds__(THREADS, 1) gemm(const __grid_constant__ CUten
   }
   wgmma_wait<0>();
 
-  // d[i][4j + 2h + e]: row 16·warp + lane/4 + 8h of the i-th m64 tile,
-  // column 8j + 2(lane%4) + e.
-  const int warp = tid / 32, lane = tid % 32;
-#pragma unroll
-  for (int i = 0; i < MW; i++)
-#pragma unroll
-    for (int j = 0; j < BN / 8; j++)
-#pragma unroll
-      for (int h = 0; h < 2; h++) {
-        const int m = m0 + c * WG_ROWS + i * 64 + warp * 16 + lane / 4 + h * 8, n = n0 + j * 8 + 2 * (lane % 4);
-        if (m >= M) continue;
-        const float v0 = d[i][4 * j + 2 * h], v1 = d[i][4 * j + 2 * h + 1];
-        if ((N % 2) == 0 && n + 1 < N) {
-          *reinterpret_cast<__nv_bfloat162 *>(out + (size_t)m * N + n) = __floats2bfloat162_rn(v0, v1);
-        } else {
-          if (n < N) out[(size_t)m * N + n] = __float2bfloat16(v0);
-          if (n + 1 < N) out[(size_t)m * N + n + 1] = __float2bfloat16(v1);
-        }
-      }
+  store_slab(d, out, m0 + c * WG_ROWS, n0, tid);
 }
+`
+
+// wgmmaPersistKernel is the persistent wgmma kernel (persist=1, 2): a
+// grid of at most one block an SM (SMS, the launch's argument) walks a
+// list of units (a tile's k slices [kb, ke)) round-robin, so the producer
+// fills the ring with the next unit's slices while the consumers still
+// multiply or store the last one: the pipeline fills once a block, not
+// once a tile. The units are the tiles whole, in raster order; with
+// persist=2 the TILES % SMS tiles of the last partial wave are split along
+// K into P = ⌊SMS / rem⌋ parts (at most KT, at least 2), so that wave
+// takes 1/P of a tile's time instead of a whole one. All the parts of a
+// tile run in the same round, and every block starts its part of the k
+// range at the same slice as its neighbours' parts, so the w and x panels
+// that neighbouring tiles share are read from L2 at about the same time.
+//
+// A part stores its f32 partial slab (one workspace slot per part and
+// consumer, in fragment order: 512 contiguous bytes a warp and store) and
+// counts itself in its tile's counter; the last to arrive sums the P
+// partials in part order (its own from registers: the result does not
+// depend on the order of arrival), stores the tile and resets the counter
+// for the next launch. No block ever waits on another.
+//
+// The accumulators start at the unit's first wgmma (scale-d 0), not from
+// zeroing moves: with the moves, ptxas (nvcc 13.0) reported "wgmma.mma_async
+// instructions are serialized due to non wgmma instructions defining
+// accumulator registers" for persist=2 and the kernel ran 5–8% slower than
+// persist=1 where both split nothing; with scale-d 0 the warning is gone
+// (168 registers) and they run alike.
+//
+// Tried first, and dropped: stream-K proper (a persistent grid sharing the
+// k slices of all tiles but whole waves evenly, each block's range walked
+// backwards so that a tile's owner only waits on lower blocks). On the
+// H100 (`llmir cuda bench --suite prefill --samples 0 --knobs
+// 'stream_k=1;…'`, side by side with the default in one call) it gained
+// only at M=1024, N=14336, K=4096 (190.8 µs against 199.3, cuBLAS 154.3)
+// and lost up to 45% elsewhere (M=512, N=14336: 146.3 against 101.5;
+// M=4096, N=4096, K=14336: 904 against 626): blocks whose ranges start at
+// unrelated k slices no longer share the panels they read through L2, so
+// the split tiles ran from HBM.
+const wgmmaPersistKernel = `
+// Units: the whole tiles (DP of them), then the parts of the split ones.
+struct Units {
+  int dp, parts, count;
+};
+__device__ __forceinline__ Units units(int sms) {
+  const int rem = SPLIT ? TILES % sms : 0;
+  const int p = rem > 0 ? min(sms / max(rem, 1), KT) : 1;
+  if (p < 2) return Units{TILES, 1, TILES};
+  return Units{TILES - rem, p, TILES - rem + rem * p};
+}
+
+// for_each_unit calls f(tile, kb, ke, part) for this block's units in the
+// order the ring carries them; part is the index of a split tile's part
+// among all parts (-1 for a whole tile).
+template <typename F>
+__device__ __forceinline__ void for_each_unit(int sms, F &&f) {
+  const Units u = units(sms);
+  for (int i = blockIdx.x; i < u.count; i += gridDim.x) {
+    if (i < u.dp) {
+      f(i, 0, KT, -1);
+    } else {
+      const int v = i - u.dp, t = u.dp + v / u.parts, p = v % u.parts;
+      f(t, p * KT / u.parts, (p + 1) * KT / u.parts, v);
+    }
+  }
+}
+
+// A consumer warpgroup's own barrier (id 1 + c; 0 is __syncthreads).
+__device__ __forceinline__ void consumer_sync(int c) { asm volatile("bar.sync %0, 128;\n" ::"r"(1 + c) : "memory"); }
+
+__global__ void __launch_bounds__(THREADS, 1) gemm(const __grid_constant__ CUtensorMap ta,
+    const __grid_constant__ CUtensorMap tb, __nv_bfloat16 *__restrict__ out, int sms, float *__restrict__ ws,
+    unsigned *__restrict__ count) {
+  extern __shared__ unsigned char smem[];
+  __shared__ int last[CONSUMERS];
+  const uint32_t base = (smem_addr(smem) + 1023) & ~1023u;
+  const uint32_t sA = base, sB = base + STAGES * A_BYTES;
+  const uint32_t full = base + STAGES * STAGE_BYTES, empty = full + STAGES * 8;
+  const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
+  const CUtensorMap *pa = &ta, *pb = &tb;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; s++) {
+      mbar_init(full + 8 * s, 1);
+      mbar_init(empty + 8 * s, CONSUMERS);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  // The ring runs on through the units: slice it (counted over all of
+  // this block's units) uses stage it % STAGES for the (it / STAGES)-th time.
+  int it = 0;
+  if (wg == 0) {
+    if (tid == 0) {
+      for_each_unit(sms, [&](int t, int kb, int ke, int) {
+        int m0, n0;
+        tile_origin(t, m0, n0);
+        for (int kt = kb; kt < ke; kt++, it++) {
+          const int s = it % STAGES;
+          if (it >= STAGES) mbar_wait(empty + 8 * s, ((it / STAGES) + 1) & 1);
+          mbar_expect_tx(full + 8 * s, STAGE_BYTES);
+          tma_load(sA + s * A_BYTES, pa, full + 8 * s, kt * BK, m0);
+          tma_load(sB + s * B_BYTES, pb, full + 8 * s, kt * BK, n0);
+        }
+      });
+    }
+    return;
+  }
+
+  const int c = wg - 1;
+  constexpr int SLAB = WG_ROWS * BN / 4; // float4s of a consumer's partial
+  for_each_unit(sms, [&](int t, int kb, int ke, int v) {
+    int m0, n0;
+    tile_origin(t, m0, n0);
+    float d[MW][BN / 2]; // set by the unit's first wgmma (scale 0)
+    for (int kt = kb; kt < ke; kt++, it++) {
+      const int s = it % STAGES;
+      mbar_wait(full + 8 * s, (it / STAGES) & 1);
+      const uint32_t sa = sA + s * A_BYTES + c * WG_ROWS * 128, sb = sB + s * B_BYTES;
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < BK / 16; kk++)
+#pragma unroll
+        for (int i = 0; i < MW; i++)
+          wgmma_scaled(d[i], desc(sa + i * 64 * 128 + kk * 32), desc(sb + kk * 32), kk > 0 || kt > kb);
+      wgmma_commit();
+      wgmma_wait<1>();
+      if (kt > kb && tid == 0) mbar_arrive(empty + 8 * ((it - 1) % STAGES));
+    }
+    wgmma_wait<0>();
+    if (tid == 0) mbar_arrive(empty + 8 * ((it - 1) % STAGES));
+
+    if (v >= 0) {
+      const Units u = units(sms);
+      const int p = v % u.parts;
+      float4 *slots = reinterpret_cast<float4 *>(ws) + (size_t)(v - p) * CONSUMERS * SLAB + (size_t)c * SLAB;
+      float4 *mine = slots + (size_t)p * CONSUMERS * SLAB;
+#pragma unroll
+      for (int i = 0; i < MW; i++)
+#pragma unroll
+        for (int j = 0; j < BN / 8; j++)
+          __stcg(mine + (i * (BN / 8) + j) * 128 + tid, make_float4(d[i][4 * j], d[i][4 * j + 1], d[i][4 * j + 2], d[i][4 * j + 3]));
+      consumer_sync(c);
+      if (tid == 0) {
+        __threadfence();
+        unsigned *n = count + (t - u.dp) * CONSUMERS + c;
+        const bool done = atomicAdd(n, 1u) == (unsigned)(u.parts - 1);
+        if (done) {
+          *n = 0u;
+          __threadfence();
+        }
+        last[c] = done;
+      }
+      consumer_sync(c);
+      if (!last[c]) return;
+      // The sum in part order, all parts (this one's too) read back from
+      // L2: the accumulators are dead once stored, which spares registers.
+      const int warp = tid / 32, lane = tid % 32;
+#pragma unroll 4
+      for (int f = 0; f < MW * (BN / 8); f++) {
+        float4 a = __ldcg(slots + f * 128 + tid);
+        for (int q = 1; q < u.parts; q++) {
+          const float4 b = __ldcg(slots + (size_t)q * CONSUMERS * SLAB + f * 128 + tid);
+          a.x += b.x;
+          a.y += b.y;
+          a.z += b.z;
+          a.w += b.w;
+        }
+        const int m = m0 + c * WG_ROWS + (f / (BN / 8)) * 64 + warp * 16 + lane / 4, n = n0 + (f % (BN / 8)) * 8 + 2 * (lane % 4);
+        store_pair(out, m, n, a.x, a.y);
+        store_pair(out, m + 8, n, a.z, a.w);
+      }
+      return;
+    }
+    store_slab(d, out, m0 + c * WG_ROWS, n0, tid);
+  });
+}
+`
+
+// wgmmaPersistLaunch starts the persistent kernel: at most one block an
+// SM, and for persist=2 the workspace of one partial slab per part and
+// consumer (at most one part an SM) followed by the zeroed counters (one
+// per split tile and consumer).
+const wgmmaPersistLaunch = `  int dev = 0, sms = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  if (e != cudaSuccess) return (int)e;
+  const int rem = SPLIT ? TILES % sms : 0, parts = rem > 0 ? min(sms / max(rem, 1), KT) : 1;
+  const int count = parts < 2 ? TILES : TILES - rem + rem * parts;
+  float *ws = nullptr;
+  if (parts >= 2) {
+    e = workspace(sizeof(float) * (size_t)sms * BM * BN, sizeof(unsigned) * (size_t)sms * CONSUMERS, (void **)&ws);
+    if (e != cudaSuccess) return (int)e;
+  }
+  gemm<<<min(sms, count), THREADS, SMEM, cudaStreamLegacy>>>(ta, tb, (__nv_bfloat16 *)bufs[2], sms, ws,
+      ws ? (unsigned *)(ws + (size_t)sms * BM * BN) : nullptr);
 `
 
 // wgmmaTiles are the block tiles of the rule-based wgmma default, largest
@@ -316,6 +549,20 @@ var wgmmaTiles = []struct{ bm, bn, stages int64 }{{128, 256, 4}, {128, 128, 6}, 
 // the fastest of the five tiles or within 1.5% of it (the bigger tile's
 // data reuse outweighs the SMs a partial wave leaves idle); group_m=16
 // ran 0.97–1.04× of the default's 8, no consistent gain.
+//
+// What does pay there is splitting the partial wave along K (persist=2,
+// see wgmmaPersistKernel): the default takes it where at least one wave
+// of tiles is full and the last one is at most half full, so that its
+// tiles split into two or more parts (splitParts). Side by side with the
+// one-block-a-tile kernel on the H100 (`llmir cuda bench --suite prefill
+// --samples 0 --knobs 'persist=1;persist=2'`, one call), at 1024×14336×4096
+// (448 tiles, 52 in the last wave, two parts each) it took 190.2 µs
+// against 199.8 (1.050×; persist=1 1.023×), at 512×128256×4096 (2004
+// tiles, 24 in the last wave, five parts) 799.4 against 820.1 (1.026×).
+// Where it splits nothing it is the persistent kernel alone (persist=1),
+// which is no steady gain: over three calls 0.95–1.05× on the shapes of
+// several waves, 0.94–0.97× where N = 1024 or M = 512, N = 4096 (one wave
+// of tiles), so those keep a block a tile.
 func (g GEMM) wgmmaDefault(sms int) map[string]int64 {
 	t := wgmmaTiles[len(wgmmaTiles)-1]
 	for _, c := range wgmmaTiles {
@@ -324,8 +571,26 @@ func (g GEMM) wgmmaDefault(sms int) map[string]int64 {
 			break
 		}
 	}
+	persist := int64(0)
+	if tiles := ceilDiv(g.M, t.bm) * ceilDiv(g.N, t.bn); tiles >= int64(sms) && splitParts(tiles, int64(sms), ceilDiv(g.K, 64)) >= 2 {
+		persist = 2
+	}
 	return map[string]int64{"wm": 32, "wn": 32, "warps_m": 1, "warps_n": 1, "bk": 64, "group_m": 8,
-		"mma": 2, "wg_m": t.bm, "wg_n": t.bn, "stages": t.stages}
+		"mma": 2, "wg_m": t.bm, "wg_n": t.bn, "stages": t.stages, "persist": persist}
+}
+
+// splitParts is how many parts along K the persistent kernel with persist=2
+// cuts each tile of the last partial wave into (the kernel's units(): ⌊sms
+// / rem⌋, at most kt, the number of k slices); 1 when nothing is split.
+func splitParts(tiles, sms, kt int64) int64 {
+	rem := tiles % max(sms, 1)
+	if rem == 0 {
+		return 1
+	}
+	if p := min(sms/rem, kt); p >= 2 {
+		return p
+	}
+	return 1
 }
 
 func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }

@@ -1,6 +1,7 @@
 package cudakernels
 
 import (
+	"maps"
 	"strconv"
 	"strings"
 	"testing"
@@ -27,6 +28,12 @@ func TestGEMMDefaultByShape(t *testing.T) {
 		{GEMM{M: 333, N: 200, K: 1032}, "wgmma block 64x64x64"},  // none fills the GPU: the smallest
 		{GEMM{M: 128, N: 8, K: 8}, "wgmma block 64x64x64"},
 		{GEMM{M: 127, N: 4096, K: 4096}, "block 128x128x32, warps 2x4"},
+		// The last wave's tiles split along K (persist=2) where a wave is
+		// full and the last at most half: 448 tiles, 52 in the last wave.
+		{GEMM{M: 1024, N: 14336, K: 4096}, "constexpr bool SPLIT = true;"},
+		{GEMM{M: 512, N: 128256, K: 4096}, "constexpr bool SPLIT = true;"},   // 2004 tiles, 24 left
+		{GEMM{M: 4096, N: 14336, K: 4096}, "gemm<<<TILES, THREADS, SMEM>>>"}, // 76 left: one part
+		{GEMM{M: 333, N: 200, K: 1032}, "gemm<<<TILES, THREADS, SMEM>>>"},    // 24 tiles: no full wave
 		{GEMM{M: 17, N: 40, K: 64}, "block 128x128x32, warps 2x4"},
 	} {
 		s, err := search.DefaultSchedule(tc.g, Hardware(cuda.H100))
@@ -40,7 +47,7 @@ func TestGEMMDefaultByShape(t *testing.T) {
 		if !strings.Contains(src, tc.want) {
 			t.Errorf("%s: default source lacks %q", tc.g.Name(), tc.want)
 		}
-		if wg := strings.Contains(tc.want, "wgmma"); wg != strings.Contains(src, "wgmma.mma_async") {
+		if wg := !strings.Contains(tc.want, "warps 2x4"); wg != strings.Contains(src, "wgmma.mma_async") {
 			t.Errorf("%s: wgmma instruction present = %v, want %v", tc.g.Name(), !wg, wg)
 		}
 	}
@@ -88,5 +95,57 @@ func TestWGMMAInstr(t *testing.T) {
 		if strings.Contains(src, `"+f"(d[`+strconv.FormatInt(tc.bn/2, 10)+`])`) {
 			t.Errorf("n%d: more than %d accumulators", tc.bn, tc.bn/2)
 		}
+	}
+}
+
+// TestSplitParts: the last partial wave's tiles are cut into ⌊sms / rem⌋
+// parts along K, at most one a k slice; 1 means nothing is split.
+func TestSplitParts(t *testing.T) {
+	for _, tc := range []struct{ tiles, sms, kt, want int64 }{
+		{448, 132, 64, 2},  // 52 left
+		{2004, 132, 64, 5}, // 24 left
+		{512, 132, 64, 1},  // 116 left: no room for two parts
+		{264, 132, 64, 1},  // whole waves
+		{3, 132, 17, 17},   // one part a k slice
+		{67, 132, 64, 1},
+		{66, 132, 64, 2},
+	} {
+		if got := splitParts(tc.tiles, tc.sms, tc.kt); got != tc.want {
+			t.Errorf("splitParts(%d, %d, %d) = %d, want %d", tc.tiles, tc.sms, tc.kt, got, tc.want)
+		}
+	}
+}
+
+// TestGEMMPersist: persist > 0 is the persistent kernel (one block an SM,
+// the legacy stream, the workspace only when split), pinned to 0 at mma=1.
+func TestGEMMPersist(t *testing.T) {
+	g := GEMM{M: 333, N: 200, K: 1032}
+	wg := map[string]int64{"wm": 32, "wn": 32, "warps_m": 1, "warps_n": 1, "bk": 64, "group_m": 8, "mma": 2, "wg_m": 128, "wg_n": 256, "stages": 4}
+	for _, tc := range []struct {
+		persist int64
+		want    []string
+	}{
+		{0, []string{"gemm<<<TILES, THREADS, SMEM>>>"}},
+		{1, []string{"constexpr bool SPLIT = false;", "gemm<<<min(sms, count), THREADS, SMEM, cudaStreamLegacy>>>", "wgmma_scaled("}},
+		{2, []string{"constexpr bool SPLIT = true;", "workspace(sizeof(float)", "atomicAdd(n, 1u)"}},
+	} {
+		k := maps.Clone(wg)
+		k["persist"] = tc.persist
+		src, err := g.EmitCUDA(chosen(t, g, k), cuda.H100, Entry)
+		if err != nil {
+			t.Fatalf("persist=%d: %v", tc.persist, err)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(src, w) {
+				t.Errorf("persist=%d: no %q in the source", tc.persist, w)
+			}
+		}
+		if got := strings.Contains(src, "for_each_unit"); got != (tc.persist > 0) {
+			t.Errorf("persist=%d: persistent kernel = %v", tc.persist, got)
+		}
+	}
+	mmaSync := map[string]int64{"wm": 64, "wn": 32, "warps_m": 2, "warps_n": 4, "bk": 32, "stages": 3, "group_m": 8, "mma": 1, "wg_m": 64, "wg_n": 64, "persist": 1}
+	if _, err := g.EmitCUDA(chosen(t, g, mmaSync), cuda.H100, Entry); err == nil || !strings.Contains(err.Error(), "persist") {
+		t.Errorf("mma=1 with persist=1: err %v, want the pinned knob refused", err)
 	}
 }

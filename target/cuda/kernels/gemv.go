@@ -183,18 +183,37 @@ func ringSmem(NT, W, U, PF int64) int64 { return W * PF * U * (NT + 2) * 32 * 16
 // 1024: 256 blocks of four warps were 7.8 per SM): the H100 tune of
 // llama-3-8b's decode found 6.75 µs there with ksplit 8 and unroll 8
 // against 8.7 for the default, and its next best points had ksplit 8 too.
+//
+// At M = 1 every grid now splits K eight ways, four chunks unrolled (eight
+// where the grid is short of warps, as before): side by side with the
+// former ksplit 2, unroll 1 on the H100 (`llmir cuda bench --match
+// 'cuda_gemv/M=(1|16),' --samples 0 --knobs …`, three calls) the new point
+// took 14.66–14.72 µs at 4096×4096 against 15.14–15.23 (3.3–3.5% faster
+// in each call), 2.4–2.7% faster at 14336×4096, 1.7% at 128256×4096, and
+// 0.2% slower at 4096×14336 (noise). At M ≥ 2 the 8-row blocks of the
+// small-N rule take a ring of four stages instead of three: 6.98 µs
+// against 7.26–7.36 at 1024×4096, M = 16 (4.0–4.1% in each of three
+// calls; six stages 6.94–7.04, unroll 4 7.04). At 4096×4096 no point of
+// these sweeps gained 2% at M = 16. Neither shape can reach 85% of the
+// copy bandwidth measured on 1 GiB: a pure read of the same bytes after the
+// same L2 flush (a 16-byte-load kernel, 2–16 blocks of 512 threads an SM,
+// median of 50) took 14.40 µs for 32 MiB (78% of copy) and 6.46 µs for
+// 8 MiB (44%): at M = 1 these GEMVs reach 98% and 95% of the speed of a
+// plain read of their weights (M = 16: 94% and 93%); the rest of the gap
+// to the copy bandwidth is the launch and the first loads' latency.
 func (g GEMV) Default(s *schedule.Schedule, hw kernels.Hardware) error {
-	v := map[string]int64{"mma": 0, "rows_per_warp": 2, "groups": 2, "ksplit": 2, "vec": 8, "unroll": 1, "stages": 2}
+	v := map[string]int64{"mma": 0, "rows_per_warp": 2, "groups": 2, "ksplit": 8, "vec": 8, "unroll": 4, "stages": 2}
 	if blocks := (g.N + 3) / 4; g.M < 2 && blocks*2*2 < 16*int64(max(hw.Threads, 1)) {
 		// Rows per block = groups × rows_per_warp = 4; warps = blocks ×
 		// groups × ksplit.
-		v["ksplit"], v["unroll"] = 8, 8
+		v["unroll"] = 8
 	}
 	if g.M >= 2 {
 		v = map[string]int64{"mma": 3, "rows_per_warp": 2, "groups": 1, "ksplit": 4, "vec": 8, "unroll": 2, "stages": 3}
 		if (g.N+15)/16 < int64(max(hw.Threads, 1)) {
-			// Fewer 16-row blocks than SMs: 8-row blocks of eight warps.
-			v["rows_per_warp"], v["ksplit"] = 1, 8
+			// Fewer 16-row blocks than SMs: 8-row blocks of eight warps,
+			// with a ring one stage deeper.
+			v["rows_per_warp"], v["ksplit"], v["stages"] = 1, 8, 4
 		}
 	}
 	return g.knobs().Choose(s, v)

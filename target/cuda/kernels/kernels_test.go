@@ -661,8 +661,8 @@ func TestGEMVRefusals(t *testing.T) {
 	}
 }
 
-// TestGEMVDefaultSmallNOneRow: at M = 1 a grid short of 16 warps per SM
-// splits K eight ways in the block, larger grids keep ksplit 2.
+// TestGEMVDefaultSmallNOneRow: at M = 1 the block splits K eight ways; a
+// grid short of 16 warps per SM unrolls eight chunks, larger grids four.
 func TestGEMVDefaultSmallNOneRow(t *testing.T) {
 	for _, tc := range []struct {
 		g              GEMV
@@ -670,9 +670,9 @@ func TestGEMVDefaultSmallNOneRow(t *testing.T) {
 		ksplit, unroll int64
 	}{
 		{GEMV{M: 1, N: 1024, K: 4096}, 132, 8, 8},  // 256 blocks × 4 warps: 7.8 per SM
-		{GEMV{M: 1, N: 4096, K: 4096}, 132, 2, 1},  // 1024 × 4: 31 per SM
-		{GEMV{M: 1, N: 1024, K: 4096}, 64, 2, 1},   // 16 per SM
-		{GEMV{M: 1, N: 14336, K: 4096}, 132, 2, 1}, // llama-3-8b's other linears
+		{GEMV{M: 1, N: 4096, K: 4096}, 132, 8, 4},  // 1024 × 4: 31 per SM
+		{GEMV{M: 1, N: 1024, K: 4096}, 64, 8, 4},   // 16 per SM
+		{GEMV{M: 1, N: 14336, K: 4096}, 132, 8, 4}, // llama-3-8b's other linears
 	} {
 		gpu, s, k := gemvDefault(t, tc.g, tc.sms)
 		if k["mma"] != 0 || k["ksplit"] != tc.ksplit || k["unroll"] != tc.unroll {

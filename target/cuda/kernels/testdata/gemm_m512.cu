@@ -89,6 +89,51 @@ __device__ __forceinline__ void wgmma(float *d, uint64_t a, uint64_t b) {
                : "l"(a), "l"(b));
 }
 
+// The same step with d scaled by scale (0 or 1) first: scale 0 starts a
+// tile's sum with no instruction but wgmmas defining the accumulators
+// (zeroing them with moves serialized the persistent kernel's wgmmas).
+__device__ __forceinline__ void wgmma_scaled(float *d, uint64_t a, uint64_t b, int scale) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+               : "l"(a), "l"(b), "r"(scale));
+}
+
+// Grouped raster, as in the mma.sync kernel: GROUP_M tile rows sweep the
+// n tiles together, so a tile of w is read from HBM once per group.
+constexpr int TILES_M = (M + BM - 1) / BM, TILES_N = (N + BN - 1) / BN, TILES = TILES_M * TILES_N;
+__device__ __forceinline__ void tile_origin(int t, int &m0, int &n0) {
+  const int per_group = GROUP_M * TILES_N, first = (t / per_group) * GROUP_M;
+  const int rows = min(TILES_M - first, GROUP_M), in_group = t % per_group;
+  m0 = (first + in_group % rows) * BM;
+  n0 = (in_group / rows) * BN;
+}
+
+// store_pair writes out[m, n] and out[m, n + 1] as bf16, what lies inside.
+__device__ __forceinline__ void store_pair(__nv_bfloat16 *__restrict__ out, int m, int n, float v0, float v1) {
+  if (m >= M) return;
+  if ((N % 2) == 0 && n + 1 < N) {
+    *reinterpret_cast<__nv_bfloat162 *>(out + (size_t)m * N + n) = __floats2bfloat162_rn(v0, v1);
+  } else {
+    if (n < N) out[(size_t)m * N + n] = __float2bfloat16(v0);
+    if (n + 1 < N) out[(size_t)m * N + n + 1] = __float2bfloat16(v1);
+  }
+}
+
+// store_slab writes a consumer's accumulators (the WG_ROWS×BN slab at
+// row m0, column n0) as bf16. d[i][4j + 2h + e] is row 16·warp + lane/4 +
+// 8h of the i-th m64 tile, column 8j + 2(lane%4) + e.
+__device__ __forceinline__ void store_slab(const float (&d)[MW][BN / 2], __nv_bfloat16 *__restrict__ out, int m0, int n0, int tid) {
+  const int warp = tid / 32, lane = tid % 32;
+#pragma unroll
+  for (int i = 0; i < MW; i++)
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++)
+#pragma unroll
+      for (int h = 0; h < 2; h++)
+        store_pair(out, m0 + i * 64 + warp * 16 + lane / 4 + h * 8, n0 + j * 8 + 2 * (lane % 4), d[i][4 * j + 2 * h], d[i][4 * j + 2 * h + 1]);
+}
+
 __global__ void __launch_bounds__(THREADS, 1) gemm(const __grid_constant__ CUtensorMap ta,
     const __grid_constant__ CUtensorMap tb, __nv_bfloat16 *__restrict__ out) {
   extern __shared__ unsigned char smem[];
@@ -98,12 +143,8 @@ __global__ void __launch_bounds__(THREADS, 1) gemm(const __grid_constant__ CUten
   const uint32_t sA = base, sB = base + STAGES * A_BYTES;
   const uint32_t full = base + STAGES * STAGE_BYTES, empty = full + STAGES * 8;
   const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
-  // Grouped raster, as in the mma.sync kernel: GROUP_M tile rows sweep
-  // the n tiles together so a tile of w is read from HBM once per group.
-  constexpr int TILES_M = (M + BM - 1) / BM, TILES_N = (N + BN - 1) / BN;
-  const int per_group = GROUP_M * TILES_N, first = (blockIdx.x / per_group) * GROUP_M;
-  const int rows = min(TILES_M - first, GROUP_M), in_group = blockIdx.x % per_group;
-  const int m0 = (first + in_group % rows) * BM, n0 = (in_group / rows) * BN;
+  int m0, n0;
+  tile_origin(blockIdx.x, m0, n0);
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; s++) {
@@ -152,25 +193,7 @@ __global__ void __launch_bounds__(THREADS, 1) gemm(const __grid_constant__ CUten
   }
   wgmma_wait<0>();
 
-  // d[i][4j + 2h + e]: row 16·warp + lane/4 + 8h of the i-th m64 tile,
-  // column 8j + 2(lane%4) + e.
-  const int warp = tid / 32, lane = tid % 32;
-#pragma unroll
-  for (int i = 0; i < MW; i++)
-#pragma unroll
-    for (int j = 0; j < BN / 8; j++)
-#pragma unroll
-      for (int h = 0; h < 2; h++) {
-        const int m = m0 + c * WG_ROWS + i * 64 + warp * 16 + lane / 4 + h * 8, n = n0 + j * 8 + 2 * (lane % 4);
-        if (m >= M) continue;
-        const float v0 = d[i][4 * j + 2 * h], v1 = d[i][4 * j + 2 * h + 1];
-        if ((N % 2) == 0 && n + 1 < N) {
-          *reinterpret_cast<__nv_bfloat162 *>(out + (size_t)m * N + n) = __floats2bfloat162_rn(v0, v1);
-        } else {
-          if (n < N) out[(size_t)m * N + n] = __float2bfloat16(v0);
-          if (n + 1 < N) out[(size_t)m * N + n + 1] = __float2bfloat16(v1);
-        }
-      }
+  store_slab(d, out, m0 + c * WG_ROWS, n0, tid);
 }
 
 int llmir_kernel(void *const *bufs, const int64_t *dims) {
@@ -192,6 +215,6 @@ int llmir_kernel(void *const *bufs, const int64_t *dims) {
     if (int e = make_map(&tb, bufs[1], N, BN)) return e;
     pb = bufs[1];
   }
-  gemm<<<((M + BM - 1) / BM) * ((N + BN - 1) / BN), THREADS, SMEM>>>(ta, tb, (__nv_bfloat16 *)bufs[2]);
+  gemm<<<TILES, THREADS, SMEM>>>(ta, tb, (__nv_bfloat16 *)bufs[2]);
   return (int)cudaGetLastError();
 }

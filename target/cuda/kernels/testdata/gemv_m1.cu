@@ -7,9 +7,9 @@
 __device__ __forceinline__ float bf_lo(uint32_t u) { return __uint_as_float(u << 16); }
 __device__ __forceinline__ float bf_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
 
-// cuda_gemv/M=1,N=4096,K=4096/bf16: rows_per_warp=2 warps=4 ksplit=2 vec=8 unroll=1
+// cuda_gemv/M=1,N=4096,K=4096/bf16: rows_per_warp=2 warps=16 ksplit=8 vec=8 unroll=4
 constexpr int M = 1, N = 4096, K = 4096;
-constexpr int R = 2, WARPS = 4, KSPLIT = 2, V = 8;
+constexpr int R = 2, WARPS = 16, KSPLIT = 8, V = 8;
 constexpr int GROUPS = WARPS / KSPLIT;          // row groups per block
 constexpr int KCHUNK = ((K / V + KSPLIT - 1) / KSPLIT) * V;
 typedef uint4 vec_t; // 8 bf16 = 16 bytes per load
@@ -31,7 +31,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv(const __nv_bfloat16 *__restri
   for (int m = 0; m < M; m++)
 #pragma unroll
     for (int r = 0; r < R; r++) acc[m][r] = 0.f;
-#pragma unroll 1
+#pragma unroll 4
   for (int k = kbeg + lane * V; k < kend; k += 32 * V) {
     float wf[R][V];
 #pragma unroll

@@ -7,9 +7,9 @@
 __device__ __forceinline__ float bf_lo(uint32_t u) { return __uint_as_float(u << 16); }
 __device__ __forceinline__ float bf_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
 
-// cuda_gemv/M=16,N=1024,K=4096/bf16: cp.async ring n_tiles=1 groups=1 ksplit=8 unroll=2 stages=3 k_per_block=4096 k_blocks=1
+// cuda_gemv/M=16,N=1024,K=4096/bf16: cp.async ring n_tiles=1 groups=1 ksplit=8 unroll=2 stages=4 k_per_block=4096 k_blocks=1
 constexpr int M = 16, N = 1024, K = 4096;
-constexpr int NT = 1, G = 1, S = 8, U = 2, PF = 3;
+constexpr int NT = 1, G = 1, S = 8, U = 2, PF = 4;
 constexpr int KR = 4096, KB = 1, NB = 128;  // k per block, K blocks (grid y), n blocks (grid x)
 constexpr int W = G * S;                  // warps per block
 constexpr int ROWS = G * NT * 8;          // weight rows per block
