@@ -91,12 +91,9 @@ func TestLinearSuite(t *testing.T) {
 		if r.Shape != shapes[i].String() || r.Class != bench.ClassOf(shapes[i]) || r.Goal != bench.GoalOf(r.Class) {
 			t.Errorf("result %d: shape %s class %s goal %+v", i, r.Shape, r.Class, r.Goal)
 		}
-		// Decode shapes repeat the closing batch (ClosingRuns 2), prefill
-		// runs it once: two passes of 3 samples a run.
-		want := 6
-		if r.Class != bench.Prefill {
-			want = 12
-		}
+		// Every shape repeats the closing batch (ClosingRuns 2): two
+		// passes of 3 samples a run.
+		want := 12
 		for name, m := range map[string]target.Measurement{"default": r.Default, "tuned": r.Tuned, "openblas": r.OpenBLAS} {
 			if !m.OK() || len(m.Samples) != want {
 				t.Errorf("%s: %s %s %q with %d samples, want %d", r.Shape, name, m.Status, m.Error, len(m.Samples), want)

@@ -341,7 +341,7 @@ the database's bench_results table (suite "linear").`,
 	f.Int("batch", 8, "candidates built in parallel and then measured per round")
 	f.Uint64("seed", 1, "seed of the inputs and of the random search")
 	f.Duration("min-time", 0, "timed budget per candidate (0: the protocol's 100ms)")
-	f.Int("closing-runs", 1, "decode shapes: repeat the closing batch and its read baseline in this many fresh harness runs, samples pooled")
+	f.Int("closing-runs", 1, "repeat each shape's closing batch (decode shapes: with its read baseline) in this many fresh harness runs, samples pooled")
 	f.Bool("json", false, "print every result as JSON (all samples included)")
 	return cmd
 }
