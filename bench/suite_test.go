@@ -262,7 +262,7 @@ func TestTuningSuiteRows(t *testing.T) {
 	}
 	defer db.Close()
 	env := &Env{Results: db, Device: resultstest.Device(),
-		Opts: SuiteOptions{CostModelData: []string{"../costmodel/testdata/local2core-linear.jsonl"}, SearchSeeds: 1}}
+		Opts: SuiteOptions{CostModelData: []string{"../costmodel/testdata/local2core-linear2.jsonl"}, SearchSeeds: 1}}
 	run, err := RunSuite(context.Background(), SuiteTuning, env)
 	if err != nil {
 		t.Fatal(err)

@@ -161,7 +161,7 @@ func TestBenchSuiteErrors(t *testing.T) {
 func TestBenchSuiteNightly(t *testing.T) {
 	dir, db := benchEnv(t)
 	t.Setenv("LLMIR_GIT_COMMIT", "abc123")
-	data, err := filepath.Abs("../../costmodel/testdata/local2core-linear.jsonl")
+	data, err := filepath.Abs("../../costmodel/testdata/local2core-linear2.jsonl")
 	if err != nil {
 		t.Fatal(err)
 	}
