@@ -225,9 +225,35 @@ __device__ __forceinline__ uint64_t desc(uint32_t addr) {
 }
 `
 
-// wgmmaTile is what both wgmma kernels (one tile a block, and stream-K)
-// share after the constexprs: where a tile lies and how a consumer stores it.
+// wgmmaTile is what both wgmma kernels (one tile a block, and the
+// persistent one) share after the constexprs: the stage ring's layout and
+// barriers, where a tile lies and how a consumer stores it.
 const wgmmaTile = `
+// Ring is the stage ring in dynamic shared memory: STAGES stages of a's
+// boxes (sA) and of w's (sB) from a 1024-byte boundary — the swizzle
+// pattern repeats every 8 rows of 128 bytes and the descriptors assume it
+// starts there — then a full and an empty barrier per stage.
+struct Ring {
+  uint32_t sA, sB, full, empty;
+};
+
+// ring_setup lays the ring out and initialises its barriers before any
+// thread of the block uses them: a stage is full on the producer's
+// arrival with its bytes, empty once every consumer released it.
+__device__ __forceinline__ Ring ring_setup(unsigned char *smem) {
+  const uint32_t base = (smem_addr(smem) + 1023) & ~1023u;
+  const Ring r = {base, base + STAGES * A_BYTES, base + STAGES * STAGE_BYTES, base + STAGES * STAGE_BYTES + STAGES * 8};
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; s++) {
+      mbar_init(r.full + 8 * s, 1);
+      mbar_init(r.empty + 8 * s, CONSUMERS);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  return r;
+}
+
 // Grouped raster, as in the mma.sync kernel: GROUP_M tile rows sweep the
 // n tiles together, so a tile of w is read from HBM once per group.
 constexpr int TILES_M = (M + BM - 1) / BM, TILES_N = (N + BN - 1) / BN, TILES = TILES_M * TILES_N;
@@ -269,23 +295,11 @@ const wgmmaKernel = `
 __global__ void __launch_bounds__(THREADS, 1) gemm(const __grid_constant__ CUtensorMap ta,
     const __grid_constant__ CUtensorMap tb, __nv_bfloat16 *__restrict__ out) {
   extern __shared__ unsigned char smem[];
-  // Stages start on a 1024-byte boundary: the swizzle pattern repeats
-  // every 8 rows of 128 bytes and the descriptors assume it starts there.
-  const uint32_t base = (smem_addr(smem) + 1023) & ~1023u;
-  const uint32_t sA = base, sB = base + STAGES * A_BYTES;
-  const uint32_t full = base + STAGES * STAGE_BYTES, empty = full + STAGES * 8;
+  const Ring ring = ring_setup(smem);
+  const uint32_t sA = ring.sA, sB = ring.sB, full = ring.full, empty = ring.empty;
   const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
   int m0, n0;
   tile_origin(blockIdx.x, m0, n0);
-
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < STAGES; s++) {
-      mbar_init(full + 8 * s, 1);
-      mbar_init(empty + 8 * s, CONSUMERS);
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
-  __syncthreads();
 
   if (wg == 0) {
     // Producer: one thread keeps the ring full. The n-th use of a stage
@@ -402,20 +416,10 @@ __global__ void __launch_bounds__(THREADS, 1) gemm(const __grid_constant__ CUten
     unsigned *__restrict__ count) {
   extern __shared__ unsigned char smem[];
   __shared__ int last[CONSUMERS];
-  const uint32_t base = (smem_addr(smem) + 1023) & ~1023u;
-  const uint32_t sA = base, sB = base + STAGES * A_BYTES;
-  const uint32_t full = base + STAGES * STAGE_BYTES, empty = full + STAGES * 8;
+  const Ring ring = ring_setup(smem);
+  const uint32_t sA = ring.sA, sB = ring.sB, full = ring.full, empty = ring.empty;
   const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
   const CUtensorMap *pa = &ta, *pb = &tb;
-
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < STAGES; s++) {
-      mbar_init(full + 8 * s, 1);
-      mbar_init(empty + 8 * s, CONSUMERS);
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
-  __syncthreads();
 
   // The ring runs on through the units: slice it (counted over all of
   // this block's units) uses stage it % STAGES for the (it / STAGES)-th time.

@@ -99,6 +99,31 @@ __device__ __forceinline__ void wgmma_scaled(float *d, uint64_t a, uint64_t b, i
                : "l"(a), "l"(b), "r"(scale));
 }
 
+// Ring is the stage ring in dynamic shared memory: STAGES stages of a's
+// boxes (sA) and of w's (sB) from a 1024-byte boundary — the swizzle
+// pattern repeats every 8 rows of 128 bytes and the descriptors assume it
+// starts there — then a full and an empty barrier per stage.
+struct Ring {
+  uint32_t sA, sB, full, empty;
+};
+
+// ring_setup lays the ring out and initialises its barriers before any
+// thread of the block uses them: a stage is full on the producer's
+// arrival with its bytes, empty once every consumer released it.
+__device__ __forceinline__ Ring ring_setup(unsigned char *smem) {
+  const uint32_t base = (smem_addr(smem) + 1023) & ~1023u;
+  const Ring r = {base, base + STAGES * A_BYTES, base + STAGES * STAGE_BYTES, base + STAGES * STAGE_BYTES + STAGES * 8};
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; s++) {
+      mbar_init(r.full + 8 * s, 1);
+      mbar_init(r.empty + 8 * s, CONSUMERS);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  return r;
+}
+
 // Grouped raster, as in the mma.sync kernel: GROUP_M tile rows sweep the
 // n tiles together, so a tile of w is read from HBM once per group.
 constexpr int TILES_M = (M + BM - 1) / BM, TILES_N = (N + BN - 1) / BN, TILES = TILES_M * TILES_N;
@@ -137,23 +162,11 @@ __device__ __forceinline__ void store_slab(const float (&d)[MW][BN / 2], __nv_bf
 __global__ void __launch_bounds__(THREADS, 1) gemm(const __grid_constant__ CUtensorMap ta,
     const __grid_constant__ CUtensorMap tb, __nv_bfloat16 *__restrict__ out) {
   extern __shared__ unsigned char smem[];
-  // Stages start on a 1024-byte boundary: the swizzle pattern repeats
-  // every 8 rows of 128 bytes and the descriptors assume it starts there.
-  const uint32_t base = (smem_addr(smem) + 1023) & ~1023u;
-  const uint32_t sA = base, sB = base + STAGES * A_BYTES;
-  const uint32_t full = base + STAGES * STAGE_BYTES, empty = full + STAGES * 8;
+  const Ring ring = ring_setup(smem);
+  const uint32_t sA = ring.sA, sB = ring.sB, full = ring.full, empty = ring.empty;
   const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
   int m0, n0;
   tile_origin(blockIdx.x, m0, n0);
-
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < STAGES; s++) {
-      mbar_init(full + 8 * s, 1);
-      mbar_init(empty + 8 * s, CONSUMERS);
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
-  __syncthreads();
 
   if (wg == 0) {
     // Producer: one thread keeps the ring full. The n-th use of a stage
