@@ -127,7 +127,7 @@ func tuneModel(ctx context.Context, env *Env) (*ModelTune, error) {
 		tuneErr = cerr
 	}
 	if res != nil {
-		for _, nk := range slices.Concat(res.NoKernel, res.Skipped) {
+		for _, nk := range slices.Concat(res.NoKernel, res.Skipped, res.TooLarge) {
 			mt.Skipped = append(mt.Skipped, Skip{Workload: nk.Name, Where: nk.Funcs, Reason: nk.Reason})
 		}
 		logSum, n := 0.0, 0

@@ -36,11 +36,46 @@ func FromWorkload(w ir.Workload) (Kernel, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrNoKernel, g)
 	}
+	if err := checkSizes(w); err != nil {
+		return nil, fmt.Errorf("kernel for %s: %w", w.Name(), err)
+	}
 	k, err := f(w)
 	if err != nil {
 		return nil, fmt.Errorf("kernel for %s: %w", w.Name(), err)
 	}
 	return k, nil
+}
+
+// MaxTensorElems bounds the elements of one operand of a workload: 2^36
+// (256 GiB of f32), beyond any machine llmir measures on. Shapes past it
+// come from a typo or a hostile module, and the kernels' checks,
+// references and problem buffers would size allocations by them.
+const MaxTensorElems = 1 << 36
+
+// checkSizes refuses operands whose element count is negative, overflows
+// or passes MaxTensorElems, before any builder sizes a table by them.
+func checkSizes(w ir.Workload) error {
+	check := func(what string, i int, t ir.TensorSig) error {
+		n := int64(1)
+		for _, d := range t.Shape {
+			if d < 0 || (d > 0 && n > MaxTensorElems/d) {
+				return fmt.Errorf("%s %d has shape %v: more than %d elements", what, i, t.Shape, int64(MaxTensorElems))
+			}
+			n *= d
+		}
+		return nil
+	}
+	for i, t := range w.Inputs {
+		if err := check("operand", i, t); err != nil {
+			return err
+		}
+	}
+	for i, t := range w.Output {
+		if err := check("result", i, t); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Groups lists the op groups that have a kernel, sorted.

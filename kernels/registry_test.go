@@ -47,6 +47,57 @@ func TestLinearFromWorkload(t *testing.T) {
 	}
 }
 
+// TestFromWorkloadSizes: an operand or result whose element count passes
+// MaxTensorElems, or overflows int64, is refused by name before any
+// kernel sizes a table by it (a rope of head_dim 2^37 allocated 1 TiB of
+// inverse frequencies and the tune died out of memory).
+func TestFromWorkloadSizes(t *testing.T) {
+	m, err := hf.ImportPreset("llama-tiny", hf.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks, err := ir.Tasks(m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rope, linear ir.Workload
+	for _, task := range tasks {
+		switch task.Workload.Group[0] {
+		case "llmir.rope":
+			rope = task.Workload
+		case "llmir.linear":
+			linear = task.Workload
+		}
+	}
+	if rope.Group == nil || linear.Group == nil {
+		t.Fatal("llama-tiny lacks a rope or a linear workload")
+	}
+	huge := func(w ir.Workload, out bool, shape ...int64) ir.Workload {
+		w.Inputs, w.Output = append([]ir.TensorSig(nil), w.Inputs...), append([]ir.TensorSig(nil), w.Output...)
+		if out {
+			w.Output[0].Shape = shape
+		} else {
+			w.Inputs[0].Shape = shape
+		}
+		return w
+	}
+	for _, c := range []struct {
+		name string
+		w    ir.Workload
+		want string
+	}{
+		{"rope head_dim 2^37", huge(rope, false, 512, 8, 1<<37), "operand 0 has shape [512 8 137438953472]: more than 68719476736 elements"},
+		{"overflowing product", huge(linear, false, 1<<40, 1<<40), "operand 0 has shape"},
+		{"result", huge(linear, true, 1<<20, 1<<20), "result 0 has shape"},
+		{"negative dim", huge(linear, false, -1, 4), "operand 0 has shape [-1 4]"},
+	} {
+		_, err := FromWorkload(c.w)
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "kernel for ") {
+			t.Errorf("%s: %v, want an error naming the workload and containing %q", c.name, err, c.want)
+		}
+	}
+}
+
 // TestExportedWorkloadHelpers: other targets' registries read IR tensors
 // through Rows and ParsePagedKV exactly as this library's kernels do.
 func TestExportedWorkloadHelpers(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"math"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -154,6 +155,40 @@ func problemBytes(p *target.Problem) int64 {
 		n += 8 * b.Elems
 	}
 	return n
+}
+
+// tooLarge is why k's problem cannot be held within maxBytes
+// (ModelOptions.MaxProblemBytes), "" when it can: a module may declare
+// shapes no machine measures, and making their problem would end the
+// tune out of memory instead of skipping one task.
+func tooLarge(k kernels.Kernel, maxBytes int64) string {
+	if maxBytes == 0 {
+		if lim := debug.SetMemoryLimit(-1); lim < math.MaxInt64 {
+			maxBytes = lim / 2
+		}
+	}
+	if maxBytes <= 0 {
+		return ""
+	}
+	p, err := NewProblem(k, 0)
+	if err != nil {
+		return "" // the task's first step reports it
+	}
+	if b := problemBytes(p); b > maxBytes {
+		return fmt.Sprintf("its problem holds %s of float64 inputs and reference, over the %s this machine allows", gib(b), gib(maxBytes))
+	}
+	return ""
+}
+
+// gib prints a byte count in GiB, MiB or KiB, whichever is at least one.
+func gib(b int64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+	}
+	return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
 }
 
 // retainProblems drops the problems of tasks other than cur, largest

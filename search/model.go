@@ -50,6 +50,11 @@ type ModelOptions struct {
 	// reason (listed in Skipped with it): a benchmark's name filter, a
 	// memory cap.
 	Exclude func(k kernels.Kernel) string
+	// MaxProblemBytes leaves out (TooLarge, with the reason) the tasks whose
+	// problem — inputs and reference outputs in float64 — would not fit:
+	// 0 is half the Go runtime's memory limit (llmir sets it to 60% of the
+	// machine's memory), none when no limit is set; < 0 is no cap.
+	MaxProblemBytes int64
 	// Strategy is "evolutionary" (default) or "random".
 	Strategy string
 	Evolve   EvolveOptions
@@ -81,9 +86,12 @@ type ModelResult struct {
 	// NoKernel lists the workloads the kernel library has no kernel for;
 	// they are left out of the time estimates.
 	NoKernel []NoKernel `json:"no_kernel,omitempty"`
-	// Skipped lists the workloads left out by ModelOptions.Only and
-	// ModelOptions.Exclude.
+	// Skipped lists the workloads left out by ModelOptions.Only, Funcs and
+	// Exclude.
 	Skipped []NoKernel `json:"skipped,omitempty"`
+	// TooLarge lists the workloads whose problem does not fit this
+	// machine (ModelOptions.MaxProblemBytes), with the sizes.
+	TooLarge []NoKernel `json:"too_large,omitempty"`
 	// Decode and Prefill are the model's estimated kernel time per token
 	// (zero when the module has no such function).
 	Decode  TokenTime `json:"decode"`
@@ -287,6 +295,11 @@ func TuneModel(ctx context.Context, m *ir.Module, o ModelOptions) (*ModelResult,
 				Occurrences: t.Count, Funcs: t.Funcs, Reason: err.Error()})
 			continue
 		}
+		if why := tooLarge(k, o.MaxProblemBytes); why != "" {
+			res.TooLarge = append(res.TooLarge, NoKernel{Name: t.Workload.Name(), Group: strings.Join(t.Workload.Group, "+"),
+				Occurrences: t.Count, Funcs: t.Funcs, Reason: why})
+			continue
+		}
 		if o.Exclude != nil {
 			if why := o.Exclude(k); why != "" {
 				res.Skipped = append(res.Skipped, NoKernel{Name: t.Workload.Name(), Group: strings.Join(t.Workload.Group, "+"),
@@ -308,7 +321,7 @@ func TuneModel(ctx context.Context, m *ir.Module, o ModelOptions) (*ModelResult,
 			Occurrences: t.Count, Funcs: t.Funcs, Weight: weight, Default: math.NaN(), Best: math.NaN(), Speedup: math.NaN()})
 	}
 	if len(runs) == 0 {
-		return res, fmt.Errorf("tune model: %w (%d without one, %d not selected)", ErrNoTasks, len(res.NoKernel), len(res.Skipped))
+		return res, fmt.Errorf("tune model: %w (%d without one, %d not selected, %d too large for this machine)", ErrNoTasks, len(res.NoKernel), len(res.Skipped), len(res.TooLarge))
 	}
 
 	var overall *progressbar.ProgressBar

@@ -170,3 +170,43 @@ func TestTuneModelEndToEnd(t *testing.T) {
 		t.Error("unknown strategy accepted")
 	}
 }
+
+// TestTuneModelTooLarge: a task whose problem (float64 inputs and
+// reference) passes MaxProblemBytes is listed in TooLarge with its size
+// and never measured; the others are tuned. Here both prefill linears
+// (12 and 9.5 KiB) pass a 9000-byte cap, the decode ones (8.5 and
+// 6.4 KiB) do not.
+func TestTuneModelTooLarge(t *testing.T) {
+	f := newFixture(t)
+	m := parseTiny(t)
+	opts := search.ModelOptions{
+		Target: f.tg, DB: f.db, Threads: 1, Budget: search.ModelBudget{Trials: 2},
+		Step: 1, Run: quick, Seed: 3, Confirm: -1, LLMIRVersion: "test", Only: []string{"linear"},
+		MaxProblemBytes: 9000,
+	}
+	res, err := search.TuneModel(context.Background(), m, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.TooLarge) != 2 {
+		t.Fatalf("too large: %+v, want the two prefill linears", res.TooLarge)
+	}
+	for i, want := range []string{"12.0 KiB", "9.5 KiB"} {
+		n := res.TooLarge[i]
+		if !strings.HasPrefix(n.Name, "llmir.linear(1x8x32xf32,") || n.Reason != "its problem holds "+want+" of float64 inputs and reference, over the 8.8 KiB this machine allows" {
+			t.Errorf("too large: %s: %s", n.Name, n.Reason)
+		}
+	}
+	if len(res.Tasks) != 2 {
+		t.Errorf("tuned %d tasks, want the two decode linears", len(res.Tasks))
+	}
+	for _, tr := range res.Tasks {
+		if !strings.HasPrefix(tr.Name, "linear/M=1,") {
+			t.Errorf("tuned %s, want only decode (M=1) linears", tr.Name)
+		}
+	}
+	opts.Funcs = []string{"prefill"}
+	if _, err := search.TuneModel(context.Background(), m, opts); !errors.Is(err, search.ErrNoTasks) || !strings.Contains(err.Error(), "2 too large for this machine") {
+		t.Errorf("prefill only, both too large: %v", err)
+	}
+}

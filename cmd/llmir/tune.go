@@ -279,6 +279,12 @@ func printTune(w io.Writer, name string, res *search.ModelResult) {
 	if len(res.Skipped) > 0 {
 		fmt.Fprintf(w, "\n%d workloads not selected by --only or --function (left out of the estimates)\n", len(res.Skipped))
 	}
+	if len(res.TooLarge) > 0 {
+		fmt.Fprintf(w, "\ntoo large for this machine (not tuned, left out of the estimates):\n")
+		for _, n := range res.TooLarge {
+			fmt.Fprintf(w, "  %s ×%d: %s\n", n.Name, n.Occurrences, n.Reason)
+		}
+	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "estimate\ttokens/call\tgroups covered\tdefault/token\ttuned/token\tspeedup\t")

@@ -139,6 +139,29 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
+	// Bounds far beyond any released model: past them a config is a typo
+	// or hostile, and importing, tuning or compiling it would build or
+	// allocate without end (a million layers of IR, a rotary table of
+	// 2^37 frequencies).
+	for _, b := range []struct {
+		field    string
+		val, max int64
+	}{
+		{"num_hidden_layers", c.NumHiddenLayers, 1 << 10},
+		{"hidden_size", c.HiddenSize, 1 << 20},
+		{"intermediate_size", c.IntermediateSize, 1 << 20},
+		{"num_attention_heads", c.NumAttentionHeads, 1 << 14},
+		{"num_key_value_heads", c.NumKeyValueHeads, 1 << 14},
+		{"head_dim", c.HeadDim, 1 << 14},
+		{"vocab_size", c.VocabSize, 1<<31 - 1}, // token ids are i32
+	} {
+		if b.val > b.max && r.err == nil {
+			r.fail(b.field, "%d is beyond llmir's limit of %d", b.val, b.max)
+		}
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
 	switch {
 	case c.NumAttentionHeads%c.NumKeyValueHeads != 0:
 		r.fail("num_key_value_heads", "%d does not divide num_attention_heads %d", c.NumKeyValueHeads, c.NumAttentionHeads)

@@ -126,6 +126,9 @@ func TestBadConfigs(t *testing.T) {
 		{"rope scaling type", edit(`"rope_theta": 10000.0,`, `"rope_theta": 10000.0, "rope_scaling": {"type": "magic", "factor": 2.0},`), `field "rope_scaling": unsupported type "magic"`},
 		{"rope scaling factor", edit(`"rope_theta": 10000.0,`, `"rope_theta": 10000.0, "rope_scaling": {"type": "linear"},`), `factor: want a positive number`},
 		{"activation", edit(`"silu"`, `"relu"`), `field "hidden_act": unsupported activation "relu"`},
+		{"layers beyond the limit", edit(`"num_hidden_layers": 2`, `"num_hidden_layers": 100000`), `field "num_hidden_layers": 100000 is beyond llmir's limit of 1024`},
+		{"hidden beyond the limit", edit(`"hidden_size": 256`, `"hidden_size": 1099511627776`), `field "hidden_size": 1099511627776 is beyond llmir's limit`},
+		{"vocabulary beyond i32 ids", edit(`"vocab_size": 1000`, `"vocab_size": 4294967296`), `field "vocab_size": 4294967296 is beyond llmir's limit of 2147483647`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := hf.ParseConfig("cfg.json", []byte(c.src))
