@@ -30,7 +30,8 @@ import (
 // packed once per call (Kᵀ and V in contiguous f32 tiles of BK keys), into
 // scratch buffers that persist per thread across calls.
 // For each tile of BK keys in the item's visible range (tiles the causal
-// mask or the window hides entirely are never visited): S = Q·Kᵀ with K
+// mask or the window hides entirely are never visited, and within a tile
+// each MR-row block stops at the keys its last query sees): S = Q·Kᵀ with K
 // packed transposed, so that vectors run over keys — an MR×NR register tile
 // of accumulators fed by one broadcast of q per row and NR loads of Kᵀ per
 // head_dim step, with no horizontal reduction (vectorizing over head_dim
@@ -566,27 +567,40 @@ func b2i(v bool) int64 {
 
 // emitScores writes S[rows][BK] = Qp[rows][D] · KT[D][BK]: row blocks of
 // MR, key vectors in blocks of NR (a tail block takes the rest).
+// Key columns at or past a row block's block_keys are hidden from all its
+// rows (the tile's last keys, the causal diagonal), so they are not
+// computed: the mask sets them to −∞ and p·V skips them.
 func (a Attention) emitScores(b *strings.Builder, bk, vw, mr, nr int64) {
 	emitTiled(b, "\n// S = Q·Kᵀ over one key tile, an MR×NR tile of vector accumulators.\n"+
-		"static void scores(const float *restrict Qp, const float *restrict KT, float *restrict Sb, int64_t rows) {\n",
-		bk/vw, vw, mr, nr, scoreTile)
+		"static void scores(const float *restrict Qp, const float *restrict KT, float *restrict Sb, int64_t rows, int64_t nk, int64_t base) {\n",
+		bk/vw, vw, mr, nr, true, scoreTile)
 }
 
 // emitTiled writes a function (header: its comment and opening line) that
 // loops over row blocks of MR and, in each, over nv vectors of vw lanes in
 // blocks of nr, then one tail block of the rest: tile writes one block of
-// mr rows × its nr vectors at column c.
-func emitTiled(b *strings.Builder, header string, nv, vw, mr, nr int64, tile func(b *strings.Builder, ind string, mr, nr, vw int64)) {
+// mr rows × its nr vectors at column c. With keyCols the columns are keys
+// and blocks starting at or past the row block's block_keys are skipped.
+func emitTiled(b *strings.Builder, header string, nv, vw, mr, nr int64, keyCols bool, tile func(b *strings.Builder, ind string, mr, nr, vw int64)) {
 	b.WriteString(header)
 	b.WriteString("  for (int64_t r = 0; r < rows; r += MR) {\n")
+	b.WriteString("    const int64_t lim = block_keys(r, nk, base);\n")
 	main := nv / nr * nr
+	cond := ""
+	if keyCols {
+		cond = " && c < lim"
+	}
 	if main > 0 {
-		fmt.Fprintf(b, "    for (int64_t c = 0; c < %d; c += %d) {\n", main*vw, nr*vw)
+		fmt.Fprintf(b, "    for (int64_t c = 0; c < %d%s; c += %d) {\n", main*vw, cond, nr*vw)
 		tile(b, "      ", mr, nr, vw)
 		b.WriteString("    }\n")
 	}
 	if tail := nv - main; tail > 0 {
-		fmt.Fprintf(b, "    {\n      const int64_t c = %d;\n", main*vw)
+		if keyCols {
+			fmt.Fprintf(b, "    if (%d < lim) {\n      const int64_t c = %d;\n", main*vw, main*vw)
+		} else {
+			fmt.Fprintf(b, "    {\n      const int64_t c = %d;\n", main*vw)
+		}
 		tile(b, "      ", mr, tail, vw)
 		b.WriteString("    }\n")
 	}
@@ -629,8 +643,8 @@ func scoreTile(b *strings.Builder, ind string, mr, nr, vw int64) {
 // MR, value vectors in blocks of NR (a tail block takes the rest).
 func (a Attention) emitPV(b *strings.Builder, dvp, vw, mr, nr int64) {
 	emitTiled(b, "\n// O += P·V over one key tile, an MR×NR tile of vector accumulators.\n"+
-		"static void pv(const float *restrict Pb, const float *restrict Vp, float *restrict Ob, int64_t rows, int64_t nk) {\n",
-		dvp/vw, vw, mr, nr, pvTile)
+		"static void pv(const float *restrict Pb, const float *restrict Vp, float *restrict Ob, int64_t rows, int64_t nk, int64_t base) {\n",
+		dvp/vw, vw, mr, nr, false, pvTile)
 }
 
 func pvTile(b *strings.Builder, ind string, mr, nr, vw int64) {
@@ -639,7 +653,7 @@ func pvTile(b *strings.Builder, ind string, mr, nr, vw int64) {
 			fmt.Fprintf(b, "%svf o%d_%d = vload(Ob + (r + %d) * DVP + c + %d);\n", ind, m, n, m, n*vw)
 		}
 	}
-	fmt.Fprintf(b, "%sfor (int64_t j = 0; j < nk; j++) {\n", ind)
+	fmt.Fprintf(b, "%sfor (int64_t j = 0; j < lim; j++) {\n", ind)
 	for n := range nr {
 		fmt.Fprintf(b, "%s  const vf v%d = vload(Vp + j * DVP + c + %d);\n", ind, n, n*vw)
 	}
@@ -704,6 +718,13 @@ static inline vf vexp2(vf x) {
   const vi e = ((vi)t - (vi)magic + 127) << 23;
   return p * (vf)e;
 }
+// block_keys is how many leading keys of a tile the row block at r may see:
+// all nk, or with the causal mask up to the block's last query position
+// (base = i0 + off + 1 − kt, rows r = query·G + head).
+static inline int64_t block_keys(int64_t r, int64_t nk, int64_t base) {
+  const int64_t h = CAUSAL ? (r + MR - 1) / G + base : nk;
+  return h < nk ? h : nk;
+}
 // Scratch buffers persist per thread (OpenMP keeps its workers) across
 // calls: a fresh multi-megabyte allocation per call comes back from the
 // kernel as zeroed pages, one fault per 4 KiB touched, which profiled as a
@@ -751,8 +772,8 @@ static void attend_tile(const elem_t *restrict q, elem_t *restrict out, const fl
   if (CAUSAL && p1 + 1 < jhi) jhi = p1 + 1;
   if (WINDOW > 0 && p0 - WINDOW + 1 > jlo) jlo = p0 - WINDOW + 1;
   for (int64_t kt = jlo / BK * BK; kt < jhi; kt += BK) {
-    const int64_t nk = jhi - kt < BK ? jhi - kt : BK;
-    scores(Qp, KT + kt * D, Sb, rows);
+    const int64_t nk = jhi - kt < BK ? jhi - kt : BK, base = i0 + off + 1 - kt;
+    scores(Qp, KT + kt * D, Sb, rows, nk, base);
     // A tile every row sees whole needs no mask.
     const int full = nk == BK && (!CAUSAL || kt + BK - 1 <= p0) && (WINDOW <= 0 || kt >= p1 - WINDOW + 1);
     for (int64_t r = 0; r < rv; r++) {
@@ -789,7 +810,7 @@ static void attend_tile(const elem_t *restrict q, elem_t *restrict out, const fl
       }
     }
     for (int64_t r = rv; r < rows; r++) memset(Sb + r * BK, 0, BK * sizeof(float));
-    pv(Sb, Vh + kt * DVP, Ob, rows, nk);
+    pv(Sb, Vh + kt * DVP, Ob, rows, nk, base);
   }
   for (int64_t r = 0; r < rv; r++) {
     const float inv = lrow[r] > 0.0f ? 1.0f / lrow[r] : 0.0f;
