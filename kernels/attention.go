@@ -36,7 +36,8 @@ import (
 // of accumulators fed by one broadcast of q per row and NR loads of Kᵀ per
 // head_dim step, with no horizontal reduction (vectorizing over head_dim
 // instead would end every dot product in one). The row maxima and exp2 then
-// run on those same key vectors; running max and sum per row rescale the
+// run on those same key vectors, VW rows at a time (their maxima and sums
+// reduced across rows into one vector); running max and sum per row rescale the
 // accumulator O (R × DV, kept in a per-thread buffer), and O += P·V is a
 // second MR×NR register tile, vectorized over DV. Queries are pre-scaled by
 // scale·log2(e) when packed, so the softmax is exp2 of a difference.
@@ -548,6 +549,8 @@ func (a Attention) EmitC(s *schedule.Schedule, hw Hardware, entry string) (strin
 	// is real (it turns −0 into +0) and costs an add before every broadcast.
 	p("static inline vf splat(float x) { return (vf){%s}; }\n", strings.TrimSuffix(strings.Repeat("x, ", int(vw)), ", "))
 	b.WriteString(attentionHelpers)
+	b.WriteString(reduceLanesC(vw, "rows_max", func(x, y string) string { return "vmax2(" + x + ", " + y + ")" }))
+	b.WriteString(reduceLanesC(vw, "rows_sum", func(x, y string) string { return x + " + " + y }))
 	a.emitScores(&b, bk, vw, mr, nr)
 	a.emitPV(&b, dvp, vw, mr, nr)
 	b.WriteString(attentionBody)
@@ -687,6 +690,7 @@ static inline void vstore(float *p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
 
 // attentionHelpers need splat.
 const attentionHelpers = `static inline vf vsel(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
+static inline vf vmax2(vf a, vf b) { return vsel(a > b, a, b); }
 // Pairwise trees: log2(VW) dependent steps per row and key tile, not VW.
 static inline float hmax(vf v) {
   float t[VW];
@@ -776,16 +780,58 @@ static void attend_tile(const elem_t *restrict q, elem_t *restrict out, const fl
     scores(Qp, KT + kt * D, Sb, rows, nk, base);
     // A tile every row sees whole needs no mask.
     const int full = nk == BK && (!CAUSAL || kt + BK - 1 <= p0) && (WINDOW <= 0 || kt >= p1 - WINDOW + 1);
-    for (int64_t r = 0; r < rv; r++) {
+    for (int64_t r = 0; r < rv && !full; r++) {
       float *srow = Sb + r * BK;
-      if (!full) {
-        const int64_t p = i0 + r / G + off;
-        int64_t lo = 0, hi = nk;
-        if (CAUSAL && p + 1 - kt < hi) hi = p + 1 - kt;
-        if (WINDOW > 0 && p - WINDOW + 1 - kt > lo) lo = p - WINDOW + 1 - kt;
-        for (int64_t j = 0; j < lo && j < BK; j++) srow[j] = -INFINITY;
-        for (int64_t j = hi > 0 ? hi : 0; j < BK; j++) srow[j] = -INFINITY;
+      const int64_t p = i0 + r / G + off;
+      int64_t lo = 0, hi = nk;
+      if (CAUSAL && p + 1 - kt < hi) hi = p + 1 - kt;
+      if (WINDOW > 0 && p - WINDOW + 1 - kt > lo) lo = p - WINDOW + 1 - kt;
+      for (int64_t j = 0; j < lo && j < BK; j++) srow[j] = -INFINITY;
+      for (int64_t j = hi > 0 ? hi : 0; j < BK; j++) srow[j] = -INFINITY;
+    }
+    // The online softmax VW rows at a time: their maxima and sums are
+    // reduced across rows (rows_max, rows_sum) into one vector each, and
+    // their rescale factors are one vexp2; one row at a time, each row's
+    // reductions and exp2 were a chain of dependent steps that cost as much
+    // as a fifth of the tile.
+    int64_t r = 0;
+    for (; r + VW <= rv; r += VW) {
+      vf part[VW];
+      for (int64_t i = 0; i < VW; i++) {
+        const float *srow = Sb + (r + i) * BK;
+        vf vm = vload(srow);
+        for (int64_t c = VW; c < BK; c += VW) vm = vmax2(vload(srow + c), vm);
+        part[i] = vm;
       }
+      const vf mold = vload(mrow + r), mnew = vmax2(rows_max(part), mold);
+      const vf alpha = vsel(mold == mnew, splat(1.0f), vsel(mold == splat(-INFINITY), splat(0.0f), vexp2(mold - mnew)));
+      vstore(mrow + r, mnew);
+      for (int64_t i = 0; i < VW; i++) {
+        float *srow = Sb + (r + i) * BK;
+        vf sum = splat(0.0f);
+        if (mnew[i] == -INFINITY) {
+          memset(srow, 0, BK * sizeof(float));
+        } else {
+          const vf m = splat(mnew[i]);
+          for (int64_t c = 0; c < BK; c += VW) {
+            const vf x = vload(srow + c);
+            const vf e = vsel(x > splat(-INFINITY), vexp2(x - m), splat(0.0f));
+            vstore(srow + c, e);
+            sum += e;
+          }
+        }
+        part[i] = sum;
+      }
+      vstore(lrow + r, vload(lrow + r) * alpha + rows_sum(part));
+      for (int64_t i = 0; i < VW; i++) {
+        if (alpha[i] == 1.0f) continue;
+        float *o = Ob + (r + i) * DVP;
+        const vf a = splat(alpha[i]);
+        for (int64_t c = 0; c < DVP; c += VW) vstore(o + c, vload(o + c) * a);
+      }
+    }
+    for (; r < rv; r++) {
+      float *srow = Sb + r * BK;
       vf vm = vload(srow);
       for (int64_t c = VW; c < BK; c += VW) { const vf x = vload(srow + c); vm = vsel(x > vm, x, vm); }
       const float mx = hmax(vm), mnew = mrow[r] > mx ? mrow[r] : mx;

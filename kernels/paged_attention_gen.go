@@ -400,23 +400,30 @@ static inline vf vmax(vf a, vf b) { vi gt = a > b; return (vf)(((vi)a & gt) | ((
 }
 
 // reduceTokensC defines LANES (0, 1, …, vw−1) and reduce_tokens(P), whose
-// lane t is the sum of P[t]'s lanes: at each level pairs of vectors are
-// merged by two shuffles and an add, halving the partial sums per token
-// and doubling the tokens per vector.
+// lane t is the sum of P[t]'s lanes (reduceLanesC).
 func reduceTokensC(vw int64) string {
-	var b strings.Builder
 	lanes := make([]string, vw)
 	for i := range lanes {
 		lanes[i] = strconv.Itoa(i)
 	}
-	fmt.Fprintf(&b, "#define LANES ((vi){%s})\n", strings.Join(lanes, ", "))
-	b.WriteString("static inline vf reduce_tokens(const vf *P) {\n")
+	return fmt.Sprintf("#define LANES ((vi){%s})\n", strings.Join(lanes, ", ")) +
+		reduceLanesC(vw, "reduce_tokens", func(a, b string) string { return a + " + " + b })
+}
+
+// reduceLanesC defines name(P) over vw vectors, whose lane t combines
+// P[t]'s lanes: at each level pairs of vectors are merged by two shuffles
+// and combine (an add, a max), halving the partials per vector and
+// doubling the vectors reduced into one — vw−1 merges for vw horizontal
+// reductions, instead of log2(vw) dependent steps each.
+func reduceLanesC(vw int64, name string, combine func(a, b string) string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "static inline vf %s(const vf *P) {\n", name)
 	cur := make([]string, vw)
 	for i := range cur {
 		cur[i] = fmt.Sprintf("P[%d]", i)
 	}
 	for lvl, k := 1, vw; k > 1; lvl, k = lvl+1, k/2 {
-		// Inputs hold vw/k tokens of k partial sums each; outputs twice the
+		// Inputs hold vw/k tokens of k partials each; outputs twice the
 		// tokens with k/2 partials.
 		lo, hi := make([]string, vw), make([]string, vw)
 		for j := int64(0); j < vw; j++ {
@@ -430,10 +437,11 @@ func reduceTokensC(vw int64) string {
 		}
 		var next []string
 		for i := 0; i < len(cur); i += 2 {
-			name := fmt.Sprintf("r%d_%d", lvl, i/2)
-			fmt.Fprintf(&b, "  vf %s = __builtin_shuffle(%s, %s, (vi){%s}) + __builtin_shuffle(%s, %s, (vi){%s});\n",
-				name, cur[i], cur[i+1], strings.Join(lo, ", "), cur[i], cur[i+1], strings.Join(hi, ", "))
-			next = append(next, name)
+			v := fmt.Sprintf("r%d_%d", lvl, i/2)
+			fmt.Fprintf(&b, "  vf %s = %s;\n", v, combine(
+				fmt.Sprintf("__builtin_shuffle(%s, %s, (vi){%s})", cur[i], cur[i+1], strings.Join(lo, ", ")),
+				fmt.Sprintf("__builtin_shuffle(%s, %s, (vi){%s})", cur[i], cur[i+1], strings.Join(hi, ", "))))
+			next = append(next, v)
 		}
 		cur = next
 	}
