@@ -174,9 +174,10 @@ func parallelRows(n int, f func(i int)) {
 // split partials, the GEMV ring's K-block target and small-N rule; 6: paged
 // attention's mma knob, tensor-core q·k and p·v, the default where the shape allows;
 // 7: cuda_gemm's persist knob, the split last wave the default where it has
-// two or more parts a tile; cuda_gemv's M = 1 default splits K eight ways).
-// The CPU's version (cgen.CodegenVersion) moves independently.
-const CodegenVersion = 7
+// two or more parts a tile; cuda_gemv's M = 1 default splits K eight ways;
+// 8: cuda_gemm's store knob, 16-byte chunks the default for two consumer
+// warpgroups). The CPU's version (cgen.CodegenVersion) moves independently.
+const CodegenVersion = 8
 
 // tensorCoreHelpers are the device functions the tensor-core kernels
 // share (cuda_gemm's mma.sync path and paged attention's mma=1): shared

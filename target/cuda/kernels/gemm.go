@@ -34,7 +34,9 @@ type GEMM struct {
 // two above), k slice 64, and persist: 0 launches a block a tile, 1 a
 // persistent block an SM that walks the tiles (the ring fills once a
 // block), 2 the same with the last partial wave's tiles split along K
-// (gemm_sm90.go). Both: the pipeline depth and the raster group
+// (gemm_sm90.go); store: 1 writes the accumulators as bf16 pairs, 2 as
+// 16-byte row chunks gathered across each quad of lanes (gemm_sm90.go).
+// Both: the pipeline depth and the raster group
 // (group_m tile rows sweep the n tiles together, for L2 reuse of w). The
 // knobs one instruction ignores are pinned (see GEMM.pinned), and
 // combinations that need more registers or shared memory than an SM has
@@ -52,6 +54,7 @@ func (g GEMM) knobs() kernels.Knobs {
 		{Name: "wg_m", Values: []int64{64, 128, 256}},
 		{Name: "wg_n", Values: []int64{64, 128, 256}},
 		{Name: "persist", Values: []int64{0, 1, 2}},
+		{Name: "store", Values: []int64{1, 2}},
 	}
 }
 
@@ -130,7 +133,7 @@ func (g GEMM) Default(s *schedule.Schedule, hw kernels.Hardware) error {
 		return g.knobs().Choose(s, g.wgmmaDefault(hw.Threads))
 	}
 	return g.knobs().Choose(s, map[string]int64{"wm": 64, "wn": 32, "warps_m": 2, "warps_n": 4, "bk": 32, "stages": 3, "group_m": 8,
-		"mma": 1, "wg_m": 64, "wg_n": 64})
+		"mma": 1, "wg_m": 64, "wg_n": 64, "store": 1})
 }
 
 // gemmMaxSmem is the shared memory a block may opt into on sm_80/sm_90

@@ -42,7 +42,7 @@ var gemmFallback = map[string]int64{"wm": 64, "wn": 32, "warps_m": 2, "warps_n":
 // distinct valid points are distinct kernels and the tuner never measures
 // one twice.
 func (g GEMM) pinned(k map[string]int64) error {
-	fixed := map[string]int64{"wg_m": 64, "wg_n": 64, "persist": 0}
+	fixed := map[string]int64{"wg_m": 64, "wg_n": 64, "persist": 0, "store": 1}
 	if k["mma"] == 2 {
 		fixed = map[string]int64{"wm": 32, "wn": 32, "warps_m": 1, "warps_n": 1, "bk": 64}
 	}
@@ -89,6 +89,11 @@ constexpr int SMEM = %d; // stages, 1024 B of alignment slack, full and empty ba
 	b.WriteString(wgmmaDevice)
 	b.WriteString(wgmmaInstr(BN))
 	b.WriteString(wgmmaTile)
+	if k["store"] == 2 {
+		b.WriteString(wgmmaStoreChunks)
+	} else {
+		b.WriteString(wgmmaStorePairs)
+	}
 	launch := "  gemm<<<TILES, THREADS, SMEM>>>(ta, tb, (__nv_bfloat16 *)bufs[2]);\n"
 	if p := k["persist"]; p > 0 {
 		fmt.Fprintf(&b, "constexpr bool SPLIT = %v; // the last partial wave's tiles split along K\n", p == 2)
@@ -275,7 +280,11 @@ __device__ __forceinline__ void store_pair(__nv_bfloat16 *__restrict__ out, int 
   }
 }
 
-// store_slab writes a consumer's accumulators (the WG_ROWS×BN slab at
+`
+
+// wgmmaStorePairs is store_slab for store=1: each thread writes its
+// accumulators as they lie, two columns at a time.
+const wgmmaStorePairs = `// store_slab writes a consumer's accumulators (the WG_ROWS×BN slab at
 // row m0, column n0) as bf16. d[i][4j + 2h + e] is row 16·warp + lane/4 +
 // 8h of the i-th m64 tile, column 8j + 2(lane%4) + e.
 __device__ __forceinline__ void store_slab(const float (&d)[MW][BN / 2], __nv_bfloat16 *__restrict__ out, int m0, int n0, int tid) {
@@ -287,6 +296,67 @@ __device__ __forceinline__ void store_slab(const float (&d)[MW][BN / 2], __nv_bf
 #pragma unroll
       for (int h = 0; h < 2; h++)
         store_pair(out, m0 + i * 64 + warp * 16 + lane / 4 + h * 8, n0 + j * 8 + 2 * (lane % 4), d[i][4 * j + 2 * h], d[i][4 * j + 2 * h + 1]);
+}
+`
+
+// wgmmaStoreChunks is store_slab for store=2. In the accumulator layout
+// the four lanes of a quad hold the eight columns of a row's 16-byte
+// chunk two each, so store=1's warp store writes 8 rows × 16 bytes: half
+// sectors, two stores a sector. Here a 4×4 transpose over the quad (three
+// xor shuffles) hands each lane a whole chunk of four such groups, and a
+// warp store writes 8 rows × 64 contiguous bytes. On the H100, with the
+// stores removed altogether (stores kept behind a branch never taken)
+// 1024×4096×4096 at 128×256 ran 44.9 µs instead of 53.3 (cuBLAS 46.6, in
+// a standalone driver with random data after a 128 MiB flush): store=1's
+// epilogue took a sixth of the kernel.
+const wgmmaStoreChunks = `__device__ __forceinline__ uint32_t bf16x2_bits(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t *>(&v);
+}
+
+// store_chunk writes out[m, n … n+7] from four bf16 pairs, what lies inside.
+__device__ __forceinline__ void store_chunk(__nv_bfloat16 *__restrict__ out, int m, int n, uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3) {
+  if (m >= M) return;
+  if ((N % 8) == 0 && n + 8 <= N) {
+    *reinterpret_cast<uint4 *>(out + (size_t)m * N + n) = make_uint4(c0, c1, c2, c3);
+    return;
+  }
+  const uint32_t c[4] = {c0, c1, c2, c3};
+#pragma unroll
+  for (int e = 0; e < 8; e++)
+    if (n + e < N) out[(size_t)m * N + n + e] = __ushort_as_bfloat16((unsigned short)(c[e / 2] >> (16 * (e % 2))));
+}
+
+// store_slab writes a consumer's accumulators (the WG_ROWS×BN slab at
+// row m0, column n0) as bf16 in 16-byte chunks. d[i][4j + 2h + e] is row
+// 16·warp + lane/4 + 8h of the i-th m64 tile, column 8j + 2q + e (q =
+// lane%4): lane q holds pair q of the chunks j. For four chunks 4jj + s,
+// round t sends pair q of chunk 4jj + (q^t) to lane q^t and receives
+// pair q^t of chunk 4jj + q, so lane q ends with all of chunk 4jj + q.
+__device__ __forceinline__ void store_slab(const float (&d)[MW][BN / 2], __nv_bfloat16 *__restrict__ out, int m0, int n0, int tid) {
+  const int warp = tid / 32, lane = tid % 32, q = lane % 4;
+#pragma unroll
+  for (int i = 0; i < MW; i++)
+#pragma unroll
+    for (int jj = 0; jj < BN / 32; jj++)
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        uint32_t w[4];
+#pragma unroll
+        for (int s = 0; s < 4; s++) w[s] = bf16x2_bits(d[i][4 * (4 * jj + s) + 2 * h], d[i][4 * (4 * jj + s) + 2 * h + 1]);
+        uint32_t c0 = 0, c1 = 0, c2 = 0, c3 = 0;
+#pragma unroll
+        for (int t = 0; t < 4; t++) {
+          const int p = q ^ t;
+          const uint32_t send = (p & 2) ? ((p & 1) ? w[3] : w[2]) : ((p & 1) ? w[1] : w[0]);
+          const uint32_t r = t == 0 ? send : __shfl_xor_sync(0xffffffffu, send, t);
+          c0 = p == 0 ? r : c0;
+          c1 = p == 1 ? r : c1;
+          c2 = p == 2 ? r : c2;
+          c3 = p == 3 ? r : c3;
+        }
+        store_chunk(out, m0 + i * 64 + warp * 16 + lane / 4 + h * 8, n0 + (4 * jj + q) * 8, c0, c1, c2, c3);
+      }
 }
 `
 
@@ -567,6 +637,27 @@ var wgmmaTiles = []struct{ bm, bn, stages int64 }{{128, 256, 4}, {128, 128, 6}, 
 // which is no steady gain: over three calls 0.95–1.05× on the shapes of
 // several waves, 0.94–0.97× where N = 1024 or M = 512, N = 4096 (one wave
 // of tiles), so those keep a block a tile.
+//
+// The per-tile gap to cuBLAS at K = 4096 (0.85–0.90×) was the epilogue:
+// store=2 (16-byte chunks, wgmmaStoreChunks) is the default for the tiles
+// of two consumer warpgroups. Side by side on the H100 (`llmir cuda bench
+// --suite prefill --samples 0 --knobs 'store=1;store=2'`, one call) it ran
+// the 15 prefill shapes with such tiles 1.025–1.159× faster than store=1
+// (M=4096, N=K=4096: 185.2 µs against 209.8, cuBLAS 184.7; M=512,
+// N=14336: 91.9 against 103.6, cuBLAS 92.0), except M=4096, N=4096,
+// K=14336 (1.003×: at K = 14336 the epilogue is a small share). With one
+// consumer warpgroup it did not pay (M=512, N=1024 on 64×64: 0.970×;
+// M=1024, N=1024 on 64×128: 1.014×), so those keep store=1.
+//
+// Tried on the way, and dropped: 2-block clusters along M, each block
+// loading half of the shared w slice and multicasting it to both (TMA
+// .multicast::cluster, the empty barriers counting both blocks'
+// consumers). Validated, but 0.94–0.98× the default on 12 of 13 shapes
+// at K = 4096 (1.005× at M=512, N=128256): a standalone probe put the
+// load side alone (consumers skipping the wgmmas) at 31.1 µs and the math
+// alone (no loads after the first ring) at 29.0 µs for the 33.8 µs of
+// 512×4096×4096 on 128×128, so halving the w traffic from L2 bought
+// nothing while the cross-block handoff of every stage cost.
 func (g GEMM) wgmmaDefault(sms int) map[string]int64 {
 	t := wgmmaTiles[len(wgmmaTiles)-1]
 	for _, c := range wgmmaTiles {
@@ -575,12 +666,16 @@ func (g GEMM) wgmmaDefault(sms int) map[string]int64 {
 			break
 		}
 	}
+	store := int64(1)
+	if t.bm >= 128 { // two consumer warpgroups
+		store = 2
+	}
 	persist := int64(0)
 	if tiles := ceilDiv(g.M, t.bm) * ceilDiv(g.N, t.bn); tiles >= int64(sms) && splitParts(tiles, int64(sms), ceilDiv(g.K, 64)) >= 2 {
 		persist = 2
 	}
 	return map[string]int64{"wm": 32, "wn": 32, "warps_m": 1, "warps_n": 1, "bk": 64, "group_m": 8,
-		"mma": 2, "wg_m": t.bm, "wg_n": t.bn, "stages": t.stages, "persist": persist}
+		"mma": 2, "wg_m": t.bm, "wg_n": t.bn, "stages": t.stages, "persist": persist, "store": store}
 }
 
 // splitParts is how many parts along K the persistent kernel with persist=2

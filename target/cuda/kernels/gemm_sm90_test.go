@@ -149,3 +149,51 @@ func TestGEMMPersist(t *testing.T) {
 		t.Errorf("mma=1 with persist=1: err %v, want the pinned knob refused", err)
 	}
 }
+
+// TestGEMMStore: store=2 writes the slab in 16-byte chunks after a quad
+// transpose, in both wgmma kernels; it is the default for the tiles of two
+// consumer warpgroups only, and pinned to 1 at mma=1.
+func TestGEMMStore(t *testing.T) {
+	g := GEMM{M: 333, N: 200, K: 1032}
+	wg := map[string]int64{"wm": 32, "wn": 32, "warps_m": 1, "warps_n": 1, "bk": 64, "group_m": 8, "mma": 2, "wg_m": 128, "wg_n": 256, "stages": 4}
+	for _, persist := range []int64{0, 2} {
+		for _, store := range []int64{1, 2} {
+			k := maps.Clone(wg)
+			k["persist"], k["store"] = persist, store
+			src, err := g.EmitCUDA(chosen(t, g, k), cuda.H100, Entry)
+			if err != nil {
+				t.Fatalf("persist=%d store=%d: %v", persist, store, err)
+			}
+			chunks := strings.Contains(src, "__shfl_xor_sync(0xffffffffu, send, t)") && strings.Contains(src, "*reinterpret_cast<uint4 *>(out + (size_t)m * N + n)")
+			if chunks != (store == 2) || strings.Count(src, "void store_slab(") != 1 {
+				t.Errorf("persist=%d store=%d: 16-byte chunk store = %v, store_slab defined %d times", persist, store, chunks, strings.Count(src, "void store_slab("))
+			}
+		}
+	}
+	for _, tc := range []struct {
+		g     GEMM
+		store int64
+	}{
+		{GEMM{M: 4096, N: 4096, K: 4096}, 2}, // 128×256
+		{GEMM{M: 512, N: 4096, K: 4096}, 2},  // 128×128
+		{GEMM{M: 1024, N: 1024, K: 4096}, 1}, // 64×128: one consumer
+		{GEMM{M: 512, N: 1024, K: 4096}, 1},  // 64×64
+		{GEMM{M: 127, N: 4096, K: 4096}, 1},  // mma.sync
+	} {
+		s, err := search.DefaultSchedule(tc.g, Hardware(cuda.H100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := knobsOf(tc.g.knobs(), s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k["store"] != tc.store {
+			t.Errorf("%s: default store=%d, want %d", tc.g.Name(), k["store"], tc.store)
+		}
+	}
+	mmaSync := map[string]int64{"wm": 64, "wn": 32, "warps_m": 2, "warps_n": 4, "bk": 32, "stages": 3, "group_m": 8, "mma": 1, "wg_m": 64, "wg_n": 64, "store": 2}
+	if _, err := g.EmitCUDA(chosen(t, g, mmaSync), cuda.H100, Entry); err == nil || !strings.Contains(err.Error(), "store") {
+		t.Errorf("mma=1 with store=2: err %v, want the pinned knob refused", err)
+	}
+}

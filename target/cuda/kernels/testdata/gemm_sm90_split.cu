@@ -145,18 +145,54 @@ __device__ __forceinline__ void store_pair(__nv_bfloat16 *__restrict__ out, int 
   }
 }
 
+__device__ __forceinline__ uint32_t bf16x2_bits(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t *>(&v);
+}
+
+// store_chunk writes out[m, n … n+7] from four bf16 pairs, what lies inside.
+__device__ __forceinline__ void store_chunk(__nv_bfloat16 *__restrict__ out, int m, int n, uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3) {
+  if (m >= M) return;
+  if ((N % 8) == 0 && n + 8 <= N) {
+    *reinterpret_cast<uint4 *>(out + (size_t)m * N + n) = make_uint4(c0, c1, c2, c3);
+    return;
+  }
+  const uint32_t c[4] = {c0, c1, c2, c3};
+#pragma unroll
+  for (int e = 0; e < 8; e++)
+    if (n + e < N) out[(size_t)m * N + n + e] = __ushort_as_bfloat16((unsigned short)(c[e / 2] >> (16 * (e % 2))));
+}
+
 // store_slab writes a consumer's accumulators (the WG_ROWS×BN slab at
-// row m0, column n0) as bf16. d[i][4j + 2h + e] is row 16·warp + lane/4 +
-// 8h of the i-th m64 tile, column 8j + 2(lane%4) + e.
+// row m0, column n0) as bf16 in 16-byte chunks. d[i][4j + 2h + e] is row
+// 16·warp + lane/4 + 8h of the i-th m64 tile, column 8j + 2q + e (q =
+// lane%4): lane q holds pair q of the chunks j. For four chunks 4jj + s,
+// round t sends pair q of chunk 4jj + (q^t) to lane q^t and receives
+// pair q^t of chunk 4jj + q, so lane q ends with all of chunk 4jj + q.
 __device__ __forceinline__ void store_slab(const float (&d)[MW][BN / 2], __nv_bfloat16 *__restrict__ out, int m0, int n0, int tid) {
-  const int warp = tid / 32, lane = tid % 32;
+  const int warp = tid / 32, lane = tid % 32, q = lane % 4;
 #pragma unroll
   for (int i = 0; i < MW; i++)
 #pragma unroll
-    for (int j = 0; j < BN / 8; j++)
+    for (int jj = 0; jj < BN / 32; jj++)
 #pragma unroll
-      for (int h = 0; h < 2; h++)
-        store_pair(out, m0 + i * 64 + warp * 16 + lane / 4 + h * 8, n0 + j * 8 + 2 * (lane % 4), d[i][4 * j + 2 * h], d[i][4 * j + 2 * h + 1]);
+      for (int h = 0; h < 2; h++) {
+        uint32_t w[4];
+#pragma unroll
+        for (int s = 0; s < 4; s++) w[s] = bf16x2_bits(d[i][4 * (4 * jj + s) + 2 * h], d[i][4 * (4 * jj + s) + 2 * h + 1]);
+        uint32_t c0 = 0, c1 = 0, c2 = 0, c3 = 0;
+#pragma unroll
+        for (int t = 0; t < 4; t++) {
+          const int p = q ^ t;
+          const uint32_t send = (p & 2) ? ((p & 1) ? w[3] : w[2]) : ((p & 1) ? w[1] : w[0]);
+          const uint32_t r = t == 0 ? send : __shfl_xor_sync(0xffffffffu, send, t);
+          c0 = p == 0 ? r : c0;
+          c1 = p == 1 ? r : c1;
+          c2 = p == 2 ? r : c2;
+          c3 = p == 3 ? r : c3;
+        }
+        store_chunk(out, m0 + i * 64 + warp * 16 + lane / 4 + h * 8, n0 + (4 * jj + q) * 8, c0, c1, c2, c3);
+      }
 }
 constexpr bool SPLIT = true; // the last partial wave's tiles split along K
 
