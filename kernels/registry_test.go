@@ -9,7 +9,9 @@ import (
 	"llmir/ir/hf"
 )
 
-func TestLinearFromWorkload(t *testing.T) {
+// tinyTasks are the workloads of the llama-tiny preset.
+func tinyTasks(t *testing.T) []ir.Task {
+	t.Helper()
 	m, err := hf.ImportPreset("llama-tiny", hf.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -18,6 +20,11 @@ func TestLinearFromWorkload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return tasks
+}
+
+func TestLinearFromWorkload(t *testing.T) {
+	tasks := tinyTasks(t)
 	var n int
 	for _, task := range tasks {
 		if task.Workload.Group[0] != "llmir.linear" {
@@ -52,14 +59,7 @@ func TestLinearFromWorkload(t *testing.T) {
 // kernel sizes a table by it (a rope of head_dim 2^37 allocated 1 TiB of
 // inverse frequencies and the tune died out of memory).
 func TestFromWorkloadSizes(t *testing.T) {
-	m, err := hf.ImportPreset("llama-tiny", hf.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tasks, err := ir.Tasks(m, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tasks := tinyTasks(t)
 	var rope, linear ir.Workload
 	for _, task := range tasks {
 		switch task.Workload.Group[0] {
