@@ -181,6 +181,31 @@ type GBTParams struct {
 // design spaces: there these parameters give held-out pairwise 0.648
 // against the roofline's 0.642, and evolution 1.71× random's trials; see
 // the README's tuning-suite notes.)
+//
+// Tried in session 10 and left out (features, not parameters): register
+// loads — how many times each element of a buffer is loaded into a
+// register, a load that does not move along an unrolled or vectorized
+// loop of the straight-line body counted once for all its iterations (w
+// of a GEMV tile: M/MR), and the main block's load instructions per
+// vector operation — and the share of the main block's work in partial
+// blocks of its output loops (edge tiles) and of its reduction loops (a KC
+// that does not divide K, 1.3–2.4× slower on the GEMM shapes of
+// local2core-linear2). Tuning suite (GOMAXPROCS=1 llmir bench --suite
+// tuning, 731 s): held-out pairwise 0.707 / 0.644 / 0.623 on
+// local2core-linear2 / xeon16-linear / local2core-llama3 (was 0.648 /
+// 0.642 / 0.621; linear2's M=64 0.55 → 0.80); evolution vs random,
+// first=pool, 1.16× / 0.26× / 0.40× (was 1.71× / 0.26× / 0.27×),
+// first=default 0.51× / 0.30× / 0.61× (was 0.77× / 0.24× / 0.53×).
+// linear2's M=4 still took 11 trials: its trees rank one row per block
+// (M=1's only value, M=1's best rows of w) first, since none of the other
+// five shapes shows that four rows per block beat one there or that 4×8
+// accumulators spill. llama3's loss is decode tasks moving from 2 trials
+// to 3, which follows the trees' column sampling more than the features:
+// variants of them (one zeroed, the domain sizes below added, ColSample
+// 1) put local2core-llama3 anywhere between 0.27× and 0.40× and linear2
+// between 0.86× and 1.41× (first=pool). Adding the knobs' domain sizes to the sibling key (so
+// that M=1's one rows-per-block value is not M=4's first of three) took
+// the M=1 prior off M=4 but lost xeon16-linear's GEMVs theirs (0.40×).
 func DefaultGBTParams() GBTParams {
 	return GBTParams{Trees: 300, Depth: 4, LearningRate: 0.05, MinLeaf: 5, Lambda: 1, ColSample: 0.5,
 		Bins: 32, MinTrain: 32, MaxPerTask: 1024, Seed: 1, FocusWeight: 8, SiblingWeight: 1,
