@@ -729,6 +729,30 @@ static inline int64_t block_keys(int64_t r, int64_t nk, int64_t base) {
   const int64_t h = CAUSAL ? (r + MR - 1) / G + base : nk;
   return h < nk ? h : nk;
 }
+// row_max is the lane-wise maximum of a score row's BK/VW vectors.
+static inline vf row_max(const float *srow) {
+  vf vm = vload(srow);
+  for (int64_t c = VW; c < BK; c += VW) vm = vmax2(vload(srow + c), vm);
+  return vm;
+}
+// row_exp replaces a score row by 2^(s − m), masked (−∞) scores by 0, and
+// returns the lane-wise sum of the weights.
+static inline vf row_exp(float *srow, float m) {
+  const vf mv = splat(m);
+  vf sum = splat(0.0f);
+  for (int64_t c = 0; c < BK; c += VW) {
+    const vf x = vload(srow + c);
+    const vf e = vsel(x > splat(-INFINITY), vexp2(x - mv), splat(0.0f));
+    vstore(srow + c, e);
+    sum += e;
+  }
+  return sum;
+}
+// rescale_row multiplies a row of O by the online softmax's factor.
+static inline void rescale_row(float *o, float alpha) {
+  const vf a = splat(alpha);
+  for (int64_t c = 0; c < DVP; c += VW) vstore(o + c, vload(o + c) * a);
+}
 // Scratch buffers persist per thread (OpenMP keeps its workers) across
 // calls: a fresh multi-megabyte allocation per call comes back from the
 // kernel as zeroed pages, one fault per 4 KiB touched, which profiled as a
@@ -797,44 +821,26 @@ static void attend_tile(const elem_t *restrict q, elem_t *restrict out, const fl
     int64_t r = 0;
     for (; r + VW <= rv; r += VW) {
       vf part[VW];
-      for (int64_t i = 0; i < VW; i++) {
-        const float *srow = Sb + (r + i) * BK;
-        vf vm = vload(srow);
-        for (int64_t c = VW; c < BK; c += VW) vm = vmax2(vload(srow + c), vm);
-        part[i] = vm;
-      }
+      for (int64_t i = 0; i < VW; i++) part[i] = row_max(Sb + (r + i) * BK);
       const vf mold = vload(mrow + r), mnew = vmax2(rows_max(part), mold);
       const vf alpha = vsel(mold == mnew, splat(1.0f), vsel(mold == splat(-INFINITY), splat(0.0f), vexp2(mold - mnew)));
       vstore(mrow + r, mnew);
       for (int64_t i = 0; i < VW; i++) {
         float *srow = Sb + (r + i) * BK;
-        vf sum = splat(0.0f);
         if (mnew[i] == -INFINITY) {
           memset(srow, 0, BK * sizeof(float));
+          part[i] = splat(0.0f);
         } else {
-          const vf m = splat(mnew[i]);
-          for (int64_t c = 0; c < BK; c += VW) {
-            const vf x = vload(srow + c);
-            const vf e = vsel(x > splat(-INFINITY), vexp2(x - m), splat(0.0f));
-            vstore(srow + c, e);
-            sum += e;
-          }
+          part[i] = row_exp(srow, mnew[i]);
         }
-        part[i] = sum;
       }
       vstore(lrow + r, vload(lrow + r) * alpha + rows_sum(part));
-      for (int64_t i = 0; i < VW; i++) {
-        if (alpha[i] == 1.0f) continue;
-        float *o = Ob + (r + i) * DVP;
-        const vf a = splat(alpha[i]);
-        for (int64_t c = 0; c < DVP; c += VW) vstore(o + c, vload(o + c) * a);
-      }
+      for (int64_t i = 0; i < VW; i++)
+        if (alpha[i] != 1.0f) rescale_row(Ob + (r + i) * DVP, alpha[i]);
     }
     for (; r < rv; r++) {
       float *srow = Sb + r * BK;
-      vf vm = vload(srow);
-      for (int64_t c = VW; c < BK; c += VW) { const vf x = vload(srow + c); vm = vsel(x > vm, x, vm); }
-      const float mx = hmax(vm), mnew = mrow[r] > mx ? mrow[r] : mx;
+      const float mx = hmax(row_max(srow)), mnew = mrow[r] > mx ? mrow[r] : mx;
       if (mnew == -INFINITY) {
         memset(srow, 0, BK * sizeof(float));
         continue;
@@ -842,18 +848,8 @@ static void attend_tile(const elem_t *restrict q, elem_t *restrict out, const fl
       // The scalar exp2 is a lane of vexp2, so row scaling rounds as the vector path does.
       const float alpha = mrow[r] == mnew ? 1.0f : mrow[r] == -INFINITY ? 0.0f : vexp2(splat(mrow[r] - mnew))[0];
       mrow[r] = mnew;
-      vf sum = splat(0.0f);
-      for (int64_t c = 0; c < BK; c += VW) {
-        const vf x = vload(srow + c);
-        const vf e = vsel(x > splat(-INFINITY), vexp2(x - mnew), splat(0.0f));
-        vstore(srow + c, e);
-        sum += e;
-      }
-      lrow[r] = lrow[r] * alpha + hsum(sum);
-      if (alpha != 1.0f) {
-        float *o = Ob + r * DVP;
-        for (int64_t c = 0; c < DVP; c += VW) vstore(o + c, vload(o + c) * alpha);
-      }
+      lrow[r] = lrow[r] * alpha + hsum(row_exp(srow, mnew));
+      if (alpha != 1.0f) rescale_row(Ob + r * DVP, alpha);
     }
     for (int64_t r = rv; r < rows; r++) memset(Sb + r * BK, 0, BK * sizeof(float));
     pv(Sb, Vh + kt * DVP, Ob, rows, nk, base);
