@@ -293,7 +293,13 @@ TMA through a ring of swizzled stages, elsewhere mma.sync with a cp.async
 pipeline) at M = 512…4096 for the same N×K, against cuBLAS. --knobs adds knob
 points (a tile sweep in one run): each point is one more trial of every kernel
 that has all its knobs, printed under the kernel's line with its ratio to the
-default and the baseline; the other kernels are left out.`,
+default and the baseline; the other kernels are left out. Beside every
+memory-bound kernel (all but the prefill GEMMs) a plain read of its bytes is
+timed under the same protocol (same L2 flush, warm-up and budget; the fastest
+of 2, 4, 8, 16 blocks of 512 threads per SM, 16-byte loads): 'read µs', '% read'
+(read over best median: the kernel's share of the read's speed) and 'read÷base'
+(baseline over read: the highest ratio to cuBLAS a kernel moving these bytes
+in one launch could reach).`,
 		Example: `  llmir cuda bench --out out/bench
   python3 scripts/sdpa_baseline.py > sdpa.json && llmir cuda bench --sdpa sdpa.json
   llmir cuda bench --match attention --samples 24 --min-time 200ms
@@ -323,7 +329,8 @@ default and the baseline; the other kernels are left out.`,
 			if err != nil {
 				return err
 			}
-			su, err := readCudaSuiteFlags(cmd, tasks, cudabench.Options{Command: "llmir cuda bench"})
+			read, _ := cmd.Flags().GetBool("read")
+			su, err := readCudaSuiteFlags(cmd, tasks, cudabench.Options{Command: "llmir cuda bench", Read: read})
 			if err != nil {
 				return err
 			}
@@ -380,6 +387,7 @@ default and the baseline; the other kernels are left out.`,
 	cmd.Flags().String("sdpa", "", "PyTorch SDPA times (JSON from scripts/sdpa_baseline.py)")
 	cmd.Flags().String("suite", "decode", "decode (GEMV, attention, norms), prefill (GEMM M=512…4096) or all (prefill, then decode)")
 	cmd.Flags().Int64("probe-mib", 1024, "copy-bandwidth probe buffer in MiB (0: no probe)")
+	cmd.Flags().Bool("read", true, "time a plain read of each memory-bound kernel's bytes beside it (--read=false: skip)")
 	cmd.Flags().String("knobs", "", "knob points measured beside each kernel's default, on top of its default values: 'wg_m=128,wg_n=128;wg_m=64,wg_n=128' (only kernels that have every knob of a point run)")
 	return cmd
 }

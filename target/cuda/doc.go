@@ -24,7 +24,9 @@
 //     to compare with the reference, then times it with CUDA events, each
 //     call after an L2 flush, for a device-time budget. A CUDA error ends
 //     the process (errors are sticky in a context); the next candidate gets
-//     a fresh one. Probe measures the copy and read bandwidth.
+//     a fresh one. Probe measures the copy and read bandwidth; ReadBound
+//     times a plain read of a kernel's bytes under the candidates' protocol
+//     (the bound a memory-bound kernel of that size can reach in one launch).
 //   - Generator: what a kernel implements to have a CUDA side (the
 //     kernels with one live in target/cuda/kernels).
 //

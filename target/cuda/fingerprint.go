@@ -186,7 +186,12 @@ func (f *Fingerprint) Device() target.Device {
 
 // runTool runs a short command and returns its standard output.
 func runTool(ctx context.Context, name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	return runToolTimeout(ctx, 30*time.Second, name, args...)
+}
+
+// runToolTimeout is runTool with a time limit other than 30 s.
+func runToolTimeout(ctx context.Context, timeout time.Duration, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.WaitDelay = 2 * time.Second

@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"context"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -138,5 +139,38 @@ func TestWriteJob(t *testing.T) {
 	}
 	if st, err := os.Stat(filepath.Join(dir, "inputs.bin")); err != nil || st.Size() != 6+8 {
 		t.Errorf("inputs.bin: %v, %v", st, err)
+	}
+}
+
+// TestParseReadBound: the --read replies give each grid's pick-pass median
+// and the picked grid's samples; a reply out of order, a grid that is not
+// the fastest or a short sample list is a protocol error.
+func TestParseReadBound(t *testing.T) {
+	grids := []int{2, 4, 8, 16}
+	out := "grid 2 900 7.1e-06\ngrid 4 950 6.5e-06\ngrid 8 940 6.6e-06\ngrid 16 930 6.9e-06\nread 4 5 6.4e-06 6.6e-06 6.5e-06 6.3e-06 7.0e-06\n"
+	rb, err := ParseReadBound(out, 8<<20, grids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rb.Bytes != 8<<20 || rb.BlocksPerSM != 4 || len(rb.Grids) != 4 || rb.Grids[2] != (ReadGrid{BlocksPerSM: 8, Samples: 940, Median: 6.6e-6}) {
+		t.Errorf("ParseReadBound = %+v", rb)
+	}
+	m := rb.Measurement
+	if !m.OK() || m.Median != 6.5e-6 || m.Min != 6.3e-6 || len(m.Samples) != 5 || m.CandidateID != "read" {
+		t.Errorf("measurement %+v", m)
+	}
+	for name, bad := range map[string]string{
+		"no read line":     "grid 2 900 7.1e-06\ngrid 4 950 6.5e-06\ngrid 8 940 6.6e-06\ngrid 16 930 6.9e-06\n",
+		"grids reordered":  "grid 4 950 6.5e-06\ngrid 2 900 7.1e-06\ngrid 8 940 6.6e-06\ngrid 16 930 6.9e-06\nread 4 1 6.4e-06\n",
+		"not the fastest":  "grid 2 900 7.1e-06\ngrid 4 950 6.5e-06\ngrid 8 940 6.6e-06\ngrid 16 930 6.9e-06\nread 8 1 6.4e-06\n",
+		"unknown grid":     "grid 2 900 7.1e-06\ngrid 4 950 6.5e-06\ngrid 8 940 6.6e-06\ngrid 16 930 6.9e-06\nread 3 1 6.4e-06\n",
+		"short samples":    "grid 2 900 7.1e-06\ngrid 4 950 6.5e-06\ngrid 8 940 6.6e-06\ngrid 16 930 6.9e-06\nread 4 3 6.4e-06\n",
+		"zero median":      "grid 2 900 0\ngrid 4 950 6.5e-06\ngrid 8 940 6.6e-06\ngrid 16 930 6.9e-06\nread 4 1 6.4e-06\n",
+		"cuda error":       "cuda_error cudaMalloc: out of memory\n",
+		"no samples timed": "grid 2 900 7.1e-06\ngrid 4 950 6.5e-06\ngrid 8 940 6.6e-06\ngrid 16 930 6.9e-06\nread 4 0\n",
+	} {
+		if _, err := ParseReadBound(bad, 8<<20, grids); !errors.Is(err, ErrParse) {
+			t.Errorf("%s: err = %v, want ErrParse", name, err)
+		}
 	}
 }

@@ -18,6 +18,12 @@
 //   argv[1] == "--probe" BYTES: one line "probe <copy_GBps> <read_GBps>"
 //                               (cudaMemcpy device to device counting read
 //                               plus write bytes, and a read-only kernel)
+//   argv[1] == "--read" BYTES WARMUP_NS BUDGET_NS MIN MAX PICK_NS G1 G2 ...:
+//     a plain read of BYTES, timed as "time" times a candidate (an L2
+//     flush before every call, the same warm-up, budget and sample
+//     bounds). Each grid of Gi blocks of 512 threads per SM is first timed
+//     for PICK_NS: one line "grid <Gi> <n> <median>" each; the fastest is
+//     then timed in full: "read <G> <n> <s1> ... <sn>".
 //
 // Buffers are device allocations with guard bands on both sides. A CUDA
 // error is sticky for the context, so after reporting cuda_error the harness
@@ -111,6 +117,24 @@ static void fill_poison(unsigned char *p, int64_t n, uint32_t pat, int width) {
 
 static int elem_width(int b) { return poison[b] > 0xffff ? 4 : 2; }
 
+// setup_flush allocates the flush buffer and the timing events. The
+// buffer is twice the L2: reading it evicts every line a candidate's
+// previous call left there, as the previous layer would. It is read, not
+// written: dirty lines left by a memset would be written back during the
+// timed call and charged to the candidate.
+static void setup_flush(void) {
+  int l2 = 0;
+  CK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, 0));
+  flush_bytes = (size_t)(l2 > 0 ? l2 : (50 << 20)) * 2;
+  CK(cudaMalloc(&flush_buf, flush_bytes));
+  CK(cudaMemset(flush_buf, 1, flush_bytes));
+  CK(cudaMalloc((void **)&flush_sink, sizeof(unsigned)));
+  CK(cudaDeviceGetAttribute(&flush_grid, cudaDevAttrMultiProcessorCount, 0));
+  flush_grid *= 8;
+  CK(cudaEventCreate(&ev0));
+  CK(cudaEventCreate(&ev1));
+}
+
 static void setup(const char *jobpath) {
   FILE *job = fopen(jobpath, "r");
   if (!job) die(jobpath);
@@ -171,20 +195,7 @@ static void setup(const char *jobpath) {
     CK(cudaMalloc((void **)&dbase[b], GUARD + padded[b] + GUARD));
     dptr[b] = dbase[b] + GUARD;
   }
-  // The flush buffer is twice the L2: reading it evicts every line a
-  // candidate's previous call left there, as the previous layer would. It
-  // is read, not written: dirty lines left by a memset would be written
-  // back during the timed call and charged to the candidate.
-  int l2 = 0;
-  CK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, 0));
-  flush_bytes = (size_t)(l2 > 0 ? l2 : (50 << 20)) * 2;
-  CK(cudaMalloc(&flush_buf, flush_bytes));
-  CK(cudaMemset(flush_buf, 1, flush_bytes));
-  CK(cudaMalloc((void **)&flush_sink, sizeof(unsigned)));
-  CK(cudaDeviceGetAttribute(&flush_grid, cudaDevAttrMultiProcessorCount, 0));
-  flush_grid *= 8;
-  CK(cudaEventCreate(&ev0));
-  CK(cudaEventCreate(&ev1));
+  setup_flush();
 }
 
 // reset_buffers restores guards and inputs and poisons outputs: an earlier
@@ -272,25 +283,17 @@ static void cmd_run(char *args) {
   reply("validated %.9e", t);
 }
 
-static void cmd_time(char *args) {
-  long long warm_ns, budget_ns;
-  long minn, maxn;
-  if (sscanf(args, "%lld %lld %ld %ld", &warm_ns, &budget_ns, &minn, &maxn) != 4 || !fn) {
-    fprintf(stderr, "harness: bad time command\n");
-    exit(3);
-  }
-  double *s = (double *)malloc(sizeof(double) * (size_t)(maxn > 0 ? maxn : 1));
-  if (!s) die("malloc samples");
+// time_calls is the timing protocol: calls (each after an L2 flush) for
+// at least warm_ns of wall time untimed, then timed with events until
+// budget_ns of device time and at least minn samples, at most maxn. It
+// returns the sample count, or -1 with *rc set when launch returns non-zero.
+static long time_calls(int (*launch)(void), long long warm_ns, long long budget_ns, long minn, long maxn, double *s,
+                       int *rc) {
   long it = 0;
   double t0 = now();
   do {
     flush_l2((int)it++);
-    int rc = fn(dptr, dims);
-    if (rc != 0) {
-      reply("rc %d", rc);
-      free(s);
-      return;
-    }
+    if ((*rc = launch()) != 0) return -1;
     CK(cudaDeviceSynchronize());
   } while ((now() - t0) * 1e9 < (double)warm_ns);
   long n = 0;
@@ -300,14 +303,10 @@ static void cmd_time(char *args) {
   while ((total * 1e9 < (double)budget_ns || n < minn) && n < maxn) {
     flush_l2((int)it++);
     CK(cudaEventRecord(ev0, 0));
-    int rc = fn(dptr, dims);
+    *rc = launch();
     CK(cudaEventRecord(ev1, 0));
     CK(cudaEventSynchronize(ev1));
-    if (rc != 0) {
-      reply("rc %d", rc);
-      free(s);
-      return;
-    }
+    if (*rc != 0) return -1;
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) cuda_fail("timing", e);
     float ms = 0;
@@ -315,10 +314,33 @@ static void cmd_time(char *args) {
     s[n++] = ms * 1e-3;
     total += ms * 1e-3;
   }
-  fprintf(proto, "samples %ld", n);
+  return n;
+}
+
+static int launch_candidate(void) { return fn(dptr, dims); }
+
+static void reply_samples(const char *verb, long n, const double *s) {
+  fprintf(proto, "%s %ld", verb, n);
   for (long i = 0; i < n; i++) fprintf(proto, " %.9e", s[i]);
   fputc('\n', proto);
   fflush(proto);
+}
+
+static void cmd_time(char *args) {
+  long long warm_ns, budget_ns;
+  long minn, maxn;
+  if (sscanf(args, "%lld %lld %ld %ld", &warm_ns, &budget_ns, &minn, &maxn) != 4 || !fn) {
+    fprintf(stderr, "harness: bad time command\n");
+    exit(3);
+  }
+  double *s = (double *)malloc(sizeof(double) * (size_t)(maxn > 0 ? maxn : 1));
+  if (!s) die("malloc samples");
+  int rc = 0;
+  long n = time_calls(launch_candidate, warm_ns, budget_ns, minn, maxn, s, &rc);
+  if (n < 0)
+    reply("rc %d", rc);
+  else
+    reply_samples("samples", n, s);
   free(s);
 }
 
@@ -375,6 +397,74 @@ static int probe(size_t bytes) {
   return 0;
 }
 
+static const uint4 *read_buf;
+static size_t read_n;
+static int read_grid;
+
+static int launch_read(void) {
+  read_kernel<<<read_grid, 512>>>(read_buf, read_n, flush_sink);
+  return 0;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static double median_of(const double *s, long n, double *scratch) {
+  memcpy(scratch, s, sizeof(double) * (size_t)n);
+  qsort(scratch, (size_t)n, sizeof(double), cmp_double);
+  return n % 2 ? scratch[n / 2] : (scratch[n / 2 - 1] + scratch[n / 2]) / 2;
+}
+
+// read_bound is the plain read a memory-bound kernel of the same bytes is
+// compared with: the flush and the timing loop are the candidates'.
+static int read_bound(int argc, char **argv) {
+  if (argc < 9) {
+    fprintf(stderr, "harness: --read BYTES WARMUP_NS BUDGET_NS MIN MAX PICK_NS BLOCKS_PER_SM...\n");
+    return 2;
+  }
+  size_t bytes = (size_t)strtoull(argv[2], NULL, 10);
+  long long warm_ns = strtoll(argv[3], NULL, 10), budget_ns = strtoll(argv[4], NULL, 10),
+            pick_ns = strtoll(argv[7], NULL, 10);
+  long minn = strtol(argv[5], NULL, 10), maxn = strtol(argv[6], NULL, 10);
+  if (bytes < 1 || minn < 1 || maxn < minn) {
+    fprintf(stderr, "harness: --read: bad sizes\n");
+    return 2;
+  }
+  read_n = (bytes + 15) / 16;
+  void *buf;
+  CK(cudaMalloc(&buf, read_n * 16));
+  CK(cudaMemset(buf, 3, read_n * 16));
+  read_buf = (const uint4 *)buf;
+  setup_flush();
+  int sms = flush_grid / 8;
+  double *s = (double *)malloc(sizeof(double) * (size_t)maxn * 2);
+  if (!s) die("malloc samples");
+  int best = 0, rc = 0;
+  double best_med = 0;
+  for (int i = 8; i < argc; i++) {
+    int g = atoi(argv[i]);
+    if (g < 1) {
+      fprintf(stderr, "harness: --read: bad grid %s\n", argv[i]);
+      return 2;
+    }
+    read_grid = g * sms;
+    // Only the first grid warms the device up; the others follow it.
+    long n = time_calls(launch_read, i == 8 ? warm_ns : 0, pick_ns, minn, maxn, s, &rc);
+    double med = median_of(s, n, s + maxn);
+    reply("grid %d %ld %.9e", g, n, med);
+    if (best == 0 || med < best_med) best = g, best_med = med;
+  }
+  read_grid = best * sms;
+  long n = time_calls(launch_read, warm_ns, budget_ns, minn, maxn, s, &rc);
+  char verb[32];
+  snprintf(verb, sizeof verb, "read %d", best);
+  reply_samples(verb, n, s);
+  free(s);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   int pfd = dup(1);
   if (pfd < 0 || dup2(2, 1) < 0) die("dup");
@@ -382,8 +472,9 @@ int main(int argc, char **argv) {
   if (!proto) die("fdopen");
   if (argc == 2 && !strcmp(argv[1], "--info")) return info();
   if (argc == 3 && !strcmp(argv[1], "--probe")) return probe((size_t)strtoull(argv[2], NULL, 10));
+  if (argc >= 2 && !strcmp(argv[1], "--read")) return read_bound(argc, argv);
   if (argc != 2) {
-    fprintf(stderr, "usage: %s JOBFILE | --info | --probe BYTES\n", argv[0]);
+    fprintf(stderr, "usage: %s JOBFILE | --info | --probe BYTES | --read BYTES ...\n", argv[0]);
     return 2;
   }
   setup(argv[1]);

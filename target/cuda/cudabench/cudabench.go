@@ -234,9 +234,22 @@ type Options struct {
 	// the kernel's default values filling the knobs it does not name.
 	// SelectPoints checks them against a suite.
 	Points []Point
+	// Read times a plain read of each memory-bound row's bytes beside it
+	// (cuda.Runner.ReadBound over ReadGrids, the candidates' run options).
+	Read bool
 	// Log receives one line per task as it finishes (nil: none).
 	Log     io.Writer
 	Command string
+}
+
+// memoryBound: a row whose time is its bytes' (every kernel but the
+// prefill GEMMs), so a plain read of those bytes bounds it.
+func memoryBound(k cudakernels.Kernel) bool {
+	switch cudakernels.Unwrap(k).(type) {
+	case cudakernels.GEMM, cudakernels.LoopNestGEMM:
+		return false
+	}
+	return true
 }
 
 // Point is a knob override: knob name → value.
@@ -424,7 +437,16 @@ type Row struct {
 	SDPAMedian   float64 `json:"sdpa_median_s,omitempty"`
 	VsSDPA       float64 `json:"vs_sdpa,omitempty"`
 	DefaultGBps  float64 `json:"default_gbps,omitempty"`
-	Elapsed      float64 `json:"elapsed_s"`
+	// Read is a plain read of Bytes timed beside the kernel (Options.Read);
+	// ReadError says why there is none. ReadFraction is the read's median
+	// over the best median (the kernel's share of the read's speed);
+	// ReadVsBaseline is the baseline's median over the read's, the highest
+	// ratio to the baseline a kernel moving these bytes could reach.
+	Read           *cuda.ReadBound `json:"read,omitempty"`
+	ReadError      string          `json:"read_error,omitempty"`
+	ReadFraction   float64         `json:"read_fraction,omitempty"`
+	ReadVsBaseline float64         `json:"read_vs_baseline,omitempty"`
+	Elapsed        float64         `json:"elapsed_s"`
 }
 
 // WithoutSamples is the report with the samples left out (median, min and
@@ -447,6 +469,11 @@ func (rep *Report) WithoutSamples() *Report {
 			r.Trials[j].Measurement.Samples = nil
 		}
 		r.Default, r.Best, r.Baseline = strip(r.Default), strip(r.Best), strip(r.Baseline)
+		if r.Read != nil {
+			rb := *r.Read
+			rb.Measurement.Samples = nil
+			r.Read = &rb
+		}
 		out.Rows[i] = r
 	}
 	return &out
@@ -721,6 +748,17 @@ func measureTask(ctx context.Context, tg *cuda.Target, pr *prepared, built map[s
 			row.Failures = append(row.Failures, fmt.Sprintf("baseline (%s): %s", pr.base.Measurement.Status, firstLines(pr.base.Measurement.Error, 6)))
 		}
 	}
+	if o.Read && memoryBound(k) {
+		rb, err := tg.Runner.ReadBound(ctx, int64(row.Bytes), cuda.ReadGrids, o.Run)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err != nil {
+			row.ReadError = err.Error()
+		} else {
+			row.Read = &rb
+		}
+	}
 	row.Elapsed = time.Since(start).Seconds()
 	return row, nil
 }
@@ -747,6 +785,14 @@ func relate(r *Row, t Task, o Options) {
 	}
 	if r.Default != nil && r.Default.Measurement.OK() {
 		r.DefaultGBps = r.Bytes / r.Default.Measurement.Median / 1e9
+	}
+	if r.Read != nil && r.Read.Measurement.OK() {
+		if r.Best != nil {
+			r.ReadFraction = r.Read.Measurement.Median / r.Best.Measurement.Median
+		}
+		if r.Baseline != nil && r.Baseline.Measurement.OK() {
+			r.ReadVsBaseline = r.Baseline.Measurement.Median / r.Read.Measurement.Median
+		}
 	}
 	a, ok := cudakernels.Unwrap(t.Kernel).(cudakernels.PagedAttention)
 	if !ok || a.Ragged || r.Best == nil {
@@ -825,6 +871,18 @@ func (r Row) Line() string {
 	if r.VsSDPA > 0 {
 		fmt.Fprintf(&b, " sdpa %.2fus %.2fx", r.SDPAMedian*1e6, r.VsSDPA)
 	}
+	if r.Read != nil {
+		fmt.Fprintf(&b, " read %.2fus", r.Read.Measurement.Median*1e6)
+		if r.ReadFraction > 0 {
+			fmt.Fprintf(&b, " (%.1f%% read)", 100*r.ReadFraction)
+		}
+		if r.ReadVsBaseline > 0 {
+			fmt.Fprintf(&b, " read/base %.2fx", r.ReadVsBaseline)
+		}
+	}
+	if r.ReadError != "" {
+		b.WriteString(" read failed: " + firstLines(r.ReadError, 1))
+	}
 	var st []string
 	for s, n := range r.Counts {
 		st = append(st, fmt.Sprintf("%s=%d", s, n))
@@ -857,6 +915,9 @@ func (r Row) PointLines() []string {
 		if r.Baseline != nil && r.Baseline.Measurement.OK() {
 			l += fmt.Sprintf(" %.3fx baseline", r.Baseline.Measurement.Median/m.Median)
 		}
+		if r.Read != nil && r.Read.Measurement.OK() {
+			l += fmt.Sprintf(" %.1f%% read", 100*r.Read.Measurement.Median/m.Median)
+		}
 		out = append(out, l)
 	}
 	return out
@@ -873,8 +934,8 @@ func (rep *Report) Markdown() string {
 	_ = json.Unmarshal(rep.Device, &dev)
 	fmt.Fprintf(&b, "Device: %s (%s, %d SMs). Copy bandwidth %.0f GB/s (cudaMemcpy D2D, read+write), read kernel %.0f GB/s.\n\n",
 		dev.Name, dev.Arch, dev.SMs, rep.Bandwidth.CopyGBps, rep.Bandwidth.ReadGBps)
-	b.WriteString("| kernel | default µs | best µs | best GB/s | % of copy | TFLOP/s | baseline µs | vs baseline | SDPA µs | vs SDPA | trials |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| kernel | default µs | best µs | best GB/s | % of copy | TFLOP/s | baseline µs | vs baseline | SDPA µs | vs SDPA | read µs | % read | read÷base | trials |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	us := func(t *Trial) string {
 		if t == nil {
 			return "-"
@@ -895,9 +956,16 @@ func (rep *Report) Markdown() string {
 		if r.SpaceTotal > 0 {
 			space = fmt.Sprintf(" (space %d/%d)", r.SpaceValid, r.SpaceTotal)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d ok / %d%s |\n", r.Kernel, us(r.Default), us(r.Best),
+		read := "-"
+		if r.Read != nil {
+			read = fmt.Sprintf("%.2f", r.Read.Measurement.Median*1e6)
+		} else if r.ReadError != "" {
+			read = "failed"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d ok / %d%s |\n", r.Kernel, us(r.Default), us(r.Best),
 			num(r.BestGBps, "%.0f"), num(100*r.CopyFraction, "%.0f%%"), tflops(r.BestTFLOPS), us(r.Baseline), num(r.VsBaseline, "%.2f×"),
-			num(r.SDPAMedian*1e6, "%.2f"), num(r.VsSDPA, "%.2f×"), r.Counts[target.StatusOK], len(r.Trials), space)
+			num(r.SDPAMedian*1e6, "%.2f"), num(r.VsSDPA, "%.2f×"), read, num(100*r.ReadFraction, "%.1f%%"), num(r.ReadVsBaseline, "%.2f×"),
+			r.Counts[target.StatusOK], len(r.Trials), space)
 	}
 	var pts []string
 	for _, r := range rep.Rows {
@@ -907,6 +975,15 @@ func (rep *Report) Markdown() string {
 	}
 	if len(pts) > 0 {
 		b.WriteString("\nKnob points (--knobs):\n\n" + strings.Join(pts, "\n") + "\n")
+	}
+	var rerr []string
+	for _, r := range rep.Rows {
+		if r.ReadError != "" {
+			rerr = append(rerr, fmt.Sprintf("- %s: %s", r.Kernel, firstLines(r.ReadError, 3)))
+		}
+	}
+	if len(rerr) > 0 {
+		b.WriteString("\nRead bounds that failed:\n\n" + strings.Join(rerr, "\n") + "\n")
 	}
 	return b.String()
 }

@@ -1,6 +1,7 @@
 package cudabench
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -366,5 +367,95 @@ func TestPointLines(t *testing.T) {
 	}
 	if md := (&Report{Rows: []Row{{Kernel: "k", Trials: []Trial{{ID: "t0", Default: true, Measurement: ok(1e-5)}}}}}).Markdown(); strings.Contains(md, "Knob points") {
 		t.Errorf("markdown without points has a points section:\n%s", md)
+	}
+}
+
+// TestReadBoundRow: a memory-bound row's plain read is related to the
+// kernel (% read = read median / best median) and to the baseline
+// (read÷base = baseline median / read median), and printed in the log
+// line, the Markdown table, the knob-point lines and the JSON.
+func TestReadBoundRow(t *testing.T) {
+	g := cudakernels.GEMV{M: 16, N: 1024, K: 4096}
+	rb := &cuda.ReadBound{Bytes: int64(g.Bytes()), BlocksPerSM: 4, Measurement: ok(6e-6)}
+	rb.Measurement.SetSamples([]float64{6e-6, 6e-6, 6.2e-6})
+	r := &Row{Kernel: g.Name(), Bytes: g.Bytes(), Read: rb, Trials: []Trial{
+		{ID: "t0", Default: true, Measurement: ok(8e-6)},
+		{ID: "t1", Point: "stages=6", Measurement: ok(7.5e-6)},
+	}}
+	r.Default, r.Best = &r.Trials[0], &r.Trials[1]
+	r.Baseline = &Trial{ID: "baseline", Measurement: ok(9e-6)}
+	relate(r, Task{Kernel: g}, Options{})
+	if r.ReadFraction != 6e-6/7.5e-6 || r.ReadVsBaseline != 9e-6/6e-6 {
+		t.Errorf("read fraction %g (want 0.8), read÷base %g (want 1.5)", r.ReadFraction, r.ReadVsBaseline)
+	}
+	if l := r.Line(); !strings.Contains(l, "read 6.00us (80.0% read) read/base 1.50x") {
+		t.Errorf("line lacks the read bound: %s", l)
+	}
+	if pl := r.PointLines(); len(pl) != 1 || !strings.HasSuffix(pl[0], " 80.0% read") {
+		t.Errorf("point lines %q lack the share of the read", pl)
+	}
+	md := (&Report{Rows: []Row{*r}}).Markdown()
+	if !strings.Contains(md, "| read µs | % read | read÷base |") || !strings.Contains(md, "| 6.00 | 80.0% | 1.50× |") {
+		t.Errorf("markdown lacks the read columns:\n%s", md)
+	}
+	js, err := json.Marshal((&Report{Rows: []Row{*r}}).WithoutSamples())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(js, &back); err != nil {
+		t.Fatal(err)
+	}
+	br := back.Rows[0]
+	if br.Read == nil || br.Read.BlocksPerSM != 4 || br.Read.Measurement.Median != 6e-6 || br.Read.Measurement.Samples != nil ||
+		br.ReadFraction != r.ReadFraction || br.ReadVsBaseline != r.ReadVsBaseline {
+		t.Errorf("JSON round trip lost the read bound: %s", js)
+	}
+	if r.Read.Measurement.Samples == nil {
+		t.Error("WithoutSamples stripped the report's own read samples")
+	}
+	// No baseline, no ratio to it; a failed read is said so, not dropped.
+	r2 := &Row{Kernel: "cuda_rms_norm/M=1,H=4096/bf16", Bytes: 16400, Read: rb, Trials: []Trial{{ID: "t0", Default: true, Measurement: ok(3e-6)}}}
+	r2.Default, r2.Best = &r2.Trials[0], &r2.Trials[0]
+	relate(r2, Task{Kernel: cudakernels.RMSNorm{M: 1, H: 4096}}, Options{})
+	if r2.ReadFraction != 2 || r2.ReadVsBaseline != 0 || strings.Contains(r2.Line(), "read/base") {
+		t.Errorf("row without baseline: fraction %g, read÷base %g, line %s", r2.ReadFraction, r2.ReadVsBaseline, r2.Line())
+	}
+	r3 := Row{Kernel: "k", ReadError: "read bound of 16 bytes: harness: exit status 4", Trials: r2.Trials, Default: &r2.Trials[0]}
+	if !strings.Contains(r3.Line(), "read failed: read bound of 16 bytes") {
+		t.Errorf("line hides the failed read: %s", r3.Line())
+	}
+	if md := (&Report{Rows: []Row{r3}}).Markdown(); !strings.Contains(md, "| failed |") || !strings.Contains(md, "- k: read bound of 16 bytes") {
+		t.Errorf("markdown hides the failed read:\n%s", md)
+	}
+}
+
+// TestMemoryBound: the read bound is timed beside every decode kernel and
+// the prefill rope/append_kv, not beside the compute-bound GEMMs.
+func TestMemoryBound(t *testing.T) {
+	decode, err := Llama3Decode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range decode {
+		if !memoryBound(task.Kernel) {
+			t.Errorf("%s: not memory-bound", task.Kernel.Name())
+		}
+	}
+	prefill, err := Llama3Prefill()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, task := range prefill {
+		if memoryBound(task.Kernel) {
+			n++
+		}
+	}
+	if n != 6 {
+		t.Errorf("%d memory-bound prefill kernels, want 6 (rope q, rope k, append_kv at 512 and 4096 tokens)", n)
+	}
+	if memoryBound(cudakernels.LoopNestGEMM{GEMM: cudakernels.GEMM{M: 16, N: 8, K: 16}}) {
+		t.Error("LoopNestGEMM counted memory-bound")
 	}
 }

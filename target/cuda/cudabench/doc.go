@@ -18,6 +18,15 @@
 // and its rows compare each point with the default and the baseline
 // measured in the same harness session.
 //
+// Options.Read (`llmir cuda bench`, on by default) times beside every
+// memory-bound row a plain read of the row's bytes (cuda.Runner.ReadBound:
+// the same L2 flush, warm-up and budget, the fastest of a few grids): the
+// copy bandwidth is measured on 1 GiB, and a read of the 8 or 32 MiB of a
+// decode weight, launch and first-load latency included, stays far below
+// it, so the row's share of the read (% read) says how much a kernel could
+// still gain, and the baseline over the read (read÷base) how far ahead of
+// cuBLAS any kernel moving those bytes could get.
+//
 // Why the suites keep their own loop instead of search.Tuner: a suite
 // builds every task's candidates in one nvcc batch (batches then span
 // tasks and keep all cores busy) and measures each task next to its
