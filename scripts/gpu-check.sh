@@ -32,9 +32,11 @@ OUT=${OUT:-$PWD/gpu-out}
 LLMIR=${LLMIR:-bin/llmir-linux-amd64}
 CHECK_TIMEOUT=${CHECK_TIMEOUT:-180}
 SDPA_TIMEOUT=${SDPA_TIMEOUT:-90}
-# Measured: the decode suite (22 kernels) with --samples 4 took 151 s on an
-# H100; --suite all (then 42 kernels) with the default 12 samples did not
-# finish in 400 s on an H200: give it BENCH_TIMEOUT=900.
+# Measured: the decode suite (28 kernels) with --samples 4 took 151 s on an
+# H100, 206 s once the bench timed the read bound beside every row (give it
+# BENCH_TIMEOUT=260, or add --read=false to BENCH_ARGS); --suite all (then
+# 42 kernels) with the default 12 samples did not finish in 400 s on an
+# H200: give it BENCH_TIMEOUT=900.
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-400}
 CHECK_ARGS=${CHECK_ARGS:-}
 BENCH_ARGS=${BENCH_ARGS:-}
