@@ -205,9 +205,11 @@ func ringSmem(NT, W, U, PF int64) int64 { return W * PF * U * (NT + 2) * 32 * 16
 // it, side by side on the H100, no M = 16 point beat these defaults by 2%
 // on the rows under 95% of the read (4096×4096 93.8%, 1024×4096 91.0%,
 // 14336×4096 93.8%): stages 4 was +1.1% at 4096×4096, 8-row blocks of
-// eight warps +1.7% at 14336×4096 (0.86× at 4096×4096), and staging x
-// through L1 (cp.async.ca) gained nothing. At 128256×4096 (96.4% of the
-// read) 8-row blocks of eight warps with four stages were +2.3%.
+// eight warps +1.7% at 14336×4096 (0.86× at 4096×4096); staging x through
+// L1 (cp.async.ca) and an L2 prefetch size on the ring's copies
+// (.L2::128B, .L2::256B) gained nothing (within ±1%). At 128256×4096
+// (96.4% of the read) 8-row blocks of eight warps with four stages were
+// +2.3%.
 func (g GEMV) Default(s *schedule.Schedule, hw kernels.Hardware) error {
 	v := map[string]int64{"mma": 0, "rows_per_warp": 2, "groups": 2, "ksplit": 8, "vec": 8, "unroll": 4, "stages": 2}
 	if blocks := (g.N + 3) / 4; g.M < 2 && blocks*2*2 < 16*int64(max(hw.Threads, 1)) {
