@@ -162,7 +162,12 @@ func (l Linear) outer(s *schedule.Schedule, hw Hardware) bool {
 // L2 for every tile of the chunk; unblocked, a_local of 16×4096×14336
 // (896 KiB) fell out of L2 and the kernel ran at 96–116 GFLOP/s against
 // 135–140 blocked (same run, one thread, loaded machine). JU 10–12 and
-// prefetch 4 measured alike within the noise.
+// prefetch 4 measured alike within the noise. The k-vectorized form with
+// a's rows packed per k chunk (4×6 tiles, the four row blocks inside each
+// chunk of a 6-row tile of w; session 11, 16×4096×4096, one thread, same
+// process) ran at 6.1 ms against this template's 3.7–3.8 (read 2.0), and
+// at 3.8 ms (63% of the FMA peak) with w resident in L1: gcc reads w in
+// every FMA, 28 loads per 24 FMAs.
 const (
 	outerNJ       = 4
 	outerJU       = 8
@@ -200,7 +205,12 @@ func (l Linear) gemvLanes(hw Hardware) int64 {
 // outer-product template with 4 k steps in the lanes (recipe.GEMVOuter KG
 // 4, 4 rows × 4 k per vector, JU 8–16) alike. M=1 streams the same w at
 // 33–34 GB/s: the four FMAs per line of w, not the layout, keep fewer
-// lines in flight.
+// lines in flight. Keeping the FMAs off the DRAM loads did not help either
+// (session 11, 4×4096×4096, one thread, six interleaved rounds in one
+// process, the other core busy): the default 3.14 ms (83% of the same
+// run's read, 2.62 ms) against 4.61 ms copying each row's next 1 KiB
+// segment into an L1 buffer while the FMAs read the current one, and 4.71
+// ms loading it into an OR sink while the FMAs read w.
 const gemvPrefetch = 16
 
 // gemmNR is the register tile's width: two vectors, the widest tile whose

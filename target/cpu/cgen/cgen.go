@@ -865,7 +865,14 @@ func (g *gen) noteVector(ext schedule.Expr) {
 // d_M - i*4 once the bucket bounds it by 4 — the whole extent, pinned to
 // hi. Every guard inside a full register tile then disappears: gcc does
 // not unswitch a k loop with one guard per FMA, and the branches cost as
-// much as the FMAs in a decode tile.
+// much as the FMAs in a decode tile. A min(C, e) guard is a tail like any
+// other, versioned only where the full copy gains registers
+// (versionGain): the prefill GEMM tile keeps one guard per row of
+// min(12, M - i·12) in its k loop. Versioning it anyway (session 11,
+// 512×4096×4096, one thread, both sources side by side in 14 interleaved
+// rounds of one process) gained nothing: 98.5 ms median against 96.4
+// unversioned, best 93.4 both — Zen 5 retires the fused compare-branches
+// beside the FMAs.
 func (g *gen) noteGuard(ext schedule.Expr, hi int64) {
 	if m, ok := ext.(schedule.Bin); ok && m.Op == schedule.OpMin {
 		g.noteTail(ext)
