@@ -35,8 +35,9 @@ type Task struct {
 // workloads of the imported model so that its records land under the keys
 // `llmir compile --target cuda` looks up: every decode workload with a CUDA
 // kernel (q/o, k/v, gate/up, down and lm_head GEMVs, rms_norm, silu, mul,
-// add) at batch 1 and 16, and paged attention at batch 32, context 4096,
-// KV block sizes 16…128. Linears carry their cuBLAS baseline.
+// add, the token embedding and the greedy argmax) at batch 1 and 16, and
+// paged attention at batch 32, context 4096, KV block sizes 16…128.
+// Linears carry their cuBLAS baseline.
 func Llama3Decode() ([]Task, error) {
 	var ts []Task
 	seen := map[string]bool{}
@@ -198,6 +199,23 @@ func Conformance() []Task {
 		{Tokens: 13, KVHeads: 3, HeadDim: 64, BlockSize: 7},
 		{Tokens: 5, KVHeads: 1, HeadDim: 6, BlockSize: 4},
 		{Tokens: 37, KVHeads: 8, HeadDim: 128, BlockSize: 128},
+	} {
+		ts = append(ts, Task{Kernel: a})
+	}
+	// The token embedding at llama-3-8b's table and on rows of 4104 (an odd
+	// number of vectors) and 1001 (2-byte copies); argmax at llama-3-8b's
+	// decode (1 and 16 rows) and prefill (512 rows) logits, rows of 1001 and
+	// 14 (unaligned rows: scalar heads and tails), and rows planted with
+	// NaNs, infinities, signed zeros and ties.
+	for _, e := range []cudakernels.Embedding{
+		{Tokens: 37, Vocab: lmHeadVocab, Hidden: 4096},
+		{Tokens: 7, Vocab: 1000, Hidden: 4104}, {Tokens: 5, Vocab: 50, Hidden: 1001},
+	} {
+		ts = append(ts, Task{Kernel: e})
+	}
+	for _, a := range []cudakernels.Argmax{
+		{M: 1, N: lmHeadVocab}, {M: 16, N: lmHeadVocab}, {M: 512, N: lmHeadVocab},
+		{M: 3, N: 1001}, {M: 5, N: 14}, {M: 10, N: 4099, Special: true}, {M: 5, N: lmHeadVocab, Special: true},
 	} {
 		ts = append(ts, Task{Kernel: a})
 	}

@@ -49,6 +49,10 @@ var goldenKernels = []struct {
 	{"cublas_gemm.cu", GEMMCuBLAS{GEMM{M: 2048, N: 28672, K: 4096}}},
 	{"rms_norm.cu", RMSNorm{M: 16, H: 4096}},
 	{"silu_mul.cu", SiluMul{M: 16, I: 14336}},
+	{"embedding_decode.cu", Embedding{Tokens: 1, Vocab: 128256, Hidden: 4096}},
+	{"embedding_odd.cu", Embedding{Tokens: 5, Vocab: 50, Hidden: 1001}},
+	{"argmax_decode.cu", Argmax{M: 1, N: 128256}},
+	{"argmax_prefill.cu", Argmax{M: 512, N: 128256}},
 }
 
 func TestGoldenSources(t *testing.T) {

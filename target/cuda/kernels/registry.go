@@ -25,6 +25,8 @@ var builders = map[string]func(ir.Workload) (Kernel, error){
 	"llmir.add":             func(w ir.Workload) (Kernel, error) { return pointwiseFromWorkload(w, OpAdd) },
 	"llmir.rope":            ropeFromWorkload,
 	"llmir.append_kv":       appendKVFromWorkload,
+	"llmir.embedding":       embeddingFromWorkload,
+	"llmir.argmax":          argmaxFromWorkload,
 }
 
 // GEMVMaxM is the largest M (tokens) served by the GEMV/skinny-GEMM

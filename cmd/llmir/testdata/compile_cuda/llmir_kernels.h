@@ -6,6 +6,7 @@
 typedef int (*llmir_kernel_fn)(void *const *bufs, const int64_t *dims);
 typedef struct { int64_t bucket; llmir_kernel_fn fn; const char *workload; } llmir_bucket;
 
+int llmir_424c4af45e960a60(void *const *bufs, const int64_t *dims); /* cuda_embedding/T=512,V=1000,H=256/bf16, default rule */
 int llmir_7abc9cf125d493a7(void *const *bufs, const int64_t *dims); /* cuda_rms_norm/M=512,H=256/bf16, default rule */
 int llmir_0c42709b9581874e(void *const *bufs, const int64_t *dims); /* cuda_gemm/M=512,N=256,K=256/bf16, default rule */
 int llmir_1184ee533e65bffd(void *const *bufs, const int64_t *dims); /* cuda_gemm/M=512,N=64,K=256/bf16, default rule */
@@ -18,6 +19,8 @@ int llmir_c0ac82b3d42bd750(void *const *bufs, const int64_t *dims); /* cuda_silu
 int llmir_bec1f43a07fc4c62(void *const *bufs, const int64_t *dims); /* cuda_mul/M=512,H=688/bf16, default rule */
 int llmir_872c25806d71f6e3(void *const *bufs, const int64_t *dims); /* cuda_gemm/M=512,N=256,K=688/bf16, default rule */
 int llmir_afdfd1a7ff8fc109(void *const *bufs, const int64_t *dims); /* cuda_gemm/M=512,N=1000,K=256/bf16, default rule */
+int llmir_287e938c9dd50ccf(void *const *bufs, const int64_t *dims); /* cuda_argmax/M=512,N=1000/bf16, default rule */
+int llmir_8e618213f8b207c7(void *const *bufs, const int64_t *dims); /* cuda_embedding/T=1,V=1000,H=256/bf16, default rule */
 int llmir_9ef7b041a794cb64(void *const *bufs, const int64_t *dims); /* cuda_rms_norm/M=1,H=256/bf16, default rule */
 int llmir_0e6699c58a5afa29(void *const *bufs, const int64_t *dims); /* cuda_gemv/M=1,N=256,K=256/bf16, user exact */
 int llmir_d201332a0b95c8fa(void *const *bufs, const int64_t *dims); /* cuda_gemv/M=1,N=64,K=256/bf16, default rule */
@@ -31,6 +34,7 @@ int llmir_3aeac4a1bc5e4ff0(void *const *bufs, const int64_t *dims); /* cuda_silu
 int llmir_15417d61f71a2188(void *const *bufs, const int64_t *dims); /* cuda_mul/M=1,H=688/bf16, default rule */
 int llmir_68048d4e123c48d6(void *const *bufs, const int64_t *dims); /* cuda_gemv/M=1,N=256,K=688/bf16, default rule */
 int llmir_42cbfc8ad1f0eac6(void *const *bufs, const int64_t *dims); /* cuda_gemv/M=1,N=1000,K=256/bf16, default rule */
+int llmir_ff237ca27111bffe(void *const *bufs, const int64_t *dims); /* cuda_argmax/M=1,N=1000/bf16, default rule */
 
 /* The kernel for extent n: the smallest bucket >= n (NULL when n exceeds them all). */
 static inline llmir_kernel_fn llmir_dispatch(const llmir_bucket *t, int len, int64_t n) {
@@ -43,6 +47,9 @@ static inline llmir_kernel_fn llmir_dispatch(const llmir_bucket *t, int len, int
 static const llmir_bucket llmir_family_05dd7eb973f7ee9c[1] = {
 	{512, llmir_0c42709b9581874e, "0c42709b9581874e2d514da76d7ef38b43edafaba836852e3be79f9710133451"},
 };
+static const llmir_bucket llmir_family_13aa796f05ffe21e[1] = {
+	{1, llmir_8e618213f8b207c7, "8e618213f8b207c7efc47be492b51aae18ba29ef6f804f6adcc9f235bb3c2405"},
+};
 static const llmir_bucket llmir_family_14956099c758b9af[1] = {
 	{1, llmir_0e6699c58a5afa29, "0e6699c58a5afa29d4ab0daa1590aa5a8613828a2cfc2977cc029baa9e28c1dc"},
 };
@@ -51,6 +58,9 @@ static const llmir_bucket llmir_family_14fbfd7b13297582[1] = {
 };
 static const llmir_bucket llmir_family_17f7e6ee84cf7c22[1] = {
 	{1, llmir_15417d61f71a2188, "15417d61f71a2188c6b4f19bfa0104ceb522146f02deb214259f7568a99c66ab"},
+};
+static const llmir_bucket llmir_family_197197feee0ef057[1] = {
+	{512, llmir_287e938c9dd50ccf, "287e938c9dd50ccfa563481c516ecb1cde2f279c238eeceb1729e1fac4bfa11c"},
 };
 static const llmir_bucket llmir_family_261a426ffd69f02b[1] = {
 	{1, llmir_7f3906596f24f51e, "7f3906596f24f51e645c41eedcbdc7a5fa4fd8882f076eb345100882758c7882"},
@@ -64,8 +74,14 @@ static const llmir_bucket llmir_family_3014d8704e9615fb[1] = {
 static const llmir_bucket llmir_family_31be1436cf359735[1] = {
 	{512, llmir_311bbcff86555997, "311bbcff865559971bcecccfc014ec39b56c20e2b1e9ba89cc0a4bc113fa96bf"},
 };
+static const llmir_bucket llmir_family_3e0443e6610f20a8[1] = {
+	{1, llmir_ff237ca27111bffe, "ff237ca27111bffe425760a5c4509b875a4ab5e47c87cb05d541c02e95f3ff81"},
+};
 static const llmir_bucket llmir_family_4b5a9ac4625c783c[1] = {
 	{512, llmir_872c25806d71f6e3, "872c25806d71f6e395fb254f1a099de8bb4f0ad81b2babd7afba8c17ab4da006"},
+};
+static const llmir_bucket llmir_family_510d67d6eeb514d9[1] = {
+	{512, llmir_424c4af45e960a60, "424c4af45e960a604c8a0f51fb825b497790a475726e0df770caaf59586d61bd"},
 };
 static const llmir_bucket llmir_family_549ffa4114c72f66[1] = {
 	{512, llmir_65da86c0ce82f6e3, "65da86c0ce82f6e3805bf5821e52c8250cb9ea0f5e5737f6c29851b8a0dd7b03"},
