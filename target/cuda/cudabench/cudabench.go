@@ -70,7 +70,8 @@ func Llama3Decode() ([]Task, error) {
 // 1024×4096, gate/up 14336×4096, down 4096×14336) as bf16 GEMMs on tensor
 // cores at 512…4096 prompt tokens (batch 1), and the lm_head (128256×4096)
 // at 512, built from the IR workloads, against cuBLAS GemmEx; and the rope
-// (q and k) and append_kv of 512 and 4096 tokens, without a baseline.
+// (q and k), append_kv and causal attention of 512 and 4096 tokens, without
+// a cuBLAS baseline (attention relates to PyTorch SDPA through --sdpa).
 func Llama3Prefill() ([]Task, error) {
 	var ts []Task
 	seen := map[string]bool{}
@@ -88,9 +89,12 @@ func Llama3Prefill() ([]Task, error) {
 				if k.N != lmHeadVocab || seq == 512 {
 					ts = append(ts, t)
 				}
-			case cudakernels.Rope, cudakernels.AppendKV:
+			case cudakernels.Rope, cudakernels.AppendKV, cudakernels.PrefillAttention:
 				// Memory-bound rows that only a prompt makes large enough
-				// to relate to the copy bandwidth.
+				// to relate to the copy bandwidth; attention at the two
+				// ends only, its float64 reference growing with S² (1.6 s
+				// on one core at 512 tokens, 64 times that at 4096, run
+				// per KV head in parallel).
 				if seq == 512 || seq == 4096 {
 					ts = append(ts, t)
 				}
@@ -230,6 +234,19 @@ func Conformance() []Task {
 	for _, p := range []cudakernels.Pointwise{{Op: cudakernels.OpMul, M: 3, H: 1000}, {Op: cudakernels.OpAdd, M: 5, H: 4104}, {Op: cudakernels.OpMul, M: 1, H: 14}} {
 		ts = append(ts, Task{Kernel: cudakernels.LoopNestElementwise{Pointwise: p}, Baseline: p})
 	}
+	// Causal prefill attention: prompts that no query or key tile divides
+	// (77, 33, 200, one token), GQA groups of 1, 2, 3 and 4, every head_dim
+	// the kernel takes, and llama-3-8b's 512-token shape. (Last, so that
+	// the tasks before keep their sampling salts.)
+	for _, a := range []cudakernels.PrefillAttention{
+		{Batch: 2, Seq: 77, QHeads: 4, KVHeads: 2, HeadDim: 128},
+		{Batch: 1, Seq: 33, QHeads: 3, KVHeads: 1, HeadDim: 64},
+		{Batch: 3, Seq: 1, QHeads: 2, KVHeads: 2, HeadDim: 32},
+		{Batch: 1, Seq: 200, QHeads: 8, KVHeads: 2, HeadDim: 64},
+		{Batch: 1, Seq: 512, QHeads: 32, KVHeads: 8, HeadDim: 128},
+	} {
+		ts = append(ts, Task{Kernel: a})
+	}
 	return ts
 }
 
@@ -261,10 +278,11 @@ type Options struct {
 }
 
 // memoryBound: a row whose time is its bytes' (every kernel but the
-// prefill GEMMs), so a plain read of those bytes bounds it.
+// prefill GEMMs and prefill attention, whose multiply-adds per byte grow
+// with the prompt), so a plain read of those bytes bounds it.
 func memoryBound(k cudakernels.Kernel) bool {
 	switch cudakernels.Unwrap(k).(type) {
-	case cudakernels.GEMM, cudakernels.LoopNestGEMM:
+	case cudakernels.GEMM, cudakernels.LoopNestGEMM, cudakernels.PrefillAttention:
 		return false
 	}
 	return true
@@ -387,13 +405,17 @@ func SelectPoints(tasks []Task, points []Point, hw kernels.Hardware) ([]Task, er
 	return keep, nil
 }
 
-// SDPAResult is one line of scripts/sdpa_baseline.py's output.
+// SDPAResult is one line of scripts/sdpa_baseline.py's output: decode
+// (one query per sequence over Context keys) or, with Causal, the causal
+// prefill of Seq tokens (Context = Seq).
 type SDPAResult struct {
 	Batch   int64   `json:"batch"`
 	QHeads  int64   `json:"q_heads"`
 	KVHeads int64   `json:"kv_heads"`
 	HeadDim int64   `json:"head_dim"`
 	Context int64   `json:"context"`
+	Seq     int64   `json:"seq,omitempty"`
+	Causal  bool    `json:"causal,omitempty"`
 	MedianS float64 `json:"median_s"`
 	MinS    float64 `json:"min_s"`
 	Torch   string  `json:"torch"`
@@ -812,15 +834,30 @@ func relate(r *Row, t Task, o Options) {
 			r.ReadVsBaseline = r.Baseline.Measurement.Median / r.Read.Measurement.Median
 		}
 	}
-	a, ok := cudakernels.Unwrap(t.Kernel).(cudakernels.PagedAttention)
-	if !ok || a.Ragged || r.Best == nil {
+	if r.Best == nil {
 		return
 	}
 	// SDPA reads the same keys stored contiguously: one time for every
-	// block size, the fastest of its backends.
+	// block size, the fastest of its backends; causal prefill matches the
+	// script's causal rows of the same prompt length.
+	var same func(s SDPAResult) bool
+	switch a := cudakernels.Unwrap(t.Kernel).(type) {
+	case cudakernels.PagedAttention:
+		if a.Ragged {
+			return
+		}
+		same = func(s SDPAResult) bool {
+			return !s.Causal && s.Batch == a.Batch && s.QHeads == a.QHeads && s.KVHeads == a.KVHeads && s.HeadDim == a.HeadDim && s.Context == a.Context
+		}
+	case cudakernels.PrefillAttention:
+		same = func(s SDPAResult) bool {
+			return s.Causal && s.Batch == a.Batch && s.QHeads == a.QHeads && s.KVHeads == a.KVHeads && s.HeadDim == a.HeadDim && s.Seq == a.Seq && s.Context == a.Seq
+		}
+	default:
+		return
+	}
 	for _, s := range o.SDPA {
-		if s.Batch == a.Batch && s.QHeads == a.QHeads && s.KVHeads == a.KVHeads && s.HeadDim == a.HeadDim && s.Context == a.Context &&
-			(r.SDPAMedian == 0 || s.MedianS < r.SDPAMedian) {
+		if same(s) && (r.SDPAMedian == 0 || s.MedianS < r.SDPAMedian) {
 			r.SDPAMedian = s.MedianS
 			r.VsSDPA = s.MedianS / r.Best.Measurement.Median
 		}

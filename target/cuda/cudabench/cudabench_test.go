@@ -134,7 +134,7 @@ func TestSuites(t *testing.T) {
 	if kinds["cudakernels.Rope"] != 4 || kinds["cudakernels.AppendKV"] != 2 || kinds["cudakernels.Embedding"] != 2 || kinds["cudakernels.Argmax"] != 2 {
 		t.Errorf("decode suite kernels by type %v: want 4 Rope, 2 AppendKV, 2 Embedding and 2 Argmax", kinds)
 	}
-	gemms := 0
+	gemms, attn := 0, 0
 	for _, task := range prefill {
 		switch cudakernels.Unwrap(task.Kernel).(type) {
 		case cudakernels.GEMM:
@@ -143,12 +143,26 @@ func TestSuites(t *testing.T) {
 				t.Errorf("%s: baseline %T, want cuBLAS", task.Kernel.Name(), task.Baseline)
 			}
 		case cudakernels.Rope, cudakernels.AppendKV:
+		case cudakernels.PrefillAttention:
+			attn++
+			// Paired with SDPA's causal row of its prompt length only,
+			// not with a decode row of the same heads and context.
+			a := cudakernels.Unwrap(task.Kernel).(cudakernels.PrefillAttention)
+			r := &Row{Kernel: task.Kernel.Name(), Trials: []Trial{{ID: "t0", Default: true, Measurement: ok(1e-4)}}}
+			r.Default, r.Best = &r.Trials[0], &r.Trials[0]
+			relate(r, task, Options{SDPA: []SDPAResult{
+				{Batch: 1, QHeads: 32, KVHeads: 8, HeadDim: 128, Context: a.Seq, MedianS: 5e-4},
+				{Batch: 1, QHeads: 32, KVHeads: 8, HeadDim: 128, Context: 512, Seq: 512, Causal: true, MedianS: 2e-4},
+			}})
+			if want := map[int64]float64{512: 2, 4096: 0}[a.Seq]; r.VsSDPA != want {
+				t.Errorf("%s: vs SDPA %g, want %g", task.Kernel.Name(), r.VsSDPA, want)
+			}
 		default:
 			t.Errorf("prefill suite has %s", task.Kernel.Name())
 		}
 	}
-	if gemms != 17 || len(prefill) != 23 {
-		t.Errorf("prefill suite has %d kernels, %d GEMMs; want 23: 17 GEMMs (4 M × 4 N×K, and the lm_head at M=512), rope q, rope k and append_kv at 512 and 4096 tokens", len(prefill), gemms)
+	if gemms != 17 || attn != 2 || len(prefill) != 25 {
+		t.Errorf("prefill suite has %d kernels, %d GEMMs, %d attention; want 25: 17 GEMMs (4 M × 4 N×K, and the lm_head at M=512), rope q, rope k, append_kv and attention at 512 and 4096 tokens", len(prefill), gemms, attn)
 	}
 }
 

@@ -874,14 +874,23 @@ func mmaRingBytes(warps, unroll, prefetch, headDim int64) int64 {
 // FlashAttention-2 arrangement: no shuffles between the two products), and
 // O += P·V takes V by ldmatrix.trans (m16n8k8 for 8 tokens, m16n8k16 for
 // 16). P is rounded to bf16 for the product and l sums the rounded values.
-const mmaSegment = `
+const mmaSegment = mmaRowConsts + `constexpr int TILE = TW * D * 2;      // bytes of one K (or V) tile
+constexpr int WSTAGE = 2 * TILE;      // a warp's stage: K then V
+static_assert(HPB <= 16 && D % 32 == 0 && 32 % CPR == 0 && (TW == 8 || TW == 16), "mma shape");
+` + mmaFragHelpers + mmaSegmentBody
+
+// mmaRowConsts are the chunk geometry of a head row in a swizzled tile
+// (D, the head dim, is a constexpr of the including source).
+const mmaRowConsts = `
 constexpr int CPR = D / 8;            // 16-byte chunks per token row
 constexpr int RPI = 32 / CPR;         // rows a warp copies per instruction
 constexpr int SWZ = CPR % 8 == 0 ? 7 : CPR % 4 == 0 ? 3 : 1;
-constexpr int TILE = TW * D * 2;      // bytes of one K (or V) tile
-constexpr int WSTAGE = 2 * TILE;      // a warp's stage: K then V
-static_assert(HPB <= 16 && D % 32 == 0 && 32 % CPR == 0 && (TW == 8 || TW == 16), "mma shape");
-__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t addr) {
+`
+
+// mmaFragHelpers are the attention kernels' fragment helpers beside
+// tensorCoreHelpers: ldmatrix.trans (V as the B operand), m16n8k8, exp2,
+// the bf16 pair rounding of P, and the swizzled offset of a tile chunk.
+const mmaFragHelpers = `__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
 }
@@ -904,7 +913,10 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 }
 // swz is the byte offset of (row r, chunk c) in a tile.
 __device__ __forceinline__ uint32_t swz(int r, int c) { return (uint32_t)(r * CPR + (c ^ (r & SWZ))) * 16; }
+`
 
+// mmaSegmentBody is paged attention's copies and segment (mma 1).
+const mmaSegmentBody = `
 // issue_rows copies the K and V rows of tokens base … base + TW − 1 into
 // the warp's stage at shared address st (zero-filled from tend on). base
 // is a multiple of TW (segments start at multiples of the block step), so

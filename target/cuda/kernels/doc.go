@@ -1,7 +1,8 @@
 // Package cudakernels holds the kernels that have a CUDA side: template
 // kernels whose CUDA C++ is written by a generator from knob values (decode
 // GEMV/skinny GEMM, prefill GEMM on tensor cores with a cp.async pipeline,
-// paged decode attention, rms_norm, silu·mul, rope, append_kv), and the vendor baselines
+// paged decode attention, causal prefill attention, rms_norm, silu·mul, rope,
+// append_kv), and the vendor baselines
 // measured beside them (cuBLAS).
 //
 // Each type implements kernels.Kernel (definition, float64 reference,

@@ -42,6 +42,8 @@ var goldenKernels = []struct {
 	{"cublas_gemv.cu", GEMVCuBLAS{GEMV{M: 16, N: 4096, K: 14336}}},
 	{"paged_attention_bs16.cu", PagedAttention{Batch: 32, QHeads: 32, KVHeads: 8, HeadDim: 128, BlockSize: 16, Context: 4096}},
 	{"paged_attention_split.cu", PagedAttention{Batch: 2, QHeads: 32, KVHeads: 8, HeadDim: 128, BlockSize: 64, Context: 4096}},
+	{"attention_prefill_s512.cu", PrefillAttention{Batch: 1, Seq: 512, QHeads: 32, KVHeads: 8, HeadDim: 128}},
+	{"attention_prefill_tails.cu", PrefillAttention{Batch: 2, Seq: 77, QHeads: 4, KVHeads: 1, HeadDim: 64}},
 	{"gemm_m512.cu", GEMM{M: 512, N: 4096, K: 4096}},
 	{"gemm_tails.cu", GEMM{M: 77, N: 130, K: 264}},
 	{"gemm_sm90_tails.cu", GEMM{M: 333, N: 200, K: 1032}},

@@ -20,6 +20,7 @@ var builders = map[string]func(ir.Workload) (Kernel, error){
 	"llmir.linear":          linearFromWorkload,
 	"llmir.rms_norm":        rmsNormFromWorkload,
 	"llmir.paged_attention": pagedAttentionFromWorkload,
+	"llmir.attention":       prefillAttentionFromWorkload,
 	"llmir.silu":            func(w ir.Workload) (Kernel, error) { return pointwiseFromWorkload(w, OpSiLU) },
 	"llmir.mul":             func(w ir.Workload) (Kernel, error) { return pointwiseFromWorkload(w, OpMul) },
 	"llmir.add":             func(w ir.Workload) (Kernel, error) { return pointwiseFromWorkload(w, OpAdd) },
@@ -35,11 +36,12 @@ const GEMVMaxM = 16
 
 // FromWorkload returns the CUDA kernel of an IR workload (bf16 only): a
 // linear with M ≤ GEMVMaxM rows is the decode GEMV/skinny GEMM, a larger one
-// the prefill GEMM; rms_norm, paged_attention, silu, mul, add, rope and
-// append_kv have their own kernels. Template kernels come wrapped so that
-// their design space holds only the knob points their generator accepts
-// (valid.go). The kernel's Workload is w itself, so the records it is
-// tuned under are those a compile of the same module looks up. Groups and
+// the prefill GEMM; rms_norm, paged_attention, causal attention (prefill),
+// silu, mul, add, rope and append_kv have their own kernels. Template
+// kernels come wrapped so that their design space holds only the knob
+// points their generator accepts (valid.go). The kernel's Workload is w
+// itself, so the records it is tuned under are those a compile of the same
+// module looks up. Groups and
 // variants without a CUDA kernel (another dtype, broadcasting, a custom
 // attention scale) are errors wrapping kernels.ErrNoKernel; a malformed
 // workload is another error, naming what is wrong.

@@ -17,6 +17,7 @@ var specFields = map[string][]string{
 	"gemm":            {"M", "N", "K"},
 	"cublas_gemm":     {"M", "N", "K"},
 	"paged_attention": {"B", "QH", "KVH", "D", "BS", "ctx"},
+	"attention":       {"B", "S", "HQ", "HKV", "D"},
 	"rms_norm":        {"M", "H"},
 	"silu_mul":        {"M", "I"},
 	"silu":            {"M", "H"},
@@ -89,6 +90,8 @@ func ParseSpec(spec string) (Kernel, error) {
 	case "paged_attention":
 		k = PagedAttention{Batch: vals["B"], QHeads: vals["QH"], KVHeads: vals["KVH"], HeadDim: vals["D"],
 			BlockSize: vals["BS"], Context: vals["ctx"], Ragged: ragged}
+	case "attention":
+		k = PrefillAttention{Batch: vals["B"], Seq: vals["S"], QHeads: vals["HQ"], KVHeads: vals["HKV"], HeadDim: vals["D"]}
 	case "rms_norm":
 		k = RMSNorm{M: vals["M"], H: vals["H"]}
 	case "silu_mul":

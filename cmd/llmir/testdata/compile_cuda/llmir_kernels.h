@@ -13,6 +13,7 @@ int llmir_1184ee533e65bffd(void *const *bufs, const int64_t *dims); /* cuda_gemm
 int llmir_905b88f4cae656aa(void *const *bufs, const int64_t *dims); /* cuda_rope/tokens=512,heads=8,dim=32/neox/bf16, default rule */
 int llmir_65da86c0ce82f6e3(void *const *bufs, const int64_t *dims); /* cuda_rope/tokens=512,heads=2,dim=32/neox/bf16, default rule */
 int llmir_0bf4b8cb2728df4d(void *const *bufs, const int64_t *dims); /* cuda_append_kv/T=512,HKV=2,D=32,BS=16/bf16, default rule */
+int llmir_d17d9e39ad574c71(void *const *bufs, const int64_t *dims); /* cuda_attention/B=1,S=512,HQ=8,HKV=2,D=32/causal/bf16, default rule */
 int llmir_311bbcff86555997(void *const *bufs, const int64_t *dims); /* cuda_add/M=512,H=256/bf16, default rule */
 int llmir_6822b01146b58847(void *const *bufs, const int64_t *dims); /* cuda_gemm/M=512,N=688,K=256/bf16, default rule */
 int llmir_c0ac82b3d42bd750(void *const *bufs, const int64_t *dims); /* cuda_silu/M=512,H=688/bf16, default rule */
@@ -127,6 +128,9 @@ static const llmir_bucket llmir_family_cd2438df2ece0e5c[1] = {
 };
 static const llmir_bucket llmir_family_e7108c2e8e9bae74[1] = {
 	{512, llmir_905b88f4cae656aa, "905b88f4cae656aa655199c0adb9f06060723010b6f8f61837a020952ab953a6"},
+};
+static const llmir_bucket llmir_family_f05d1b6b616cc2ec[1] = {
+	{512, llmir_d17d9e39ad574c71, "d17d9e39ad574c7189878c088bf8056abcd7b654b76b15e982471e91e43520bf"},
 };
 static const llmir_bucket llmir_family_fe01f5e8225ab7ab[1] = {
 	{1, llmir_68048d4e123c48d6, "68048d4e123c48d6fcded9f672e61ecc93e6f6711969aba0472140ab4a761b99"},
