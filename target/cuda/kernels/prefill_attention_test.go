@@ -59,15 +59,17 @@ func TestPrefillAttentionReference(t *testing.T) {
 
 // TestPrefillAttentionSpace: the design space's points the generator
 // takes (at head_dim 128 the 128-key tiles are refused for their
-// registers), the default's source, and the refusals' reasons.
+// registers, and with 32 rows per warp all but 32 keys; at head_dim 64
+// only 32 rows per warp with 128 keys), the default's source, and the
+// refusals' reasons.
 func TestPrefillAttentionSpace(t *testing.T) {
 	hw := Hardware(cuda.H100)
 	for _, tc := range []struct {
 		a            PrefillAttention
 		valid, total int
 	}{
-		{PrefillAttention{Batch: 1, Seq: 512, QHeads: 32, KVHeads: 8, HeadDim: 128}, 8, 12},
-		{PrefillAttention{Batch: 2, Seq: 77, QHeads: 4, KVHeads: 1, HeadDim: 64}, 12, 12},
+		{PrefillAttention{Batch: 1, Seq: 512, QHeads: 32, KVHeads: 8, HeadDim: 128}, 12, 24},
+		{PrefillAttention{Batch: 2, Seq: 77, QHeads: 4, KVHeads: 1, HeadDim: 64}, 20, 24},
 	} {
 		valid, total, err := SpaceSize(tc.a, hw)
 		if err != nil || valid != tc.valid || total != tc.total {
@@ -85,22 +87,28 @@ func TestPrefillAttentionSpace(t *testing.T) {
 	}
 	// 4 warps × 16 rows, 64 keys in 2 stages of K and V (64 KiB), a grid
 	// of 32 heads × 8 query tiles.
-	for _, w := range []string{"constexpr int WARPS = 4, BQ = 64, BK = 64, PF = 2;", "constexpr int QTILES = 8;",
+	for _, w := range []string{"constexpr int WARPS = 4, MT = 1, BQ = 64, BK = 64, PF = 2;", "constexpr int QTILES = 8;",
 		"MaxDynamicSharedMemorySize, 65536)", "dim3(QH, QTILES, B)", "mma.sync.aligned.m16n8k16", "ldmatrix.sync.aligned.m8n8.x4.trans"} {
 		if !strings.Contains(src, w) {
 			t.Errorf("default source has no %q", w)
 		}
 	}
 	for _, tc := range []struct {
-		k   map[string]int64
-		err string
+		k         map[string]int64
+		err, want string
 	}{
-		{map[string]int64{"warps": 4, "keys": 128, "stages": 2}, "176 fragment registers"},
-		{map[string]int64{"warps": 8, "keys": 32, "stages": 3}, ""},
+		{map[string]int64{"warps": 4, "keys": 128, "stages": 2, "rows_per_warp": 16}, "176 fragment registers", ""},
+		{map[string]int64{"warps": 4, "keys": 64, "stages": 2, "rows_per_warp": 32}, "208 fragment registers", ""},
+		{map[string]int64{"warps": 8, "keys": 32, "stages": 3, "rows_per_warp": 16}, "", "MaxDynamicSharedMemorySize, 49152)"},
+		// 3 stages × 32 keys × K and V × 256 bytes, then Q's 256 rows × 256 bytes.
+		{map[string]int64{"warps": 8, "keys": 32, "stages": 3, "rows_per_warp": 32}, "", "MaxDynamicSharedMemorySize, 114688)"},
 	} {
-		_, err := a.EmitCUDA(chosen(t, a, tc.k), cuda.H100, Entry)
+		src, err := a.EmitCUDA(chosen(t, a, tc.k), cuda.H100, Entry)
 		if (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
 			t.Errorf("%v: err %v, want %q", tc.k, err, tc.err)
+		}
+		if err == nil && !strings.Contains(src, tc.want) {
+			t.Errorf("%v: no %q in the source", tc.k, tc.want)
 		}
 	}
 	if _, err := (PrefillAttention{Batch: 1, Seq: 8, QHeads: 2, KVHeads: 1, HeadDim: 96}).Def(); err == nil {
