@@ -62,8 +62,11 @@ func newCudaEmitCmd() *cobra.Command {
 		Use:   "emit KERNEL",
 		Short: "Print the CUDA source of a kernel's default (or a sampled) schedule",
 		Long: `KERNEL is KIND:F=V,… with KIND one of: gemv (M,N,K), cublas_gemv (M,N,K),
-paged_attention (B,QH,KVH,D,BS,ctx[,ragged]), rms_norm (M,H), silu_mul (M,I),
-rope (T,H,D: Llama-3's rope), append_kv (T,KVH,D,BS).
+gemm (M,N,K), cublas_gemm (M,N,K), paged_attention (B,QH,KVH,D,BS,ctx[,ragged]),
+attention (B,S,HQ,HKV,D: causal prefill), rms_norm (M,H), silu_mul (M,I), silu, mul,
+add (M,H), rope (T,H,D: Llama-3's rope), append_kv (T,KVH,D,BS), embedding (T,V,H),
+argmax (M,N), and the loop-nest kernels loopnest_gemv, loopnest_gemm (M,N,K),
+loopnest_mul, loopnest_add (M,H).
 Without --seed the rule-based default schedule (for --sms SMs) is printed.`,
 		Example: `  llmir cuda emit 'gemv:M=16,N=28672,K=4096'
   llmir cuda emit 'paged_attention:B=32,QH=32,KVH=8,D=128,BS=16,ctx=4096' --seed 7
@@ -240,7 +243,9 @@ func newCudaCheckCmd() *cobra.Command {
 		Long: `Builds the conformance suite (GEMV with N, K one past a vector; ragged and empty
 sequences in paged attention at block sizes 7, 16, 128 and head_dim 64, 128;
 odd rms_norm, silu_mul, silu, mul and add rows; rope in neox and gptj styles with
-partial rotary_dim and llama3/yarn scaling; append_kv at block sizes 4, 7, 16, 128), validates
+partial rotary_dim and llama3/yarn scaling; append_kv at block sizes 4, 7, 16, 128; causal
+prefill attention at 1, 33, 77, 200 and 512 tokens with GQA groups of 1 to 4; embedding and
+argmax at odd widths, argmax rows with NaNs, infinities, signed zeros and ties), validates
 each schedule and the cuBLAS baseline, and exits with an error listing every candidate that
 crashed, timed out or was wrong. Knob combinations a generator refuses are outside the
 design space and never sampled, so a refusal here is a failure.`,
@@ -284,13 +289,15 @@ GEMV bf16 at batch 1 and 16 for the linears (q/o, k/v, gate/up, down, lm_head;
 against cuBLAS GemmEx in the same harness run), paged decode attention bf16
 (batch 32, 32/8 heads of 128, context 4096) at block sizes 16, 32, 64, 128
 (against PyTorch SDPA on contiguous KV when --sdpa gives its times, from
-scripts/sdpa_baseline.py), rms_norm, rope, append_kv, silu, mul and add. Each kernel is measured at its
+scripts/sdpa_baseline.py), rms_norm, rope, append_kv, silu, mul, add, the token
+embedding and argmax. Each kernel is measured at its
 rule-based default and --samples sampled schedules; every measurement is
 recorded in the tuning database (--db) under the GPU's fingerprint, and results
 are related to the copy bandwidth measured first. --suite prefill runs the
 prefill linears instead: bf16 GEMM on tensor cores (on sm_90 wgmma fed by
 TMA through a ring of swizzled stages, elsewhere mma.sync with a cp.async
-pipeline) at M = 512…4096 for the same N×K, against cuBLAS. --knobs adds knob
+pipeline) at M = 512…4096 for the same N×K, against cuBLAS, and the causal
+attention at 512 and 4096 tokens (against SDPA with --sdpa). --knobs adds knob
 points (a tile sweep in one run): each point is one more trial of every kernel
 that has all its knobs, printed under the kernel's line with its ratio to the
 default and the baseline; the other kernels are left out. Beside every

@@ -250,6 +250,10 @@ func TestParseSpec(t *testing.T) {
 		{"rope:T=1,H=32,D=127", "", "must be even"},
 		{"append_kv:T=3,KVH=8,D=128,BS=16", "cuda_append_kv/T=3,HKV=8,D=128,BS=16/bf16", ""},
 		{"append_kv:T=3,KVH=8,D=128", "", "missing field BS"},
+		{"embedding:T=1,V=128256,H=4096", "cuda_embedding/T=1,V=128256,H=4096/bf16", ""},
+		{"embedding:T=1,V=128256", "", "missing field H"},
+		{"argmax:M=16,N=128256", "cuda_argmax/M=16,N=128256/bf16", ""},
+		{"argmax:M=16,N=128256,ragged", "", "field \"ragged\""},
 	} {
 		k, err := ParseSpec(tc.in)
 		if tc.err != "" {

@@ -18,6 +18,8 @@ var specFields = map[string][]string{
 	"cublas_gemm":     {"M", "N", "K"},
 	"paged_attention": {"B", "QH", "KVH", "D", "BS", "ctx"},
 	"attention":       {"B", "S", "HQ", "HKV", "D"},
+	"embedding":       {"T", "V", "H"},
+	"argmax":          {"M", "N"},
 	"rms_norm":        {"M", "H"},
 	"silu_mul":        {"M", "I"},
 	"silu":            {"M", "H"},
@@ -92,6 +94,10 @@ func ParseSpec(spec string) (Kernel, error) {
 			BlockSize: vals["BS"], Context: vals["ctx"], Ragged: ragged}
 	case "attention":
 		k = PrefillAttention{Batch: vals["B"], Seq: vals["S"], QHeads: vals["HQ"], KVHeads: vals["HKV"], HeadDim: vals["D"]}
+	case "embedding":
+		k = Embedding{Tokens: vals["T"], Vocab: vals["V"], Hidden: vals["H"]}
+	case "argmax":
+		k = Argmax{M: vals["M"], N: vals["N"]}
 	case "rms_norm":
 		k = RMSNorm{M: vals["M"], H: vals["H"]}
 	case "silu_mul":
