@@ -298,11 +298,20 @@ func GPUGEMMSpace(s *schedule.Schedule, m, n, k int64) (GPUGEMMTiles, error) {
 	if t.WN, err = pick([]int64{1, 2, 4}, func(v int64) bool { return n%(v*t.NI*8) == 0 && v*t.WM <= 16 }); err != nil {
 		return t, err
 	}
-	if t.KI, err = pick([]int64{1, 2, 4}, func(v int64) bool { return k%(v*16) == 0 }); err != nil {
+	// The K step is bounded by static shared memory (48 KiB): the a and w
+	// tiles hold BM + BN rows of BK bf16, each padded by 16 bytes (the CUDA
+	// printer's bank-conflict padding).
+	bm, bn := t.WM*t.MI*16, t.WN*t.NI*8
+	if t.KI, err = pick([]int64{1, 2, 4}, func(v int64) bool {
+		return k%(v*16) == 0 && (bm+bn)*(v*16*2+16) <= gpuStaticSharedBytes
+	}); err != nil {
 		return t, err
 	}
 	return t, nil
 }
+
+// gpuStaticSharedBytes is the static shared memory a CUDA block may declare.
+const gpuStaticSharedBytes = 48 << 10
 
 // GPUGEMM schedules out[i, j] += a[i, k] * w[j, k] (bf16 operands, f32
 // accumulation) onto tensor cores:

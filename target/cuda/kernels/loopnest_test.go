@@ -92,6 +92,25 @@ func TestLoopNestInterprets(t *testing.T) {
 	}
 }
 
+// TestLoopNestGEMMSpaceEmits samples the loop-nest GEMM's tiles at shapes
+// where the largest block tiles (256×128 and up) divide: every sampled point
+// must print, the K step kept within static shared memory (a 256×128 block
+// with a K step of 64 took 55296 bytes with the rows' padding).
+func TestLoopNestGEMMSpaceEmits(t *testing.T) {
+	hw := Hardware(cuda.H100)
+	for _, k := range []LoopNestGEMM{{GEMM{M: 256, N: 384, K: 512}}, {GEMM{M: 256, N: 256, K: 256}}} {
+		for seed := range uint64(120) {
+			s, err := search.SampleSchedule(k, hw, seed+1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := k.EmitCUDA(s, cuda.H100, Entry); err != nil {
+				t.Fatalf("%s seed %d: %v", k.Name(), seed+1, err)
+			}
+		}
+	}
+}
+
 // TestLoopNestWorkloads: the loop-nest kernels' database keys differ from
 // the template kernels' of the same op and shape.
 func TestLoopNestWorkloads(t *testing.T) {
