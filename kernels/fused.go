@@ -343,13 +343,52 @@ func (l NormLinear) FLOPs() float64 { return l.Linear.FLOPs() + 4*float64(l.M*l.
 func (l NormLinear) Bytes() float64 { return l.Linear.Bytes() + 4*float64(l.K) }
 
 // Reference is the unfused pair: ref.RMSNorm, its f32 result fed to the
-// linear's reference.
+// linear's reference. When x is periodic (Fill) only its PeriodRows
+// period rows are normalized and multiplied: row m is 2^s times its period
+// row p, so its normalized row, and with it its output row, is p's times
+// c = 2^s·r_m/r_p (r = 1/rms, which eps keeps from cancelling to 1). A
+// kernel that normalized row m by another row's rms is off by that ratio.
 func (l NormLinear) Reference(in [][]float64) [][]float64 {
-	xn, err := ref.RMSNorm(toF32(in[0]), int(l.M), int(l.K), toF32(in[1]), l.Eps)
+	m, n, k := int(l.M), int(l.N), int(l.K)
+	rows := PeriodicRows(in[0], m, k)
+	xn, err := ref.RMSNorm(toF32(in[0][:rows*k]), rows, k, toF32(in[1]), l.Eps)
 	if err != nil {
 		panic(err) // shapes come from the kernel itself
 	}
-	return l.Linear.Reference([][]float64{toF64(xn), in[2]})
+	lin := l.Linear
+	lin.M = int64(rows)
+	out := lin.Reference([][]float64{toF64(xn), in[2]})[0]
+	if rows == m {
+		return [][]float64{out}
+	}
+	invRMS := func(r int) float64 {
+		var ss float64
+		for _, v := range in[0][r*k : (r+1)*k] {
+			ss += v * v
+		}
+		return 1 / math.Sqrt(ss/float64(k)+l.Eps)
+	}
+	full := make([]float64, m*n)
+	copy(full, out)
+	for r := rows; r < m; r++ {
+		p := r % PeriodRows
+		c := PeriodScale(r) * invRMS(r) / invRMS(p)
+		for j, v := range out[p*n : (p+1)*n] {
+			full[r*n+j] = v * c
+		}
+	}
+	return [][]float64{full}
+}
+
+// Fill makes x periodic (FillPeriodic), as the linear's activation, so
+// that Reference works on PeriodRows rows: the prefill lm_head's full
+// reference (512×128256×4096) took 70 s of two cores, and a whole-model
+// tune makes it again whenever it has evicted the problem.
+func (l NormLinear) Fill(input string) func(rng *rand.Rand, v []float64) {
+	if input != "x" {
+		return nil
+	}
+	return FillPeriodic(int(l.K), target.NonZeroUniform)
 }
 
 // Space is the linear's design space with the prologue placed by

@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"llmir/kernels/ref"
 	"llmir/target"
 )
 
@@ -66,5 +67,52 @@ func TestLinearReferencePeriodic(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestNormLinearReferencePeriodic: with a periodic x the fused norm+linear
+// reference normalizes and multiplies only the period rows and scales the
+// rest; it must agree with the full computation (every row normalized,
+// the full product), and must tell a kernel that normalized a row by its
+// period row's rms from a correct one.
+func TestNormLinearReferencePeriodic(t *testing.T) {
+	const m, n, k = 3*PeriodRows + 7, 6, 24
+	l := NormLinear{Linear: Linear{M: m, N: n, K: k}, Eps: 1e-5}
+	rng := rand.New(rand.NewPCG(9, 9))
+	x := make([]float64, m*k)
+	l.Fill("x")(rng, x)
+	g, w := make([]float64, k), make([]float64, n*k)
+	for _, v := range [][]float64{g, w} {
+		for i := range v {
+			v[i] = target.NonZeroUniform(rng)
+		}
+	}
+	for _, v := range [][]float64{x, g, w} {
+		for i := range v {
+			v[i] = target.Round(target.F32, v[i])
+		}
+	}
+	if !IsPeriodic(x, k) || l.Fill("w") != nil || l.Fill("g") != nil {
+		t.Fatal("NormLinear fills x periodic, and only x")
+	}
+	got := l.Reference([][]float64{x, g, w})[0]
+	xn, err := ref.RMSNorm(toF32(x), m, k, toF32(g), l.Eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := naiveLinear(toF64(xn), w, m, n, k)
+	if rel := target.RelL2(got, want); !(rel < 1e-6) {
+		t.Errorf("rel L2 against the full computation %g", rel)
+	}
+	// The mistake the shortcut must still catch: row m normalized by its
+	// period row's rms, which a 2^s scale then leaves 2^s too large.
+	wrong := append([]float64(nil), want...)
+	for r := PeriodRows; r < m; r++ {
+		for j := range n {
+			wrong[r*n+j] = want[(r%PeriodRows)*n+j] * PeriodScale(r)
+		}
+	}
+	if rel := target.RelL2(wrong, got); !(rel > 0.1) {
+		t.Errorf("a per-period-row rms passes: rel L2 %g", rel)
 	}
 }
