@@ -95,7 +95,10 @@ type point struct {
 // is exhausted, or Patience of its steps in a row improved its best by less
 // than MinGain (early stop). The run ends when the total trials reach
 // Budget.Trials, Budget.Time has passed (checked between steps), every
-// task stopped, or the context ends.
+// task stopped, or the context ends. Under a time budget a step is not cut
+// short, so after the first one a task whose next step is expected (its
+// seconds per trial × the step's trials) to run past the deadline is
+// passed over, and the run ends when no task's step fits.
 //
 // The round-robin pass visits the tasks by decreasing weight, so that the
 // workloads that run most per token (decode's, one call per token) are
@@ -207,6 +210,16 @@ func (s *Scheduler) Run(ctx context.Context, step StepFunc) ([]TaskState, error)
 		return n
 	}
 	timeUp := func() bool { return s.Budget.Time > 0 && s.Now().Sub(start) >= s.Budget.Time }
+	// fits: under a time budget, task i's next step of n trials is expected
+	// to end before the deadline (a step is not cut short, and one trial
+	// of a prefill lm_head takes minutes); a task with no estimate fits.
+	fits := func(i, n int) bool {
+		if s.Budget.Time <= 0 {
+			return true
+		}
+		left := (s.Budget.Time - s.Now().Sub(start)).Seconds()
+		return s.perTrial(i, st[i])*float64(n) <= left
+	}
 	do := func(i, target int) error {
 		if s.Budget.PerTask > 0 {
 			target = min(target, s.Budget.PerTask)
@@ -255,7 +268,11 @@ func (s *Scheduler) Run(ctx context.Context, step StepFunc) ([]TaskState, error)
 		if timeUp() && n > 0 {
 			break
 		}
-		if err := do(i, min(s.stepSize(i, st[i]), share)); err != nil {
+		size := min(s.stepSize(i, st[i]), share)
+		if n > 0 && !fits(i, size) {
+			continue
+		}
+		if err := do(i, size); err != nil {
 			return st, err
 		}
 	}
@@ -270,9 +287,9 @@ func (s *Scheduler) Run(ctx context.Context, step StepFunc) ([]TaskState, error)
 		if left <= 0 || timeUp() {
 			break
 		}
-		i := s.pick(st)
+		i := s.pick(st, func(i int) bool { return fits(i, min(s.stepSize(i, st[i]), left)) })
 		if i < 0 {
-			return st, nil // every task stopped
+			break // every task stopped, or none has a step that fits the time left
 		}
 		if err := do(i, st[i].Trials+min(s.stepSize(i, st[i]), left)); err != nil {
 			return st, err
@@ -307,11 +324,12 @@ func (s *Scheduler) Gain(i int, t TaskState) float64 {
 	return w * (s.Alpha*back + (1-s.Alpha)*fwd)
 }
 
-// pick is the running task with the largest gain (-1: none).
-func (s *Scheduler) pick(st []TaskState) int {
+// pick is the running task with the largest gain among those ok accepts
+// (-1: none).
+func (s *Scheduler) pick(st []TaskState, ok func(i int) bool) int {
 	best, bestGain := -1, math.Inf(-1)
 	for i, t := range st {
-		if t.Stopped != "" {
+		if t.Stopped != "" || !ok(i) {
 			continue
 		}
 		g := s.Gain(i, t)

@@ -253,3 +253,42 @@ func TestSchedulerSizesStepsByCost(t *testing.T) {
 		})
 	}
 }
+
+// TestSchedulerSkipsStepsPastTheDeadline: under a time budget a task whose
+// next step would run past the deadline is passed over — in the
+// round-robin pass and after it — and the run ends when no step fits,
+// instead of starting a long step (a prefill lm_head's trial takes
+// minutes) just before the deadline.
+func TestSchedulerSkipsStepsPastTheDeadline(t *testing.T) {
+	now := time.Unix(0, 0)
+	clock := func() time.Time { return now }
+	tasks := []search.SchedTask{
+		{Name: "decode", Weight: 64, Cost: 1},
+		{Name: "prefill-lm-head", Weight: 0.002, Cost: 40},
+	}
+	perTrial := []float64{1, 40}
+	sc := &search.Scheduler{Tasks: tasks, Budget: search.ModelBudget{Time: time.Minute}, Step: 8, StepTime: 8 * time.Second, Now: clock}
+	trials := make([]int, len(tasks))
+	steps := make([]int, len(tasks))
+	st, err := sc.Run(context.Background(), func(_ context.Context, i, target int) (search.StepResult, error) {
+		n := target - trials[i]
+		steps[i]++
+		trials[i] = target
+		now = now.Add(time.Duration(float64(n) * perTrial[i] * float64(time.Second)))
+		return search.StepResult{Best: 1 + 1/float64(target), Trials: target}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The decode task's 8-trial steps (8 s each) fill the minute; the
+	// lm_head's first step (MinStep trials, 80 s) never fits after it.
+	if steps[1] != 0 {
+		t.Errorf("the lm_head task stepped %d times: a step of 80 s started with at most 52 s left", steps[1])
+	}
+	if elapsed := now.Sub(time.Unix(0, 0)); elapsed > time.Minute {
+		t.Errorf("run took %v, past its one-minute budget", elapsed)
+	}
+	if st[0].Trials < 48 || st[1].Stopped != search.StopBudget {
+		t.Errorf("states %+v: want the decode task to use the minute and the lm_head stopped by the budget", st)
+	}
+}
