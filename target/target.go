@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/sourcegraph/conc/pool"
 )
 
 // Status is the outcome of one candidate. Every candidate gets exactly one,
@@ -176,20 +179,18 @@ func (p *Problem) compute() {
 			return
 		}
 		rng := rand.New(rand.NewPCG(p.Seed, p.Seed^0x9e3779b97f4a7c15))
-		for _, b := range p.Buffers {
+		for bi, b := range p.Buffers {
 			if b.Output {
 				continue
 			}
 			v := make([]float64, b.Elems)
 			if b.Fill != nil {
 				b.Fill(rng, v)
-			} else {
 				for i := range v {
-					v[i] = NonZeroUniform(rng)
+					v[i] = Round(b.DType, v[i])
 				}
-			}
-			for i := range v {
-				v[i] = Round(b.DType, v[i])
+			} else {
+				fillUniform(v, b.DType, p.Seed, uint64(bi))
 			}
 			p.inputs = append(p.inputs, v)
 		}
@@ -207,6 +208,29 @@ func (p *Problem) compute() {
 		}
 		p.expected = out
 	})
+}
+
+// fillChunk is how many elements of a default-filled input one goroutine
+// draws from its own seeded stream.
+const fillChunk = 1 << 20
+
+// fillUniform fills v with NonZeroUniform draws rounded to dt, in chunks
+// drawn in parallel, each from a stream seeded by (seed, buffer, chunk):
+// the same values at any GOMAXPROCS. A 128256×4096 table (an lm_head's
+// weights, the token embedding) took 23 s to make one draw at a time.
+func fillUniform(v []float64, dt DType, seed, buffer uint64) {
+	g := pool.New().WithMaxGoroutines(runtime.GOMAXPROCS(0))
+	for start := 0; start < len(v); start += fillChunk {
+		chunk := v[start:min(start+fillChunk, len(v))]
+		stream := seed ^ (buffer+1)*0x9e3779b97f4a7c15
+		rng := rand.New(rand.NewPCG(stream, uint64(start/fillChunk)))
+		g.Go(func() {
+			for i := range chunk {
+				chunk[i] = Round(dt, NonZeroUniform(rng))
+			}
+		})
+	}
+	g.Wait()
 }
 
 // NonZeroUniform draws from [-1, 1] with |x| ≥ 1/64: a zero input would hide

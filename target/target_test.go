@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -156,6 +157,46 @@ func TestProblemInputs(t *testing.T) {
 	}
 	if p.Tolerance() != F32.Tolerance() {
 		t.Errorf("tolerance %g", p.Tolerance())
+	}
+}
+
+// TestFillUniformChunks: a default-filled input larger than one chunk is
+// drawn in parallel from per-chunk streams, with the same values at any
+// GOMAXPROCS, different streams for different chunks and buffers, and
+// every value a nonzero bf16 in [-1, 1].
+func TestFillUniformChunks(t *testing.T) {
+	n := 2*fillChunk + 3
+	draw := func(procs int, buffer uint64) []float64 {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+		v := make([]float64, n)
+		fillUniform(v, BF16, 42, buffer)
+		return v
+	}
+	one, two := draw(1, 0), draw(2, 0)
+	for i := range one {
+		if one[i] != two[i] {
+			t.Fatalf("v[%d] = %g at GOMAXPROCS 1, %g at 2", i, one[i], two[i])
+		}
+		if x := one[i]; math.Abs(x) < 1.0/128 || math.Abs(x) > 1 || x != Round(BF16, x) {
+			t.Fatalf("v[%d] = %g: want a bf16 with 1/64 ≤ |x| ≤ 1 (rounded)", i, x)
+		}
+	}
+	same := func(a, b []float64) int {
+		k := 0
+		for i := range min(len(a), len(b)) {
+			if a[i] == b[i] {
+				k++
+			}
+		}
+		return k
+	}
+	// bf16 has about 2^8 values per binade: equal values by chance are
+	// about 1%, a repeated stream 100%.
+	if k := same(one[:fillChunk], one[fillChunk:2*fillChunk]); k > fillChunk/10 {
+		t.Errorf("chunks 0 and 1 agree at %d of %d elements: same stream", k, fillChunk)
+	}
+	if k := same(one, draw(2, 1)); k > n/10 {
+		t.Errorf("buffers 0 and 1 agree at %d of %d elements: same stream", k, n)
 	}
 }
 
