@@ -368,11 +368,15 @@ func (l NormLinear) Reference(in [][]float64) [][]float64 {
 		}
 		return 1 / math.Sqrt(ss/float64(k)+l.Eps)
 	}
+	period := make([]float64, rows)
+	for p := range period {
+		period[p] = invRMS(p)
+	}
 	full := make([]float64, m*n)
 	copy(full, out)
 	for r := rows; r < m; r++ {
 		p := r % PeriodRows
-		c := PeriodScale(r) * invRMS(r) / invRMS(p)
+		c := PeriodScale(r) * invRMS(r) / period[p]
 		for j, v := range out[p*n : (p+1)*n] {
 			full[r*n+j] = v * c
 		}

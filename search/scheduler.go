@@ -287,11 +287,12 @@ func (s *Scheduler) Run(ctx context.Context, step StepFunc) ([]TaskState, error)
 		if left <= 0 || timeUp() {
 			break
 		}
-		i := s.pick(st, func(i int) bool { return fits(i, min(s.stepSize(i, st[i]), left)) })
+		size := func(i int) int { return min(s.stepSize(i, st[i]), left) }
+		i := s.pick(st, func(i int) bool { return fits(i, size(i)) })
 		if i < 0 {
 			break // every task stopped, or none has a step that fits the time left
 		}
-		if err := do(i, st[i].Trials+min(s.stepSize(i, st[i]), left)); err != nil {
+		if err := do(i, st[i].Trials+size(i)); err != nil {
 			return st, err
 		}
 	}

@@ -220,9 +220,9 @@ const fillChunk = 1 << 20
 // weights, the token embedding) took 23 s to make one draw at a time.
 func fillUniform(v []float64, dt DType, seed, buffer uint64) {
 	g := pool.New().WithMaxGoroutines(runtime.GOMAXPROCS(0))
+	stream := seed ^ (buffer+1)*0x9e3779b97f4a7c15
 	for start := 0; start < len(v); start += fillChunk {
 		chunk := v[start:min(start+fillChunk, len(v))]
-		stream := seed ^ (buffer+1)*0x9e3779b97f4a7c15
 		rng := rand.New(rand.NewPCG(stream, uint64(start/fillChunk)))
 		g.Go(func() {
 			for i := range chunk {

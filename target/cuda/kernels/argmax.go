@@ -371,16 +371,12 @@ __global__ void __launch_bounds__(T) argmax(const __nv_bfloat16 *__restrict__ x,
 // argmaxFromWorkload reads llmir.argmax as the CPU registry does (the last
 // axis, i64 or i32 indices of x's leading dims) and keeps bf16 logits.
 func argmaxFromWorkload(w ir.Workload) (Kernel, error) {
-	k, err := kernels.FromWorkload(w)
+	c, err := cpuKernelOf[kernels.Argmax](w)
 	if err != nil {
 		return nil, err
 	}
-	c, ok := k.(kernels.Argmax)
-	if !ok {
-		return nil, fmt.Errorf("llmir.argmax read as %T", k)
-	}
-	if c.DType != schedule.BF16 {
-		return nil, unsupported("dtype %s (the CUDA kernels are bf16)", c.DType)
+	if err := bf16Only(c.DType); err != nil {
+		return nil, err
 	}
 	a := Argmax{M: c.Rows, N: c.N}
 	if err := a.check(); err != nil {

@@ -217,16 +217,12 @@ int %s(void *const *bufs, const int64_t *dims) {
 // (i32 ids of any shape, a [vocab, hidden] table, the result's shape) and
 // keeps bf16 tables.
 func embeddingFromWorkload(w ir.Workload) (Kernel, error) {
-	k, err := kernels.FromWorkload(w)
+	c, err := cpuKernelOf[kernels.Embedding](w)
 	if err != nil {
 		return nil, err
 	}
-	c, ok := k.(kernels.Embedding)
-	if !ok {
-		return nil, fmt.Errorf("llmir.embedding read as %T", k)
-	}
-	if c.DType != schedule.BF16 {
-		return nil, unsupported("dtype %s (the CUDA kernels are bf16)", c.DType)
+	if err := bf16Only(c.DType); err != nil {
+		return nil, err
 	}
 	e := Embedding{Tokens: c.Tokens, Vocab: c.Vocab, Hidden: c.Hidden}
 	if err := e.check(); err != nil {

@@ -440,13 +440,9 @@ func prefillAttentionFromWorkload(w ir.Workload) (Kernel, error) {
 	if err := allBF16(append(w.Inputs[:3:3], w.Output[0])...); err != nil {
 		return nil, err
 	}
-	ck, err := kernels.FromWorkload(w)
+	c, err := cpuKernelOf[kernels.Attention](w)
 	if err != nil {
 		return nil, err
-	}
-	c, ok := ck.(kernels.Attention)
-	if !ok {
-		return nil, fmt.Errorf("llmir.attention made a %T", ck)
 	}
 	kv := c.KVLen
 	if kv == 0 {

@@ -9,6 +9,7 @@ import (
 
 	"llmir/ir"
 	"llmir/kernels"
+	"llmir/schedule"
 )
 
 // builders maps an op group to the CUDA kernel of its IR workloads, as
@@ -90,6 +91,30 @@ func (k irKernel) Workload() ir.Workload { return k.ir }
 func (k irKernel) Fill(input string) func(rng *rand.Rand, v []float64) {
 	if f, ok := k.Kernel.(kernels.Filler); ok {
 		return f.Fill(input)
+	}
+	return nil
+}
+
+// cpuKernelOf reads w as the CPU registry does (the same shape checks and
+// attribute parsing), as the CPU kernel T of its op; the CUDA kernels of
+// rope, append_kv, embedding, argmax and prefill attention start from it.
+func cpuKernelOf[T kernels.Kernel](w ir.Workload) (T, error) {
+	var zero T
+	k, err := kernels.FromWorkload(w)
+	if err != nil {
+		return zero, err
+	}
+	c, ok := k.(T)
+	if !ok {
+		return zero, fmt.Errorf("%s read as %T", strings.Join(w.Group, "+"), k)
+	}
+	return c, nil
+}
+
+// bf16Only refuses a CPU kernel's element type other than bf16.
+func bf16Only(dt schedule.DType) error {
+	if dt != schedule.BF16 {
+		return unsupported("dtype %s (the CUDA kernels are bf16)", dt)
 	}
 	return nil
 }

@@ -489,16 +489,12 @@ int %s(void *const *bufs, const int64_t *dims) {
 // attribute parsing and checks) and keeps the bf16, statically scaled
 // variants.
 func ropeFromWorkload(w ir.Workload) (Kernel, error) {
-	k, err := kernels.FromWorkload(w)
+	c, err := cpuKernelOf[kernels.Rope](w)
 	if err != nil {
 		return nil, err
 	}
-	c, ok := k.(kernels.Rope)
-	if !ok {
-		return nil, fmt.Errorf("llmir.rope read as %T", k)
-	}
-	if c.DType != schedule.BF16 {
-		return nil, unsupported("dtype %s (the CUDA kernels are bf16)", c.DType)
+	if err := bf16Only(c.DType); err != nil {
+		return nil, err
 	}
 	r := Rope{Tokens: c.Tokens, Heads: c.Heads, HeadDim: c.HeadDim, Config: c.Config}
 	if err := r.check(); err != nil {
@@ -510,16 +506,12 @@ func ropeFromWorkload(w ir.Workload) (Kernel, error) {
 // appendKVFromWorkload reads llmir.append_kv as the CPU registry does and
 // keeps bf16 caches.
 func appendKVFromWorkload(w ir.Workload) (Kernel, error) {
-	k, err := kernels.FromWorkload(w)
+	c, err := cpuKernelOf[kernels.AppendKV](w)
 	if err != nil {
 		return nil, err
 	}
-	c, ok := k.(kernels.AppendKV)
-	if !ok {
-		return nil, fmt.Errorf("llmir.append_kv read as %T", k)
-	}
-	if c.Elem != schedule.BF16 {
-		return nil, unsupported("dtype %s (the CUDA kernels are bf16)", c.Elem)
+	if err := bf16Only(c.Elem); err != nil {
+		return nil, err
 	}
 	a := AppendKV{Tokens: c.Tokens, KVHeads: c.KVHeads, HeadDim: c.HeadDim, BlockSize: c.BlockSize}
 	if err := a.check(); err != nil {
