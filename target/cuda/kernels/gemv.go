@@ -209,7 +209,16 @@ func ringSmem(NT, W, U, PF int64) int64 { return W * PF * U * (NT + 2) * 32 * 16
 // L1 (cp.async.ca) and an L2 prefetch size on the ring's copies
 // (.L2::128B, .L2::256B) gained nothing (within ±1%). At 128256×4096
 // (96.4% of the read) 8-row blocks of eight warps with four stages were
-// +2.3%.
+// +2.3%. Session 12 looked for the rest of the M = 16 gap at 4096×4096
+// (93–94% of the read) with a scratch microbenchmark on the H100 (same
+// flush, interleaved rounds): the ring without x's copies (wrong
+// results, timing only) was 0.6% faster, so x's traffic is not it; at
+// N = 4224 (264 blocks, exactly two per SM) the ring reached 91% of its
+// read, so the 256 blocks' uneven spread is not it either; one ring per
+// block whose warps share x, K split over a cluster of 2–8 blocks summed
+// through distributed shared memory, was 9–36% slower (a block barrier
+// per stage); and the register tensor-core path (mma=1, seven points)
+// reached 40–73% of the read.
 func (g GEMV) Default(s *schedule.Schedule, hw kernels.Hardware) error {
 	v := map[string]int64{"mma": 0, "rows_per_warp": 2, "groups": 2, "ksplit": 8, "vec": 8, "unroll": 4, "stages": 2}
 	if blocks := (g.N + 3) / 4; g.M < 2 && blocks*2*2 < 16*int64(max(hw.Threads, 1)) {
