@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 )
 
 // Round returns x rounded to the nearest value representable in d (ties to
@@ -34,24 +35,43 @@ func clampRound(x, lo, hi float64) float64 {
 
 // Encode writes v in d's little-endian storage format.
 func Encode(d DType, v []float64) []byte {
-	out := make([]byte, len(v)*d.Size())
-	for i, x := range v {
-		switch d {
-		case F32:
+	return AppendEncode(make([]byte, 0, len(v)*d.Size()), d, v)
+}
+
+// AppendEncode appends v in d's storage format to dst: a caller encoding
+// gigabytes a chunk at a time reuses one buffer instead of faulting in a
+// fresh one per chunk.
+func AppendEncode(dst []byte, d DType, v []float64) []byte {
+	start := len(dst)
+	dst = slices.Grow(dst, len(v)*d.Size())[:start+len(v)*d.Size()]
+	out := dst[start:]
+	switch d {
+	case F32:
+		for i, x := range v {
 			binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(float32(x)))
-		case BF16:
+		}
+	case BF16:
+		for i, x := range v {
 			binary.LittleEndian.PutUint16(out[2*i:], f32ToBF16(float32(x)))
-		case F16:
+		}
+	case F16:
+		for i, x := range v {
 			binary.LittleEndian.PutUint16(out[2*i:], f32ToF16(float32(x)))
-		case I32:
+		}
+	case I32:
+		for i, x := range v {
 			binary.LittleEndian.PutUint32(out[4*i:], uint32(int32(Round(I32, x))))
-		case I8:
+		}
+	case I8:
+		for i, x := range v {
 			out[i] = byte(int8(Round(I8, x)))
-		case U8:
+		}
+	case U8:
+		for i, x := range v {
 			out[i] = byte(Round(U8, x))
 		}
 	}
-	return out
+	return dst
 }
 
 // Decode reads d's little-endian storage format.

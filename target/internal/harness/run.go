@@ -285,13 +285,16 @@ func WriteJob(dir string, p *target.Problem, copies int) (string, error) {
 	}
 	w := bufio.NewWriterSize(f, 1<<20)
 	in := p.Inputs()
+	var chunk []byte
 	for i, b := range p.InputBuffers() {
-		// A chunk at a time: encoding a whole buffer at once doubled the
-		// memory of the largest (the prefill lm_head's w holds 2 GiB as
-		// f32 beside its 4 GiB of float64 inputs).
+		// A chunk at a time, into one buffer: encoding a whole buffer at
+		// once doubled the memory of the largest (the prefill lm_head's w
+		// holds 2 GiB as f32 beside its 4 GiB of float64 inputs), and a
+		// fresh buffer per chunk faulted in 2 GiB of new pages.
 		for v := in[i]; len(v) > 0; {
 			n := min(len(v), encodeChunk)
-			if _, err := w.Write(target.Encode(b.DType, v[:n])); err != nil {
+			chunk = target.AppendEncode(chunk[:0], b.DType, v[:n])
+			if _, err := w.Write(chunk); err != nil {
 				f.Close()
 				return "", fmt.Errorf("write inputs: %w", err)
 			}
