@@ -105,6 +105,7 @@
 // in one batch, default first, and the best is picked from that batch under
 // the same tie rule. The re-measurements are recorded (more samples of the
 // same traces) but are not budget trials; a resumed tune confirms again.
+// A model tune under a time budget keeps time for it (Scheduler.Reserve).
 //
 // Cancellation. When the context ends, whatever the current batch measured
 // is still recorded (with a context that ignores the cancellation), the run

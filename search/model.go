@@ -65,7 +65,8 @@ type ModelOptions struct {
 	Run      target.RunOptions
 	Seed     uint64
 	// Confirm re-measures each tuned task's fastest trials next to its
-	// default at the end (Options.Confirm; default 3, < 0: off).
+	// default at the end (Options.Confirm; default 3, < 0: off). Under a
+	// time budget the search leaves time for it (Scheduler.Reserve).
 	Confirm int
 	// Progress receives a progress bar per task and one overall (nil:
 	// none); Log a line per scheduler step (nil: none).
@@ -75,6 +76,18 @@ type ModelOptions struct {
 	Command      string
 	LLMIRVersion string
 	Now          func() time.Time
+}
+
+// confirmTrials is how many measurements the confirmation makes per task:
+// the Confirm fastest trials (0 means 3) and the default; 0 when off.
+func (o ModelOptions) confirmTrials() int {
+	switch {
+	case o.Confirm < 0:
+		return 0
+	case o.Confirm == 0:
+		return 4
+	}
+	return o.Confirm + 1
 }
 
 // ModelResult is what TuneModel found, per task and for the whole model.
@@ -410,7 +423,7 @@ func TuneModel(ctx context.Context, m *ir.Module, o ModelOptions) (*ModelResult,
 		}
 		return StepResult{Best: rr.BestMedian(), Trials: n, Exhausted: rr.Exhausted}, err
 	}
-	s := &Scheduler{Tasks: sched, Budget: o.Budget, Step: o.Step, Patience: o.Patience, Now: o.Now}
+	s := &Scheduler{Tasks: sched, Budget: o.Budget, Step: o.Step, Patience: o.Patience, Now: o.Now, Reserve: o.confirmTrials()}
 	states, runErr := s.Run(ctx, step)
 	if overall != nil {
 		_ = overall.Finish()
@@ -426,10 +439,7 @@ func TuneModel(ctx context.Context, m *ir.Module, o ModelOptions) (*ModelResult,
 			opts := tu.Options
 			opts.Budget = Budget{Trials: max(states[i].Trials, 1)}
 			opts.Run = RunFor(o.Run, CallEstimate(r.last, sched[i].Bound), BufferBytes(r.kernel))
-			opts.Confirm = o.Confirm
-			if opts.Confirm == 0 {
-				opts.Confirm = 3
-			}
+			opts.Confirm = o.confirmTrials() - 1
 			opts.Progress = nil
 			p, err := problemOf(i)
 			if err != nil {

@@ -60,9 +60,10 @@ type TaskState struct {
 	Stopped string // empty while it may still get trials
 	// Seconds is the wall time the task's steps took; PerTrial the
 	// seconds per trial of its last step that measured anything (0:
-	// none yet).
+	// none yet), LastStep that step's seconds.
 	Seconds  float64
 	PerTrial float64
+	LastStep float64
 	// history is the best after each step, with the trials at that step.
 	history []point
 	stalled int
@@ -98,7 +99,8 @@ type point struct {
 // task stopped, or the context ends. Under a time budget a step is not cut
 // short, so after the first one a task whose next step is expected (its
 // seconds per trial × the step's trials) to run past the deadline is
-// passed over, and the run ends when no task's step fits.
+// passed over, and the run ends when no task's step fits; the deadline
+// leaves room for Reserve trials of every stepped task after the search.
 //
 // The round-robin pass visits the tasks by decreasing weight, so that the
 // workloads that run most per token (decode's, one call per token) are
@@ -118,6 +120,12 @@ type Scheduler struct {
 	// steps in a row under 1% better).
 	Patience int
 	MinGain  float64
+	// Reserve is how many trials of each stepped task run after the
+	// search (the confirmation: its fastest trials and its default
+	// measured again). Under a time budget their expected time (Reserve ×
+	// the task's seconds per trial) is kept out of the search's deadline,
+	// so that the whole run, confirmation included, ends near Budget.Time.
+	Reserve int
 	// StepTime is the wall time a step aims at (see above). Default: with
 	// a time budget, Budget.Time / (2 × tasks), so that the round-robin
 	// pass takes about half the budget; without one, 0 (every step Step
@@ -166,6 +174,21 @@ func (s *Scheduler) perTrial(i int, t TaskState) float64 {
 	return s.Tasks[i].Cost
 }
 
+// reserveOf is the time kept for task i's Reserve trials after the search
+// (the confirmation measures at most Reserve of them, and no more than the
+// task has): at least the time of its last step, which like the
+// confirmation makes the problem if it was dropped and starts a harness,
+// and more when the confirmation measures more trials than that step
+// did. On a --time 4m tune of llama-3-8b f32 (2-core machine) the tasks'
+// last steps added up to 218 s and the confirmation took 163 s; Reserve ×
+// seconds per trial added up to 320 s.
+func (s *Scheduler) reserveOf(i int, t TaskState) float64 {
+	if s.Reserve <= 0 {
+		return 0
+	}
+	return max(t.LastStep, float64(min(s.Reserve, max(t.Trials, 1)))*s.perTrial(i, t))
+}
+
 // stepSize is how many trials task i's next step asks for.
 func (s *Scheduler) stepSize(i int, t TaskState) int {
 	c := s.perTrial(i, t)
@@ -209,16 +232,34 @@ func (s *Scheduler) Run(ctx context.Context, step StepFunc) ([]TaskState, error)
 		}
 		return n
 	}
-	timeUp := func() bool { return s.Budget.Time > 0 && s.Now().Sub(start) >= s.Budget.Time }
+	// reserved is the expected time of the trials kept for after the
+	// search, for the tasks stepped so far.
+	reserved := func() float64 {
+		var r float64
+		for i, t := range st {
+			if t.Trials > 0 {
+				r += s.reserveOf(i, t)
+			}
+		}
+		return r
+	}
+	// left is the search's time left: the budget less the time spent and
+	// reserved.
+	left := func() float64 { return (s.Budget.Time - s.Now().Sub(start)).Seconds() - reserved() }
+	timeUp := func() bool { return s.Budget.Time > 0 && left() <= 0 }
 	// fits: under a time budget, task i's next step of n trials is expected
 	// to end before the deadline (a step is not cut short, and one trial
-	// of a prefill lm_head takes minutes); a task with no estimate fits.
+	// of a prefill lm_head takes minutes), with the task's own reserve if
+	// it was not stepped yet; a task with no estimate fits.
 	fits := func(i, n int) bool {
 		if s.Budget.Time <= 0 {
 			return true
 		}
-		left := (s.Budget.Time - s.Now().Sub(start)).Seconds()
-		return s.perTrial(i, st[i])*float64(n) <= left
+		c := s.perTrial(i, st[i]) * float64(n)
+		if st[i].Trials == 0 && s.Reserve > 0 {
+			c *= 2 // its own confirmation: about one more such step
+		}
+		return c <= left()
 	}
 	do := func(i, target int) error {
 		if s.Budget.PerTask > 0 {
@@ -231,7 +272,7 @@ func (s *Scheduler) Run(ctx context.Context, step StepFunc) ([]TaskState, error)
 		t.Steps++
 		t.Seconds += dt
 		if n := r.Trials - t.Trials; n > 0 && dt > 0 {
-			t.PerTrial = dt / float64(n)
+			t.PerTrial, t.LastStep = dt/float64(n), dt
 		}
 		prev := t.Best
 		t.Trials, t.Best = max(r.Trials, t.Trials), min(r.Best, t.Best)
@@ -280,14 +321,14 @@ func (s *Scheduler) Run(ctx context.Context, step StepFunc) ([]TaskState, error)
 		if err := ctx.Err(); err != nil {
 			return st, err
 		}
-		left := math.MaxInt
+		trialsLeft := math.MaxInt
 		if s.Budget.Trials > 0 {
-			left = s.Budget.Trials - total()
+			trialsLeft = s.Budget.Trials - total()
 		}
-		if left <= 0 || timeUp() {
+		if trialsLeft <= 0 || timeUp() {
 			break
 		}
-		size := func(i int) int { return min(s.stepSize(i, st[i]), left) }
+		size := func(i int) int { return min(s.stepSize(i, st[i]), trialsLeft) }
 		i := s.pick(st, func(i int) bool { return fits(i, size(i)) })
 		if i < 0 {
 			break // every task stopped, or none has a step that fits the time left

@@ -292,3 +292,53 @@ func TestSchedulerSkipsStepsPastTheDeadline(t *testing.T) {
 		t.Errorf("states %+v: want the decode task to use the minute and the lm_head stopped by the budget", st)
 	}
 }
+
+// The confirmation's trials (Reserve per stepped task) come out of the
+// search's time: without the reserve the search fills the budget and the
+// confirmation runs past it; with it, search and confirmation together end
+// within the budget. Each step and the confirmation pay a task's fixed
+// cost (its problem and harness) and then each trial's.
+func TestSchedulerReservesConfirmationTime(t *testing.T) {
+	tasks := []search.SchedTask{
+		{Name: "decode-a", Weight: 64, Cost: 1},
+		{Name: "decode-b", Weight: 32, Cost: 2},
+		{Name: "prefill", Weight: 0.01, Cost: 10},
+	}
+	perTrial, fixed := []float64{0.5, 1, 8}, []float64{1, 4, 10}
+	run := func(reserve int) (elapsed, confirm float64, st []search.TaskState) {
+		now := time.Unix(0, 0)
+		sc := &search.Scheduler{Tasks: tasks, Budget: search.ModelBudget{Time: 2 * time.Minute}, Step: 8,
+			StepTime: 8 * time.Second, Reserve: reserve, Now: func() time.Time { return now }}
+		trials := make([]int, len(tasks))
+		st, err := sc.Run(context.Background(), func(_ context.Context, i, target int) (search.StepResult, error) {
+			n := target - trials[i]
+			trials[i] = target
+			now = now.Add(time.Duration((fixed[i] + float64(n)*perTrial[i]) * float64(time.Second)))
+			// A slowly improving best, so that no task converges.
+			return search.StepResult{Best: 1 + 1/float64(target), Trials: target}, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, s := range st {
+			if s.Trials > 0 { // what the confirmation will take: 4 trials at most
+				confirm += fixed[i] + float64(min(4, s.Trials))*perTrial[i]
+			}
+		}
+		return now.Sub(time.Unix(0, 0)).Seconds(), confirm, st
+	}
+	elapsed, confirm, _ := run(0)
+	if elapsed+confirm <= 120 {
+		t.Fatalf("without a reserve the search took %.0f s and the confirmation %.0f s: want the test's case to overrun 120 s", elapsed, confirm)
+	}
+	elapsed, confirm, st := run(4)
+	if elapsed+confirm > 120 {
+		t.Errorf("with a reserve of 4 trials the search took %.0f s and its confirmation %.0f s: past the 120 s budget", elapsed, confirm)
+	}
+	if elapsed+confirm < 60 {
+		t.Errorf("with a reserve of 4 trials the search took %.0f s and its confirmation %.0f s: under half the budget", elapsed, confirm)
+	}
+	if st[0].Trials < 8 || st[1].Trials < 2 {
+		t.Errorf("states %+v: want both decode tasks searched", st)
+	}
+}

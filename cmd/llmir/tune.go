@@ -79,7 +79,7 @@ cuda' then works anywhere.`,
 	f.String("target", "cpu", "target to tune for: cpu, or cuda (needs nvcc and an NVIDIA GPU)")
 	cudaTargetFlags(cmd)
 	f.Int("trials", 0, "total trial budget over all workloads, database records included (default: 32 per workload when --time is not set)")
-	f.Duration("time", 0, "wall-clock budget, e.g. 10m (checked between batches)")
+	f.Duration("time", 0, "wall-clock budget of the whole run, confirmation included, e.g. 10m (checked between batches)")
 	f.Int("per-task", 0, "cap on one workload's trials (0: none)")
 	f.Int("threads", 1, "threads every kernel runs with")
 	f.Int("batch", 8, "candidates built in parallel and then measured per step")
