@@ -122,9 +122,9 @@ type Scheduler struct {
 	MinGain  float64
 	// Reserve is how many trials of each stepped task run after the
 	// search (the confirmation: its fastest trials and its default
-	// measured again). Under a time budget their expected time (Reserve ×
-	// the task's seconds per trial) is kept out of the search's deadline,
-	// so that the whole run, confirmation included, ends near Budget.Time.
+	// measured again). Under a time budget their expected time (see
+	// reserveOf) is kept out of the search's deadline, so that the whole
+	// run, confirmation included, ends near Budget.Time.
 	Reserve int
 	// StepTime is the wall time a step aims at (see above). Default: with
 	// a time budget, Budget.Time / (2 × tasks), so that the round-robin

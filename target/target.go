@@ -223,8 +223,8 @@ func fillUniform(v []float64, dt DType, seed, buffer uint64) {
 	stream := seed ^ (buffer+1)*0x9e3779b97f4a7c15
 	for start := 0; start < len(v); start += fillChunk {
 		chunk := v[start:min(start+fillChunk, len(v))]
-		// The PCG called directly, not through rand.Rand's interface: the
-		// same values (Float64 is the low 53 bits over 2^53) in half the time.
+		// The PCG called directly, not through rand.Rand's interface, with
+		// the same values (Float64 is the low 53 bits over 2^53).
 		pcg := rand.NewPCG(stream, uint64(start/fillChunk))
 		g.Go(func() {
 			for i := range chunk {

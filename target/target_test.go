@@ -363,3 +363,22 @@ func TestIntegerDTypes(t *testing.T) {
 		}
 	}
 }
+
+// makeFloat64s above the huge-page size: the full length, zeroed, and
+// writable to the end (the advice covers only the aligned interior).
+func TestMakeFloat64sLarge(t *testing.T) {
+	n := int64(hugePageMin/8 + 3)
+	v := makeFloat64s(n)
+	if int64(len(v)) != n {
+		t.Fatalf("len %d, want %d", len(v), n)
+	}
+	for i, x := range v {
+		if x != 0 {
+			t.Fatalf("v[%d] = %v, want 0", i, x)
+		}
+	}
+	v[0], v[n-1] = 1, 2
+	if v[0]+v[n-1] != 3 {
+		t.Fatal("ends not writable")
+	}
+}
