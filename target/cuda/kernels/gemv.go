@@ -219,7 +219,7 @@ func ringSmem(NT, W, U, PF int64) int64 { return W * PF * U * (NT + 2) * 32 * 16
 // through distributed shared memory, was 9–36% slower (a block barrier
 // per stage); the register tensor-core path (mma=1, seven points)
 // reached 40–73% of the read; and a bulk L2 prefetch of each block's
-// whole rows at its start (cp.async.bulk.prefetch.L2) made the ring 13–39%
+// whole rows at its start (cp.async.bulk.prefetch.L2) made the ring 14–39%
 // slower on every shape (17.9 against 15.5 µs at 4096×4096).
 func (g GEMV) Default(s *schedule.Schedule, hw kernels.Hardware) error {
 	v := map[string]int64{"mma": 0, "rows_per_warp": 2, "groups": 2, "ksplit": 8, "vec": 8, "unroll": 4, "stages": 2}
