@@ -1,6 +1,7 @@
 package target
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"math"
@@ -380,5 +381,24 @@ func TestMakeFloat64sLarge(t *testing.T) {
 	v[0], v[n-1] = 1, 2
 	if v[0]+v[n-1] != 3 {
 		t.Fatal("ends not writable")
+	}
+}
+
+// AppendEncode appends after what dst holds and reuses its capacity;
+// each dtype's bytes equal Encode's.
+func TestAppendEncode(t *testing.T) {
+	v := []float64{1.5, -2.25, 0, 3e5, -7}
+	for _, d := range []DType{F32, BF16, F16, I32, I8, U8} {
+		head := []byte{0xde, 0xad}
+		buf := make([]byte, 0, 64)
+		buf = append(buf, head...)
+		got := AppendEncode(buf, d, v)
+		want := append(append([]byte{}, head...), Encode(d, v)...)
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: AppendEncode = %x, want %x", d, got, want)
+		}
+		if &got[0] != &buf[:1][0] {
+			t.Errorf("%s: a buffer with room was reallocated", d)
+		}
 	}
 }
