@@ -6,10 +6,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// hugePageMin is the size from which input buffers ask for transparent huge
-// pages.
-const hugePageMin = 64 << 20
-
 // makeFloat64s is make([]float64, n), asking the kernel to back a large
 // slice with transparent huge pages before anything touches it: first
 // touching a 128256×4096 table's 4 GiB of float64 4 KiB at a time cost

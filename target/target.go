@@ -214,6 +214,10 @@ func (p *Problem) compute() {
 // draws from its own seeded stream.
 const fillChunk = 1 << 20
 
+// hugePageMin is the size from which input buffers ask for transparent huge
+// pages (makeFloat64s; a plain make where the system has no such advice).
+const hugePageMin = 64 << 20
+
 // fillUniform fills v with NonZeroUniform draws rounded to dt, in chunks
 // drawn in parallel, each from a stream seeded by (seed, buffer, chunk):
 // the same values at any GOMAXPROCS. A 128256×4096 table (an lm_head's
