@@ -262,14 +262,23 @@ func openCPUTuning(cmd *cobra.Command) (*cpu.Target, *cpu.Roofline, *tuningdb.DB
 
 // printTune prints the per-task table and the model's estimates.
 func printTune(w io.Writer, name string, res *search.ModelResult) {
-	fmt.Fprintf(w, "model %s: %d workloads tuned (%s search, %d threads), %d trials (%d measured now), cost model trained on %d, %s\n\n",
-		name, len(res.Tasks), res.Strategy, res.Threads, res.Trials, res.Measured, res.ModelTrained, res.Elapsed.Round(time.Millisecond))
+	unreached := 0
+	for _, t := range res.Tasks {
+		if t.Trials == 0 {
+			unreached++
+		}
+	}
+	fmt.Fprintf(w, "model %s: %d of %d workloads tuned (%s search, %d threads), %d trials (%d measured now), cost model trained on %d, %s\n\n",
+		name, len(res.Tasks)-unreached, len(res.Tasks), res.Strategy, res.Threads, res.Trials, res.Measured, res.ModelTrained, res.Elapsed.Round(time.Millisecond))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "workload\tocc\tdefault\tbest\tspeedup\ttrials\tstopped\t")
 	for _, t := range res.Tasks {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%s\t\n", t.Name, t.Occurrences, fmtTime(t.Default), fmtTime(t.Best), fmtSpeedup(t.Speedup), t.Trials, t.Stopped)
 	}
 	tw.Flush()
+	if unreached > 0 {
+		fmt.Fprintf(w, "\n%d workloads not reached within the budget (no trials; left out of the estimates unless another alternative of their group was measured): a larger --time or --trials reaches them, and rerunning resumes\n", unreached)
+	}
 	if len(res.NoKernel) > 0 {
 		fmt.Fprintf(w, "\nno kernel (not tuned, left out of the estimates):\n")
 		for _, n := range res.NoKernel {

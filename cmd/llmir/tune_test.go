@@ -2,11 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"llmir/search"
 	"llmir/target/cpu/cputest"
 )
 
@@ -186,5 +188,28 @@ func TestTuneCompileErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: error %v, want it to mention %q", c.args, err, c.want)
 		}
+	}
+}
+
+// printTune counts only workloads with trials as tuned and says how many the
+// budget did not reach.
+func TestPrintTuneUnreached(t *testing.T) {
+	res := &search.ModelResult{Strategy: "evolutionary", Threads: 1, Trials: 6, Measured: 6, Tasks: []search.TaskReport{
+		{Name: "linear/M=1,N=8,K=8/f32", Occurrences: 2, Default: 2e-6, Best: 1e-6, Speedup: 2, Trials: 6, Stopped: "budget"},
+		{Name: "linear/M=512,N=8,K=8/f32", Occurrences: 2, Default: math.NaN(), Best: math.NaN(), Speedup: math.NaN(), Stopped: "budget"},
+	}}
+	var b strings.Builder
+	printTune(&b, "m", res)
+	out := b.String()
+	for _, want := range []string{"model m: 1 of 2 workloads tuned", "1 workloads not reached within the budget"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	res.Tasks = res.Tasks[:1]
+	b.Reset()
+	printTune(&b, "m", res)
+	if out := b.String(); !strings.Contains(out, "model m: 1 of 1 workloads tuned") || strings.Contains(out, "not reached") {
+		t.Errorf("every workload reached:\n%s", out)
 	}
 }
