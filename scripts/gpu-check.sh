@@ -33,10 +33,10 @@ LLMIR=${LLMIR:-bin/llmir-linux-amd64}
 CHECK_TIMEOUT=${CHECK_TIMEOUT:-180}
 SDPA_TIMEOUT=${SDPA_TIMEOUT:-90}
 # Measured: the decode suite (28 kernels) with --samples 4 took 151 s on an
-# H100, 206 s once the bench timed the read bound beside every row (give it
-# BENCH_TIMEOUT=260, or add --read=false to BENCH_ARGS); --suite all (then
-# 42 kernels) with the default 12 samples did not finish in 400 s on an
-# H200: give it BENCH_TIMEOUT=900.
+# H100, 156–206 s once the bench timed the read bound beside every row (the
+# default 400 covers it; a caller giving less should allow about 260, or add
+# --read=false to BENCH_ARGS); --suite all (then 42 kernels) with the default
+# 12 samples did not finish in 400 s on an H200: give it BENCH_TIMEOUT=900.
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-400}
 CHECK_ARGS=${CHECK_ARGS:-}
 BENCH_ARGS=${BENCH_ARGS:-}
@@ -45,8 +45,9 @@ TUNE_TIMEOUT=${TUNE_TIMEOUT:-420}
 # 7 draws each; --time ends the tune (between batches) before the timeout.
 TUNE_ARGS=${TUNE_ARGS:---trials 72 --time 5m --confirm 0}
 # The llama-3-8b functions tuned, one `llmir tune --function` each (TUNE_ARGS
-# applies to each): e.g. TUNE_FUNCTIONS='decode prefill'.
-TUNE_FUNCTIONS=${TUNE_FUNCTIONS:-decode}
+# applies to each): e.g. TUNE_FUNCTIONS='decode prefill'; set and empty, no
+# tune (nor the compile after it).
+TUNE_FUNCTIONS=${TUNE_FUNCTIONS-decode}
 # Objects stay outside $OUT: they are large and not results.
 export LLMIR_CUDA_CACHE=${LLMIR_CUDA_CACHE:-/tmp/llmir-cuda-cache}
 WORK=${WORK:-/tmp/llmir-gpu-check}
