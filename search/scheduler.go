@@ -250,8 +250,9 @@ func (s *Scheduler) Run(ctx context.Context, step StepFunc) ([]TaskState, error)
 	// fits: under a time budget, task i's next step of n trials is expected
 	// to end before the deadline (a step is not cut short, and one trial
 	// of a prefill lm_head takes minutes), with the task's own reserve if
-	// it was not stepped yet; a task with no estimate fits.
-	fits := func(i, n int) bool {
+	// it was not stepped yet; a task with no estimate fits. timeLeft is
+	// left() at the decision (a pick weighs every task against one value).
+	fits := func(i, n int, timeLeft float64) bool {
 		if s.Budget.Time <= 0 {
 			return true
 		}
@@ -259,7 +260,7 @@ func (s *Scheduler) Run(ctx context.Context, step StepFunc) ([]TaskState, error)
 		if st[i].Trials == 0 && s.Reserve > 0 {
 			c *= 2 // its own confirmation: about one more such step
 		}
-		return c <= left()
+		return c <= timeLeft
 	}
 	do := func(i, target int) error {
 		if s.Budget.PerTask > 0 {
@@ -310,7 +311,7 @@ func (s *Scheduler) Run(ctx context.Context, step StepFunc) ([]TaskState, error)
 			break
 		}
 		size := min(s.stepSize(i, st[i]), share)
-		if n > 0 && !fits(i, size) {
+		if n > 0 && !fits(i, size, left()) {
 			continue
 		}
 		if err := do(i, size); err != nil {
@@ -329,7 +330,8 @@ func (s *Scheduler) Run(ctx context.Context, step StepFunc) ([]TaskState, error)
 			break
 		}
 		size := func(i int) int { return min(s.stepSize(i, st[i]), trialsLeft) }
-		i := s.pick(st, func(i int) bool { return fits(i, size(i)) })
+		timeLeft := left()
+		i := s.pick(st, func(i int) bool { return fits(i, size(i), timeLeft) })
 		if i < 0 {
 			break // every task stopped, or none has a step that fits the time left
 		}
