@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -232,6 +233,32 @@ func TestBucket(t *testing.T) {
 		if got := ir.Bucket(c.n); got != c.want {
 			t.Errorf("Bucket(%d) = %d, want %d", c.n, got, c.want)
 		}
+	}
+	if got := ir.Bucket(ir.MaxBucketed); got != ir.MaxBucketed {
+		t.Errorf("Bucket(MaxBucketed) = %d, want itself", got)
+	}
+}
+
+// TestTasksRefuseUnbucketableDims: a dim past MaxBucketed (from --dims or
+// llmir.dims) is an error naming it, where its bucket used to wrap to a
+// negative extent that llmir tasks printed as a shape.
+func TestTasksRefuseUnbucketableDims(t *testing.T) {
+	m, err := hf.ImportPreset("llama-tiny", hf.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, seq := range []int64{ir.MaxBucketed + 1, math.MaxInt64} {
+		dims := map[string]int64{"seq": seq}
+		_, terr := ir.Tasks(m, dims)
+		_, perr := ir.Partition(m, dims)
+		for _, err := range []error{terr, perr} {
+			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("dynamic dim seq = %d is past the largest shape bucket", seq)) {
+				t.Errorf("seq = %d: error %v", seq, err)
+			}
+		}
+	}
+	if _, err := ir.Tasks(m, map[string]int64{"seq": ir.MaxBucketed}); err != nil {
+		t.Errorf("seq = MaxBucketed: %v", err)
 	}
 }
 

@@ -5,14 +5,19 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 )
 
+// MaxBucketed is the largest extent Bucket takes: the next multiple of
+// 8192 past it does not fit in an int64.
+const MaxBucketed = math.MaxInt64 / 8192 * 8192
+
 // Bucket rounds a dynamic extent up to its shape bucket: powers of two up
 // to 8192, then multiples of 8192. A kernel compiled for bucket B must be
 // correct for every actual extent ≤ B; dispatch picks the smallest bucket
-// ≥ the actual extent.
+// ≥ the actual extent. n must be at most MaxBucketed.
 func Bucket(n int64) int64 {
 	if n <= 1 {
 		return 1
@@ -194,6 +199,9 @@ func workloadOf(op *Op, def *OpDef, env map[string]int64) (Workload, error) {
 						name = "?"
 					}
 					return s, errorf(op.Loc, "%s: dynamic dim %s has no value: give it with --dims %s=N", op.Name, name, name)
+				}
+				if n > MaxBucketed {
+					return s, errorf(op.Loc, "%s: dynamic dim %s = %d is past the largest shape bucket %d", op.Name, d.Sym, n, int64(MaxBucketed))
 				}
 				b := Bucket(n)
 				s.Shape[i] = b
