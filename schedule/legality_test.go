@@ -39,6 +39,12 @@ func TestLegality(t *testing.T) {
 		{"vectorize reduction", false, nil, func(s *schedule.Schedule) error { return s.Vectorize("k") }, "reduction axis"},
 		{"unroll parallel", false, func(s *schedule.Schedule) error { return s.Parallel("i") },
 			func(s *schedule.Schedule) error { return s.Unroll("i") }, "already parallel"},
+		{"vectorize parallel", false, func(s *schedule.Schedule) error {
+			if err := s.Reorder("i", "k", "j"); err != nil {
+				return err
+			}
+			return s.Parallel("j")
+		}, func(s *schedule.Schedule) error { return s.Vectorize("j") }, "already parallel"},
 		{"unroll unknown", false, nil, func(s *schedule.Schedule) error { return s.Unroll("z") }, `no loop "z"`},
 		{"parallel reduction", false, func(s *schedule.Schedule) error { return s.Reorder("k", "i") },
 			func(s *schedule.Schedule) error { return s.Parallel("k") }, "reduction axis"},
@@ -62,6 +68,8 @@ func TestLegality(t *testing.T) {
 		{"bind same axis twice", false, func(s *schedule.Schedule) error { return s.Bind("i", "blockIdx.x") },
 			func(s *schedule.Schedule) error { return s.Bind("j", "blockIdx.x") }, "already bound"},
 		{"cache_read not read", false, nil, func(s *schedule.Schedule) error { _, err := s.CacheRead("out", "out", schedule.Local, nil); return err }, "does not read"},
+		{"cache_read unknown buffer", false, nil, func(s *schedule.Schedule) error { _, err := s.CacheRead("out", "zz", schedule.Local, nil); return err }, `no buffer "zz"`},
+		{"cache_write unknown block", false, nil, func(s *schedule.Schedule) error { _, err := s.CacheWrite("zz", schedule.Local); return err }, `no block "zz"`},
 		{"cache_read bad scope", false, nil, func(s *schedule.Schedule) error { _, err := s.CacheRead("out", "w", "l2", nil); return err }, "unknown scope"},
 		{"cache_read bad layout", false, nil, func(s *schedule.Schedule) error {
 			_, err := s.CacheRead("out", "w", schedule.Local, &schedule.Layout{Tile: []int64{4, 0}, Order: []int{0, 1}})
@@ -109,8 +117,15 @@ func TestLegality(t *testing.T) {
 		{"decompose not reduction", true, nil, func(s *schedule.Schedule) error { _, err := s.DecomposeReduction("y", "i_2"); return err }, "not a reduction"},
 		{"decompose loop outside reduction", false, func(s *schedule.Schedule) error { return s.Reorder("k", "i") },
 			func(s *schedule.Schedule) error { _, err := s.DecomposeReduction("out", "i"); return err }, "outside i"},
+		{"decompose twice", false, func(s *schedule.Schedule) error { _, err := s.DecomposeReduction("out", "i"); return err },
+			func(s *schedule.Schedule) error { _, err := s.DecomposeReduction("out", "i"); return err }, "not a reduction with an init"},
 		{"decompose loop not enclosing", true, nil, func(s *schedule.Schedule) error { _, err := s.DecomposeReduction("acc", "i_1"); return err }, "does not enclose"},
 		{"rfactor spatial", false, nil, func(s *schedule.Schedule) error { _, err := s.RFactor("out", "i", 0); return err }, "feeds spatial axis"},
+		{"rfactor not reduction", true, nil, func(s *schedule.Schedule) error { _, err := s.RFactor("y", "i", 0); return err }, "not a reduction"},
+		{"rfactor loop outside block", false, func(s *schedule.Schedule) error { _, err := s.CacheRead("out", "w", schedule.Local, nil); return err },
+			func(s *schedule.Schedule) error { _, err := s.RFactor("out", "w_local_ax0", 0); return err }, "does not enclose"},
+		{"rfactor factor axis", false, func(s *schedule.Schedule) error { _, err := s.Split("k", -1, 4); return err },
+			func(s *schedule.Schedule) error { _, err := s.RFactor("out", "k_0", 3); return err }, "factor axis 3 outside 0..2"},
 		{"rfactor tail", false, func(s *schedule.Schedule) error { _, err := s.Split("k", -1, 5); return err },
 			func(s *schedule.Schedule) error { _, err := s.RFactor("out", "k_1", 0); return err }, "variable extent"},
 		{"set_scope unknown", false, nil, func(s *schedule.Schedule) error { return s.SetScope("zz", schedule.Local) }, `no buffer "zz"`},
@@ -153,6 +168,19 @@ func TestLegality(t *testing.T) {
 			return err
 		}, "1 probabilities"},
 	}
+	// Unroll's limit needs a loop longer than the shared 10×24×12 def has.
+	t.Run("unroll too long", func(t *testing.T) {
+		s := must1[*schedule.Schedule](t)(schedule.New(linearDef(t, 40, 32, 12, false), 1))
+		f := must1[string](t)(s.Fuse("i", "j"))
+		before := s.Nest().String()
+		err := s.Unroll(f)
+		if err == nil || !errors.Is(err, schedule.ErrIllegal) || !strings.Contains(err.Error(), "1280 iterations (at most 1024 unroll)") {
+			t.Fatalf("got %v, want ErrIllegal about the 1024-iteration limit", err)
+		}
+		if s.Nest().String() != before {
+			t.Fatal("a failed unroll changed the schedule")
+		}
+	})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var def *schedule.Def
