@@ -342,6 +342,7 @@ the database's bench_results table (suite "linear").`,
 	f.Uint64("seed", 1, "seed of the inputs and of the random search")
 	f.Duration("min-time", 0, "timed budget per candidate (0: the protocol's 100ms)")
 	f.Int("closing-runs", 1, "repeat each shape's closing batch (decode shapes: with its read baseline) in this many fresh harness runs, samples pooled")
+	f.Int64("max-buffer-mib", 4096, "refuse shapes whose f32 buffers a, w and out together exceed this many MiB")
 	f.Bool("json", false, "print every result as JSON (all samples included)")
 	return cmd
 }
@@ -357,12 +358,27 @@ func runBenchLinear(cmd *cobra.Command, args []string) error {
 	minTime, _ := fl.GetDuration("min-time")
 	asJSON, _ := fl.GetBool("json")
 	closingRuns, _ := fl.GetInt("closing-runs")
+	maxMiB, _ := fl.GetInt64("max-buffer-mib")
 
 	shapes := bench.DefaultLinearShapes()
 	if strings.TrimSpace(shapesArg) != "" {
 		var err error
 		if shapes, err = bench.ParseShapes(shapesArg); err != nil {
 			return fmt.Errorf("--shapes: %w", err)
+		}
+	}
+	if maxMiB < 1 {
+		return fmt.Errorf("--max-buffer-mib %d: want ≥ 1", maxMiB)
+	}
+	// Checked before anything runs: ParseShapes allows each dim up to 2^20,
+	// and a shape such as 1x1048576x1048576 (4 TiB of w) otherwise reached
+	// the Go reference's allocation and died with a fatal out-of-memory
+	// error instead of an error naming the shape. The tuner also keeps
+	// float64 copies of the inputs and the reference (twice these bytes)
+	// beside the harness's f32 ones, hence a cap well below the memory.
+	for i, sh := range shapes {
+		if n := 4 * (sh.M*sh.K + sh.N*sh.K + sh.M*sh.N); n > maxMiB<<20 {
+			return fmt.Errorf("--shapes: shape %d %q: buffers a, w and out hold %d MiB, over the %d MiB cap (--max-buffer-mib)", i+1, sh, (n+1<<20-1)>>20, maxMiB)
 		}
 	}
 	switch {

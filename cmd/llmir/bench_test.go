@@ -98,6 +98,11 @@ func TestBenchLinearErrors(t *testing.T) {
 		{[]string{"--trials", "-1"}, "--trials -1"},
 		{[]string{"--batch", "0"}, "--batch 0"},
 		{[]string{"--closing-runs", "0"}, "--closing-runs 0: want 1..100"},
+		// 4 TiB of w: refused before any allocation (it used to die with a
+		// fatal out-of-memory error in the Go reference).
+		{[]string{"--shapes", "8x8x8,1x1048576x1048576"}, `shape 2 "1x1048576x1048576": buffers a, w and out hold 4194312 MiB, over the 4096 MiB cap`},
+		{[]string{"--shapes", "64x64x64", "--max-buffer-mib", "0"}, "--max-buffer-mib 0: want ≥ 1"},
+		{[]string{"--shapes", "1024x1024x1024", "--max-buffer-mib", "11"}, `"1024x1024x1024": buffers a, w and out hold 12 MiB, over the 11 MiB cap`},
 		{[]string{"extra"}, "unknown command"},
 	} {
 		_, _, err := runCLI(t, dir, append([]string{"bench", "linear"}, c.args...)...)
