@@ -47,6 +47,10 @@ type PagedOptions struct {
 	// many fresh harness runs, samples pooled (0 or 1: once; see
 	// tuneCompareRead).
 	ClosingRuns int
+	// MaxBufferBytes refuses the sweep, before anything is tuned, when a
+	// workload's buffers exceed it (default 1 GiB): a context long
+	// enough makes one sequence's cache larger than any machine holds.
+	MaxBufferBytes int64
 	// Log gets one line per workload as it finishes (nil: none).
 	Log io.Writer
 }
@@ -72,6 +76,9 @@ func (o PagedOptions) withDefaults(llc int64) PagedOptions {
 	}
 	if o.KVBytes <= 0 {
 		o.KVBytes = min(max(2*llc, 64<<20), 128<<20)
+	}
+	if o.MaxBufferBytes <= 0 {
+		o.MaxBufferBytes = 1 << 30
 	}
 	return o
 }
@@ -143,6 +150,13 @@ func (r *PagedResult) Name() string {
 // workload with its own tune. Results so far come back with an error.
 func PagedAttention(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, db *tuningdb.DB, o PagedOptions) ([]PagedResult, error) {
 	o = o.withDefaults(tg.CPU().LLCBytes())
+	for _, c := range o.Contexts {
+		for _, bs := range o.BlockSizes {
+			if err := checkBuffers(PagedKernel(o, bs, c, o.KVBytes), o.MaxBufferBytes); err != nil {
+				return nil, fmt.Errorf("bench paged attention block size %d context %d: %w", bs, c, err)
+			}
+		}
+	}
 	tuner := search.NewCPUTuner(tg, roof, db, o.Tune)
 	var out []PagedResult
 	for _, c := range o.Contexts {

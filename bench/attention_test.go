@@ -48,6 +48,15 @@ func TestPagedAttentionSuite(t *testing.T) {
 		KVBytes: 16 << 10, Final: quick, Log: &log,
 		Tune: search.Options{Budget: search.Budget{Trials: 2}, Run: quick, LLMIRVersion: "test", Confirm: -1},
 	}
+	// A context whose cache passes the buffer cap is refused before any
+	// tune starts (nothing measured, nothing stored).
+	huge := o
+	huge.Contexts = []int64{40, 1 << 20}
+	huge.MaxBufferBytes = 16 << 20
+	if rs, err := bench.PagedAttention(ctx, tg, roof, db, huge); err == nil || len(rs) != 0 ||
+		!strings.Contains(err.Error(), "context 1048576") || !strings.Contains(err.Error(), "over the 16 MiB cap (--max-buffer-mib)") {
+		t.Errorf("context 2^20 under a 16 MiB cap: %d results, error %v", len(rs), err)
+	}
 	rs, err := bench.PagedAttention(ctx, tg, roof, db, o)
 	if err != nil {
 		t.Fatal(err)

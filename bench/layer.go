@@ -40,6 +40,11 @@ type LayerOptions struct {
 	// precompiled one); nil: db alone, exact device, then a compatible
 	// one, then the nearest shape bucket.
 	Lookup *tuningdb.Layered
+	// MaxBufferBytes refuses the layer when one of its kernels' buffers
+	// exceed it (default 1 GiB), before anything is measured: a long
+	// context or a large batch asks for a paged cache no machine holds,
+	// and the harness would die allocating it.
+	MaxBufferBytes int64
 	// Log gets one line per measured workload (nil: none).
 	Log io.Writer
 }
@@ -57,6 +62,9 @@ func (o LayerOptions) withDefaults() LayerOptions {
 	o.Threads = max(o.Threads, 1)
 	if o.Seed == 0 {
 		o.Seed = 1
+	}
+	if o.MaxBufferBytes <= 0 {
+		o.MaxBufferBytes = 1 << 30
 	}
 	return o
 }
@@ -195,6 +203,22 @@ func DecodeLayer(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, db *tu
 	layerOf, err := layerOfGroups(fn, groups)
 	if err != nil {
 		return nil, fmt.Errorf("decode layer: %s: %w", o.Preset, err)
+	}
+	for gi, g := range groups {
+		if layerOf[gi] != o.Layer {
+			continue
+		}
+		for _, a := range g.Alternatives {
+			for _, w := range a.Workloads {
+				// A workload without a kernel is reported by the
+				// measurement below, not refused here.
+				if k, err := kernels.FromWorkload(w); err == nil {
+					if err := checkBuffers(k, o.MaxBufferBytes); err != nil {
+						return nil, fmt.Errorf("decode layer %d of %s (batch %d, context %d): %w", o.Layer, o.Preset, o.Batch, o.Context, err)
+					}
+				}
+			}
+		}
 	}
 
 	dev := search.DeviceOf(tg.CPU(), roof)

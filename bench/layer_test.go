@@ -108,6 +108,19 @@ func TestDecodeLayerBadOptions(t *testing.T) {
 			t.Errorf("%+v: no error", o)
 		}
 	}
+	// A context whose paged cache no machine holds (about 477 GiB here),
+	// and a cap below llama-tiny's smallest kernel: refused before
+	// anything is measured, naming the kernel and the flag, where the
+	// harness would die allocating the buffers.
+	for _, o := range []LayerOptions{
+		{Preset: "llama-tiny", Context: 1e9},
+		{Preset: "llama-tiny", MaxBufferBytes: 1 << 10},
+	} {
+		_, err := DecodeLayer(ctx, nil, nil, nil, o)
+		if err == nil || !strings.Contains(err.Error(), "MiB cap (--max-buffer-mib)") {
+			t.Errorf("context %d, cap %d: error %v, want the buffer cap", o.Context, o.MaxBufferBytes, err)
+		}
+	}
 }
 
 // TestDecodeLayer measures llama-tiny's layer 0 with a tiny protocol after

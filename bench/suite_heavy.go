@@ -51,7 +51,8 @@ func runPaged(ctx context.Context, env *Env) (EntryResult, error) {
 	return runPerThreads(ctx, env, SuitePaged, func(ctx context.Context, th int) ([]PagedResult, error) {
 		return PagedAttention(ctx, env.Target, env.Roofline, env.Results, PagedOptions{Threads: th,
 			BlockSizes: env.Opts.BlockSizes, Contexts: env.Opts.Contexts, KVBytes: env.Opts.KVBytes,
-			Tune: env.tuneOptions(), Final: env.Opts.Run, ClosingRuns: env.Opts.ClosingRuns, Log: env.Opts.Log})
+			Tune: env.tuneOptions(), Final: env.Opts.Run, ClosingRuns: env.Opts.ClosingRuns,
+			MaxBufferBytes: env.Opts.MaxBufferBytes, Log: env.Opts.Log})
 	}, (*PagedResult).benchResults, WriteAttentionTable)
 }
 
@@ -106,7 +107,7 @@ func runLayer(ctx context.Context, env *Env) (EntryResult, error) {
 		var r *LayerResult
 		r, err = DecodeLayer(ctx, env.Target, env.Roofline, env.Results, LayerOptions{Preset: env.Opts.LayerPreset,
 			Batch: env.Opts.LayerBatch, Context: env.Opts.LayerContext, Threads: th, Run: env.Opts.Run, Seed: env.Opts.Seed,
-			Lookup: env.Lookup, Log: env.Opts.Log})
+			Lookup: env.Lookup, MaxBufferBytes: env.Opts.MaxBufferBytes, Log: env.Opts.Log})
 		if r != nil {
 			all = append(all, r)
 			res.Rows = append(res.Rows, layerRows(r)...)

@@ -261,6 +261,21 @@ func runRegistryKernels(ctx context.Context, env *Env) (EntryResult, error) {
 	return res, nil
 }
 
+// checkBuffers refuses kernel k when its buffers exceed limit bytes (the
+// --max-buffer-mib cap), naming both: the heavy suites' flags (context,
+// batch) can ask for inputs no machine holds, and the runner would die
+// allocating them instead of failing.
+func checkBuffers(k kernels.Kernel, limit int64) error {
+	p, err := search.NewProblem(k, 1)
+	if err != nil {
+		return err
+	}
+	if n := problemBytes(p); n > limit {
+		return fmt.Errorf("%s: buffers hold %d MiB, over the %d MiB cap (--max-buffer-mib)", k.Name(), (n+1<<20-1)>>20, limit>>20)
+	}
+	return nil
+}
+
 // problemBytes is the size of a problem's buffers.
 func problemBytes(p *target.Problem) int64 {
 	var n int64
