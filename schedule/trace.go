@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 )
 
@@ -64,6 +65,11 @@ func ParseTrace(data []byte) (*Trace, error) {
 	var t Trace
 	if err := dec.Decode(&t); err != nil {
 		return nil, fmt.Errorf("parse trace: %w", err)
+	}
+	// Decode stops after the first value: text after it (a second trace
+	// pasted into one file, a truncated edit) is an error, not ignored.
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("parse trace: unexpected data after the trace at byte %d", dec.InputOffset())
 	}
 	return &t, nil
 }

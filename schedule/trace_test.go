@@ -105,7 +105,7 @@ func TestReplayErrors(t *testing.T) {
 			}
 		})
 	}
-	for _, js := range []string{`{`, `{"def": 3}`, `{"insts": [{"op": "split", "ints": [true]}]}`, `{"insts": [], "extra": 1}`} {
+	for _, js := range []string{`{`, `{"def": 3}`, `{"insts": [{"op": "split", "ints": [true]}]}`, `{"insts": [], "extra": 1}`, `{"insts": []} {"insts": []}`, `{"insts": []} x`} {
 		if _, err := schedule.ParseTrace([]byte(js)); err == nil {
 			t.Errorf("ParseTrace(%s) succeeded", js)
 		}
