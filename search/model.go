@@ -427,6 +427,9 @@ func TuneModel(ctx context.Context, m *ir.Module, o ModelOptions) (*ModelResult,
 	states, runErr := s.Run(ctx, step)
 	if overall != nil {
 		_ = overall.Finish()
+		// The bar leaves the cursor at its end; what is printed next
+		// (the table, on a terminal the same screen) starts a line.
+		fmt.Fprintln(o.Progress)
 	}
 
 	// Confirmation: the fastest trials of each task measured again next

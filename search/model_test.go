@@ -1,6 +1,7 @@
 package search_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"math"
@@ -99,9 +100,17 @@ func TestTuneModelEndToEnd(t *testing.T) {
 		t.Fatalf("after cancel: %d records, %d duplicates", n1, dups)
 	}
 
-	res, err := search.TuneModel(context.Background(), m, opts)
+	var bars bytes.Buffer
+	o2 := opts
+	o2.Progress = &bars
+	res, err := search.TuneModel(context.Background(), m, o2)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The overall bar ends its line, so that the table printed after it
+	// starts on its own.
+	if out := bars.String(); !strings.Contains(out, "model") || !strings.HasSuffix(out, "\n") {
+		t.Errorf("overall progress bar missing or its line not ended:\n%q", out)
 	}
 	n2, dups := dupRecords(t, f, res.Device)
 	if dups != 0 {

@@ -295,6 +295,9 @@ func (t *Tuner) Tune(ctx context.Context, task Task, p *target.Problem) (*Result
 		res.Measured = append(res.Measured, batch...)
 		strat.Observe(batch)
 		if bar != nil {
+			// Described before the count moves: a bar that reaches its
+			// total is cleared and no longer redrawn.
+			bar.Describe(barLabel(k.Name(), threads, trials))
 			_ = bar.Add(len(batch))
 		}
 		if err != nil {
@@ -460,6 +463,14 @@ func resumedTrial(index int, r tuningdb.Record, threads int) Trial {
 	m := target.Measurement{CandidateID: fmt.Sprintf("t%d", index), Status: target.Status(r.Status), Error: r.Error, Threads: threads}
 	m.SetSamples(r.Samples)
 	return Trial{Index: index, Resumed: true, Trace: compact(r.Trace), Measurement: m}
+}
+
+// barLabel is a task's progress-bar description: the task, its best so
+// far and that best's speedup over the default.
+func barLabel(name string, threads int, trials []Trial) string {
+	def, best := pick(trials)
+	r := Result{Default: def, Best: best}
+	return fmt.Sprintf("%s t=%d best %s ×%.2f", name, threads, fmtDur(r.BestMedian()), speedupOf(&r))
 }
 
 // pick finds the default's trial and the best: a later trial replaces the
