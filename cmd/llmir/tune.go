@@ -243,18 +243,22 @@ func runTune(cmd *cobra.Command, args []string) error {
 
 // openCPUTuning opens what tuning and benchmarking on the CPU need: the
 // target, its roofline (probed on first use per device, then cached) and
-// the tuning database of --db, which the caller closes.
+// the tuning database of --db, which the caller closes. The database is
+// opened first: a damaged or foreign --db file is reported at once, not
+// after the first run's roofline probe.
 func openCPUTuning(cmd *cobra.Command) (*cpu.Target, *cpu.Roofline, *tuningdb.DB, error) {
+	db, err := openUserDB(cmd, false)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	tg, err := cpu.New(cmd.Context(), cpu.Options{})
 	if err != nil {
+		db.Close()
 		return nil, nil, nil, err
 	}
 	roof, err := tg.Roofline(cmd.Context())
 	if err != nil {
-		return nil, nil, nil, err
-	}
-	db, err := openUserDB(cmd, false)
-	if err != nil {
+		db.Close()
 		return nil, nil, nil, err
 	}
 	return tg, roof, db, nil

@@ -160,10 +160,17 @@ func TestTuneAndCompile(t *testing.T) {
 	}
 }
 
-// TestTuneCompileErrors: bad arguments are errors naming the problem,
+// TestTuneCompileErrors: bad arguments, a module that does not parse and
+// a --db file that is not a tuning database are errors naming the problem,
 // before anything is measured.
 func TestTuneCompileErrors(t *testing.T) {
 	dir := isolate(t)
+	if err := os.WriteFile(filepath.Join(dir, "bad.mlir"), []byte("garbage {\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "notes.db"), []byte("not a database, some notes\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		args []string
 		want string
@@ -182,6 +189,12 @@ func TestTuneCompileErrors(t *testing.T) {
 		{[]string{"compile", "--preset", "llama-tiny"}, "-o DIR"},
 		{[]string{"compile", "-o", "x"}, "give MODEL.mlir or --preset"},
 		{[]string{"compile", "--preset", "llama-tiny", "-o", "x", "--threads", "0"}, "--threads 0"},
+		{[]string{"tune", "--preset", "llama-tiny", "--time", "ten"}, `invalid duration "ten"`},
+		{[]string{"tune", "--preset", "llama-tiny", "--time", "-5s"}, "--time -5s"},
+		{[]string{"tune", "bad.mlir"}, "bad.mlir:1:1"},
+		{[]string{"compile", "bad.mlir", "-o", "x"}, "bad.mlir:1:1"},
+		{[]string{"tune", "--preset", "llama-tiny", "--trials", "1", "--db", "notes.db"}, "not an SQLite database"},
+		{[]string{"compile", "--preset", "llama-tiny", "--db", "notes.db", "-o", "x"}, "not an SQLite database"},
 	}
 	for _, c := range cases {
 		_, _, err := runCLI(t, dir, c.args...)
