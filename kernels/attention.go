@@ -82,7 +82,7 @@ func attentionFromWorkload(w ir.Workload) (Kernel, error) {
 		}
 	}
 	if q.DType != "f32" && q.DType != "bf16" {
-		return nil, fmt.Errorf("element type %s (the attention kernel stores f32 or bf16)", q.DType)
+		return nil, unsupported("element type %s (the attention kernel stores f32 or bf16)", q.DType)
 	}
 	switch {
 	case q.Shape[0] != k.Shape[0] || k.Shape[0] != v.Shape[0]:

@@ -52,7 +52,7 @@ func fusedLinearShape(w ir.Workload, x, wt ir.TensorSig) (m, n, k int64, err err
 	}
 	for _, s := range append(append([]ir.TensorSig{}, w.Inputs...), w.Output...) {
 		if s.DType != "f32" {
-			return 0, 0, 0, fmt.Errorf("dtype %s (the fused kernels are f32)", s.DType)
+			return 0, 0, 0, unsupported("dtype %s (the fused kernels are f32)", s.DType)
 		}
 	}
 	for name, v := range w.Attrs {
@@ -184,19 +184,91 @@ func (l LinearAdd) Reference(in [][]float64) [][]float64 {
 // Space is the linear's design space with the epilogue placed by
 // fusedEpilogue.
 func (l LinearAdd) Space(s *schedule.Schedule, hw Hardware) error {
-	if err := l.Linear.Space(s, hw); err != nil {
-		return err
-	}
-	return fusedEpilogue(s, l.Linear, "y", hw.Threads > 1)
+	return withEpilogue(s, hw, l.Linear, Linear.Space)
 }
 
 // Default is the linear's rule-based schedule with the epilogue placed by
 // fusedEpilogue.
 func (l LinearAdd) Default(s *schedule.Schedule, hw Hardware) error {
-	if err := l.Linear.Default(s, hw); err != nil {
+	return withEpilogue(s, hw, l.Linear, Linear.Default)
+}
+
+// withEpilogue applies the linear's space or default (base) to a
+// definition whose element-wise stage "y" reads the GEMM's "out", then
+// places that stage with fusedEpilogue.
+func withEpilogue(s *schedule.Schedule, hw Hardware, l Linear, base func(Linear, *schedule.Schedule, Hardware) error) error {
+	if err := base(l, s, hw); err != nil {
 		return err
 	}
-	return fusedEpilogue(s, l.Linear, "y", hw.Threads > 1)
+	return fusedEpilogue(s, l, "y", hw.Threads > 1)
+}
+
+// LinearBias is y = a·wᵀ + b, the linear layer with a bias [N] (the IR's
+// llmir.linear with its optional third operand; Qwen2's q, k and v
+// projections). The bias is an epilogue on the linear's own templates, as
+// LinearAdd's residual is, so a biased projection is tuned in the linear's
+// design space.
+type LinearBias struct {
+	Linear // M, N, K, MBucket; IR is the workload when made from one
+}
+
+// Name is "linear+bias/M=…,N=…,K=…/f32".
+func (l LinearBias) Name() string {
+	return fmt.Sprintf("linear+bias/M=%d,N=%d,K=%d/f32", l.M, l.N, l.K)
+}
+
+// Def is out = sum(k, a[i, k] * w[j, k]) (a temporary) and y[i, j] =
+// out[i, j] + b[j].
+func (l LinearBias) Def() (*schedule.Def, error) {
+	if l.M < 1 || l.N < 1 || l.K < 1 || l.M > l.bucket() {
+		return nil, fmt.Errorf("linear+bias: bad shape M=%d (bucket %d), N=%d, K=%d", l.M, l.bucket(), l.N, l.K)
+	}
+	M, N, K := schedule.Dynamic("M", l.bucket()), schedule.Static(l.N), schedule.Static(l.K)
+	i, j, k := schedule.NewAxis("i", M), schedule.NewAxis("j", N), schedule.NewAxis("k", K)
+	a := schedule.Input("a", schedule.F32, M, K)
+	w := schedule.Input("w", schedule.F32, N, K)
+	b := schedule.Input("b", schedule.F32, N)
+	out := schedule.Compute("out", schedule.F32, []schedule.Axis{i, j}, schedule.Sum(k, schedule.Mul(a.At(i, k), w.At(j, k))))
+	y := schedule.Compute("y", schedule.F32, []schedule.Axis{i, j}, schedule.Add(out.At(i, j), b.At(j)))
+	return schedule.NewDef("linear_bias", []*schedule.Tensor{a, w, b}, y)
+}
+
+// Workload is llmir.linear on x [M, K], w [N, K] and bias [N].
+func (l LinearBias) Workload() ir.Workload {
+	if l.IR != nil {
+		return *l.IR
+	}
+	return fusedTokenWorkload([]string{"llmir.linear"}, l.bucket(),
+		[][]int64{{-1, l.K}, {l.N, l.K}, {l.N}}, [][]int64{{-1, l.N}})
+}
+
+// FLOPs is the GEMM's plus one add per output.
+func (l LinearBias) FLOPs() float64 { return l.Linear.FLOPs() + float64(l.M*l.N) }
+
+// Bytes adds one read of the bias to the linear's traffic.
+func (l LinearBias) Bytes() float64 { return l.Linear.Bytes() + 4*float64(l.N) }
+
+// Reference adds the bias to the linear's float64 sums before any
+// rounding, as ref.Linear (the IR evaluator's) does.
+func (l LinearBias) Reference(in [][]float64) [][]float64 {
+	out := l.Linear.Reference(in[:2])[0]
+	b := in[2]
+	for i := range out {
+		out[i] += b[int64(i)%l.N]
+	}
+	return [][]float64{out}
+}
+
+// Space is the linear's design space with the bias epilogue placed by
+// fusedEpilogue.
+func (l LinearBias) Space(s *schedule.Schedule, hw Hardware) error {
+	return withEpilogue(s, hw, l.Linear, Linear.Space)
+}
+
+// Default is the linear's rule-based schedule with the bias epilogue
+// placed by fusedEpilogue.
+func (l LinearBias) Default(s *schedule.Schedule, hw Hardware) error {
+	return withEpilogue(s, hw, l.Linear, Linear.Default)
 }
 
 // fusedEpilogue moves the element-wise stage block (reading the GEMM's
@@ -734,14 +806,17 @@ func ropeAppendFromWorkload(w ir.Workload) (Kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("operand #3 (cache): %w", err)
 	}
-	if w.Output[0].KV != cache.KV || cache.DType != "f32" || w.Output[0].DType != "f32" {
-		return nil, fmt.Errorf("cache %s %s → %s %s: want the same f32 cache in and out", cache.KV, cache.DType, w.Output[0].KV, w.Output[0].DType)
+	if w.Output[0].KV != cache.KV || cache.DType != w.Output[0].DType {
+		return nil, fmt.Errorf("cache %s %s → %s %s: want the same cache in and out", cache.KV, cache.DType, w.Output[0].KV, w.Output[0].DType)
 	}
 	if len(x.Shape) < 1 || len(wt.Shape) != 2 || x.Shape[len(x.Shape)-1] != wt.Shape[1] || wt.Shape[0] != kv.KVHeads*kv.HeadDim {
 		return nil, fmt.Errorf("x %v and w %v: want w [kv_heads·head_dim = %d, %d]", x.Shape, wt.Shape, kv.KVHeads*kv.HeadDim, x.Shape[len(x.Shape)-1])
 	}
-	if x.DType != "f32" || wt.DType != "f32" || v.DType != "f32" || pos.DType != "i32" || slots.DType != "i64" {
-		return nil, fmt.Errorf("dtypes x %s, w %s, positions %s, v %s, slot_mapping %s: want f32, f32, i32, f32, i64", x.DType, wt.DType, pos.DType, v.DType, slots.DType)
+	if pos.DType != "i32" || slots.DType != "i64" {
+		return nil, fmt.Errorf("positions %s and slot_mapping %s: want i32 and i64", pos.DType, slots.DType)
+	}
+	if x.DType != "f32" || wt.DType != "f32" || v.DType != "f32" || cache.DType != "f32" {
+		return nil, unsupported("dtypes x %s, w %s, v %s, cache %s (the fused kernel is f32)", x.DType, wt.DType, v.DType, cache.DType)
 	}
 	t := rows(x)
 	if rows(pos)*pos.Shape[len(pos.Shape)-1] != t || rows(slots)*slots.Shape[len(slots.Shape)-1] != t {
@@ -801,7 +876,7 @@ func (k RopeAppendKV) check() error {
 	case k.Config.Scaling != nil && k.Config.Scaling.Type == "dynamic":
 		// Dynamic NTK scaling depends on the batch's largest position, so
 		// its frequencies cannot be constants of the kernel.
-		return fmt.Errorf("linear+rope+append_kv: dynamic rope scaling is not supported by the fused kernel")
+		return unsupported("linear+rope+append_kv: dynamic rope scaling (the fused kernel's frequencies are constants)")
 	}
 	_, _, err := ref.InvFreq(k.Config, int(k.rotary()), 1)
 	return err

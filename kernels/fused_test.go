@@ -31,6 +31,8 @@ func TestFusedConformance(t *testing.T) {
 	ks := []kernels.Kernel{
 		kernels.LinearAdd{Linear: kernels.Linear{M: 5, N: 17, K: 48, MBucket: 8}},
 		kernels.LinearAdd{Linear: kernels.Linear{M: 19, N: 37, K: 29, MBucket: 32}},
+		kernels.LinearBias{Linear: kernels.Linear{M: 3, N: 19, K: 40, MBucket: 4}},
+		kernels.LinearBias{Linear: kernels.Linear{M: 23, N: 35, K: 27, MBucket: 32}},
 		kernels.NormLinear{Linear: kernels.Linear{M: 3, N: 33, K: 13}, Eps: 1e-5},
 		kernels.NormLinear{Linear: kernels.Linear{M: 17, N: 37, K: 29}, Eps: 1e-6},
 		kernels.GateUpSiLU{M: 3, N: 33, K: 13},
@@ -54,6 +56,8 @@ func TestFusedSchedulesInterpret(t *testing.T) {
 	ks := []kernels.Kernel{
 		kernels.LinearAdd{Linear: kernels.Linear{M: 3, N: 33, K: 16}},
 		kernels.LinearAdd{Linear: kernels.Linear{M: 19, N: 37, K: 29, MBucket: 32}},
+		kernels.LinearBias{Linear: kernels.Linear{M: 3, N: 33, K: 16}},
+		kernels.LinearBias{Linear: kernels.Linear{M: 19, N: 37, K: 29, MBucket: 32}},
 		kernels.NormLinear{Linear: kernels.Linear{M: 3, N: 33, K: 16}, Eps: 1e-5},
 		kernels.NormLinear{Linear: kernels.Linear{M: 19, N: 37, K: 29, MBucket: 32}, Eps: 1e-5},
 	}
@@ -312,6 +316,12 @@ func TestFusedReferencesMatchIREval(t *testing.T) {
   return %1 : tensor<3x5xf32>
 }`, []ref.Value{tensor([]int{3, 8}, x), tensor([]int{3, 5}, r)}, ref.MapParams{"w": tensor([]int{5, 8}, w)},
 			kernels.LinearAdd{Linear: kernels.Linear{M: 3, N: 5, K: 8}}, [][]float64{f64(x), f64(w), f64(r)}},
+		{"linear with bias", `%x: tensor<3x8xf32>, %b: tensor<5xf32>) -> tensor<3x5xf32> {
+  %w = "llmir.param"() {name = "w"} : () -> tensor<5x8xf32>
+  %0 = "llmir.linear"(%x, %w, %b) : (tensor<3x8xf32>, tensor<5x8xf32>, tensor<5xf32>) -> tensor<3x5xf32>
+  return %0 : tensor<3x5xf32>
+}`, []ref.Value{tensor([]int{3, 8}, x), tensor([]int{5}, g[:5])}, ref.MapParams{"w": tensor([]int{5, 8}, w)},
+			kernels.LinearBias{Linear: kernels.Linear{M: 3, N: 5, K: 8}}, [][]float64{f64(x), f64(w), f64(g[:5])}},
 		{"rms_norm+linear", `%x: tensor<3x8xf32>, %g: tensor<8xf32>) -> tensor<3x5xf32> {
   %w = "llmir.param"() {name = "w"} : () -> tensor<5x8xf32>
   %0 = "llmir.rms_norm"(%x, %g) {eps = 1.0e-05 : f32} : (tensor<3x8xf32>, tensor<8xf32>) -> tensor<3x8xf32>

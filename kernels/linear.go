@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"strconv"
 	"sync"
 
 	"llmir/ir"
@@ -26,20 +27,36 @@ type Linear struct {
 func init() { register("llmir.linear", linearFromWorkload) }
 
 // linearFromWorkload flattens the activation's leading dims into M: the
-// IR's [batch, seq, K] × [N, K] is one [batch·seq, K] GEMM.
+// IR's [batch, seq, K] × [N, K] is one [batch·seq, K] GEMM. A third operand
+// is the bias [N] (Qwen2's q/k/v projections): LinearBias.
 func linearFromWorkload(w ir.Workload) (Kernel, error) {
-	if err := checkArity(w, 2, 1); err != nil {
+	inputs := 2
+	if len(w.Inputs) == 3 {
+		inputs = 3
+	}
+	if err := checkArity(w, inputs, 1); err != nil {
 		return nil, err
 	}
 	a, wt := w.Inputs[0], w.Inputs[1]
+	if v, ok := w.Attrs["weight_layout"]; ok && v != strconv.Quote("nk") {
+		return nil, unsupported("weight_layout = %s (the linear kernels read w as [out, in], \"nk\")", v)
+	}
 	if len(wt.Shape) != 2 || a.Shape[len(a.Shape)-1] != wt.Shape[1] {
 		return nil, fmt.Errorf("activation %v and weight %v do not match", a.Shape, wt.Shape)
 	}
-	if a.DType != "f32" || wt.DType != "f32" {
-		return nil, fmt.Errorf("dtypes %s × %s (the f32 linear kernel; weight-only quantized weights are llmir.quantized_linear)", a.DType, wt.DType)
+	for _, s := range append(append([]ir.TensorSig{}, w.Inputs...), w.Output...) {
+		if s.DType != "f32" {
+			return nil, unsupported("dtypes %s × %s → %s (the CPU linear kernels are f32; weight-only quantized weights are llmir.quantized_linear)", a.DType, wt.DType, w.Output[0].DType)
+		}
 	}
-	m := rows(a)
-	return Linear{M: m, N: wt.Shape[0], K: wt.Shape[1], IR: &w}, nil
+	l := Linear{M: rows(a), N: wt.Shape[0], K: wt.Shape[1], IR: &w}
+	if inputs == 3 {
+		if b := w.Inputs[2].Shape; len(b) != 1 || b[0] != l.N {
+			return nil, fmt.Errorf("bias %v, want [%d]", b, l.N)
+		}
+		return LinearBias{l}, nil
+	}
+	return l, nil
 }
 
 func (l Linear) bucket() int64 {

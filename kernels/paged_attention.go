@@ -168,7 +168,7 @@ func kvElem(dtypes ...string) (schedule.DType, error) {
 	case "bf16":
 		return schedule.BF16, nil
 	}
-	return 0, fmt.Errorf("element type %s: the paged kernels take f32 or bf16", dtypes[0])
+	return 0, unsupported("element type %s: the paged kernels take f32 or bf16", dtypes[0])
 }
 
 // attrFloat reads a numeric attribute printed as MLIR text ("0.125 : f32",

@@ -13,6 +13,15 @@ import (
 // kernel for.
 var ErrNoKernel = errors.New("no kernel for this op group")
 
+// unsupported is the error of a well-formed workload that the library has
+// no kernel variant for (an element type a kernel does not implement): it
+// wraps ErrNoKernel, so that a tune or compile of a whole model lists the
+// workload among those without a kernel and goes on with the rest, where a
+// malformed workload stops it.
+func unsupported(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrNoKernel}, args...)...)
+}
+
 // builders maps an op group ("llmir.linear", "llmir.rms_norm+llmir.linear")
 // to the constructor of its kernel from an IR workload.
 var builders = map[string]func(ir.Workload) (Kernel, error){}

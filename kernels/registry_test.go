@@ -54,6 +54,83 @@ func TestLinearFromWorkload(t *testing.T) {
 	}
 }
 
+// TestPresetWorkloadsHaveKernelsOrNone: every workload of the presets, at
+// their checkpoint dtype and in f32, is a kernel or an error wrapping
+// ErrNoKernel (a bf16 linear, an f16 cache), never another error, which
+// stops a whole-model tune or compile (llama-3-8b's bf16 rms_norm+linear and
+// qwen2-7b's biased q/k/v projections did). In f32, every linear of
+// qwen2-7b has a kernel, the biased ones LinearBias.
+func TestPresetWorkloadsHaveKernelsOrNone(t *testing.T) {
+	for _, p := range []string{"llama-3-8b", "qwen2-7b", "mistral-7b"} {
+		for _, dtype := range []string{"", "float32", "float16"} {
+			cfg, err := hf.PresetConfig(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if dtype != "" {
+				cfg.TorchDtype = dtype
+			}
+			m, err := hf.Import(cfg, p, hf.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tasks, err := ir.Tasks(m, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var biased int
+			for _, task := range tasks {
+				k, err := FromWorkload(task.Workload)
+				if err != nil {
+					if !errors.Is(err, ErrNoKernel) {
+						t.Errorf("%s %s: %s: %v", p, cfg.TorchDtype, task.Workload.Name(), err)
+					}
+					if dtype == "float32" && task.Workload.Group[0] == "llmir.linear" {
+						t.Errorf("%s f32: %s has no kernel: %v", p, task.Workload.Name(), err)
+					}
+					continue
+				}
+				if lb, ok := k.(LinearBias); ok {
+					biased++
+					if lb.N != task.Workload.Inputs[2].Shape[0] {
+						t.Errorf("%s: kernel %s", task.Workload.Name(), lb.Name())
+					}
+				}
+			}
+			if p == "qwen2-7b" && dtype == "float32" && biased == 0 {
+				t.Errorf("qwen2-7b f32: no biased linear read as LinearBias")
+			}
+		}
+	}
+}
+
+// TestLinearVariants: a bias of the wrong length and a mismatched weight are
+// malformed (errors naming them); weight_layout "kn" and bf16 are variants
+// without a kernel (ErrNoKernel).
+func TestLinearVariants(t *testing.T) {
+	sig := func(dt string, s ...int64) ir.TensorSig { return ir.TensorSig{Shape: s, DType: dt} }
+	for _, c := range []struct {
+		name     string
+		w        ir.Workload
+		noKernel bool
+		want     string
+	}{
+		{"bias length", ir.Workload{Inputs: []ir.TensorSig{sig("f32", 2, 8), sig("f32", 4, 8), sig("f32", 5)}, Output: []ir.TensorSig{sig("f32", 2, 4)}}, false, "bias [5], want [4]"},
+		{"mismatch", ir.Workload{Inputs: []ir.TensorSig{sig("f32", 2, 8), sig("f32", 4, 7)}, Output: []ir.TensorSig{sig("f32", 2, 4)}}, false, "do not match"},
+		{"kn", ir.Workload{Inputs: []ir.TensorSig{sig("f32", 2, 8), sig("f32", 8, 8)}, Output: []ir.TensorSig{sig("f32", 2, 8)}, Attrs: map[string]string{"weight_layout": `"kn"`}}, true, "weight_layout"},
+		{"bf16", ir.Workload{Inputs: []ir.TensorSig{sig("bf16", 2, 8), sig("bf16", 4, 8)}, Output: []ir.TensorSig{sig("bf16", 2, 4)}}, true, "bf16"},
+		{"bf16 bias", ir.Workload{Inputs: []ir.TensorSig{sig("f32", 2, 8), sig("f32", 4, 8), sig("bf16", 4)}, Output: []ir.TensorSig{sig("f32", 2, 4)}}, true, "f32"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.w.Group = []string{"llmir.linear"}
+			_, err := FromWorkload(c.w)
+			if err == nil || !strings.Contains(err.Error(), c.want) || errors.Is(err, ErrNoKernel) != c.noKernel {
+				t.Errorf("FromWorkload = %v, want an error mentioning %q (ErrNoKernel: %v)", err, c.want, c.noKernel)
+			}
+		})
+	}
+}
+
 // TestFromWorkloadSizes: an operand or result whose element count passes
 // MaxTensorElems, or overflows int64, is refused by name before any
 // kernel sizes a table by it (a rope of head_dim 2^37 allocated 1 TiB of

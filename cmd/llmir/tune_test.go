@@ -226,3 +226,45 @@ func TestPrintTuneUnreached(t *testing.T) {
 		t.Errorf("every workload reached:\n%s", out)
 	}
 }
+
+// TestCompilePresetsWithoutSomeKernels: a checkpoint-dtype (bf16) preset
+// compiles on the CPU with its linears listed as having no kernel (it used
+// to stop at the first bf16 rms_norm+linear), and qwen2-7b in f32 compiles
+// every workload, its biased q/k/v projections as linear+bias kernels.
+func TestCompilePresetsWithoutSomeKernels(t *testing.T) {
+	dir := isolate(t)
+	manifest := func(out string, args ...string) search.CompiledModel {
+		t.Helper()
+		if _, _, err := runCLI(t, dir, append([]string{"compile", "-o", out, "--db", "c.db"}, args...)...); err != nil {
+			t.Fatalf("compile %v: %v", args, err)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, out, "manifest.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m search.CompiledModel
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	m := manifest("llama", "--preset", "llama-3-8b")
+	if len(m.Kernels) == 0 || len(m.NoKernel) == 0 {
+		t.Fatalf("llama-3-8b bf16: %d kernels, %d without one", len(m.Kernels), len(m.NoKernel))
+	}
+	for _, nk := range m.NoKernel {
+		if !strings.Contains(nk.Group, "linear") {
+			t.Errorf("llama-3-8b bf16: %s (%s) has no kernel: %s", nk.Name, nk.Group, nk.Reason)
+		}
+	}
+	m = manifest("qwen", "--preset", "qwen2-7b", "--dtype", "f32")
+	var biased int
+	for _, k := range m.Kernels {
+		if strings.HasPrefix(k.Name, "linear+bias/") {
+			biased++
+		}
+	}
+	if len(m.NoKernel) != 0 || biased != 4 {
+		t.Errorf("qwen2-7b f32: %d without a kernel (%v), %d linear+bias kernels, want 0 and 4 (q and k/v projections, prefill and decode)", len(m.NoKernel), m.NoKernel, biased)
+	}
+}

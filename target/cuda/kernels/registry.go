@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 
 	"llmir/ir"
@@ -153,8 +154,14 @@ func allBF16(sigs ...ir.TensorSig) error {
 // linearFromWorkload flattens x's leading dims into M, as the CPU linear
 // does, and picks GEMV or GEMM by M.
 func linearFromWorkload(w ir.Workload) (Kernel, error) {
+	if len(w.Inputs) == 3 {
+		return nil, unsupported("bias (the CUDA linear kernels have no bias epilogue)")
+	}
 	if err := checkSigs(w, 2, 1); err != nil {
 		return nil, err
+	}
+	if v, ok := w.Attrs["weight_layout"]; ok && v != strconv.Quote("nk") {
+		return nil, unsupported("weight_layout = %s (the CUDA linear kernels read w as [out, in], \"nk\")", v)
 	}
 	x, wt := w.Inputs[0], w.Inputs[1]
 	if len(wt.Shape) != 2 || x.Shape[len(x.Shape)-1] != wt.Shape[1] {
