@@ -39,13 +39,16 @@ func DefaultLinearShapes() []Shape {
 	return out
 }
 
-// ParseShapes reads a comma-separated list of MxNxK.
+// ParseShapes reads a comma-separated list of MxNxK; an empty list or an
+// empty item is an error.
 func ParseShapes(s string) ([]Shape, error) {
 	var out []Shape
 	for i, f := range strings.Split(s, ",") {
 		f = strings.TrimSpace(f)
 		if f == "" {
-			continue
+			// A stray comma ("8x64x96,") or an empty value is a typo, not
+			// a request for fewer shapes: refuse it rather than guess.
+			return nil, fmt.Errorf("shape %d is empty in %q: want MxNxK items separated by commas", i+1, s)
 		}
 		parts := strings.Split(f, "x")
 		if len(parts) != 3 {
@@ -60,9 +63,6 @@ func ParseShapes(s string) ([]Shape, error) {
 			v[j] = n
 		}
 		out = append(out, Shape{v[0], v[1], v[2]})
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("no shapes in %q", s)
 	}
 	return out, nil
 }

@@ -18,11 +18,14 @@ func TestParseShapes(t *testing.T) {
 		err  string
 	}{
 		{in: "512x4096x4096", want: []bench.Shape{{512, 4096, 4096}}},
-		{in: " 1x7x16 , 3x33x13,", want: []bench.Shape{{1, 7, 16}, {3, 33, 13}}},
+		{in: " 1x7x16 , 3x33x13", want: []bench.Shape{{1, 7, 16}, {3, 33, 13}}},
+		{in: "1x7x16,", err: `shape 2 is empty in "1x7x16,"`},
+		{in: "1x7x16,,3x33x13", err: "shape 2 is empty"},
+		{in: "", err: `shape 1 is empty in ""`},
 		{in: "512x4096", err: `shape 1 "512x4096": want MxNxK`},
 		{in: "1x7x16,0x4x4", err: `shape 2 "0x4x4": M="0"`},
 		{in: "1x7xk", err: `K="k"`},
-		{in: " , ", err: "no shapes"},
+		{in: " , ", err: "shape 1 is empty"},
 	} {
 		got, err := bench.ParseShapes(c.in)
 		if c.err != "" {

@@ -168,7 +168,7 @@ func ParseQuantShapes(items []string) ([]QuantShape, error) {
 	for i, it := range items {
 		it = strings.TrimSpace(it)
 		if it == "" {
-			continue
+			return nil, fmt.Errorf("shape %d is empty: want NxK items separated by commas", i+1)
 		}
 		n, k, ok := strings.Cut(strings.ToLower(it), "x")
 		nv, nerr := strconv.ParseInt(n, 10, 64)

@@ -334,7 +334,7 @@ the database's bench_results table (suite "linear").`,
 		RunE: runBenchLinear,
 	}
 	f := cmd.Flags()
-	f.String("shapes", "", "comma-separated MxNxK shapes (default: the issue's 17 shapes)")
+	f.String("shapes", "", "comma-separated MxNxK shapes (default: the issue's 17 shapes; an empty list or item is an error)")
 	f.Int("threads", 1, "threads for llmir and OpenBLAS alike")
 	f.Int("trials", 24, "trial budget per shape (0: bounded by --budget only)")
 	f.Duration("budget", 0, "wall-time budget per shape for tuning, e.g. 2m (0: bounded by --trials only)")
@@ -361,7 +361,10 @@ func runBenchLinear(cmd *cobra.Command, args []string) error {
 	maxMiB, _ := fl.GetInt64("max-buffer-mib")
 
 	shapes := bench.DefaultLinearShapes()
-	if strings.TrimSpace(shapesArg) != "" {
+	// Only an absent --shapes means the defaults: --shapes "" (an empty
+	// variable in a script, say) used to start the 17 full-size shapes,
+	// hours of work, instead of saying the list was empty.
+	if fl.Changed("shapes") {
 		var err error
 		if shapes, err = bench.ParseShapes(shapesArg); err != nil {
 			return fmt.Errorf("--shapes: %w", err)

@@ -93,6 +93,13 @@ func TestBenchLinearErrors(t *testing.T) {
 	}{
 		{[]string{"--shapes", "4x4"}, `--shapes: shape 1 "4x4": want MxNxK`},
 		{[]string{"--shapes", "1x8x8,0x8x8"}, `shape 2 "0x8x8": M="0"`},
+		// An explicitly empty list or item is an error, not the 17
+		// full-size default shapes (hours) or a silently dropped item
+		// (--threads 0 stops a regression before it measures anything).
+		{[]string{"--shapes", "", "--threads", "0"}, `--shapes: shape 1 is empty in ""`},
+		{[]string{"--shapes=", "--threads", "0"}, `--shapes: shape 1 is empty in ""`},
+		{[]string{"--shapes", " ", "--threads", "0"}, `--shapes: shape 1 is empty`},
+		{[]string{"--shapes", "8x64x96,", "--threads", "0"}, `--shapes: shape 2 is empty in "8x64x96,"`},
 		{[]string{"--threads", "0"}, "--threads 0"},
 		{[]string{"--trials", "0"}, "--trials 0 needs a --budget"},
 		{[]string{"--trials", "-1"}, "--trials -1"},
@@ -143,6 +150,8 @@ func TestBenchSuiteErrors(t *testing.T) {
 		{[]string{"--suite", "paged_attention", "--kv-mib", "-1"}, "--kv-mib -1"},
 		{[]string{"--suite", "paged_attention", "--closing-runs", "101"}, "--closing-runs 101: want 1..100"},
 		{[]string{"--suite", "quant", "--quant-shapes", "4096by4096"}, `--quant-shapes: shape 1 "4096by4096": want NxK`},
+		{[]string{"--suite", "quant", "--quant-shapes", "4096x4096,", "--trials", "0"}, `--quant-shapes: shape 2 is empty`},
+		{[]string{"--suite", "quant", "--quant-shapes", "", "--trials", "0"}, `--quant-shapes: no shapes given`},
 		{[]string{"--suite", "quant", "--trials", "0"}, "--trials 0"},
 		{[]string{"--suite", "prefill_attention", "--prefill-seqs", "0"}, "--prefill-seqs 0"},
 		{[]string{"--suite", "layer", "--layer-preset", "gpt-9"}, `--layer-preset "gpt-9": want a preset name`},
