@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -179,7 +180,7 @@ func runBenchSuite(cmd *cobra.Command, args []string) error {
 	if closingRuns < 1 || closingRuns > 100 {
 		return fmt.Errorf("--closing-runs %d: want 1..100", closingRuns)
 	}
-	o.Trials, o.BlockSizes, o.Contexts, o.KVBytes, o.PrefillSeqs = trials, blockSizes, contexts, kvMiB<<20, prefillSeqs
+	o.Trials, o.BlockSizes, o.Contexts, o.PrefillSeqs = trials, blockSizes, contexts, prefillSeqs
 	o.ClosingRuns = closingRuns
 	o.LayerPreset, o.LayerBatch, o.LayerContext = layerPreset, layerBatch, layerContext
 	var err error
@@ -236,7 +237,12 @@ func runBenchSuite(cmd *cobra.Command, args []string) error {
 			return fmt.Errorf("%s %d: want ≥ %d", c.flag, c.v, c.min)
 		}
 	}
-	o.MaxBufferBytes = maxMiB << 20
+	if o.MaxBufferBytes, err = mibBytes("--max-buffer-mib", maxMiB); err != nil {
+		return err
+	}
+	if o.KVBytes, err = mibBytes("--kv-mib", kvMiB); err != nil {
+		return err
+	}
 	if err := pol.Check(); err != nil {
 		return fmt.Errorf("--window/--floor/--k: %w", err)
 	}
@@ -373,6 +379,10 @@ func runBenchLinear(cmd *cobra.Command, args []string) error {
 	if maxMiB < 1 {
 		return fmt.Errorf("--max-buffer-mib %d: want ≥ 1", maxMiB)
 	}
+	maxBytes, err := mibBytes("--max-buffer-mib", maxMiB)
+	if err != nil {
+		return err
+	}
 	// Checked before anything runs: ParseShapes allows each dim up to 2^20,
 	// and a shape such as 1x1048576x1048576 (4 TiB of w) otherwise reached
 	// the Go reference's allocation and died with a fatal out-of-memory
@@ -380,7 +390,7 @@ func runBenchLinear(cmd *cobra.Command, args []string) error {
 	// float64 copies of the inputs and the reference (twice these bytes)
 	// beside the harness's f32 ones, hence a cap well below the memory.
 	for i, sh := range shapes {
-		if n := 4 * (sh.M*sh.K + sh.N*sh.K + sh.M*sh.N); n > maxMiB<<20 {
+		if n := 4 * (sh.M*sh.K + sh.N*sh.K + sh.M*sh.N); n > maxBytes {
 			return fmt.Errorf("--shapes: shape %d %q: buffers a, w and out hold %d MiB, over the %d MiB cap (--max-buffer-mib)", i+1, sh, (n+1<<20-1)>>20, maxMiB)
 		}
 	}
@@ -444,6 +454,16 @@ func runBenchLinear(cmd *cobra.Command, args []string) error {
 		}
 	}
 	return err
+}
+
+// mibBytes converts the value of a MiB flag to bytes. Past 2^43-1 MiB the
+// bytes do not fit an int64: the shift wrapped to a negative count, which
+// the suites took as "unset" and replaced by their default.
+func mibBytes(flag string, mib int64) (int64, error) {
+	if mib > math.MaxInt64>>20 {
+		return 0, fmt.Errorf("%s %d: too large, at most %d MiB (the bytes must fit an int64)", flag, mib, int64(math.MaxInt64>>20))
+	}
+	return mib << 20, nil
 }
 
 // createDB opens the database at path, creating it and its folder when

@@ -289,3 +289,31 @@ func TestMakeNightly(t *testing.T) {
 		}
 	}
 }
+
+// TestMiBFlagsTooLarge: a MiB count whose bytes pass an int64 (2^43 MiB
+// and up) is an error naming the flag. The shift used to wrap negative,
+// which the suites read as "unset" and replaced by their default cap or
+// K+V size. (--floor 0 --k 0 stops a regression before it measures.)
+func TestMiBFlagsTooLarge(t *testing.T) {
+	dir := isolate(t)
+	const big = "8796093022208" // 2^43
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench", "--suite", "paged_attention", "--kv-mib", big, "--floor", "0", "--k", "0"}, "--kv-mib 8796093022208: too large, at most 8796093022207 MiB"},
+		{[]string{"bench", "--suite", "layer", "--max-buffer-mib", "9223372036854775807", "--floor", "0", "--k", "0"}, "--max-buffer-mib 9223372036854775807: too large"},
+		{[]string{"bench", "linear", "--shapes", "8x8x8", "--max-buffer-mib", big}, "--max-buffer-mib 8796093022208: too large"},
+		{[]string{"cuda", "probe", "--mib", big, "--nvcc", "/nonexistent/nvcc"}, "--mib 8796093022208: too large"},
+		{[]string{"cuda", "bench", "--probe-mib", big, "--nvcc", "/nonexistent/nvcc"}, "--probe-mib 8796093022208: too large"},
+	} {
+		_, _, err := runCLI(t, dir, c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v, want %q", c.args, err, c.want)
+		}
+	}
+	// The largest count that fits is taken as given.
+	if _, _, err := runCLI(t, dir, "bench", "--suite", "paged_attention", "--kv-mib", "8796093022207", "--floor", "0", "--k", "0"); err == nil || !strings.Contains(err.Error(), "--window/--floor/--k") {
+		t.Errorf("--kv-mib 2^43-1: error %v, want it accepted (and --floor 0 refused)", err)
+	}
+}

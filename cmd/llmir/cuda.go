@@ -145,11 +145,15 @@ func newCudaProbeCmd() *cobra.Command {
 			if mib < 1 {
 				return fmt.Errorf("--mib %d: must be ≥ 1", mib)
 			}
+			n, err := mibBytes("--mib", mib)
+			if err != nil {
+				return err
+			}
 			tg, err := openCudaTarget(cmd)
 			if err != nil {
 				return err
 			}
-			bw, err := tg.Runner.Probe(cmd.Context(), mib<<20)
+			bw, err := tg.Runner.Probe(cmd.Context(), n)
 			if err != nil {
 				return err
 			}
@@ -365,6 +369,10 @@ in one launch could reach).`,
 			if mib < 0 {
 				return fmt.Errorf("--probe-mib %d: must be ≥ 0", mib)
 			}
+			probeBytes, err := mibBytes("--probe-mib", mib)
+			if err != nil {
+				return err
+			}
 			tg, err := openCudaTarget(cmd)
 			if err != nil {
 				return err
@@ -381,7 +389,7 @@ in one launch could reach).`,
 			if mib > 0 {
 				ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
 				defer cancel()
-				if o.Bandwidth, err = tg.Runner.Probe(ctx, mib<<20); err != nil {
+				if o.Bandwidth, err = tg.Runner.Probe(ctx, probeBytes); err != nil {
 					return fmt.Errorf("bandwidth probe: %w", err)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "copy bandwidth %.0f GB/s, read %.0f GB/s\n", o.Bandwidth.CopyGBps, o.Bandwidth.ReadGBps)
