@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -152,6 +153,9 @@ func PagedAttention(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, db 
 	o = o.withDefaults(tg.CPU().LLCBytes())
 	for _, c := range o.Contexts {
 		for _, bs := range o.BlockSizes {
+			if err := errors.Join(checkExtents("context", c), checkExtents("block size", bs)); err != nil {
+				return nil, fmt.Errorf("bench paged attention: %w", err)
+			}
 			if err := checkBuffers(PagedKernel(o, bs, c, o.KVBytes), o.MaxBufferBytes); err != nil {
 				return nil, fmt.Errorf("bench paged attention block size %d context %d: %w", bs, c, err)
 			}

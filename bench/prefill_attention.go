@@ -36,6 +36,9 @@ type PrefillOptions struct {
 	Tune search.Options
 	// Final is the protocol of the closing default/tuned batch.
 	Final target.RunOptions
+	// MaxBufferBytes refuses the suite, before anything is tuned, when a
+	// sequence length's buffers (q, k, v, out) exceed it (default 1 GiB).
+	MaxBufferBytes int64
 	// Log gets one line per sequence length as it finishes (nil: none).
 	Log io.Writer
 }
@@ -61,6 +64,9 @@ func (o PrefillOptions) withDefaults() PrefillOptions {
 	}
 	if o.DType == "" {
 		o.DType = "f32"
+	}
+	if o.MaxBufferBytes <= 0 {
+		o.MaxBufferBytes = 1 << 30
 	}
 	return o
 }
@@ -114,12 +120,17 @@ func (r *PrefillResult) Name() string {
 // come back with an error.
 func PrefillAttention(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, db *tuningdb.DB, o PrefillOptions) ([]PrefillResult, error) {
 	o = o.withDefaults()
+	for _, seq := range o.Seqs {
+		if err := checkExtents("bench prefill attention: sequence length", seq); err != nil {
+			return nil, err
+		}
+		if err := checkBuffers(PrefillKernel(o, seq), o.MaxBufferBytes); err != nil {
+			return nil, fmt.Errorf("bench prefill attention seq %d: %w", seq, err)
+		}
+	}
 	tuner := search.NewCPUTuner(tg, roof, db, o.Tune)
 	var out []PrefillResult
 	for _, seq := range o.Seqs {
-		if seq < 1 {
-			return out, fmt.Errorf("bench prefill attention: sequence length %d < 1", seq)
-		}
 		r, err := prefillOne(ctx, roof, tuner, o, seq)
 		if err != nil {
 			return out, fmt.Errorf("bench prefill attention seq %d (threads %d): %w", seq, o.Threads, err)

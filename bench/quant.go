@@ -44,6 +44,10 @@ type QuantOptions struct {
 	Tune search.Options
 	// Final is the protocol of the closing batch (zero: the defaults).
 	Final target.RunOptions
+	// MaxBufferBytes refuses the suite, before anything is tuned, when a
+	// shape's buffers exceed it (default 1 GiB): the f32 weight of a large
+	// N×K alone passes any machine's memory.
+	MaxBufferBytes int64
 	// Log gets one line per shape as it finishes (nil: none).
 	Log io.Writer
 }
@@ -108,6 +112,20 @@ func Quant(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, db *tuningdb
 	if group == 0 {
 		group = 128
 	}
+	limit := o.MaxBufferBytes
+	if limit <= 0 {
+		limit = 1 << 30
+	}
+	for _, sh := range shapes {
+		if err := checkExtents("N×K", sh.N, sh.K); err != nil {
+			return nil, fmt.Errorf("bench quant %s: %w", sh, err)
+		}
+		for _, t := range quantTasks(sh, group) {
+			if err := checkBuffers(t.kernel, limit); err != nil {
+				return nil, fmt.Errorf("bench quant %s: %w", sh, err)
+			}
+		}
+	}
 	tuner := search.NewCPUTuner(tg, roof, db, o.Tune)
 	var out []QuantResult
 	for _, sh := range shapes {
@@ -134,15 +152,21 @@ type quantTask struct {
 	*tunedKernel
 }
 
-func quantShape(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, tuner *search.Tuner, sh QuantShape, group int64, threads int, o QuantOptions) (*QuantResult, error) {
-	if sh.N < 1 || sh.K < 1 || sh.K%group != 0 {
-		return nil, fmt.Errorf("shape %s: want positive N, K with K a multiple of the group size %d", sh, group)
-	}
-	tasks := []*quantTask{
+// quantTasks are a shape's three kernels: int4 (group), int8
+// (per-channel) and f32.
+func quantTasks(sh QuantShape, group int64) []*quantTask {
+	return []*quantTask{
 		{kind: "int4", kernel: kernels.QuantLinear{M: 1, N: sh.N, K: sh.K, Bits: 4, Group: group}},
 		{kind: "int8", kernel: kernels.QuantLinear{M: 1, N: sh.N, K: sh.K, Bits: 8, Group: sh.K}},
 		{kind: "f32", kernel: kernels.Linear{M: 1, N: sh.N, K: sh.K}},
 	}
+}
+
+func quantShape(ctx context.Context, tg *cpu.Target, roof *cpu.Roofline, tuner *search.Tuner, sh QuantShape, group int64, threads int, o QuantOptions) (*QuantResult, error) {
+	if sh.N < 1 || sh.K < 1 || sh.K%group != 0 {
+		return nil, fmt.Errorf("shape %s: want positive N, K with K a multiple of the group size %d", sh, group)
+	}
+	tasks := quantTasks(sh, group)
 	var cands []target.Candidate
 	for _, t := range tasks {
 		var err error

@@ -148,3 +148,45 @@ func BenchmarkQuant(b *testing.B) {
 		fmt.Fprint(os.Stderr, table.String())
 	})
 }
+
+// TestHeavySuitesRefuseHugeBuffers: the quant and prefill_attention
+// suites refuse a workload whose buffers pass the cap, or an extent past
+// MaxExtent, before anything is tuned. The context is cancelled, so a
+// suite that started on its first workload instead fails with the
+// context's error rather than allocating the huge one.
+func TestHeavySuitesRefuseHugeBuffers(t *testing.T) {
+	_, tg, roof, db, quick := bench.SuiteTestSetup(t, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	tune := search.Options{Budget: search.Budget{Trials: 2}, Run: quick, LLMIRVersion: "test", Confirm: -1}
+	for _, c := range []struct {
+		shapes []bench.QuantShape
+		max    int64
+		want   string
+	}{
+		// 65536×65536 f32 weights: 16 GiB, over the default 1 GiB.
+		{[]bench.QuantShape{{33, 128}, {65536, 65536}}, 0, "bench quant 65536x65536: quantized_linear/M=1,N=65536,K=65536/int4,g=64: buffers hold 2305 MiB, over the 1024 MiB cap"},
+		{[]bench.QuantShape{{33, 128}, {4096, 4096}}, 32 << 20, "over the 32 MiB cap (--max-buffer-mib)"},
+		{[]bench.QuantShape{{33, 128}, {1, 1 << 25}}, 0, "bench quant 1x33554432: N×K 33554432: want 1..16777216"},
+	} {
+		rs, err := bench.Quant(ctx, tg, roof, db, bench.QuantOptions{Threads: 1, Shapes: c.shapes, Group: 64, MaxBufferBytes: c.max, Tune: tune, Final: quick})
+		if err == nil || len(rs) != 0 || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("quant %v, cap %d: %d results, error %v, want %q", c.shapes, c.max, len(rs), err, c.want)
+		}
+	}
+	for _, c := range []struct {
+		seqs []int64
+		max  int64
+		want string
+	}{
+		// q, k, v and out of 2^22 tokens × 32 heads × 128: 64 GiB and more.
+		{[]int64{17, 1 << 22}, 0, "bench prefill attention seq 4194304: attention"},
+		{[]int64{17, 4096}, 16 << 20, "over the 16 MiB cap (--max-buffer-mib)"},
+		{[]int64{17, 1 << 40}, 0, "sequence length 1099511627776: want 1..16777216"},
+	} {
+		rs, err := bench.PrefillAttention(ctx, tg, roof, db, bench.PrefillOptions{Threads: 1, Seqs: c.seqs, MaxBufferBytes: c.max, Tune: tune, Final: quick})
+		if err == nil || len(rs) != 0 || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("prefill %v, cap %d: %d results, error %v, want %q", c.seqs, c.max, len(rs), err, c.want)
+		}
+	}
+}

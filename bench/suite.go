@@ -126,8 +126,9 @@ type SuiteOptions struct {
 	Slow *regexp.Regexp
 	// MaxBufferBytes skips kernels whose buffers exceed it (default 1 GiB):
 	// the f32 lm_head and embedding of an 8B model hold 2 GiB each, and the
-	// harness keeps copies of every buffer. The paged_attention and layer
-	// suites refuse to start past it instead (their flags chose the size).
+	// harness keeps copies of every buffer. The paged_attention, quant,
+	// prefill_attention and layer suites refuse to start past it instead
+	// (their flags chose the size).
 	MaxBufferBytes int64
 	// CostModelData are the cost-model datasets of the tuning suite (JSONL,
 	// see costmodel/testdata); SearchSeeds the seeds each simulated search

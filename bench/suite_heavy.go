@@ -59,14 +59,14 @@ func runPaged(ctx context.Context, env *Env) (EntryResult, error) {
 func runQuant(ctx context.Context, env *Env) (EntryResult, error) {
 	return runPerThreads(ctx, env, SuiteQuant, func(ctx context.Context, th int) ([]QuantResult, error) {
 		return Quant(ctx, env.Target, env.Roofline, env.Results, QuantOptions{Threads: th, Shapes: env.Opts.QuantShapes,
-			Tune: env.tuneOptions(), Final: env.Opts.Run, Log: env.Opts.Log})
+			Tune: env.tuneOptions(), Final: env.Opts.Run, MaxBufferBytes: env.Opts.MaxBufferBytes, Log: env.Opts.Log})
 	}, (*QuantResult).benchResults, WriteQuantTable)
 }
 
 func runPrefill(ctx context.Context, env *Env) (EntryResult, error) {
 	return runPerThreads(ctx, env, SuitePrefill, func(ctx context.Context, th int) ([]PrefillResult, error) {
 		return PrefillAttention(ctx, env.Target, env.Roofline, env.Results, PrefillOptions{Threads: th, Seqs: env.Opts.PrefillSeqs,
-			Tune: env.tuneOptions(), Final: env.Opts.Run, Log: env.Opts.Log})
+			Tune: env.tuneOptions(), Final: env.Opts.Run, MaxBufferBytes: env.Opts.MaxBufferBytes, Log: env.Opts.Log})
 	}, (*PrefillResult).benchResults, WritePrefillTable)
 }
 
@@ -173,8 +173,8 @@ func ParseQuantShapes(items []string) ([]QuantShape, error) {
 		n, k, ok := strings.Cut(strings.ToLower(it), "x")
 		nv, nerr := strconv.ParseInt(n, 10, 64)
 		kv, kerr := strconv.ParseInt(k, 10, 64)
-		if !ok || nerr != nil || kerr != nil || nv < 1 || kv < 1 {
-			return nil, fmt.Errorf("shape %d %q: want NxK with positive N and K", i+1, it)
+		if !ok || nerr != nil || kerr != nil || nv < 1 || kv < 1 || nv > MaxExtent || kv > MaxExtent {
+			return nil, fmt.Errorf("shape %d %q: want NxK with N and K in 1..%d", i+1, it, MaxExtent)
 		}
 		out = append(out, QuantShape{N: nv, K: kv})
 	}
@@ -184,11 +184,17 @@ func ParseQuantShapes(items []string) ([]QuantShape, error) {
 	return out, nil
 }
 
-// checkPositive rejects a list with a value below 1.
-func checkPositive(what string, vs []int64) error {
+// MaxExtent bounds each extent the heavy suites take from their options
+// (N and K, sequence lengths, contexts, block sizes): a product of a few
+// of them stays inside an int64, so the --max-buffer-mib check sees a
+// workload's true buffer sizes, not wrapped ones.
+const MaxExtent = 1 << 24
+
+// checkExtents rejects a list with a value outside 1..MaxExtent.
+func checkExtents(what string, vs ...int64) error {
 	for _, v := range vs {
-		if v < 1 {
-			return fmt.Errorf("%s %d: want ≥ 1", what, v)
+		if v < 1 || v > MaxExtent {
+			return fmt.Errorf("%s %d: want 1..%d", what, v, MaxExtent)
 		}
 	}
 	return nil
@@ -197,6 +203,6 @@ func checkPositive(what string, vs []int64) error {
 // checkHeavy validates the heavy suites' options before anything is
 // measured.
 func (o SuiteOptions) checkHeavy() error {
-	return errors.Join(checkPositive("block size", o.BlockSizes), checkPositive("context", o.Contexts),
-		checkPositive("prefill sequence length", o.PrefillSeqs))
+	return errors.Join(checkExtents("block size", o.BlockSizes...), checkExtents("context", o.Contexts...),
+		checkExtents("prefill sequence length", o.PrefillSeqs...))
 }

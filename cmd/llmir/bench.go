@@ -102,7 +102,7 @@ flagged. Rows measured so are real measurements of a slower schedule.`,
 	f.Duration("min-time", 0, "timed budget per candidate (0: the protocol's 100ms)")
 	f.Duration("warmup", 0, "warm-up per candidate (0: the protocol's 25ms)")
 	f.Uint64("seed", 1, "seed of inputs and searches")
-	f.Int64("max-buffer-mib", 1024, "kernels: skip kernels whose buffers exceed this many MiB; paged_attention, layer: refuse to run past it")
+	f.Int64("max-buffer-mib", 1024, "kernels: skip kernels whose buffers exceed this many MiB; paged_attention, quant, prefill_attention, layer: refuse to run past it")
 	f.StringSlice("costmodel-data", []string{"costmodel/testdata/*.jsonl"}, "cost-model datasets of the tuning suite (globs)")
 	f.Int("search-seeds", 10, "seeds each simulated search order of the tuning suite is averaged over")
 	f.String("tune-preset", "llama-tiny", "model the nightly tunes")
@@ -195,8 +195,8 @@ func runBenchSuite(cmd *cobra.Command, args []string) error {
 			return fmt.Errorf("%s: no values given", c.flag)
 		}
 		for _, v := range c.vs {
-			if v < 1 {
-				return fmt.Errorf("%s %d: want ≥ 1", c.flag, v)
+			if v < 1 || v > bench.MaxExtent {
+				return fmt.Errorf("%s %d: want 1..%d", c.flag, v, bench.MaxExtent)
 			}
 		}
 	}

@@ -145,7 +145,7 @@ func TestBenchSuiteErrors(t *testing.T) {
 		{[]string{"--suite", "kernels", "--floor", "0", "--k", "0"}, "--window/--floor/--k"},
 		{[]string{"--suite", "tuning", "--costmodel-data", "nowhere/*.jsonl"}, `--costmodel-data "nowhere/*.jsonl": no such dataset`},
 		{[]string{"--suite", "kernels", "extra"}, "unknown command"},
-		{[]string{"--suite", "paged_attention", "--block-sizes", "16,0"}, "--block-sizes 0: want ≥ 1"},
+		{[]string{"--suite", "paged_attention", "--block-sizes", "16,0"}, "--block-sizes 0: want 1..16777216"},
 		{[]string{"--suite", "paged_attention", "--contexts", "-4"}, "--contexts -4"},
 		{[]string{"--suite", "paged_attention", "--kv-mib", "-1"}, "--kv-mib -1"},
 		{[]string{"--suite", "paged_attention", "--closing-runs", "101"}, "--closing-runs 101: want 1..100"},
@@ -154,6 +154,12 @@ func TestBenchSuiteErrors(t *testing.T) {
 		{[]string{"--suite", "quant", "--quant-shapes", "", "--trials", "0"}, `--quant-shapes: no shapes given`},
 		{[]string{"--suite", "quant", "--trials", "0"}, "--trials 0"},
 		{[]string{"--suite", "prefill_attention", "--prefill-seqs", "0"}, "--prefill-seqs 0"},
+		// Past 2^24 a workload's buffer sizes could wrap an int64 and slip
+		// under the --max-buffer-mib check (--floor 0 --k 0 stops a
+		// regression before it measures).
+		{[]string{"--suite", "prefill_attention", "--prefill-seqs", "16777217", "--floor", "0", "--k", "0"}, "--prefill-seqs 16777217: want 1..16777216"},
+		{[]string{"--suite", "paged_attention", "--contexts", "4611686018427387904", "--floor", "0", "--k", "0"}, "--contexts 4611686018427387904: want 1..16777216"},
+		{[]string{"--suite", "quant", "--quant-shapes", "1x16777217", "--floor", "0", "--k", "0"}, `--quant-shapes: shape 1 "1x16777217": want NxK with N and K in 1..16777216`},
 		{[]string{"--suite", "layer", "--layer-preset", "gpt-9"}, `--layer-preset "gpt-9": want a preset name`},
 		{[]string{"--suite", "layer", "--layer-context", "0"}, "--layer-context 0"},
 	} {
