@@ -137,6 +137,30 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 }
 
+// TestImportBadOptions: a 0 or negative size is an error naming the flag
+// (hf.Options reads 0 as its default, and --block-size 0 used to import
+// with 16 as if the flag had been left out).
+func TestImportBadOptions(t *testing.T) {
+	dir := isolate(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--block-size", "0"}, "--block-size 0: want ≥ 1"},
+		{[]string{"--block-size", "-16"}, "--block-size -16: want ≥ 1"},
+		{[]string{"--block-size", "2048"}, "block size 2048 out of range 1…1024"},
+		{[]string{"--tensor-parallel", "0"}, "--tensor-parallel 0: want ≥ 1"},
+		{[]string{"--prefill-seq", "0"}, "--prefill-seq 0: want ≥ 1"},
+		{[]string{"--decode-batch", "0"}, "--decode-batch 0: want ≥ 1"},
+		{[]string{"--decode-context", "-1"}, "--decode-context -1: want ≥ 0"},
+	} {
+		out, _, err := runCLI(t, dir, append([]string{"import", "--preset", "llama-tiny"}, c.args...)...)
+		if err == nil || !strings.Contains(err.Error(), c.want) || out != "" {
+			t.Errorf("%v: error %v, want %q (and no module printed, got %d bytes)", c.args, err, c.want, len(out))
+		}
+	}
+}
+
 func TestVersion(t *testing.T) {
 	out, _, err := runCLI(t, isolate(t), "version")
 	if err != nil || !strings.HasPrefix(out, "llmir ") {

@@ -104,6 +104,19 @@ built-in preset: ` + strings.Join(hf.Presets(), ", ") + `.`,
 			if (hfConfig == "") == (preset == "") {
 				return fmt.Errorf("give exactly one of --hf-config FILE or --preset NAME")
 			}
+			// hf.Options reads 0 as "the default", so --block-size 0 used
+			// to import with 16 as if the flag had not been given.
+			for _, c := range []struct {
+				flag string
+				v    int64
+			}{{"--block-size", opts.BlockSize}, {"--tensor-parallel", opts.TensorParallel}, {"--prefill-seq", opts.PrefillSeq}, {"--decode-batch", opts.DecodeBatch}} {
+				if c.v < 1 {
+					return fmt.Errorf("%s %d: want ≥ 1", c.flag, c.v)
+				}
+			}
+			if opts.DecodeContext < 0 {
+				return fmt.Errorf("--decode-context %d: want ≥ 0 (0: min(max_position_embeddings, 4096))", opts.DecodeContext)
+			}
 			var (
 				cfg  *hf.Config
 				name string
@@ -136,7 +149,7 @@ built-in preset: ` + strings.Join(hf.Presets(), ", ") + `.`,
 	f.StringVar(&hfConfig, "hf-config", "", "Hugging Face config.json to import")
 	f.StringVar(&preset, "preset", "", "built-in model: "+strings.Join(hf.Presets(), ", "))
 	f.StringVarP(&out, "output", "o", "", "output file (default: standard output)")
-	f.Int64Var(&opts.BlockSize, "block-size", 16, "KV cache block size in tokens")
+	f.Int64Var(&opts.BlockSize, "block-size", 16, "KV cache block size in tokens (1..1024)")
 	f.Int64Var(&opts.TensorParallel, "tensor-parallel", 1, "shard attention heads and the MLP over this many ranks")
 	f.Int64Var(&opts.PrefillSeq, "prefill-seq", 512, "typical prompt length, recorded for llmir tasks")
 	f.Int64Var(&opts.DecodeBatch, "decode-batch", 1, "typical decode batch, recorded for llmir tasks")
