@@ -20,7 +20,8 @@
 // turns a module into the distinct workloads to tune: op group, shapes with
 // dynamic dims bucketed (powers of two up to 8192, then multiples of 8192),
 // element types and codegen attributes, keyed by the SHA-256 of canonical
-// JSON.
+// JSON. Dims are given by name only; CheckDims refuses a name the module
+// lacks, and an unnamed dim (?) must be named in its types to get a value.
 //
 // Design choice: weights are llmir.param ops (named as in the checkpoint)
 // rather than function arguments, so a 32-layer model's signature stays

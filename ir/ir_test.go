@@ -262,6 +262,66 @@ func TestTasksRefuseUnbucketableDims(t *testing.T) {
 	}
 }
 
+// TestCheckDims: a dims setting naming no dynamic dim of the module is an
+// error listing the names it has (it used to be ignored, the functions'
+// typical values taking its place); an unnamed dim's error says how to
+// give it a value, which the old "--dims ?=N" advice did not.
+func TestCheckDims(t *testing.T) {
+	m, err := hf.ImportPreset("llama-tiny", hf.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names, unnamed := ir.DimNames(m); strings.Join(names, ",") != "batch,max_blocks,seq" || unnamed {
+		t.Errorf("DimNames(llama-tiny) = %v, unnamed %v", names, unnamed)
+	}
+	if err := ir.CheckDims(m, map[string]int64{"seq": 4, "batch": 2, "max_blocks": 8}); err != nil {
+		t.Errorf("known dims: %v", err)
+	}
+	err = ir.CheckDims(m, map[string]int64{"seq": 4, "nosuch": 4, "Seq": 2})
+	if want := "no dynamic dim named Seq, nosuch in the module (its dynamic dims: batch, max_blocks, seq)"; err == nil || err.Error() != want {
+		t.Errorf("unknown dims: error %v, want %q", err, want)
+	}
+
+	data, err := os.ReadFile(filepath.Join("testdata", "golden", "generic.mlir"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := ir.Parse("generic.mlir", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ir.InferShapes(g); err != nil {
+		t.Fatal(err)
+	}
+	if names, unnamed := ir.DimNames(g); len(names) != 0 || !unnamed {
+		t.Errorf("DimNames(generic.mlir) = %v, unnamed %v", names, unnamed)
+	}
+	err = ir.CheckDims(g, map[string]int64{"?": 4})
+	if err == nil || !strings.Contains(err.Error(), "no dynamic dim named ? in the module (it has no named dynamic dim; its unnamed ? dims take no value from --dims: name the dim") {
+		t.Errorf("--dims ?=4 on unnamed dims: error %v", err)
+	}
+	_, err = ir.Tasks(g, nil)
+	if err == nil || strings.Contains(err.Error(), "--dims ?=N") || !strings.Contains(err.Error(), `a dynamic dim without a name (?) has no value: name the dim in the tensor types that carry it, e.g. tensor<?x4xf32, #llmir.dims<["seq"]>>, then give it with --dims seq=N`) {
+		t.Errorf("tasks of unnamed dims: error %v", err)
+	}
+	// The advice works: named, the dim takes its value from --dims.
+	named := strings.ReplaceAll(string(data), "tensor<?x4xf32>", `tensor<?x4xf32, #llmir.dims<["seq"]>>`)
+	if g, err = ir.Parse("named.mlir", []byte(named)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ir.InferShapes(g); err != nil {
+		t.Fatal(err)
+	}
+	dims := map[string]int64{"seq": 3}
+	if err := ir.CheckDims(g, dims); err != nil {
+		t.Fatal(err)
+	}
+	tasks, err := ir.Tasks(g, dims)
+	if err != nil || len(tasks) != 2 || tasks[0].Workload.Name() != "llmir.rms_norm(4x4xf32, 4xf32)" {
+		t.Errorf("tasks of the named module: %v, %v", tasks, err)
+	}
+}
+
 func TestTasksOfPresets(t *testing.T) {
 	type lin struct{ n, k int64 }
 	for _, c := range []struct {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -127,6 +128,82 @@ func (w Workload) Name() string {
 	return strings.Join(w.Group, "+") + "(" + strings.Join(in, ", ") + ")"
 }
 
+// nameDimHint says how an unnamed dynamic dim gets a value.
+const nameDimHint = `name the dim in the tensor types that carry it, e.g. tensor<?x4xf32, #llmir.dims<["seq"]>>, then give it with --dims seq=N (or the function's llmir.dims)`
+
+// DimNames lists the names of m's dynamic dims — those of its values'
+// tensor types and of its functions' llmir.dims attributes — sorted, and
+// reports whether m also has unnamed ones ("?" without a name).
+func DimNames(m *Module) (names []string, unnamed bool) {
+	seen := map[string]bool{}
+	typ := func(t Type) {
+		tt, ok := t.(TensorType)
+		if !ok {
+			return
+		}
+		for _, d := range tt.Shape {
+			switch {
+			case !d.IsDynamic():
+			case d.Sym == "":
+				unnamed = true
+			default:
+				seen[d.Sym] = true
+			}
+		}
+	}
+	for _, f := range m.Funcs {
+		if a, ok := f.Attrs.Get(DimsAttr); ok {
+			if d, ok := a.(DictAttr); ok {
+				for _, e := range d {
+					seen[e.Name] = true
+				}
+			}
+		}
+		for _, a := range f.Args {
+			typ(a.Type)
+		}
+		for _, t := range f.Results {
+			typ(t)
+		}
+		for _, op := range f.Body {
+			for _, v := range op.Results {
+				typ(v.Type)
+			}
+		}
+	}
+	for n := range seen {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names, unnamed
+}
+
+// CheckDims refuses a dims setting that names no dynamic dim of m, listing
+// the names m has: Tasks and Partition look dims up by name only, so a
+// misspelt or foreign name was ignored and the functions' typical values
+// used in its place.
+func CheckDims(m *Module, dims map[string]int64) error {
+	names, unnamed := DimNames(m)
+	var unknown []string
+	for k := range dims {
+		if _, found := slices.BinarySearch(names, k); !found {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	sort.Strings(unknown)
+	has := "its dynamic dims: " + strings.Join(names, ", ")
+	if len(names) == 0 {
+		has = "it has no named dynamic dim"
+	}
+	if unnamed {
+		has += "; its unnamed ? dims take no value from --dims: " + nameDimHint
+	}
+	return fmt.Errorf("no dynamic dim named %s in the module (%s)", strings.Join(unknown, ", "), has)
+}
+
 // Task is a distinct workload and where it occurs.
 type Task struct {
 	Workload Workload
@@ -192,13 +269,14 @@ func workloadOf(op *Op, def *OpDef, env map[string]int64) (Workload, error) {
 					s.Shape[i] = d.Size
 					continue
 				}
+				if d.Sym == "" {
+					// No --dims can reach a dim without a name (and "?=N"
+					// would give every unnamed dim of the module one value).
+					return s, errorf(op.Loc, "%s: a dynamic dim without a name (?) has no value: %s", op.Name, nameDimHint)
+				}
 				n, ok := env[d.Sym]
-				if d.Sym == "" || !ok {
-					name := d.Sym
-					if name == "" {
-						name = "?"
-					}
-					return s, errorf(op.Loc, "%s: dynamic dim %s has no value: give it with --dims %s=N", op.Name, name, name)
+				if !ok {
+					return s, errorf(op.Loc, "%s: dynamic dim %s has no value: give it with --dims %s=N", op.Name, d.Sym, d.Sym)
 				}
 				if n > MaxBucketed {
 					return s, errorf(op.Loc, "%s: dynamic dim %s = %d is past the largest shape bucket %d", op.Name, d.Sym, n, int64(MaxBucketed))

@@ -105,6 +105,37 @@ func TestErrorsNamePositions(t *testing.T) {
 	}
 }
 
+// TestTasksUnknownDims: a --dims name the module lacks is an error listing
+// the names it has, with or without fusion (it used to be ignored); an
+// unnamed dim's errors say to name it, not to give "--dims ?=N".
+func TestTasksUnknownDims(t *testing.T) {
+	dir := isolate(t)
+	generic, err := filepath.Abs("../../ir/testdata/golden/generic.mlir")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCLI(t, dir, "import", "--preset", "llama-tiny", "-o", "tiny.mlir"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"tasks", "tiny.mlir", "--dims", "nosuch=4"}, "--dims: tiny.mlir: no dynamic dim named nosuch in the module (its dynamic dims: batch, max_blocks, seq)"},
+		{[]string{"tasks", "tiny.mlir", "--fusion=false", "--dims", "seq=4,nosuch=4"}, "no dynamic dim named nosuch"},
+		{[]string{"tasks", generic, "--dims", "?=4"}, "no dynamic dim named ? in the module (it has no named dynamic dim; its unnamed ? dims take no value from --dims: name the dim"},
+		{[]string{"tasks", generic}, "a dynamic dim without a name (?) has no value: name the dim in the tensor types that carry it"},
+	} {
+		_, _, err := runCLI(t, "", c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("llmir %v: error %v, want %q", c.args, err, c.want)
+		}
+	}
+	if _, _, err := runCLI(t, "", "tasks", "tiny.mlir", "--dims", "seq=4,batch=2,max_blocks=8"); err != nil {
+		t.Errorf("known dims: %v", err)
+	}
+}
+
 // TestConfigPrecedence: flag > LLMIR_* environment > llmir.yaml > default.
 func TestConfigPrecedence(t *testing.T) {
 	dir := isolate(t)

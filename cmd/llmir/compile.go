@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"llmir/ir"
 	"llmir/ir/hf"
 	"llmir/search"
 	"llmir/target/cpu"
@@ -132,6 +133,14 @@ func runCompile(cmd *cobra.Command, args []string) error {
 	m, name, err := loadModel(cmd, args)
 	if err != nil {
 		return err
+	}
+	if err := ir.CheckDims(m, dims); err != nil {
+		return fmt.Errorf("--dims: %s: %w", name, err)
+	}
+	for _, b := range buckets {
+		if err := ir.CheckDims(m, b); err != nil {
+			return fmt.Errorf("--buckets: %s: %w", name, err)
+		}
 	}
 	ctx := cmd.Context()
 	stack, err := tuningdb.OpenStack(ctx, dbPath, !noPre)

@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -228,14 +227,9 @@ each covers and, per alternative, its workloads with their keys.`,
   llmir tasks llama3.mlir --fusion=false`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			env := map[string]int64{}
-			for _, d := range dims {
-				k, v, ok := strings.Cut(d, "=")
-				n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-				if !ok || err != nil || n < 1 || strings.TrimSpace(k) == "" {
-					return fmt.Errorf("--dims: %q is not NAME=N with N ≥ 1", d)
-				}
-				env[strings.TrimSpace(k)] = n
+			env, err := parseDims("dims", dims)
+			if err != nil {
+				return err
 			}
 			if groups && !fusion {
 				return fmt.Errorf("--groups shows the fusion partition: it cannot be combined with --fusion=false")
@@ -246,6 +240,9 @@ each covers and, per alternative, its workloads with their keys.`,
 			}
 			if err := ir.InferShapes(m); err != nil {
 				return err
+			}
+			if err := ir.CheckDims(m, env); err != nil {
+				return fmt.Errorf("--dims: %s: %w", args[0], err)
 			}
 			var tasks []ir.Task
 			if fusion {

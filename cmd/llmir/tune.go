@@ -177,6 +177,9 @@ func runTune(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := ir.CheckDims(m, dims); err != nil {
+		return fmt.Errorf("--dims: %s: %w", name, err)
+	}
 	ctx := cmd.Context()
 	var (
 		tg      *cpu.Target

@@ -184,6 +184,11 @@ func TestTuneCompileErrors(t *testing.T) {
 		{[]string{"compile", "--preset", "llama-tiny", "-o", "x", "--gpu", "sm_90"}, "--gpu needs --target cuda"},
 		{[]string{"tune", "--preset", "llama-tiny", "--strategy", "annealing"}, "--strategy"},
 		{[]string{"tune", "--preset", "llama-tiny", "--dims", "seq"}, "NAME=N"},
+		// A name the module lacks is an error listing its names (notes.db
+		// stops a regression before it tunes or compiles).
+		{[]string{"tune", "--preset", "llama-tiny", "--dims", "nosuch=4", "--db", "notes.db"}, "--dims: llama-tiny: no dynamic dim named nosuch in the module (its dynamic dims: batch, max_blocks, seq)"},
+		{[]string{"compile", "--preset", "llama-tiny", "--dims", "seq=4,nosuch=4", "--db", "notes.db", "-o", "x"}, "--dims: llama-tiny: no dynamic dim named nosuch"},
+		{[]string{"compile", "--preset", "llama-tiny", "--buckets", "sequence=16", "--db", "notes.db", "-o", "x"}, "--buckets: llama-tiny: no dynamic dim named sequence"},
 		{[]string{"tune", "--preset", "nope"}, "unknown preset"},
 		{[]string{"tune", "missing.mlir"}, "missing.mlir"},
 		{[]string{"compile", "--preset", "llama-tiny"}, "-o DIR"},
