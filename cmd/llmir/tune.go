@@ -226,10 +226,12 @@ func runTune(cmd *cobra.Command, args []string) error {
 	if res == nil {
 		return err
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, search.ErrNoTasks) {
 		// Interrupted or failed part-way: what was measured is recorded;
-		// print it, then report the error.
-		fmt.Fprintf(cmd.ErrOrStderr(), "tune stopped: %v (measurements so far are in %s; rerun to resume)\n", err, db.Path())
+		// print it, then report the error. The error is returned, not
+		// printed here: main prints it, and an interrupted tune showed
+		// it twice.
+		err = fmt.Errorf("tune stopped: %w (measurements so far are in %s; rerun to resume)", err, db.Path())
 	}
 	if asJSON {
 		if perr := printJSON(cmd.OutOrStdout(), struct {

@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"llmir/search"
@@ -157,6 +161,52 @@ func TestTuneAndCompile(t *testing.T) {
 	}
 	if strings.Contains(out, `"from": "user"`) || !strings.Contains(out, `"from": "default"`) {
 		t.Errorf("compile without a database:\n%s", out)
+	}
+}
+
+// cancelAtStep collects stderr and cancels the run at the tuner's first
+// step line, as a SIGINT part-way through a tune does.
+type cancelAtStep struct {
+	bytes.Buffer
+	cancel context.CancelFunc
+	once   sync.Once
+}
+
+func (c *cancelAtStep) Write(p []byte) (int, error) {
+	n, err := c.Buffer.Write(p)
+	if bytes.HasPrefix(p, []byte("step ")) {
+		c.once.Do(c.cancel)
+	}
+	return n, err
+}
+
+// TestTuneInterruptedErrorOnce: an interrupted tune prints what it
+// measured and returns the interruption once, saying where the
+// measurements are (main prints it); it used to print the same error to
+// stderr as well, so the user saw it twice.
+func TestTuneInterruptedErrorOnce(t *testing.T) {
+	cputest.Need(t, "gcc")
+	t.Chdir(isolate(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cmd := newRootCmd()
+	var out bytes.Buffer
+	stderr := &cancelAtStep{cancel: cancel}
+	cmd.SetArgs([]string{"tune", "--preset", "llama-tiny", "--only", "linear", "--dims", "seq=4", "--trials", "100",
+		"--batch", "2", "--min-time", "1ms", "--confirm", "0", "--db", "tune.db"})
+	cmd.SetOut(&out)
+	cmd.SetErr(stderr)
+	cmd.SetIn(strings.NewReader(""))
+	err := cmd.ExecuteContext(ctx)
+	if !errors.Is(err, context.Canceled) || !strings.HasPrefix(err.Error(), "tune stopped: ") ||
+		!strings.Contains(err.Error(), "tune.db; rerun to resume)") {
+		t.Fatalf("error %v, want the interruption with where the measurements are\nstderr:\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "step 1: ") || strings.Contains(stderr.String(), "canceled") || strings.Contains(stderr.String(), "tune stopped") {
+		t.Errorf("stderr repeats the error or lacks the step log:\n%s", stderr.String())
+	}
+	if !strings.Contains(out.String(), "model llama-tiny: ") {
+		t.Errorf("the table of what was measured is missing:\n%s", out.String())
 	}
 }
 
