@@ -212,9 +212,9 @@ type LinearBias struct {
 	Linear // M, N, K, MBucket; IR is the workload when made from one
 }
 
-// Name is "linear+bias/M=…,N=…,K=…/f32".
+// Name is "linear+bias/M=…,N=…,K=…/f32" (or /bf16, /f16).
 func (l LinearBias) Name() string {
-	return fmt.Sprintf("linear+bias/M=%d,N=%d,K=%d/f32", l.M, l.N, l.K)
+	return fmt.Sprintf("linear+bias/M=%d,N=%d,K=%d/%s", l.M, l.N, l.K, l.DType)
 }
 
 // Def is out = sum(k, a[i, k] * w[j, k]) (a temporary) and y[i, j] =
@@ -225,11 +225,11 @@ func (l LinearBias) Def() (*schedule.Def, error) {
 	}
 	M, N, K := schedule.Dynamic("M", l.bucket()), schedule.Static(l.N), schedule.Static(l.K)
 	i, j, k := schedule.NewAxis("i", M), schedule.NewAxis("j", N), schedule.NewAxis("k", K)
-	a := schedule.Input("a", schedule.F32, M, K)
-	w := schedule.Input("w", schedule.F32, N, K)
-	b := schedule.Input("b", schedule.F32, N)
+	a := schedule.Input("a", l.DType, M, K)
+	w := schedule.Input("w", l.DType, N, K)
+	b := schedule.Input("b", l.DType, N)
 	out := schedule.Compute("out", schedule.F32, []schedule.Axis{i, j}, schedule.Sum(k, schedule.Mul(a.At(i, k), w.At(j, k))))
-	y := schedule.Compute("y", schedule.F32, []schedule.Axis{i, j}, schedule.Add(out.At(i, j), b.At(j)))
+	y := schedule.Compute("y", l.DType, []schedule.Axis{i, j}, schedule.Add(out.At(i, j), b.At(j)))
 	return schedule.NewDef("linear_bias", []*schedule.Tensor{a, w, b}, y)
 }
 
@@ -238,15 +238,21 @@ func (l LinearBias) Workload() ir.Workload {
 	if l.IR != nil {
 		return *l.IR
 	}
-	return fusedTokenWorkload([]string{"llmir.linear"}, l.bucket(),
+	w := fusedTokenWorkload([]string{"llmir.linear"}, l.bucket(),
 		[][]int64{{-1, l.K}, {l.N, l.K}, {l.N}}, [][]int64{{-1, l.N}})
+	for _, sigs := range [][]ir.TensorSig{w.Inputs, w.Output} {
+		for i := range sigs {
+			sigs[i].DType = l.DType.String()
+		}
+	}
+	return w
 }
 
 // FLOPs is the GEMM's plus one add per output.
 func (l LinearBias) FLOPs() float64 { return l.Linear.FLOPs() + float64(l.M*l.N) }
 
 // Bytes adds one read of the bias to the linear's traffic.
-func (l LinearBias) Bytes() float64 { return l.Linear.Bytes() + 4*float64(l.N) }
+func (l LinearBias) Bytes() float64 { return l.Linear.Bytes() + float64(l.DType.Size()*l.N) }
 
 // Reference adds the bias to the linear's float64 sums before any
 // rounding, as ref.Linear (the IR evaluator's) does.

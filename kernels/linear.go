@@ -19,6 +19,10 @@ import (
 type Linear struct {
 	M, N, K int64
 	MBucket int64 // 0: M itself
+	// DType stores a, w and out (f32 when zero; bf16 or f16 for a
+	// checkpoint-dtype model); the arithmetic is f32 either way, the 16-bit
+	// values widened as they are loaded (and packed panels held in f32).
+	DType schedule.DType
 	// IR is the module workload the kernel was made from (FromWorkload);
 	// when set it is the kernel's Workload.
 	IR *ir.Workload
@@ -44,12 +48,13 @@ func linearFromWorkload(w ir.Workload) (Kernel, error) {
 	if len(wt.Shape) != 2 || a.Shape[len(a.Shape)-1] != wt.Shape[1] {
 		return nil, fmt.Errorf("activation %v and weight %v do not match", a.Shape, wt.Shape)
 	}
+	dt, err := schedule.ParseDType(a.DType)
 	for _, s := range append(append([]ir.TensorSig{}, w.Inputs...), w.Output...) {
-		if s.DType != "f32" {
-			return nil, unsupported("dtypes %s × %s → %s (the CPU linear kernels are f32; weight-only quantized weights are llmir.quantized_linear)", a.DType, wt.DType, w.Output[0].DType)
+		if err != nil || !dt.Float() || s.DType != a.DType {
+			return nil, unsupported("dtypes %s × %s → %s (the CPU linear kernels store every operand in one of f32, bf16, f16; weight-only quantized weights are llmir.quantized_linear)", a.DType, wt.DType, w.Output[0].DType)
 		}
 	}
-	l := Linear{M: rows(a), N: wt.Shape[0], K: wt.Shape[1], IR: &w}
+	l := Linear{M: rows(a), N: wt.Shape[0], K: wt.Shape[1], DType: dt, IR: &w}
 	if inputs == 3 {
 		if b := w.Inputs[2].Shape; len(b) != 1 || b[0] != l.N {
 			return nil, fmt.Errorf("bias %v, want [%d]", b, l.N)
@@ -66,8 +71,8 @@ func (l Linear) bucket() int64 {
 	return l.M
 }
 
-// Name is "linear/M=…,N=…,K=…/f32".
-func (l Linear) Name() string { return fmt.Sprintf("linear/M=%d,N=%d,K=%d/f32", l.M, l.N, l.K) }
+// Name is "linear/M=…,N=…,K=…/f32" (or /bf16, /f16).
+func (l Linear) Name() string { return fmt.Sprintf("linear/M=%d,N=%d,K=%d/%s", l.M, l.N, l.K, l.DType) }
 
 // Def is out[i, j] = sum(k, a[i, k] * w[j, k]) with i over the dynamic M.
 func (l Linear) Def() (*schedule.Def, error) {
@@ -76,9 +81,9 @@ func (l Linear) Def() (*schedule.Def, error) {
 	}
 	M, N, K := schedule.Dynamic("M", l.bucket()), schedule.Static(l.N), schedule.Static(l.K)
 	i, j, k := schedule.NewAxis("i", M), schedule.NewAxis("j", N), schedule.NewAxis("k", K)
-	a := schedule.Input("a", schedule.F32, M, K)
-	w := schedule.Input("w", schedule.F32, N, K)
-	out := schedule.Compute("out", schedule.F32, []schedule.Axis{i, j}, schedule.Sum(k, schedule.Mul(a.At(i, k), w.At(j, k))))
+	a := schedule.Input("a", l.DType, M, K)
+	w := schedule.Input("w", l.DType, N, K)
+	out := schedule.Compute("out", l.DType, []schedule.Axis{i, j}, schedule.Sum(k, schedule.Mul(a.At(i, k), w.At(j, k))))
 	return schedule.NewDef("linear", []*schedule.Tensor{a, w}, out)
 }
 
@@ -93,10 +98,10 @@ func (l Linear) Workload() ir.Workload {
 	return ir.Workload{
 		Group: []string{"llmir.linear"},
 		Inputs: []ir.TensorSig{
-			{Shape: []int64{b, l.K}, Sym: tok, DType: "f32"},
-			{Shape: []int64{l.N, l.K}, DType: "f32"},
+			{Shape: []int64{b, l.K}, Sym: tok, DType: l.DType.String()},
+			{Shape: []int64{l.N, l.K}, DType: l.DType.String()},
 		},
-		Output:  []ir.TensorSig{{Shape: []int64{b, l.N}, Sym: tok, DType: "f32"}},
+		Output:  []ir.TensorSig{{Shape: []int64{b, l.N}, Sym: tok, DType: l.DType.String()}},
 		Dynamic: map[string]int64{"tokens": b},
 	}
 }
@@ -108,7 +113,9 @@ func (l Linear) Dims() []int64 { return []int64{l.M} }
 func (l Linear) FLOPs() float64 { return 2 * float64(l.M*l.N*l.K) }
 
 // Bytes is one read of a and w and one write of out.
-func (l Linear) Bytes() float64 { return 4 * float64(l.M*l.K+l.N*l.K+l.M*l.N) }
+func (l Linear) Bytes() float64 {
+	return float64(l.DType.Size()) * float64(l.M*l.K+l.N*l.K+l.M*l.N)
+}
 
 // Fill makes the activation periodic (FillPeriodic), so that Reference
 // computes at most PeriodRows rows of dot products: the prefill lm_head's
@@ -164,8 +171,11 @@ func (l Linear) skinny() bool { return l.bucket() <= 16 }
 // (LinearAdd, NormLinear) place their epilogue and prologue at the GEMV
 // template's loops (j0, i0, j1), and a normalized prologue computed per
 // tile would be packed again by this template's transposed copy of a.
+// And only for f32 weights: each element of w is broadcast into an FMA, and
+// a bf16 or f16 one is widened on the way (4 instructions per FMA instead of
+// 1), where the GEMV template widens a whole vector of w once for MR rows.
 func (l Linear) outer(s *schedule.Schedule, hw Hardware) bool {
-	return l.skinny() && hw.lanes() >= 16 && 2*l.bucket() > hw.lanes() && len(s.Def.Stages) == 1
+	return l.skinny() && hw.lanes() >= 16 && 2*l.bucket() > hw.lanes() && len(s.Def.Stages) == 1 && l.DType == schedule.F32
 }
 
 // The outer-product template's rule-based knobs. JU = 8 rows of w: eight

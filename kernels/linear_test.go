@@ -240,3 +240,25 @@ func TestLinearOuterConformance(t *testing.T) {
 		})
 	}
 }
+
+// TestLinearHalfConformance: the linear layer stored in bf16 or f16 (a
+// checkpoint-dtype model) through the conformance suite with each
+// template — GEMV (M ≤ 8), outer product (bucket 16), packed GEMM — and the
+// biased linear, at odd shapes: the 16-bit operands are widened as they are
+// loaded or packed, the sums kept in f32, the output rounded once.
+func TestLinearHalfConformance(t *testing.T) {
+	tg := kerneltest.CPU(t)
+	ks := []kernels.Kernel{
+		kernels.Linear{M: 3, N: 37, K: 45, DType: schedule.BF16},
+		kernels.Linear{M: 13, N: 45, K: 37, MBucket: 16, DType: schedule.BF16},
+		kernels.Linear{M: 19, N: 37, K: 29, MBucket: 32, DType: schedule.BF16},
+		kernels.Linear{M: 2, N: 21, K: 35, DType: schedule.F16},
+		kernels.Linear{M: 23, N: 35, K: 27, MBucket: 32, DType: schedule.F16},
+		kernels.LinearBias{Linear: kernels.Linear{M: 1, N: 19, K: 40, DType: schedule.BF16}},
+	}
+	for i, k := range ks {
+		t.Run(k.Name(), func(t *testing.T) {
+			kerneltest.Run(t, tg, search.CPUHardware(tg.CPU(), 1+i%2), k, kerneltest.Options{Draws: 2, Seed: uint64(i + 21)})
+		})
+	}
+}

@@ -63,7 +63,7 @@ func quantLinearFromWorkload(w ir.Workload) (Kernel, error) {
 	}
 	n, k := wt.Shape[0], wt.Shape[1]
 	if x.DType != "f32" || sc.DType != "f32" {
-		return nil, unsupported("activation %s and scales %s (the quantized kernels read f32)", x.DType, sc.DType)
+		return nil, unsupported("activation %s and scales %s must be f32 (the quantized kernels read f32)", x.DType, sc.DType)
 	}
 	if x.Shape[len(x.Shape)-1] != k {
 		return nil, fmt.Errorf("activation %v and weight %v do not match", x.Shape, wt.Shape)

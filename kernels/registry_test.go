@@ -56,9 +56,10 @@ func TestLinearFromWorkload(t *testing.T) {
 
 // TestPresetWorkloadsHaveKernelsOrNone: every workload of the presets, at
 // their checkpoint dtype and in f32, is a kernel or an error wrapping
-// ErrNoKernel (a bf16 linear, an f16 cache), never another error, which
+// ErrNoKernel (a bf16 fused group, an f16 cache), never another error, which
 // stops a whole-model tune or compile (llama-3-8b's bf16 rms_norm+linear and
-// qwen2-7b's biased q/k/v projections did). In f32, every linear of
+// qwen2-7b's biased q/k/v projections did). Every plain linear has a kernel
+// in every dtype. In f32, every linear of
 // qwen2-7b has a kernel, the biased ones LinearBias.
 func TestPresetWorkloadsHaveKernelsOrNone(t *testing.T) {
 	for _, p := range []string{"llama-3-8b", "qwen2-7b", "mistral-7b"} {
@@ -85,8 +86,8 @@ func TestPresetWorkloadsHaveKernelsOrNone(t *testing.T) {
 					if !errors.Is(err, ErrNoKernel) {
 						t.Errorf("%s %s: %s: %v", p, cfg.TorchDtype, task.Workload.Name(), err)
 					}
-					if dtype == "float32" && task.Workload.Group[0] == "llmir.linear" {
-						t.Errorf("%s f32: %s has no kernel: %v", p, task.Workload.Name(), err)
+					if len(task.Workload.Group) == 1 && task.Workload.Group[0] == "llmir.linear" {
+						t.Errorf("%s %s: %s has no kernel: %v", p, cfg.TorchDtype, task.Workload.Name(), err)
 					}
 					continue
 				}
@@ -105,8 +106,9 @@ func TestPresetWorkloadsHaveKernelsOrNone(t *testing.T) {
 }
 
 // TestLinearVariants: a bias of the wrong length and a mismatched weight are
-// malformed (errors naming them); weight_layout "kn" and bf16 are variants
-// without a kernel (ErrNoKernel).
+// malformed (errors naming them); weight_layout "kn" and mixed dtypes are
+// variants without a kernel (ErrNoKernel); bf16 and f16 linears (with or
+// without a bias) are kernels of that dtype.
 func TestLinearVariants(t *testing.T) {
 	sig := func(dt string, s ...int64) ir.TensorSig { return ir.TensorSig{Shape: s, DType: dt} }
 	for _, c := range []struct {
@@ -118,8 +120,9 @@ func TestLinearVariants(t *testing.T) {
 		{"bias length", ir.Workload{Inputs: []ir.TensorSig{sig("f32", 2, 8), sig("f32", 4, 8), sig("f32", 5)}, Output: []ir.TensorSig{sig("f32", 2, 4)}}, false, "bias [5], want [4]"},
 		{"mismatch", ir.Workload{Inputs: []ir.TensorSig{sig("f32", 2, 8), sig("f32", 4, 7)}, Output: []ir.TensorSig{sig("f32", 2, 4)}}, false, "do not match"},
 		{"kn", ir.Workload{Inputs: []ir.TensorSig{sig("f32", 2, 8), sig("f32", 8, 8)}, Output: []ir.TensorSig{sig("f32", 2, 8)}, Attrs: map[string]string{"weight_layout": `"kn"`}}, true, "weight_layout"},
-		{"bf16", ir.Workload{Inputs: []ir.TensorSig{sig("bf16", 2, 8), sig("bf16", 4, 8)}, Output: []ir.TensorSig{sig("bf16", 2, 4)}}, true, "bf16"},
-		{"bf16 bias", ir.Workload{Inputs: []ir.TensorSig{sig("f32", 2, 8), sig("f32", 4, 8), sig("bf16", 4)}, Output: []ir.TensorSig{sig("f32", 2, 4)}}, true, "f32"},
+		{"mixed", ir.Workload{Inputs: []ir.TensorSig{sig("f32", 2, 8), sig("bf16", 4, 8)}, Output: []ir.TensorSig{sig("f32", 2, 4)}}, true, "bf16"},
+		{"mixed bias", ir.Workload{Inputs: []ir.TensorSig{sig("f32", 2, 8), sig("f32", 4, 8), sig("bf16", 4)}, Output: []ir.TensorSig{sig("f32", 2, 4)}}, true, "f32"},
+		{"i32", ir.Workload{Inputs: []ir.TensorSig{sig("i32", 2, 8), sig("i32", 4, 8)}, Output: []ir.TensorSig{sig("i32", 2, 4)}}, true, "i32"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			c.w.Group = []string{"llmir.linear"}
@@ -128,6 +131,21 @@ func TestLinearVariants(t *testing.T) {
 				t.Errorf("FromWorkload = %v, want an error mentioning %q (ErrNoKernel: %v)", err, c.want, c.noKernel)
 			}
 		})
+	}
+	for _, c := range []struct {
+		w    ir.Workload
+		want string
+	}{
+		{ir.Workload{Inputs: []ir.TensorSig{sig("bf16", 2, 8), sig("bf16", 4, 8)}, Output: []ir.TensorSig{sig("bf16", 2, 4)}}, "linear/M=2,N=4,K=8/bf16"},
+		{ir.Workload{Inputs: []ir.TensorSig{sig("f16", 2, 8), sig("f16", 4, 8), sig("f16", 4)}, Output: []ir.TensorSig{sig("f16", 2, 4)}}, "linear+bias/M=2,N=4,K=8/f16"},
+	} {
+		c.w.Group = []string{"llmir.linear"}
+		k, err := FromWorkload(c.w)
+		if err != nil || k.Name() != c.want {
+			t.Errorf("FromWorkload = %v, %v; want kernel %s", k, err, c.want)
+		} else if def, err := k.Def(); err != nil || def.Params()[1].DType.String() != c.w.Inputs[1].DType {
+			t.Errorf("%s: definition %v, %v", c.want, def, err)
+		}
 	}
 }
 

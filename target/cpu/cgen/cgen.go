@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -46,7 +47,8 @@ func Emit(n *schedule.Nest, opt Options) (string, error) {
 	if !ident.MatchString(opt.Entry) {
 		return "", fmt.Errorf("%w: entry name %q is not a C identifier", ErrUnsupported, opt.Entry)
 	}
-	g := &gen{n: n, opt: opt, lanes: int64(opt.VectorBits / 32), reg: map[string]*regInfo{}, pin: map[string]int64{}, noVersion: map[string]bool{}, guarded: map[string]bool{}, bcast: map[int64]bool{}}
+	n = f32Locals(n)
+	g := &gen{n: n, opt: opt, lanes: int64(opt.VectorBits / 32), reg: map[string]*regInfo{}, pin: map[string]int64{}, noVersion: map[string]bool{}, guarded: map[string]bool{}, bcast: map[int64]bool{}, half: map[schedule.DType]bool{}}
 	if err := g.checkNames(); err != nil {
 		return "", err
 	}
@@ -94,6 +96,35 @@ func Emit(n *schedule.Nest, opt Options) (string, error) {
 		}
 	}
 	return g.header() + body, nil
+}
+
+// f32Locals returns n, or a copy of it whose local and register float
+// buffers hold f32 where the schedule gave them a 16-bit type (a cache_read
+// of a bf16 weight): a copy of a bf16 or f16 value into f32 is exact, the
+// kernel's arithmetic is f32 anyway, and a packed panel or register tile
+// read many times is then converted once, where it is copied in.
+func f32Locals(n *schedule.Nest) *schedule.Nest {
+	narrow := func(b *schedule.Buffer) bool {
+		return b.Param < 0 && b.Scope != schedule.Global && b.DType.Float() && b.DType != schedule.F32
+	}
+	if !slices.ContainsFunc(n.Buffers, narrow) {
+		return n
+	}
+	n = n.Clone()
+	for i, b := range n.Buffers {
+		if narrow(b) {
+			c := *b
+			c.DType = schedule.F32
+			n.Buffers[i] = &c
+		}
+	}
+	return n
+}
+
+// vecType reports whether vectors of dt are printed: f32 directly, bf16
+// and f16 converted to and from f32 vectors as they are loaded and stored.
+func vecType(dt schedule.DType) bool {
+	return dt == schedule.F32 || dt == schedule.BF16 || dt == schedule.F16
 }
 
 func maps(a, b map[string]bool) bool {
@@ -195,6 +226,9 @@ type gen struct {
 	// uses; the header prints only those, so kernels without group
 	// broadcasts print as before.
 	bcast map[int64]bool
+	// half: the 16-bit types loaded or stored as vectors (their
+	// conversions are printed in the header).
+	half map[schedule.DType]bool
 	// transpose says the body uses llmir_transpose (transposeCopy).
 	transpose bool
 }
@@ -281,6 +315,7 @@ func (g *gen) header() string {
 		fmt.Fprintf(&b, "static inline llmir_vf llmir_splat(float x) { return (llmir_vf){%s}; }\n", xs)
 		b.WriteString(hsumC(g.lanes))
 		b.WriteString(g.bcastC())
+		b.WriteString(g.halfC())
 		if g.transpose {
 			b.WriteString(transposeC(g.lanes))
 		}
@@ -1279,7 +1314,7 @@ func (g *gen) vecOK(l *schedule.Loop) bool {
 		}
 		in := g.instantiate(b)
 		dst := g.resolve(b.Buf, in.index)
-		if k := g.stride(dst, v); k != 1 || dst.buf.DType != schedule.F32 {
+		if k := g.stride(dst, v); k != 1 || !vecType(dst.buf.DType) {
 			return false
 		}
 		good := g.vecValueOK(in.value, v)
@@ -1300,7 +1335,7 @@ func (g *gen) vecValueOK(e schedule.Expr, v string) bool {
 	case schedule.Load:
 		r := g.resolve(x.Buf, x.Index)
 		k := g.stride(r, v)
-		return k == 0 || (k == 1 && r.buf.DType == schedule.F32) || (g.group(r, v) > 0 && r.buf.DType == schedule.F32)
+		return k == 0 || (k == 1 && vecType(r.buf.DType)) || (g.group(r, v) > 0 && r.buf.DType == schedule.F32)
 	case schedule.Bin:
 		if !isFloatExpr(x) {
 			return !schedule.UsesVar(x, v)
@@ -1498,7 +1533,62 @@ func (g *gen) vecRef(r ref) (func(string) string, string) {
 	}
 	g.notePrefetch(r)
 	p := fmt.Sprintf("&%s[%s]", r.buf.Name, g.cInt(g.offset(r)))
-	return func(v string) string { return "llmir_vstore(" + p + ", " + v + ")" }, "llmir_vload(" + p + ")"
+	load, store := g.vecMem(r.buf.DType)
+	return func(v string) string { return store + "(" + p + ", " + v + ")" }, load + "(" + p + ")"
+}
+
+// vecMem names the vector load and store of a buffer of dt: f32 as it is,
+// bf16 and f16 converted to and from f32 lanes (recorded for the header).
+func (g *gen) vecMem(dt schedule.DType) (load, store string) {
+	switch dt {
+	case schedule.BF16:
+		g.half[dt] = true
+		return "llmir_vload_bf16", "llmir_vstore_bf16"
+	case schedule.F16:
+		g.half[dt] = true
+		return "llmir_vload_f16", "llmir_vstore_f16"
+	}
+	return "llmir_vload", "llmir_vstore"
+}
+
+// widenU16 is, per vector size in bytes, the instructions that load lanes
+// 16-bit values and zero-extend them to 32 bits (vpmovzxwd), and the ISA
+// macro that guards them.
+var widenU16 = map[int]struct{ isa, vec, shift, widen, load string }{
+	64: {"__AVX512F__", "__m512i", "_mm512_slli_epi32", "_mm512_cvtepu16_epi32", "_mm256_loadu_si256"},
+	32: {"__AVX2__", "__m256i", "_mm256_slli_epi32", "_mm256_cvtepu16_epi32", "_mm_loadu_si128"},
+	16: {"__SSE4_1__", "__m128i", "_mm_slli_epi32", "_mm_cvtepu16_epi32", "_mm_loadl_epi64"},
+}
+
+// halfC prints the vector conversions of the 16-bit types the kernel
+// loads or stores as vectors: bf16 widened by a shift, rounded to nearest
+// even on the way back (a NaN kept quiet), as the scalar helpers do; f16
+// through _Float16 vectors (vcvtph2ps / vcvtps2ph).
+func (g *gen) halfC() string {
+	var b strings.Builder
+	bytes := g.opt.VectorBits / 8
+	if g.half[schedule.BF16] {
+		fmt.Fprintf(&b, "typedef uint16_t llmir_vu16 __attribute__((vector_size(%d)));\n", bytes/2)
+		fmt.Fprintf(&b, "typedef uint32_t llmir_vu32 __attribute__((vector_size(%d)));\n", bytes)
+		// gcc splits __builtin_convertvector of 16-bit lanes into halves
+		// (extract, two widenings, insert: 5 instructions for 1); the
+		// ISA's own widening load is used where the width has one.
+		if w, ok := widenU16[bytes]; ok {
+			fmt.Fprintf(&b, "#if defined(%s)\n#include <immintrin.h>\n", w.isa)
+			fmt.Fprintf(&b, "static inline llmir_vf llmir_vload_bf16(const uint16_t *p) { %s u = %s(%s(%s((const void *)p)), 16); llmir_vf f; __builtin_memcpy(&f, &u, sizeof f); return f; }\n#else\n", w.vec, w.shift, w.widen, w.load)
+		}
+		b.WriteString("static inline llmir_vf llmir_vload_bf16(const uint16_t *p) { llmir_vu16 h; __builtin_memcpy(&h, p, sizeof h); llmir_vu32 u = __builtin_convertvector(h, llmir_vu32) << 16; llmir_vf f; __builtin_memcpy(&f, &u, sizeof f); return f; }\n")
+		if _, ok := widenU16[bytes]; ok {
+			b.WriteString("#endif\n")
+		}
+		b.WriteString("static inline void llmir_vstore_bf16(uint16_t *p, llmir_vf v) { llmir_vu32 u; __builtin_memcpy(&u, &v, sizeof u); llmir_vu32 nan = (llmir_vu32)((u & 0x7fffffffu) > 0x7f800000u); llmir_vu32 r = ((u + 0x7fffu + ((u >> 16) & 1u)) >> 16 & ~nan) | (((u >> 16) | 0x40u) & nan); llmir_vu16 h = __builtin_convertvector(r, llmir_vu16); __builtin_memcpy(p, &h, sizeof h); }\n")
+	}
+	if g.half[schedule.F16] {
+		fmt.Fprintf(&b, "typedef _Float16 llmir_vhf __attribute__((vector_size(%d)));\n", bytes/2)
+		b.WriteString("static inline llmir_vf llmir_vload_f16(const uint16_t *p) { llmir_vhf h; __builtin_memcpy(&h, p, sizeof h); return __builtin_convertvector(h, llmir_vf); }\n")
+		b.WriteString("static inline void llmir_vstore_f16(uint16_t *p, llmir_vf v) { llmir_vhf h = __builtin_convertvector(v, llmir_vhf); __builtin_memcpy(p, &h, sizeof h); }\n")
+	}
+	return b.String()
 }
 
 // --- software prefetch --------------------------------------------------------

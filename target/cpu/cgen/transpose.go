@@ -58,10 +58,8 @@ func (g *gen) transposeCopy(l *schedule.Loop, ext0 schedule.Expr) bool {
 		return false
 	}
 	src, dst := g.resolve(ld.Buf, ld.Index), g.resolve(b.Buf, inst.index)
-	for _, r := range []ref{src, dst} {
-		if r.buf.DType != schedule.F32 || g.regOf(r.buf.Name) != nil {
-			return false
-		}
+	if !vecType(src.buf.DType) || dst.buf.DType != schedule.F32 || g.regOf(src.buf.Name) != nil || g.regOf(dst.buf.Name) != nil {
+		return false
 	}
 	if src.buf == dst.buf || g.stride(src, v) != 1 || g.stride(dst, v) == 1 || !g.runs(dst, u) {
 		return false
@@ -87,11 +85,12 @@ func (g *gen) transposeCopy(l *schedule.Loop, ext0 schedule.Expr) bool {
 	g.line("for (int64_t %s = 0; %s < %d; %s += %d) {", v, v, c1.V, v, L)
 	g.ind++
 	g.line("llmir_vf llmir_t[%d];", L)
+	load, _ := g.vecMem(src.buf.DType)
 	for q := range L {
 		if whole {
-			g.line("llmir_t[%d] = llmir_vload(%s);", q, at(src, q, 0))
+			g.line("llmir_t[%d] = %s(%s);", q, load, at(src, q, 0))
 		} else {
-			g.line("llmir_t[%d] = %d < %s_n ? llmir_vload(%s) : llmir_splat(0.0f);", q, q, u, at(src, q, 0))
+			g.line("llmir_t[%d] = %d < %s_n ? %s(%s) : llmir_splat(0.0f);", q, q, u, load, at(src, q, 0))
 		}
 	}
 	g.line("llmir_transpose(llmir_t);")
