@@ -82,9 +82,15 @@ static: deps-go
 precompiled-db: deps-go
 	scripts/precompiled-db.sh $(LLMIR_DB)
 
-# Re-measures the cost model's dataset on this CPU (run on an idle machine).
+# Re-measures the cost model's dataset on this CPU (run on an idle machine):
+# the tuner records the rule-based default and random draws of each workload
+# in a tuning database, and the dataset is exported from it (as
+# `llmir db dataset` does). COSTMODEL_DB=path keeps that database (a rerun
+# resumes from it); by default it is a temporary one.
+COSTMODEL_DB ?=
 costmodel-data: deps-test
 	LLMIR_COSTMODEL_GEN=$(CURDIR)/costmodel/testdata/local2core-llama3.jsonl \
+	  LLMIR_COSTMODEL_DB=$(if $(COSTMODEL_DB),$(abspath $(COSTMODEL_DB))) \
 	  nice -n 10 $(GO) test ./costmodel -count=1 -run '^TestGenerateDataset$$' -v -timeout 30m
 
 clean:

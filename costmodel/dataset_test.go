@@ -1,6 +1,7 @@
 package costmodel_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,25 +13,30 @@ import (
 	"time"
 
 	"llmir/costmodel"
+	"llmir/internal/buildinfo"
 	"llmir/ir"
 	"llmir/ir/hf"
 	"llmir/kernels"
-	"llmir/schedule"
 	"llmir/search"
 	"llmir/target"
 	"llmir/target/cpu"
 	"llmir/target/cpu/cputest"
+	"llmir/tuningdb"
 )
 
 // genShapes are small linear layers (LLMIR_COSTMODEL_SHAPES=default):
-// two decode (GEMV template) and four prefill (GEMM template) shapes.
+// two decode (GEMV template) and four prefill (GEMM template) shapes. M is
+// a shape bucket: the tuning database keys a workload by its bucket, and
+// the export rebuilds the kernel at the bucket's size (the committed
+// local2core-linear2.jsonl was measured with M=96, whose lines carry the
+// M=128 workload).
 var genShapes = []kernels.Linear{
 	{M: 1, N: 512, K: 512},
 	{M: 4, N: 384, K: 768},
 	{M: 16, N: 256, K: 1024},
 	{M: 32, N: 256, K: 512},
 	{M: 64, N: 512, K: 256},
-	{M: 96, N: 384, K: 384},
+	{M: 128, N: 384, K: 384},
 }
 
 // exampleFeatures is the features search scores the example by.
@@ -46,6 +52,7 @@ func transferFeatures(e costmodel.Example, trace json.RawMessage) ([]float64, er
 // genEnv reads the generator's settings (see TestGenerateDataset).
 type genEnv struct {
 	out      string
+	db       string
 	per      int
 	threads  int
 	shapes   string
@@ -57,7 +64,7 @@ type genEnv struct {
 }
 
 func readGenEnv(t *testing.T) genEnv {
-	g := genEnv{out: os.Getenv("LLMIR_COSTMODEL_GEN"), per: 40, threads: 2, preset: "llama-3-8b",
+	g := genEnv{out: os.Getenv("LLMIR_COSTMODEL_GEN"), db: os.Getenv("LLMIR_COSTMODEL_DB"), per: 40, threads: 2, preset: "llama-3-8b",
 		dims: map[string]int64{"batch": 1, "seq": 16}, maxBytes: 600 << 20, perGroup: 1, budget: 15 * time.Minute,
 		shapes: os.Getenv("LLMIR_COSTMODEL_SHAPES")}
 	ints := []struct {
@@ -108,8 +115,11 @@ func genKernels(t *testing.T, g genEnv) []kernels.Kernel {
 			shapes = nil
 			for _, f := range strings.Split(g.shapes, ",") {
 				var l kernels.Linear
-				if _, err := fmt.Sscanf(f, "%dx%dx%d", &l.M, &l.N, &l.K); err != nil {
-					t.Fatalf("LLMIR_COSTMODEL_SHAPES entry %q: want MxNxK: %v", f, err)
+				if _, err := fmt.Sscanf(f, "%dx%dx%d", &l.M, &l.N, &l.K); err != nil || l.M < 1 || l.N < 1 || l.K < 1 {
+					t.Fatalf("LLMIR_COSTMODEL_SHAPES entry %q: want MxNxK, each at least 1 (%v)", f, err)
+				}
+				if b := ir.Bucket(l.M); b != l.M {
+					t.Fatalf("LLMIR_COSTMODEL_SHAPES entry %q: M=%d is not a shape bucket; the database records it as M=%d, and the exported kernel would be that size: give M=%d", f, l.M, b, b)
 				}
 				shapes = append(shapes, l)
 			}
@@ -167,18 +177,24 @@ func genKernels(t *testing.T, g genEnv) []kernels.Kernel {
 	return out
 }
 
-// TestGenerateDataset measures the evaluation dataset: $LLMIR_COSTMODEL_GEN
-// names the output file (make costmodel-data sets it); unset, the test is
-// skipped. By default the workloads are llama-3-8b's (f32) that the tuner
+// TestGenerateDataset measures the evaluation dataset into a tuning
+// database and exports it (search.ExportDataset, as `llmir db dataset`
+// does) to $LLMIR_COSTMODEL_GEN (make costmodel-data sets it); unset, the
+// test is skipped. The database is $LLMIR_COSTMODEL_DB, kept (a rerun
+// resumes: trials already recorded count against the budget, and the
+// export can be repeated with `llmir --db … db dataset`), else a temporary
+// one. By default the workloads are llama-3-8b's (f32) that the tuner
 // tunes, at batch=1, seq=16 (decode GEMVs at full size, prefill as skinny
 // GEMMs), one per op group and function, buffers up to 600 MB (the
 // embedding and lm_head tables are left out): linear at M=1 and 16,
 // rms_norm(+linear), rope, append_kv, attention, paged attention, the
 // fused gate/up+silu·mul, linear+add, elementwise ops, argmax. Per
-// workload: the rule-based default and up to $LLMIR_COSTMODEL_N (40)
-// distinct random draws, at $LLMIR_COSTMODEL_THREADS (2) threads, with
-// short time budgets (5 ms warm-up, 20 ms timed); workloads are measured
-// until $LLMIR_COSTMODEL_BUDGET (15m) has passed. Other settings:
+// workload the tuner (search.Tuner, recording every measurement) measures
+// the rule-based default and up to $LLMIR_COSTMODEL_N (40) distinct random
+// draws (the Random strategy; no confirmation), at
+// $LLMIR_COSTMODEL_THREADS (2) threads, with short time budgets (5 ms
+// warm-up, 20 ms timed); workloads are measured until
+// $LLMIR_COSTMODEL_BUDGET (15m) has passed. Other settings:
 // $LLMIR_COSTMODEL_PRESET, $LLMIR_COSTMODEL_DIMS ("batch=1,seq=16"),
 // $LLMIR_COSTMODEL_PER_GROUP (1), and $LLMIR_COSTMODEL_SHAPES
 // ("1x512x512,32x256x512", or "default" for genShapes) for linear layers
@@ -194,85 +210,57 @@ func TestGenerateDataset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hw := search.CPUHardware(tg.CPU(), g.threads)
+	// The roofline only when already probed: probing takes a minute.
 	var roof *cpu.Roofline
 	if _, err := os.Stat(tg.RooflinePath()); err == nil {
 		if roof, err = tg.Roofline(ctx); err != nil {
 			roof = nil
 		}
 	}
-	dev := search.CostDevice(hw, roof)
-	opts := target.RunOptions{Warmup: 5 * time.Millisecond, Budget: 20 * time.Millisecond, MinSamples: 5, Timeout: 20 * time.Second}
+	dbPath := g.db
+	if dbPath == "" {
+		dbPath = filepath.Join(t.TempDir(), "tuning.db")
+	}
+	db, err := tuningdb.Open(ctx, dbPath, tuningdb.Options{LLMIRVersion: buildinfo.Version()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tu := search.NewCPUTuner(tg, roof, db, search.Options{
+		Budget: search.Budget{Trials: g.per + 1}, Seed: 1, Confirm: -1,
+		Run:     target.RunOptions{Warmup: 5 * time.Millisecond, Budget: 20 * time.Millisecond, MinSamples: 5, Timeout: 20 * time.Second},
+		Command: "go test ./costmodel -run TestGenerateDataset", LLMIRVersion: buildinfo.Version(),
+	})
 	start := time.Now()
-	var all []costmodel.Example
+	var keys []string
 	for _, k := range genKernels(t, g) {
 		if time.Since(start) > g.budget {
 			t.Logf("budget %v spent: %s and later workloads left out", g.budget, k.Name())
 			break
 		}
-		p, err := search.NewProblem(k, 1)
+		res, err := tu.Tune(ctx, search.Task{Kernel: k, Threads: g.threads}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		irJSON, err := json.Marshal(k.Workload())
-		if err != nil {
-			t.Fatal(err)
-		}
-		seen := map[string]bool{}
-		var keys []string
-		var cands []target.Candidate
-		add := func(s *schedule.Schedule) {
-			key, err := search.TraceKey(s)
-			if err != nil || seen[string(key)] {
-				return
-			}
-			c, err := search.NewCandidate(fmt.Sprintf("c%d", len(cands)), k, s, hw)
-			if err != nil {
-				return
-			}
-			seen[string(key)] = true
-			keys = append(keys, string(key))
-			cands = append(cands, c)
-		}
-		defKey := ""
-		if s, err := search.DefaultSchedule(k, hw); err == nil {
-			add(s)
-			if len(keys) == 1 {
-				defKey = keys[0]
+		keys = append(keys, res.Workload.Key)
+		for _, tr := range res.Measured {
+			if m := tr.Measurement; !m.OK() {
+				t.Logf("%s trial %d: %s %s", k.Name(), tr.Index, m.Status, m.Error)
 			}
 		}
-		for seed := uint64(1); len(cands) < g.per+1 && seed < uint64(20*g.per); seed++ {
-			if s, err := search.SampleSchedule(k, hw, seed); err == nil {
-				add(s)
-			}
-		}
-		t0 := time.Now()
-		ms, err := target.Measure(ctx, tg, p, cands, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ok := 0
-		for i, c := range cands {
-			m := ms[c.ID]
-			if m.Status != target.StatusOK {
-				t.Logf("%s %s: %s %s", k.Name(), c.ID, m.Status, m.Error)
-				continue
-			}
-			all = append(all, costmodel.Example{Workload: k.Name(), Key: search.WorkloadOf(k, g.threads).Key, IR: irJSON,
-				Threads: g.threads, Device: dev, Trace: json.RawMessage(keys[i]), Median: m.Median, Default: keys[i] == defKey})
-			ok++
-		}
-		t.Logf("%s: %d of %d candidates ok (%v)", k.Name(), ok, len(cands), time.Since(t0).Round(time.Second))
+		t.Logf("%s: %d measured now (%d ok), %d recorded before (%v)", k.Name(), len(res.Measured), res.Counts[target.StatusOK], res.Resumed, res.Elapsed.Round(time.Second))
 	}
-	if err := os.MkdirAll(filepath.Dir(g.out), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Create(g.out)
+	var buf bytes.Buffer
+	rep, err := search.ExportDataset(ctx, db, &buf, search.DatasetOptions{Device: tu.Device.Hash, Workloads: keys})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	if err := costmodel.WriteDataset(f, all); err != nil {
+	t.Logf("exported %d candidates of %d workloads (%d defaults) from %s; left out %d failed, %d stale %q",
+		rep.Examples, rep.Workloads, rep.Defaults, dbPath, rep.Failed, rep.Stale, rep.StaleReasons)
+	if err := os.MkdirAll(filepath.Dir(g.out), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(g.out, buf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -63,6 +63,12 @@
 //     through the cudakernels generators. NewTuner makes a Tuner for any
 //     backend; ModelOptions.Backend and CompileOptions.Backend select one
 //     (nil: the CPU, as before).
+//   - ExportDataset (`llmir db dataset`): one CPU device's ok records as
+//     the cost model's evaluation dataset (costmodel.Example lines), the
+//     kernel rebuilt from the stored workload, the default flagged by
+//     today's rule; records whose trace no longer replays are counted,
+//     not fatal. costmodel's TestGenerateDataset tunes into a database
+//     and exports it with this.
 //   - NewProblem, NewCandidate (Source under the symbol Entry),
 //     CPUHardware, DeviceOf, WorkloadOf: the one place where a Kernel, a
 //     schedule and a device become a target.Problem, a target.Candidate and

@@ -30,6 +30,7 @@ this binary; lookups try the user's database first.`,
 		Example: `  llmir db stats
   llmir db lookup --workload 3f2a… --device 9c41…
   llmir db export --best 3 -o tuned.jsonl
+  llmir db dataset -o costmodel/testdata/mine.jsonl
   llmir --db other.db db import tuned.jsonl`,
 		Args: cobra.NoArgs,
 	}
@@ -37,6 +38,7 @@ this binary; lookups try the user's database first.`,
 		newDBStatsCmd(),
 		newDBLookupCmd(),
 		newDBExportCmd(),
+		newDBDatasetCmd(),
 		newDBImportCmd(),
 		newDBMergeCmd(),
 		newDBVerifyCmd(),
