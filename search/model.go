@@ -68,6 +68,13 @@ type ModelOptions struct {
 	// default at the end (Options.Confirm; default 3, < 0: off). Under a
 	// time budget the search leaves time for it (Scheduler.Reserve).
 	Confirm int
+	// Replay is how many schedules recorded for each workload on
+	// compatible devices, in DB and in Precompiled, the task measures first
+	// (Options.Replay; default 3, < 0: off).
+	Replay int
+	// Precompiled is the database replayed from after DB (nil: the one
+	// built into llmir, tuningdb.OpenPrecompiled, when Replay is on).
+	Precompiled *tuningdb.DB
 	// Progress receives a progress bar per task and one overall (nil:
 	// none); Log a line per scheduler step (nil: none).
 	Progress io.Writer
@@ -269,10 +276,17 @@ func TuneModel(ctx context.Context, m *ir.Module, o ModelOptions) (*ModelResult,
 	}
 	tu, err := NewTuner(be, o.DB, Options{
 		BatchSize: o.Step, Run: o.Run, Seed: o.Seed, Progress: o.Progress, Command: o.Command,
-		LLMIRVersion: o.LLMIRVersion, Now: o.Now, Confirm: -1,
+		LLMIRVersion: o.LLMIRVersion, Now: o.Now, Confirm: -1, Replay: o.Replay,
 	})
 	if err != nil {
 		return nil, err
+	}
+	tu.Precompiled = o.Precompiled
+	if tu.Precompiled == nil && o.Replay >= 0 {
+		if tu.Precompiled, err = tuningdb.OpenPrecompiled(ctx); err != nil {
+			return nil, fmt.Errorf("tune model: %w", err)
+		}
+		defer tu.Precompiled.Close()
 	}
 	res := &ModelResult{Device: tu.Device.Hash, Threads: o.Threads, Strategy: o.Strategy}
 	model, err := LoadOnlineModel(ctx, o.DB, tu.Device.Hash)

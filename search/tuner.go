@@ -60,7 +60,20 @@ type Options struct {
 	// side with the default, before the best is picked (default 3; < 0
 	// turns the confirmation off).
 	Confirm int
+	// Replay is how many of the best schedules recorded for the workload
+	// on compatible devices — in the user's database (DB) and in
+	// Tuner.Precompiled, by tuningdb.Layered.Ranked — a task measures in its
+	// first batch, before the strategy's proposals (default
+	// DefaultReplay; < 0: none). Only traces not measured on this device
+	// that replay on the kernel and that it accepts on this hardware are
+	// taken.
+	Replay int
 }
+
+// DefaultReplay is Options.Replay's default: a few known-good schedules
+// from other machines cost a few trials and often start the search near
+// its end.
+const DefaultReplay = 3
 
 // WithDefaults fills the zero fields.
 func (o Options) WithDefaults() Options {
@@ -79,6 +92,9 @@ func (o Options) WithDefaults() Options {
 	if o.Confirm == 0 {
 		o.Confirm = 3
 	}
+	if o.Replay == 0 {
+		o.Replay = DefaultReplay
+	}
 	return o
 }
 
@@ -96,10 +112,13 @@ type Task struct {
 type Trial struct {
 	// Index is the order in which the tune considered it: resumed records
 	// first (in database order), then this run's candidates.
-	Index   int             `json:"index"`
-	Default bool            `json:"default,omitempty"`
-	Resumed bool            `json:"resumed,omitempty"`
-	Trace   json.RawMessage `json:"trace"`
+	Index   int  `json:"index"`
+	Default bool `json:"default,omitempty"`
+	Resumed bool `json:"resumed,omitempty"`
+	// Replayed marks a schedule recorded on another device (or in the
+	// precompiled database) and measured here (Options.Replay).
+	Replayed bool            `json:"replayed,omitempty"`
+	Trace    json.RawMessage `json:"trace"`
 	// Measurement's CandidateID is "t<Index>".
 	Measurement target.Measurement `json:"measurement"`
 }
@@ -136,7 +155,10 @@ type Tuner struct {
 	Hardware func(threads int) kernels.Hardware
 	Device   tuningdb.Device
 	DB       *tuningdb.DB
-	Options  Options
+	// Precompiled is the database shipped with llmir, read for schedules
+	// to replay after DB (Options.Replay; nil: DB only).
+	Precompiled *tuningdb.DB
+	Options     Options
 	// Backend prints candidates and names the codegen version of records
 	// (nil: the CPU's C printers and cgen.CodegenVersion).
 	Backend Backend
@@ -213,6 +235,11 @@ func (t *Tuner) Tune(ctx context.Context, task Task, p *target.Problem) (*Result
 		}
 	}
 
+	replays, err := t.replays(ctx, o, k, hw, wl, seen, string(defKey))
+	if err != nil {
+		return nil, fmt.Errorf("tune %s: %w", k.Name(), err)
+	}
+
 	strat := o.NewStrategy(k, hw, o.Seed)
 	res.Strategy = strat.Name()
 	strat.Observe(trials)
@@ -250,6 +277,10 @@ func (t *Tuner) Tune(ctx context.Context, task Task, p *target.Problem) (*Result
 		if b, ok := strat.(batchSizer); ok && b.BatchSize() > 0 {
 			n = min(n, b.BatchSize())
 		}
+		// Replays ride on top of the first batch: the strategy's first
+		// proposals (Evolutionary's transfer among them) are measured
+		// beside them, and the budget bounds them all.
+		n += len(replays)
 		if o.Budget.Trials > 0 {
 			n = min(n, o.Budget.Trials-len(trials))
 		}
@@ -268,6 +299,12 @@ func (t *Tuner) Tune(ctx context.Context, task Task, p *target.Problem) (*Result
 			seen[string(defKey)] = true
 			first = false
 		}
+		replayed := map[string]bool{}
+		for _, r := range replays[:min(len(replays), n-len(props))] {
+			props = append(props, r)
+			seen[r.Key], replayed[r.Key] = true, true
+		}
+		replays = nil
 		more, err := strat.Propose(ctx, n-len(props), seen)
 		if err != nil {
 			loopErr = fmt.Errorf("propose: %w", err)
@@ -279,6 +316,9 @@ func (t *Tuner) Tune(ctx context.Context, task Task, p *target.Problem) (*Result
 			break
 		}
 		batch, err := t.measure(ctx, k, p, props, len(trials), hw, string(defKey))
+		for i := range batch {
+			batch[i].Replayed = replayed[string(batch[i].Trace)]
+		}
 		// Whatever was measured is recorded, even when the context ended
 		// during the batch.
 		if len(batch) > 0 {
@@ -459,6 +499,59 @@ func (t *Tuner) record(ctx context.Context, o Options, wl tuningdb.Workload, run
 	return nil
 }
 
+// replays are up to o.Replay schedules to measure first: the ok records of
+// workload wl on this device's Kind and Compat class in the user's database
+// and then the precompiled one, in tuningdb.Layered.Ranked's order (the
+// lookup's), skipping traces in seen or equal to the default (defKey), and
+// those that do not replay on k or that k refuses on hw (an older design
+// space, another template's knobs): the first cannot be built, the second
+// would only cost a trial as a build error. No log names them: llmir has
+// no debug log, and a skipped record is no fault of this tune. They are
+// measured and validated like any candidate, so a record wrong here never
+// becomes best.
+func (t *Tuner) replays(ctx context.Context, o Options, k kernels.Kernel, hw kernels.Hardware, wl tuningdb.Workload, seen map[string]bool, defKey string) ([]Proposal, error) {
+	if o.Replay <= 0 {
+		return nil, nil
+	}
+	def, err := k.Def()
+	if err != nil {
+		return nil, err
+	}
+	q := tuningdb.Query{WorkloadKey: wl.Key, DeviceHash: t.Device.Hash, Kind: t.Device.Kind, Compat: t.Device.Compat,
+		CodegenVersion: t.codegenVersion()}
+	var out []Proposal
+	skip := func(key string) bool {
+		return key == defKey || seen[key] || slices.ContainsFunc(out, func(p Proposal) bool { return p.Key == key })
+	}
+	for a, err := range tuningdb.NewLayered(t.DB, t.Precompiled).Ranked(ctx, q) {
+		if err != nil {
+			return nil, fmt.Errorf("replay records: %w", err)
+		}
+		if skip(string(compact(a.Record.Trace))) {
+			continue // this device's own records above all: resumed already
+		}
+		tr, err := schedule.ParseTrace(a.Record.Trace)
+		if err != nil {
+			continue
+		}
+		s, err := schedule.Replay(def, tr)
+		if err != nil {
+			continue
+		}
+		if v, ok := k.(kernels.Validator); ok && v.Valid(s, hw) != nil {
+			continue
+		}
+		key, err := TraceKey(s)
+		if err != nil || skip(string(key)) {
+			continue
+		}
+		if out = append(out, Proposal{Schedule: s, Key: string(key)}); len(out) == o.Replay {
+			break
+		}
+	}
+	return out, nil
+}
+
 func resumedTrial(index int, r tuningdb.Record, threads int) Trial {
 	m := target.Measurement{CandidateID: fmt.Sprintf("t%d", index), Status: target.Status(r.Status), Error: r.Error, Threads: threads}
 	m.SetSamples(r.Samples)
@@ -498,6 +591,17 @@ func pick(trials []Trial) (def, best *Trial) {
 	return def, best
 }
 
+// replayed counts the measured trials replayed from other devices' records.
+func (r *Result) replayed() int {
+	n := 0
+	for _, tr := range r.Measured {
+		if tr.Replayed {
+			n++
+		}
+	}
+	return n
+}
+
 // BestMedian is the best trial's median in seconds (+Inf when none is ok).
 func (r *Result) BestMedian() float64 {
 	if r.Best == nil {
@@ -509,7 +613,7 @@ func (r *Result) BestMedian() float64 {
 func runSummary(r *Result) map[string]any {
 	s := map[string]any{
 		"kernel": r.Kernel, "threads": r.Threads, "workload": r.Workload.Key, "strategy": r.Strategy,
-		"measured": len(r.Measured), "resumed": r.Resumed, "counts": r.Counts, "exhausted": r.Exhausted,
+		"measured": len(r.Measured), "resumed": r.Resumed, "replayed": r.replayed(), "counts": r.Counts, "exhausted": r.Exhausted,
 		"elapsed_s": r.Elapsed.Seconds(),
 	}
 	if r.Best != nil {

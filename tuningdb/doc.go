@@ -17,7 +17,9 @@
 //   - Query, Answer, Layered: lookups with fallback (exact device →
 //     compatible device → nearest shape bucket → none) over the user's
 //     database and the precompiled one, saying which level and layer
-//     answered.
+//     answered; Layered.Ranked yields every distinct trace the exact and
+//     compatible-device levels could answer with, in the lookup's order,
+//     for a tuner to replay on a new machine.
 //   - Export / Import / Merge: versioned JSON Lines (Header, Line) for moving
 //     records between machines; imports deduplicate by Record.Digest.
 //   - Verify, Prune, Stats: maintenance behind `llmir db …`.

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"iter"
 	"strings"
 )
 
@@ -102,6 +103,26 @@ func (db *DB) resolve(ctx context.Context, q Query) (Query, error) {
 
 // lookupLevel answers q at one fallback level from this database alone.
 func (db *DB) lookupLevel(ctx context.Context, q Query, level Level) (Answer, bool, error) {
+	rs, err := db.levelRecords(ctx, q, level, 1)
+	if err != nil || len(rs) == 0 {
+		return Answer{}, false, err
+	}
+	a := Answer{Level: level, Record: rs[0]}
+	if a.Workload, err = db.Workload(ctx, a.Record.WorkloadKey); err != nil {
+		return Answer{}, false, err
+	}
+	if a.Device, err = db.Device(ctx, a.Record.DeviceHash); err != nil {
+		return Answer{}, false, err
+	}
+	return a, true, nil
+}
+
+// levelRecords is up to limit (≤ 0: every one) ok records answering q at
+// one fallback level in this database, in the lookup's order; none when q
+// lacks what the level needs. The rows are read before it returns: an
+// in-memory database has one connection, which the caller's next query
+// needs.
+func (db *DB) levelRecords(ctx context.Context, q Query, level Level, limit int) ([]Record, error) {
 	var (
 		where string
 		args  []any
@@ -109,17 +130,17 @@ func (db *DB) lookupLevel(ctx context.Context, q Query, level Level) (Answer, bo
 	switch level {
 	case LevelExact:
 		if q.WorkloadKey == "" || q.DeviceHash == "" {
-			return Answer{}, false, nil
+			return nil, nil
 		}
 		where, args = `w.key = ? AND d.hash = ?`, []any{q.WorkloadKey, q.DeviceHash}
 	case LevelCompatible:
 		if q.WorkloadKey == "" || q.Kind == "" || q.Compat == "" {
-			return Answer{}, false, nil
+			return nil, nil
 		}
 		where, args = `w.key = ? AND d.kind = ? AND d.compat = ?`, []any{q.WorkloadKey, string(q.Kind), q.Compat}
 	case LevelNearestBucket:
 		if q.Family == "" {
-			return Answer{}, false, nil
+			return nil, nil
 		}
 		dev, devArgs := `d.hash = ?`, []any{q.DeviceHash}
 		if q.Kind != "" && q.Compat != "" {
@@ -127,11 +148,11 @@ func (db *DB) lookupLevel(ctx context.Context, q Query, level Level) (Answer, bo
 		}
 		b, ok, err := db.nearestBucket(ctx, q, dev, devArgs)
 		if err != nil || !ok {
-			return Answer{}, false, err
+			return nil, err
 		}
 		where, args = `w.family = ? AND w.bucket = ? AND w.key <> ? AND `+dev, append([]any{q.Family, b, q.WorkloadKey}, devArgs...)
 	default:
-		return Answer{}, false, nil
+		return nil, nil
 	}
 	// The asked device first, then the fastest: a record from this very
 	// machine beats a slightly faster one from a sibling. (At the exact
@@ -144,25 +165,19 @@ func (db *DB) lookupLevel(ctx context.Context, q Query, level Level) (Answer, bo
 	} else {
 		args = append(args, q.DeviceHash)
 	}
-	row := db.sql.QueryRowContext(ctx, `SELECT `+recordColumns+`
+	lim := -1 // SQLite's "no limit"
+	if limit > 0 {
+		lim = limit
+	}
+	args = append(args, lim)
+	rows, err := db.sql.QueryContext(ctx, `SELECT `+recordColumns+`
 		FROM records r JOIN workloads w ON w.id = r.workload_id JOIN devices d ON d.id = r.device_id
 		WHERE `+where+` AND r.codegen_version = ? AND r.status = 'ok'
-		ORDER BY `+order+`r.median, r.created_at LIMIT 1`, args...)
-	r, err := scanRecord(row)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Answer{}, false, nil
-	}
+		ORDER BY `+order+`r.median, r.created_at LIMIT ?`, args...)
 	if err != nil {
-		return Answer{}, false, classify(err)
+		return nil, classify(err)
 	}
-	a := Answer{Level: level, Record: r}
-	if a.Workload, err = db.Workload(ctx, r.WorkloadKey); err != nil {
-		return Answer{}, false, err
-	}
-	if a.Device, err = db.Device(ctx, r.DeviceHash); err != nil {
-		return Answer{}, false, err
-	}
-	return a, true, nil
+	return collect(rows)
 }
 
 // nearestBucket picks the bucket that answers a nearest-bucket lookup: the
@@ -220,21 +235,9 @@ func (l Layered) Lookup(ctx context.Context, q Query) (Answer, error) {
 	if q.WorkloadKey == "" && q.Family == "" {
 		return Answer{}, errors.New("lookup: neither a workload key nor a family given")
 	}
-	if q.DeviceHash == "" && (q.Kind == "" || q.Compat == "") {
-		return Answer{}, errors.New("lookup: neither a device hash nor a kind and compat class given")
-	}
-	resolved := make([]Query, len(l.Layers))
-	for i, layer := range l.Layers {
-		rq, err := layer.DB.resolve(ctx, q)
-		if err != nil {
-			return Answer{}, fmt.Errorf("lookup in %s: %w", layer.Name, err)
-		}
-		resolved[i] = rq
-	}
-	// A field one layer knows (say the device's class, from the user's
-	// database) helps the others, which may never have seen that device.
-	for _, rq := range resolved {
-		q = merge(q, rq)
+	q, err := l.resolve(ctx, q)
+	if err != nil {
+		return Answer{}, err
 	}
 	for _, level := range []Level{LevelExact, LevelCompatible, LevelNearestBucket} {
 		for _, layer := range l.Layers {
@@ -249,6 +252,90 @@ func (l Layered) Lookup(ctx context.Context, q Query) (Answer, error) {
 		}
 	}
 	return Answer{Level: LevelNone}, fmt.Errorf("%s, codegen version %d: %w", q.describe(), q.CodegenVersion, ErrNotFound)
+}
+
+// resolve checks that q names a device and fills its missing fields from
+// every layer.
+func (l Layered) resolve(ctx context.Context, q Query) (Query, error) {
+	if q.DeviceHash == "" && (q.Kind == "" || q.Compat == "") {
+		return q, errors.New("lookup: neither a device hash nor a kind and compat class given")
+	}
+	resolved := make([]Query, len(l.Layers))
+	for i, layer := range l.Layers {
+		rq, err := layer.DB.resolve(ctx, q)
+		if err != nil {
+			return q, fmt.Errorf("lookup in %s: %w", layer.Name, err)
+		}
+		resolved[i] = rq
+	}
+	// A field one layer knows (say the device's class, from the user's
+	// database) helps the others, which may never have seen that device.
+	for _, rq := range resolved {
+		q = merge(q, rq)
+	}
+	return q, nil
+}
+
+// Ranked yields every answer a lookup of q's workload could give at the
+// exact and compatible-device levels — the ok records of that workload on
+// the asked device or on another device of its Kind and Compat class — in
+// the lookup's order: levels before layers, and within one the asked
+// device first, then the fastest. Each trace comes once (compacted JSON),
+// with its first record in that order; so the first answer is Lookup's
+// when Lookup answers at those levels. Nearest-bucket records are not
+// included: they belong to another workload. A tuner replays these as
+// candidates (search.Options.Replay), so that schedules known good on a
+// sibling machine, or shipped in the precompiled database, are measured
+// early on a new one. The iteration stops where the caller stops: a layer
+// is not queried before the answers of the previous ones are used up.
+func (l Layered) Ranked(ctx context.Context, q Query) iter.Seq2[Answer, error] {
+	return func(yield func(Answer, error) bool) {
+		if q.WorkloadKey == "" {
+			yield(Answer{}, errors.New("ranked lookup: no workload key given"))
+			return
+		}
+		q, err := l.resolve(ctx, q)
+		if err != nil {
+			yield(Answer{}, err)
+			return
+		}
+		seen := map[string]bool{}
+		for _, level := range []Level{LevelExact, LevelCompatible} {
+			for _, layer := range l.Layers {
+				rs, err := layer.DB.levelRecords(ctx, q, level, 0)
+				if err != nil {
+					yield(Answer{}, fmt.Errorf("ranked lookup in %s: %w", layer.Name, err))
+					return
+				}
+				var wl Workload
+				devices := map[string]Device{}
+				for _, r := range rs {
+					key := string(compactJSON(r.Trace))
+					if seen[key] {
+						continue
+					}
+					seen[key] = true
+					if wl.Key == "" {
+						if wl, err = layer.DB.Workload(ctx, r.WorkloadKey); err != nil {
+							yield(Answer{}, fmt.Errorf("ranked lookup in %s: %w", layer.Name, err))
+							return
+						}
+					}
+					d, ok := devices[r.DeviceHash]
+					if !ok {
+						if d, err = layer.DB.Device(ctx, r.DeviceHash); err != nil {
+							yield(Answer{}, fmt.Errorf("ranked lookup in %s: %w", layer.Name, err))
+							return
+						}
+						devices[r.DeviceHash] = d
+					}
+					if !yield(Answer{Level: level, Layer: layer.Name, Record: r, Workload: wl, Device: d}, nil) {
+						return
+					}
+				}
+			}
+		}
+	}
 }
 
 // describe names what a query asks for, leaving out what it does not know.

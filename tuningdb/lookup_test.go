@@ -3,6 +3,7 @@ package tuningdb
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -185,5 +186,97 @@ func TestOpenStack(t *testing.T) {
 	}
 	if err := s.User.PutDevice(ctx, testDevice("b", KindCPU, "x")); !errors.Is(err, ErrReadOnly) {
 		t.Errorf("the stack's user database is writable: %v", err)
+	}
+}
+
+// TestLayeredRanked: every trace a lookup of the workload could answer
+// with at the exact and compatible-device levels, once each, in the
+// lookup's order (levels before layers, the asked device first, then the
+// fastest); never another class's, a failed record, another codegen
+// version's or another workload's.
+func TestLayeredRanked(t *testing.T) {
+	ctx := context.Background()
+	user, pre := openTest(t), openTest(t)
+	here := testDevice("here", KindCPU, "x86_64/avx512f")
+	sibling := testDevice("sibling", KindCPU, "x86_64/avx512f")
+	twin := testDevice("twin", KindCPU, "x86_64/avx512f")
+	stranger := testDevice("stranger", KindCPU, "x86_64/avx2")
+	w, w2 := testWorkload("lin", 64), testWorkload("lin", 128)
+	rec := func(d Device, wl Workload, trace string, cv int, median float64, st Status) Record {
+		r := testRecord(wl, d, cv, median, st, t0)
+		r.Trace = []byte(trace)
+		return r
+	}
+	mustBatch(t, user, Batch{Devices: []Device{here, sibling, stranger}, Workloads: []Workload{w, w2}, Records: []Record{
+		rec(here, w, `{"t":"mine"}`, 1, 5e-3, StatusOK),
+		rec(sibling, w, `{"t":"sib-fast"}`, 1, 1e-3, StatusOK),
+		rec(sibling, w, `{"t": "mine"}`, 1, 1e-4, StatusOK), // the same trace, spaced otherwise
+		rec(sibling, w, `{"t":"sib-slow"}`, 1, 2e-3, StatusOK),
+		rec(sibling, w, `{"t":"failed"}`, 1, 0, StatusRuntimeError),
+		rec(sibling, w, `{"t":"old"}`, 2, 1e-5, StatusOK),
+		rec(sibling, w2, `{"t":"other-shape"}`, 1, 1e-5, StatusOK),
+		rec(stranger, w, `{"t":"stranger"}`, 1, 1e-6, StatusOK),
+	}})
+	mustBatch(t, pre, Batch{Devices: []Device{here, twin}, Workloads: []Workload{w}, Records: []Record{
+		rec(here, w, `{"t":"shipped-here"}`, 1, 9e-3, StatusOK),
+		rec(twin, w, `{"t":"shipped-twin"}`, 1, 1e-4, StatusOK),
+		rec(twin, w, `{"t":"sib-fast"}`, 1, 1e-5, StatusOK), // replayed once, from the user's
+	}})
+	l := NewLayered(user, pre)
+	q := Query{WorkloadKey: w.Key, DeviceHash: here.Hash, CodegenVersion: 1}
+	type got struct {
+		trace string
+		level Level
+		layer string
+		dev   string
+	}
+	var all []got
+	for a, err := range l.Ranked(ctx, q) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Record.WorkloadKey != w.Key || a.Workload.Key != w.Key || a.Device.Hash != a.Record.DeviceHash {
+			t.Errorf("answer %s: workload %.8s, device %.8s of record on %.8s", a.Record.Trace, a.Workload.Key, a.Device.Hash, a.Record.DeviceHash)
+		}
+		all = append(all, got{string(compactJSON(a.Record.Trace)), a.Level, a.Layer, a.Device.Hash})
+	}
+	want := []got{
+		{`{"t":"mine"}`, LevelExact, LayerUser, here.Hash},
+		{`{"t":"shipped-here"}`, LevelExact, LayerPrecompiled, here.Hash},
+		{`{"t":"sib-fast"}`, LevelCompatible, LayerUser, sibling.Hash},
+		{`{"t":"sib-slow"}`, LevelCompatible, LayerUser, sibling.Hash},
+		{`{"t":"shipped-twin"}`, LevelCompatible, LayerPrecompiled, twin.Hash},
+	}
+	if fmt.Sprint(all) != fmt.Sprint(want) {
+		t.Errorf("ranked:\n got %v\nwant %v", all, want)
+	}
+	first, err := l.Lookup(ctx, q)
+	if err != nil || string(first.Record.Trace) != all[0].trace {
+		t.Errorf("Lookup answers %s (%v), Ranked starts with %s", first.Record.Trace, err, all[0].trace)
+	}
+
+	// A machine only its class is known of: the same traces, the class's
+	// fastest first.
+	n := 0
+	for a, err := range l.Ranked(ctx, Query{WorkloadKey: w.Key, Kind: KindCPU, Compat: "x86_64/avx512f", CodegenVersion: 1}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 && string(a.Record.Trace) != `{"t":"mine"}` {
+			t.Errorf("by class: first %s, want the class's fastest", a.Record.Trace)
+		}
+		if n++; n == 2 {
+			break // stopping early is no error
+		}
+	}
+	if n != 2 {
+		t.Errorf("by class: %d answers before stopping, want 2", n)
+	}
+	for _, bad := range []Query{{DeviceHash: here.Hash, CodegenVersion: 1}, {WorkloadKey: w.Key, CodegenVersion: 1}} {
+		for _, err := range l.Ranked(ctx, bad) {
+			if err == nil {
+				t.Errorf("ranked %+v: no error", bad)
+			}
+		}
 	}
 }
