@@ -10,7 +10,8 @@
 //     rule-based Default; the rest come from a Strategy. Each batch is
 //     built in parallel and then measured (target.Measure never builds
 //     while measuring), and recorded in one tuningdb transaction inside a
-//     tuning run (StartRun … FinishRun).
+//     tuning run (StartRun … FinishRun). The first batch also carries the
+//     replays of other machines' records (see Replay below).
 //   - Strategy: proposes schedules not yet seen and observes the results.
 //     Random draws from the design space (the Tuner's default);
 //     Evolutionary (NewEvolutionary) breeds children of the fastest measured
@@ -94,6 +95,25 @@
 // is by compacted trace JSON), and lets their ok records compete for best.
 // An interrupted tune therefore continues where it stopped, and a second
 // tune with the same budget measures nothing.
+//
+// Replay. What other machines measured is tried early, never trusted: at
+// the start of a task the Tuner takes up to Options.Replay (3) of the best
+// traces recorded for the same workload at the same codegen version on this
+// device's class (tuningdb.Layered.Ranked over the user's database, then
+// Tuner.Precompiled: the lookup's exact and compatible-device levels, in
+// its order) that this device has not measured, that replay on the kernel
+// and that the kernel accepts on this hardware (kernels.Validator), and
+// puts them in its first batch after the default, on top of the
+// strategy's proposals (so Evolutionary's transfer still comes) and within
+// the trial budget. A record that does not replay or is refused is
+// skipped without error. The replays are then measured, validated and
+// recorded like any trial (Trial.Replayed marks them), so a wrong one is
+// never best, the evolutionary strategy breeds from those that are fast,
+// and the next tune resumes them instead of replaying them again.
+// TuneModel replays from the precompiled database built into llmir unless
+// ModelOptions.Precompiled names another; Replay < 0 turns it off. The
+// offline simulation (costmodel.SimulateEvolution) has no other device's
+// records and does not model it.
 //
 // Thread count is part of the workload. The same trace measured at one and
 // at two threads are different measurements, and the generated code differs
