@@ -1,6 +1,7 @@
 package search
 
 import (
+	"math"
 	"testing"
 
 	"llmir/target"
@@ -40,5 +41,21 @@ func TestRetainProblems(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFmtSpeedup: a step that measured nothing (an interrupted tune) or
+// whose default failed prints "×—", not "×NaN".
+func TestFmtSpeedup(t *testing.T) {
+	for _, c := range []struct {
+		x    float64
+		want string
+	}{{1.234, "×1.23"}, {math.NaN(), "×—"}, {math.Inf(1), "×—"}} {
+		if got := fmtSpeedup(c.x); got != c.want {
+			t.Errorf("fmtSpeedup(%g) = %q, want %q", c.x, got, c.want)
+		}
+	}
+	if got := fmtSpeedup(speedupOf(&Result{})); got != "×—" {
+		t.Errorf("no trials: %q", got)
 	}
 }

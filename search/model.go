@@ -430,10 +430,10 @@ func TuneModel(ctx context.Context, m *ir.Module, o ModelOptions) (*ModelResult,
 				}
 			}
 			_ = overall.Set(done)
-			overall.Describe(fmt.Sprintf("model: %s best %s ×%.2f", r.kernel.Name(), fmtDur(rr.BestMedian()), speedupOf(rr)))
+			overall.Describe(fmt.Sprintf("model: %s best %s %s", r.kernel.Name(), fmtDur(rr.BestMedian()), fmtSpeedup(speedupOf(rr))))
 		}
 		if o.Log != nil {
-			fmt.Fprintf(o.Log, "step %d: %s trials %d best %s ×%.2f vs default\n", stepNo, r.kernel.Name(), n, fmtDur(rr.BestMedian()), speedupOf(rr))
+			fmt.Fprintf(o.Log, "step %d: %s trials %d best %s %s vs default\n", stepNo, r.kernel.Name(), n, fmtDur(rr.BestMedian()), fmtSpeedup(speedupOf(rr)))
 		}
 		return StepResult{Best: rr.BestMedian(), Trials: n, Exhausted: rr.Exhausted}, err
 	}
@@ -584,6 +584,15 @@ func speedupOf(r *Result) float64 {
 		return math.NaN()
 	}
 	return r.Default.Measurement.Median / r.Best.Measurement.Median
+}
+
+// fmtSpeedup prints a speedup as "×1.23", or "×—" when there is none
+// (an interrupted step measured nothing, or the default failed).
+func fmtSpeedup(x float64) string {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return "×—"
+	}
+	return fmt.Sprintf("×%.2f", x)
 }
 
 // fmtDur prints seconds with a unit (µs below a millisecond).

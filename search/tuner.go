@@ -563,7 +563,7 @@ func resumedTrial(index int, r tuningdb.Record, threads int) Trial {
 func barLabel(name string, threads int, trials []Trial) string {
 	def, best := pick(trials)
 	r := Result{Default: def, Best: best}
-	return fmt.Sprintf("%s t=%d best %s ×%.2f", name, threads, fmtDur(r.BestMedian()), speedupOf(&r))
+	return fmt.Sprintf("%s t=%d best %s %s", name, threads, fmtDur(r.BestMedian()), fmtSpeedup(speedupOf(&r)))
 }
 
 // pick finds the default's trial and the best: a later trial replaces the

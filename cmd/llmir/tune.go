@@ -90,6 +90,7 @@ cuda' then works anywhere.`,
 	f.Uint64("seed", 1, "seed of the search and of the inputs")
 	f.Duration("min-time", 0, "timed budget per candidate (0: the protocol's 100ms)")
 	f.Int("confirm", 3, "re-measure each workload's N fastest trials next to its default at the end (0: off)")
+	f.Int("replay", search.DefaultReplay, "measure first, per workload, up to N of the best schedules recorded on other machines of this class (user database, then the precompiled one; 0: off)")
 	f.Bool("json", false, "print the result as JSON")
 	return cmd
 }
@@ -146,6 +147,7 @@ func runTune(cmd *cobra.Command, args []string) error {
 	seed, _ := fl.GetUint64("seed")
 	minTime, _ := fl.GetDuration("min-time")
 	confirm, _ := fl.GetInt("confirm")
+	replay, _ := fl.GetInt("replay")
 	asJSON, _ := fl.GetBool("json")
 	switch {
 	case tgName != "cpu" && tgName != "cuda":
@@ -168,6 +170,8 @@ func runTune(cmd *cobra.Command, args []string) error {
 		return fmt.Errorf("--min-time %v: want ≥ 0", minTime)
 	case confirm < 0:
 		return fmt.Errorf("--confirm %d: want ≥ 0", confirm)
+	case replay < 0:
+		return fmt.Errorf("--replay %d: want ≥ 0", replay)
 	}
 	dims, err := parseDims("dims", dimsArg)
 	if err != nil {
@@ -206,10 +210,13 @@ func runTune(cmd *cobra.Command, args []string) error {
 	if confirm == 0 {
 		confirm = -1
 	}
+	if replay == 0 {
+		replay = -1
+	}
 	o := search.ModelOptions{
 		Target: tg, Roofline: roof, Backend: backend, DB: db, Threads: threads,
 		Budget: search.ModelBudget{Trials: trials, Time: budget, PerTask: perTask},
-		Dims:   dims, Only: only, Funcs: funcs, Strategy: strategy, Step: batch, Seed: seed, Confirm: confirm,
+		Dims:   dims, Only: only, Funcs: funcs, Strategy: strategy, Step: batch, Seed: seed, Confirm: confirm, Replay: replay,
 		Run:          target.RunOptions{Budget: minTime},
 		Command:      "llmir " + strings.Join(os.Args[1:], " "),
 		LLMIRVersion: buildinfo.Version(),

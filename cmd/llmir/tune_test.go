@@ -233,6 +233,7 @@ func TestTuneCompileErrors(t *testing.T) {
 		{[]string{"compile", "--preset", "llama-tiny", "-o", "x", "--target", "tpu"}, "want cpu or cuda"},
 		{[]string{"compile", "--preset", "llama-tiny", "-o", "x", "--gpu", "sm_90"}, "--gpu needs --target cuda"},
 		{[]string{"tune", "--preset", "llama-tiny", "--strategy", "annealing"}, "--strategy"},
+		{[]string{"tune", "--preset", "llama-tiny", "--replay", "-1", "--db", "notes.db"}, "--replay -1: want ≥ 0"},
 		{[]string{"tune", "--preset", "llama-tiny", "--dims", "seq"}, "NAME=N"},
 		// A name the module lacks is an error listing its names (notes.db
 		// stops a regression before it tunes or compiles).
