@@ -29,7 +29,7 @@ import (
 // a shape bucket: the tuning database keys a workload by its bucket, and
 // the export rebuilds the kernel at the bucket's size (the committed
 // local2core-linear2.jsonl was measured with M=96, whose lines carry the
-// M=128 workload).
+// M=128 workload; search.ExampleKernel rebuilds them at M=96).
 var genShapes = []kernels.Linear{
 	{M: 1, N: 512, K: 512},
 	{M: 4, N: 384, K: 768},

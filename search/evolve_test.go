@@ -410,3 +410,26 @@ func TestEvolutionarySiblingPrior(t *testing.T) {
 		}
 	}
 }
+
+// TestExampleKernelRuntimeM: a dataset line whose IR holds the shape's
+// bucket (M=96 keyed as 128) but whose name gives the M it was measured at
+// rebuilds the kernel at that M (local2core-linear2's 41 lines of M=96 were
+// replayed and featurized at M=128); a line at its bucket is unchanged.
+func TestExampleKernelRuntimeM(t *testing.T) {
+	ir128, err := json.Marshal(kernels.Linear{M: 128, N: 384, K: 384}.Workload())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		want int64
+	}{{"linear/M=96,N=384,K=384/f32", 96}, {"linear/M=128,N=384,K=384/f32", 128}} {
+		k, err := search.ExampleKernel(costmodel.Example{Workload: c.name, IR: ir128})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := k.Dims(); len(d) != 1 || d[0] != c.want || k.Name() != c.name {
+			t.Errorf("%s: kernel %s dims %v, want M=%d", c.name, k.Name(), d, c.want)
+		}
+	}
+}
