@@ -32,26 +32,6 @@ func datasetFingerprint(model string) *cpu.Fingerprint {
 	}
 }
 
-// drawOther is a drawn schedule of k whose trace is none of avoid.
-func drawOther(t *testing.T, k kernels.Kernel, hw kernels.Hardware, avoid ...string) (*schedule.Schedule, string) {
-	t.Helper()
-	for seed := range uint64(200) {
-		s, err := search.SampleSchedule(k, hw, seed)
-		if err != nil {
-			t.Fatal(err)
-		}
-		key, err := search.TraceKey(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !slices.Contains(avoid, string(key)) {
-			return s, string(key)
-		}
-	}
-	t.Fatalf("%s: no draw other than the %d given in 200 seeds", k.Name(), len(avoid))
-	return nil, ""
-}
-
 // TestExportDataset: a database with, for one device, a linear workload
 // whose default was measured twice, one drawn schedule, a failed record and
 // a record whose trace no longer replays, a second workload without its
@@ -82,8 +62,8 @@ func TestExportDataset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, draw1 := drawOther(t, k1, hw1, string(defKey))
-	_, failed1 := drawOther(t, k1, hw1, string(defKey), draw1)
+	drawn := distinctTraces(t, k1, hw1, 2)
+	draw1, failed1 := string(drawn[0]), string(drawn[1])
 	// A trace from before a design-space change: a decision past the
 	// choices its sampling step offers today.
 	tr, err := schedule.ParseTrace([]byte(draw1))
@@ -115,15 +95,7 @@ func TestExportDataset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	def2, err := search.DefaultSchedule(k2, hw2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	def2Key, err := search.TraceKey(def2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, draw2 := drawOther(t, k2, hw2, string(def2Key))
+	draw2 := string(distinctTraces(t, k2, hw2, 1)[0])
 
 	wl1, wl2 := search.WorkloadOf(k1, 2), search.WorkloadOf(k2, 1)
 	// A workload no kernel serves (an op group of a future llmir).
