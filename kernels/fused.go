@@ -141,17 +141,13 @@ func (l LinearAdd) Name() string {
 // Def is out = sum(k, a[i, k] * w[j, k]) (the linear's stage, a temporary)
 // and y[i, j] = out[i, j] + r[i, j].
 func (l LinearAdd) Def() (*schedule.Def, error) {
-	if l.M < 1 || l.N < 1 || l.K < 1 || l.M > l.bucket() {
-		return nil, fmt.Errorf("linear+add: bad shape M=%d (bucket %d), N=%d, K=%d", l.M, l.bucket(), l.N, l.K)
+	g, err := l.gemm("linear+add", schedule.F32)
+	if err != nil {
+		return nil, err
 	}
-	M, N, K := schedule.Dynamic("M", l.bucket()), schedule.Static(l.N), schedule.Static(l.K)
-	i, j, k := schedule.NewAxis("i", M), schedule.NewAxis("j", N), schedule.NewAxis("k", K)
-	a := schedule.Input("a", schedule.F32, M, K)
-	w := schedule.Input("w", schedule.F32, N, K)
-	r := schedule.Input("r", schedule.F32, M, N)
-	out := schedule.Compute("out", schedule.F32, []schedule.Axis{i, j}, schedule.Sum(k, schedule.Mul(a.At(i, k), w.At(j, k))))
-	y := schedule.Compute("y", schedule.F32, []schedule.Axis{i, j}, schedule.Add(out.At(i, j), r.At(i, j)))
-	return schedule.NewDef("linear_add", []*schedule.Tensor{a, w, r}, y)
+	r := schedule.Input("r", schedule.F32, g.i.Dim, g.j.Dim)
+	y := schedule.Compute("y", schedule.F32, []schedule.Axis{g.i, g.j}, schedule.Add(g.out.At(g.i, g.j), r.At(g.i, g.j)))
+	return schedule.NewDef("linear_add", []*schedule.Tensor{g.a, g.w, r}, y)
 }
 
 // Workload is llmir.linear+llmir.add on x [M, K], w [N, K], residual [M, N].
@@ -220,17 +216,13 @@ func (l LinearBias) Name() string {
 // Def is out = sum(k, a[i, k] * w[j, k]) (a temporary) and y[i, j] =
 // out[i, j] + b[j].
 func (l LinearBias) Def() (*schedule.Def, error) {
-	if l.M < 1 || l.N < 1 || l.K < 1 || l.M > l.bucket() {
-		return nil, fmt.Errorf("linear+bias: bad shape M=%d (bucket %d), N=%d, K=%d", l.M, l.bucket(), l.N, l.K)
+	g, err := l.gemm("linear+bias", schedule.F32)
+	if err != nil {
+		return nil, err
 	}
-	M, N, K := schedule.Dynamic("M", l.bucket()), schedule.Static(l.N), schedule.Static(l.K)
-	i, j, k := schedule.NewAxis("i", M), schedule.NewAxis("j", N), schedule.NewAxis("k", K)
-	a := schedule.Input("a", l.DType, M, K)
-	w := schedule.Input("w", l.DType, N, K)
-	b := schedule.Input("b", l.DType, N)
-	out := schedule.Compute("out", schedule.F32, []schedule.Axis{i, j}, schedule.Sum(k, schedule.Mul(a.At(i, k), w.At(j, k))))
-	y := schedule.Compute("y", l.DType, []schedule.Axis{i, j}, schedule.Add(out.At(i, j), b.At(j)))
-	return schedule.NewDef("linear_bias", []*schedule.Tensor{a, w, b}, y)
+	b := schedule.Input("b", l.DType, g.j.Dim)
+	y := schedule.Compute("y", l.DType, []schedule.Axis{g.i, g.j}, schedule.Add(g.out.At(g.i, g.j), b.At(g.j)))
+	return schedule.NewDef("linear_bias", []*schedule.Tensor{g.a, g.w, b}, y)
 }
 
 // Workload is llmir.linear on x [M, K], w [N, K] and bias [N].

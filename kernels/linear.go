@@ -76,15 +76,35 @@ func (l Linear) Name() string { return fmt.Sprintf("linear/M=%d,N=%d,K=%d/%s", l
 
 // Def is out[i, j] = sum(k, a[i, k] * w[j, k]) with i over the dynamic M.
 func (l Linear) Def() (*schedule.Def, error) {
+	g, err := l.gemm("linear", l.DType)
+	if err != nil {
+		return nil, err
+	}
+	return schedule.NewDef("linear", []*schedule.Tensor{g.a, g.w}, g.out)
+}
+
+// gemmStage is what the definitions built on the linear share: its axes i
+// (over the dynamic M, at the bucket) and j, a [M, K] and w [N, K] stored
+// as the kernel's dtype, and the reduction stage out[i, j].
+type gemmStage struct {
+	i, j      schedule.Axis
+	a, w, out *schedule.Tensor
+}
+
+// gemm declares the linear's stage, out stored as outType (the output
+// itself, or an f32 temporary that an epilogue reads); kind names the
+// kernel in a shape error.
+func (l Linear) gemm(kind string, outType schedule.DType) (gemmStage, error) {
 	if l.M < 1 || l.N < 1 || l.K < 1 || l.M > l.bucket() {
-		return nil, fmt.Errorf("linear: bad shape M=%d (bucket %d), N=%d, K=%d", l.M, l.bucket(), l.N, l.K)
+		return gemmStage{}, fmt.Errorf("%s: bad shape M=%d (bucket %d), N=%d, K=%d", kind, l.M, l.bucket(), l.N, l.K)
 	}
 	M, N, K := schedule.Dynamic("M", l.bucket()), schedule.Static(l.N), schedule.Static(l.K)
-	i, j, k := schedule.NewAxis("i", M), schedule.NewAxis("j", N), schedule.NewAxis("k", K)
-	a := schedule.Input("a", l.DType, M, K)
-	w := schedule.Input("w", l.DType, N, K)
-	out := schedule.Compute("out", l.DType, []schedule.Axis{i, j}, schedule.Sum(k, schedule.Mul(a.At(i, k), w.At(j, k))))
-	return schedule.NewDef("linear", []*schedule.Tensor{a, w}, out)
+	g := gemmStage{i: schedule.NewAxis("i", M), j: schedule.NewAxis("j", N)}
+	k := schedule.NewAxis("k", K)
+	g.a = schedule.Input("a", l.DType, M, K)
+	g.w = schedule.Input("w", l.DType, N, K)
+	g.out = schedule.Compute("out", outType, []schedule.Axis{g.i, g.j}, schedule.Sum(k, schedule.Mul(g.a.At(g.i, k), g.w.At(g.j, k))))
+	return g, nil
 }
 
 // Workload is llmir.linear on [M, K] × [N, K] with M bucketed (or the IR
