@@ -55,10 +55,8 @@ func fusedLinearShape(w ir.Workload, x, wt ir.TensorSig) (m, n, k int64, err err
 			return 0, 0, 0, unsupported("dtype %s (the fused kernels are f32)", s.DType)
 		}
 	}
-	for name, v := range w.Attrs {
-		if strings.HasSuffix(name, "weight_layout") && v != strconv.Quote("nk") {
-			return 0, 0, 0, fmt.Errorf("%s = %s: the fused kernels read w as [out, in] (\"nk\")", name, v)
-		}
+	if err := CheckWeightLayout(w.Attrs); err != nil {
+		return 0, 0, 0, err
 	}
 	return rows(x), wt.Shape[0], wt.Shape[1], nil
 }
@@ -823,10 +821,8 @@ func ropeAppendFromWorkload(w ir.Workload) (Kernel, error) {
 	if len(v.Shape) < 2 || v.Shape[len(v.Shape)-1] != kv.HeadDim || v.Shape[len(v.Shape)-2] != kv.KVHeads || rows(v)/kv.KVHeads != t {
 		return nil, fmt.Errorf("v %v is not %d tokens of [%d, %d]", v.Shape, t, kv.KVHeads, kv.HeadDim)
 	}
-	for name, val := range w.Attrs {
-		if strings.HasSuffix(name, "weight_layout") && val != strconv.Quote("nk") {
-			return nil, fmt.Errorf("%s = %s: the fused kernel reads w as [out, in] (\"nk\")", name, val)
-		}
+	if err := CheckWeightLayout(w.Attrs); err != nil {
+		return nil, err
 	}
 	as, err := w.ParseAttrs()
 	if err != nil {

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
-	"strconv"
+	"slices"
 	"sync"
 
 	"llmir/ir"
@@ -42,17 +42,16 @@ func linearFromWorkload(w ir.Workload) (Kernel, error) {
 		return nil, err
 	}
 	a, wt := w.Inputs[0], w.Inputs[1]
-	if v, ok := w.Attrs["weight_layout"]; ok && v != strconv.Quote("nk") {
-		return nil, unsupported("weight_layout = %s (the linear kernels read w as [out, in], \"nk\")", v)
+	if err := CheckWeightLayout(w.Attrs); err != nil {
+		return nil, err
 	}
 	if len(wt.Shape) != 2 || a.Shape[len(a.Shape)-1] != wt.Shape[1] {
 		return nil, fmt.Errorf("activation %v and weight %v do not match", a.Shape, wt.Shape)
 	}
 	dt, err := schedule.ParseDType(a.DType)
-	for _, s := range append(append([]ir.TensorSig{}, w.Inputs...), w.Output...) {
-		if err != nil || !dt.Float() || s.DType != a.DType {
-			return nil, unsupported("dtypes %s × %s → %s (the CPU linear kernels store every operand in one of f32, bf16, f16; weight-only quantized weights are llmir.quantized_linear)", a.DType, wt.DType, w.Output[0].DType)
-		}
+	other := func(s ir.TensorSig) bool { return s.DType != a.DType }
+	if err != nil || !dt.Float() || slices.ContainsFunc(w.Inputs, other) || slices.ContainsFunc(w.Output, other) {
+		return nil, unsupported("dtypes %s × %s → %s (the CPU linear kernels store every operand in one of f32, bf16, f16; weight-only quantized weights are llmir.quantized_linear)", a.DType, wt.DType, w.Output[0].DType)
 	}
 	l := Linear{M: rows(a), N: wt.Shape[0], K: wt.Shape[1], DType: dt, IR: &w}
 	if inputs == 3 {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"llmir/ir"
@@ -13,13 +14,29 @@ import (
 // kernel for.
 var ErrNoKernel = errors.New("no kernel for this op group")
 
-// unsupported is the error of a well-formed workload that the library has
+// Unsupported is the error of a well-formed workload that the library has
 // no kernel variant for (an element type a kernel does not implement): it
 // wraps ErrNoKernel, so that a tune or compile of a whole model lists the
 // workload among those without a kernel and goes on with the rest, where a
 // malformed workload stops it.
-func unsupported(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{ErrNoKernel}, args...)...)
+func Unsupported(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrNoKernel, fmt.Sprintf(format, args...))
+}
+
+// unsupported is Unsupported, as this package's builders call it.
+var unsupported = Unsupported
+
+// CheckWeightLayout refuses, as a variant without a kernel, a linear whose
+// weight_layout attribute (its own, or a fused group's prefixed one) is not
+// "nk": every linear kernel reads w as [out, in], and a square [in, out]
+// weight would otherwise pass the shape checks and compute x·wᵀ.
+func CheckWeightLayout(attrs map[string]string) error {
+	for name, v := range attrs {
+		if strings.HasSuffix(name, "weight_layout") && v != strconv.Quote("nk") {
+			return Unsupported("%s = %s (the linear kernels read w as [out, in], \"nk\")", name, v)
+		}
+	}
+	return nil
 }
 
 // builders maps an op group ("llmir.linear", "llmir.rms_norm+llmir.linear")

@@ -5,7 +5,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
-	"strconv"
 	"strings"
 
 	"llmir/ir"
@@ -121,9 +120,7 @@ func bf16Only(dt schedule.DType) error {
 }
 
 // unsupported marks a well-formed workload that no CUDA kernel serves.
-func unsupported(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", kernels.ErrNoKernel, fmt.Sprintf(format, args...))
-}
+var unsupported = kernels.Unsupported
 
 // checkSigs checks operand and result counts, that every tensor has a
 // positive shape and that all are bf16 (the CUDA kernels' only type).
@@ -160,8 +157,8 @@ func linearFromWorkload(w ir.Workload) (Kernel, error) {
 	if err := checkSigs(w, 2, 1); err != nil {
 		return nil, err
 	}
-	if v, ok := w.Attrs["weight_layout"]; ok && v != strconv.Quote("nk") {
-		return nil, unsupported("weight_layout = %s (the CUDA linear kernels read w as [out, in], \"nk\")", v)
+	if err := kernels.CheckWeightLayout(w.Attrs); err != nil {
+		return nil, err
 	}
 	x, wt := w.Inputs[0], w.Inputs[1]
 	if len(wt.Shape) != 2 || x.Shape[len(x.Shape)-1] != wt.Shape[1] {
